@@ -1,0 +1,50 @@
+//! `geoloc`: the command-line client.
+//!
+//! `solve` and `eval` run the engine locally on CSV input; `locate`, `audit` and `probes`
+//! talk to a coordinator; `lab` runs the emulated Internet.
+use clap::{Parser, Subcommand};
+
+mod eval;
+mod solve;
+
+#[derive(Debug, Parser)]
+#[command(name = "geoloc", version, about = "Find where an IP address is by measuring it")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Solve one target from a CSV of landmark RTTs and print the answer as JSON.
+    Solve(solve::SolveArgs),
+    /// Leave-one-out evaluation on a nodes.csv/rtts.csv data set.
+    Eval(eval::EvalArgs),
+    /// Locate IPs through a coordinator, with live progress.
+    Locate(geoloc_coordinator::client::LocateArgs),
+    /// Locate a list of IPs through a coordinator and write a CSV (resumable).
+    Audit(geoloc_coordinator::client::AuditArgs),
+    /// List the probe fleet known to a coordinator.
+    Probes(geoloc_coordinator::client::ProbesArgs),
+    /// The emulated Internet on one machine (root).
+    Lab(geoloc_lab::cli::LabArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Solve(a) => solve::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Locate(a) => geoloc_coordinator::client::run_locate(a),
+        Command::Audit(a) => geoloc_coordinator::client::run_audit(a),
+        Command::Probes(a) => geoloc_coordinator::client::run_probes(a),
+        Command::Lab(a) => geoloc_lab::cli::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("geoloc: error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

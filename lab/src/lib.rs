@@ -1,0 +1,2 @@
+//! The lab: an emulated Internet on one machine.
+pub mod cli;
