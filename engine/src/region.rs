@@ -1,0 +1,552 @@
+//! Regions on the sphere as sets of H3 cells, refined only where a constraint's boundary
+//! crosses them.
+//!
+//! A [`Constraint`] says "the target is between `min` and `max` km of this point" (a disc,
+//! or an annulus for Octant-style negative constraints). Every cell of a hierarchical H3
+//! grid is classified against each constraint using the cell's centre and a bound on its
+//! circumradius: wholly inside, wholly outside, or crossed by the boundary. Only crossed
+//! cells are refined, and a child only re-tests the constraints its parent was crossed by.
+//! At the finest resolution a cell belongs to the region when its centre does.
+//!
+//! Everything is computed with unit vectors on the sphere, so the antimeridian, the poles
+//! and discs up to the whole sphere need no special case.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use h3o::{CellIndex, LatLng, Resolution};
+
+use crate::sphere::{km_to_rad, LatLon, V3, EARTH_RADIUS_KM};
+
+/// "The target lies between `min_km` and `max_km` of `center`", with a weight used when
+/// constraints contradict each other and the heaviest consistent set is searched.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Constraint {
+    pub center: LatLon,
+    /// Upper bound on the distance, km (≥ half the circumference: no upper bound).
+    pub max_km: f64,
+    /// Lower bound on the distance, km (0: none).
+    pub min_km: f64,
+    /// Weight in the search for the heaviest consistent set.
+    pub weight: u32,
+}
+
+impl Constraint {
+    /// A disc of radius `max_km` around `center`, weight 1.
+    pub fn disc(center: LatLon, max_km: f64) -> Self {
+        Self { center, max_km, min_km: 0.0, weight: 1 }
+    }
+
+    /// True when `p` satisfies the constraint (exact, not discretised).
+    pub fn contains(&self, p: LatLon) -> bool {
+        let d = crate::sphere::distance_km(self.center, p);
+        d <= self.max_km && d >= self.min_km
+    }
+}
+
+/// Bound on the angular circumradius of any H3 cell at `res` (centre to farthest vertex),
+/// radians. Checked against real cells, pentagons included, by a unit test.
+pub fn circumradius_rad(res: Resolution) -> f64 {
+    CIRCUMRADIUS_FACTOR * res.edge_length_rads()
+}
+const CIRCUMRADIUS_FACTOR: f64 = 1.9;
+
+/// How a cell relates to one constraint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Inside,
+    Outside,
+    Crossed,
+}
+
+/// Constraints prepared for fast classification: dot-product thresholds per resolution.
+pub(crate) struct Prepared {
+    centers: Vec<V3>,
+    weights: Vec<u32>,
+    /// cos(max), cos(min): point test is `dot >= cos_max && dot <= cos_min`.
+    cos_max: Vec<f64>,
+    cos_min: Vec<f64>,
+    /// Per resolution, per constraint: [inside_max, outside_max, inside_min, outside_min].
+    thresholds: Vec<Vec<[f64; 4]>>,
+    max_res: Resolution,
+}
+
+impl Prepared {
+    pub(crate) fn new(cs: &[Constraint], max_res: Resolution) -> Self {
+        let res_count = u8::from(max_res) as usize + 1;
+        let mut thresholds = vec![Vec::with_capacity(cs.len()); res_count];
+        for (r, th) in thresholds.iter_mut().enumerate() {
+            let rho = circumradius_rad(Resolution::try_from(r as u8).expect("resolution ≤ 15"));
+            for c in cs {
+                let (mx, mn) = (km_to_rad(c.max_km), km_to_rad(c.min_km));
+                let pi = std::f64::consts::PI;
+                th.push([
+                    // fully within max: d + rho <= mx
+                    if mx - rho >= 0.0 { (mx - rho).cos() } else { 2.0 },
+                    // fully beyond max: d - rho > mx
+                    if mx + rho < pi { (mx + rho).cos() } else { -2.0 },
+                    // fully beyond min: d - rho >= mn
+                    if mn <= 0.0 { 2.0 } else if mn + rho <= pi { (mn + rho).cos() } else { -2.0 },
+                    // fully within min (violated): d + rho < mn
+                    if mn - rho > 0.0 { (mn - rho).cos() } else { 2.0 },
+                ]);
+            }
+        }
+        Self {
+            centers: cs.iter().map(|c| c.center.to_vec()).collect(),
+            weights: cs.iter().map(|c| c.weight).collect(),
+            cos_max: cs.iter().map(|c| km_to_rad(c.max_km).cos()).collect(),
+            cos_min: cs.iter().map(|c| if c.min_km <= 0.0 { 2.0 } else { km_to_rad(c.min_km).cos() }).collect(),
+            thresholds,
+            max_res,
+        }
+    }
+
+    #[inline]
+    fn classify(&self, i: usize, res: usize, center: V3) -> Class {
+        let dot = center.dot(self.centers[i]);
+        let [in_max, out_max, in_min, out_min] = self.thresholds[res][i];
+        if dot < out_max || dot > out_min {
+            Class::Outside
+        } else if dot >= in_max && dot <= in_min {
+            Class::Inside
+        } else {
+            Class::Crossed
+        }
+    }
+
+    #[inline]
+    fn point_in(&self, i: usize, p: V3) -> bool {
+        let dot = p.dot(self.centers[i]);
+        dot >= self.cos_max[i] && dot <= self.cos_min[i]
+    }
+}
+
+fn cell_vec(cell: CellIndex) -> V3 {
+    let ll = LatLng::from(cell);
+    LatLon::new(ll.lat(), ll.lng()).to_vec()
+}
+
+/// A region: H3 cells of mixed resolutions (coarse inside, fine at the boundary).
+#[derive(Debug, Clone, Default)]
+pub struct Region {
+    pub cells: Vec<CellIndex>,
+    /// Finest resolution used.
+    pub max_res: Option<Resolution>,
+}
+
+impl Region {
+    /// True when no cell is in the region.
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+
+    /// Area, km².
+    pub fn area_km2(&self) -> f64 {
+        self.cells.iter().map(|c| c.area_km2()).sum()
+    }
+
+    /// Area-weighted spherical centroid (normalised mean of unit vectors); `None` when the
+    /// region is empty or symmetric about the Earth's centre (e.g. the whole sphere).
+    pub fn centroid(&self) -> Option<LatLon> {
+        let mut s = V3([0.0; 3]);
+        let mut total = 0.0;
+        for &c in &self.cells {
+            let a = c.area_km2();
+            s = s.add_scaled(cell_vec(c), a);
+            total += a;
+        }
+        if total <= 0.0 || s.norm() < 1e-6 * total {
+            return None;
+        }
+        s.to_latlon()
+    }
+
+    /// Radius of a circle around `p` that holds the whole region, km.
+    pub fn radius_from_km(&self, p: LatLon) -> f64 {
+        let pv = p.to_vec();
+        self.cells
+            .iter()
+            .map(|&c| (pv.angle(cell_vec(c)) + circumradius_rad(c.resolution())) * EARTH_RADIUS_KM)
+            .fold(0.0, f64::max)
+            .min(crate::sphere::MAX_DISTANCE_KM)
+    }
+
+    /// The region at one resolution `res`: coarser cells are split into their children at
+    /// `res`, finer ones replaced by their parent (which over-covers by less than a cell).
+    pub fn at_resolution(&self, res: Resolution) -> Vec<CellIndex> {
+        let mut out: Vec<CellIndex> = Vec::new();
+        for &c in &self.cells {
+            if c.resolution() <= res {
+                out.extend(c.children(res));
+            } else if let Some(p) = c.parent(res) {
+                out.push(p);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The coarsest-to-finest resolution at which the region has about `max_cells` cells
+    /// or fewer (never finer than the region's own finest resolution).
+    pub fn resolution_for(&self, max_cells: f64) -> Resolution {
+        let area = self.area_km2();
+        let finest = self.max_res.unwrap_or(Resolution::Zero);
+        let mut best = Resolution::Zero;
+        for r in Resolution::range(Resolution::Zero, finest) {
+            if area / r.area_km2() <= max_cells {
+                best = r;
+            } else {
+                break;
+            }
+        }
+        best
+    }
+
+    /// Sample points spread over the region with their share of its area (≤ about
+    /// `max_samples` points).
+    pub fn samples(&self, max_samples: f64) -> Vec<(LatLon, f64)> {
+        let res = self.resolution_for(max_samples);
+        let cells = self.at_resolution(res);
+        let total: f64 = cells.iter().map(|c| c.area_km2()).sum();
+        cells
+            .iter()
+            .map(|&c| {
+                let ll = LatLng::from(c);
+                (LatLon::new(ll.lat(), ll.lng()), c.area_km2() / total)
+            })
+            .collect()
+    }
+
+    /// The region's outline as a GeoJSON geometry (`MultiPolygon`, degrees), dissolved from
+    /// at most about `max_cells` cells.
+    pub fn geojson(&self, max_cells: f64) -> serde_json::Value {
+        if self.cells.is_empty() {
+            return serde_json::json!({"type": "MultiPolygon", "coordinates": []});
+        }
+        let res = self.resolution_for(max_cells);
+        let cells = self.at_resolution(res);
+        let solvent = h3o::geom::SolventBuilder::new().build();
+        let polys: Vec<serde_json::Value> = match solvent.dissolve(cells.iter().copied()) {
+            Ok(mp) => mp
+                .0
+                .iter()
+                .map(|poly| {
+                    let ring = |ls: &geo_types::LineString<f64>| -> Vec<[f64; 2]> {
+                        ls.0.iter().map(|c| [round6(c.x), round6(c.y)]).collect()
+                    };
+                    let mut rings = vec![ring(poly.exterior())];
+                    rings.extend(poly.interiors().iter().map(ring));
+                    serde_json::json!(rings)
+                })
+                .collect(),
+            // Dissolution can fail on exotic cell sets; fall back to one polygon per cell.
+            Err(_) => cells
+                .iter()
+                .map(|c| {
+                    let mut ring: Vec<[f64; 2]> =
+                        c.boundary().iter().map(|ll| [round6(ll.lng()), round6(ll.lat())]).collect();
+                    if let Some(&first) = ring.first() {
+                        ring.push(first);
+                    }
+                    serde_json::json!([ring])
+                })
+                .collect(),
+        };
+        serde_json::json!({"type": "MultiPolygon", "coordinates": polys})
+    }
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+/// Finest resolution worth using for constraints whose smallest upper bound is
+/// `min_max_km`: cells about an eighth of that across, between resolutions 2 and 7.
+pub fn resolution_for_radius(min_max_km: f64) -> Resolution {
+    let mut res = Resolution::Two;
+    for r in Resolution::range(Resolution::Two, Resolution::Seven) {
+        res = r;
+        if r.edge_length_km() <= min_max_km / 8.0 {
+            break;
+        }
+    }
+    res
+}
+
+/// The cells where **every** constraint holds.
+pub fn intersect(cs: &[Constraint], max_res: Resolution) -> Region {
+    let all: Vec<usize> = (0..cs.len()).collect();
+    intersect_subset(&Prepared::new(cs, max_res), &all)
+}
+
+/// The cells where every constraint in `subset` (indices into the prepared set) holds.
+pub(crate) fn intersect_subset(p: &Prepared, subset: &[usize]) -> Region {
+    let mut out = Vec::new();
+    let mut stack: Vec<(CellIndex, Vec<usize>)> = CellIndex::base_cells().map(|c| (c, subset.to_vec())).collect();
+    let max_res = u8::from(p.max_res) as usize;
+    while let Some((cell, active)) = stack.pop() {
+        let res = u8::from(cell.resolution()) as usize;
+        let v = cell_vec(cell);
+        if res == max_res {
+            if active.iter().all(|&i| p.point_in(i, v)) {
+                out.push(cell);
+            }
+            continue;
+        }
+        let mut crossed = Vec::with_capacity(active.len());
+        let mut outside = false;
+        for &i in &active {
+            match p.classify(i, res, v) {
+                Class::Outside => {
+                    outside = true;
+                    break;
+                }
+                Class::Crossed => crossed.push(i),
+                Class::Inside => {}
+            }
+        }
+        if outside {
+            continue;
+        }
+        if crossed.is_empty() {
+            out.push(cell);
+            continue;
+        }
+        let child_res = Resolution::try_from(res as u8 + 1).expect("below max resolution");
+        for child in cell.children(child_res) {
+            stack.push((child, crossed.clone()));
+        }
+    }
+    Region { cells: out, max_res: Some(p.max_res) }
+}
+
+/// The point found with the heaviest set of satisfied constraints.
+#[derive(Debug, Clone)]
+pub struct BestPoint {
+    pub point: LatLon,
+    /// Total weight of the constraints satisfied at `point`.
+    pub weight: u64,
+    /// Indices (into the input) of the constraints satisfied at `point`.
+    pub satisfied: Vec<usize>,
+}
+
+struct Node {
+    upper: u64,
+    sure: u64,
+    cell: CellIndex,
+    active: Vec<usize>,
+}
+impl PartialEq for Node {
+    fn eq(&self, o: &Self) -> bool {
+        self.upper == o.upper
+    }
+}
+impl Eq for Node {}
+impl PartialOrd for Node {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Node {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.upper.cmp(&o.upper).then(self.cell.resolution().cmp(&o.cell.resolution()))
+    }
+}
+
+/// Branch and bound over the H3 hierarchy for the point that satisfies the heaviest set of
+/// constraints among `subset` (the largest consistent set when all weights are 1).
+/// `None` only when `subset` is empty.
+pub(crate) fn heaviest_point(p: &Prepared, subset: &[usize]) -> Option<BestPoint> {
+    if subset.is_empty() {
+        return None;
+    }
+    let max_res = u8::from(p.max_res) as usize;
+    let mut heap = BinaryHeap::new();
+    let total: u64 = subset.iter().map(|&i| p.weights[i] as u64).sum();
+    for c in CellIndex::base_cells() {
+        heap.push(Node { upper: total, sure: 0, cell: c, active: subset.to_vec() });
+    }
+    let mut best: Option<(u64, V3)> = None;
+    while let Some(node) = heap.pop() {
+        if let Some((w, _)) = best {
+            if node.upper <= w {
+                break;
+            }
+        }
+        let res = u8::from(node.cell.resolution()) as usize;
+        let v = cell_vec(node.cell);
+        // The centre is a witness: its exact weight is a lower bound on the optimum.
+        let w_centre = node.sure + node.active.iter().filter(|&&i| p.point_in(i, v)).map(|&i| p.weights[i] as u64).sum::<u64>();
+        if best.is_none_or(|(w, _)| w_centre > w) {
+            best = Some((w_centre, v));
+        }
+        if res == max_res {
+            continue;
+        }
+        let child_res = Resolution::try_from(res as u8 + 1).expect("below max resolution");
+        let best_w = best.map_or(0, |b| b.0);
+        for child in node.cell.children(child_res) {
+            let cv = cell_vec(child);
+            let mut sure = node.sure;
+            let mut crossed = Vec::with_capacity(node.active.len());
+            let mut crossed_w = 0u64;
+            for &i in &node.active {
+                match p.classify(i, res + 1, cv) {
+                    Class::Inside => sure += p.weights[i] as u64,
+                    Class::Crossed => {
+                        crossed.push(i);
+                        crossed_w += p.weights[i] as u64;
+                    }
+                    Class::Outside => {}
+                }
+            }
+            let upper = sure + crossed_w;
+            if upper > best_w {
+                heap.push(Node { upper, sure, cell: child, active: crossed });
+            }
+        }
+    }
+    let (weight, v) = best?;
+    let satisfied = subset.iter().copied().filter(|&i| p.point_in(i, v)).collect();
+    Some(BestPoint { point: v.to_latlon()?, weight, satisfied })
+}
+
+/// The point satisfying the heaviest set of constraints, over all of `cs`.
+pub fn heaviest_consistent_point(cs: &[Constraint], max_res: Resolution) -> Option<BestPoint> {
+    let all: Vec<usize> = (0..cs.len()).collect();
+    heaviest_point(&Prepared::new(cs, max_res), &all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sphere::{destination, distance_km};
+
+    #[test]
+    fn circumradius_bound_holds_for_real_cells() {
+        // Every base cell (12 pentagons included) and a spread of descendants at each
+        // resolution: no vertex is farther from its cell's centre than the bound.
+        for res in Resolution::range(Resolution::Zero, Resolution::Nine) {
+            let rho = circumradius_rad(res) * EARTH_RADIUS_KM;
+            for base in CellIndex::base_cells() {
+                let cells: Vec<CellIndex> = if res == Resolution::Zero {
+                    vec![base]
+                } else {
+                    // The centre child and the first and last children reach the base
+                    // cell's edges and its pentagon distortion.
+                    let n = base.children_count(res);
+                    [0, n / 3, n / 2, n - 1].iter().filter_map(|&k| base.child_at(k, res)).collect()
+                };
+                for c in cells {
+                    let ll = LatLng::from(c);
+                    let centre = LatLon::new(ll.lat(), ll.lng());
+                    for v in c.boundary().iter() {
+                        let d = distance_km(centre, LatLon::new(v.lat(), v.lng()));
+                        assert!(d <= rho, "res {res:?} cell {c}: vertex at {d} km > bound {rho} km");
+                    }
+                }
+            }
+        }
+    }
+
+    fn area_of_cap_km2(r_km: f64) -> f64 {
+        2.0 * std::f64::consts::PI * EARTH_RADIUS_KM * EARTH_RADIUS_KM * (1.0 - (r_km / EARTH_RADIUS_KM).cos())
+    }
+
+    #[test]
+    fn single_disc_area_and_centroid() {
+        let c = LatLon::new(19.07, 72.88); // Mumbai
+        let r = intersect(&[Constraint::disc(c, 500.0)], Resolution::Five);
+        let a = r.area_km2();
+        let expect = area_of_cap_km2(500.0);
+        assert!((a - expect).abs() / expect < 0.03, "{a} vs {expect}");
+        assert!(distance_km(r.centroid().unwrap(), c) < 5.0);
+        let radius = r.radius_from_km(c);
+        assert!((500.0..530.0).contains(&radius), "{radius}");
+    }
+
+    #[test]
+    fn intersection_across_the_antimeridian() {
+        // Two discs whose lens contains Suva, Fiji (178.4°E): the region must be there, not
+        // mirrored across the map.
+        let suva = LatLon::new(-18.14, 178.44);
+        let a = destination(suva, 270.0, 600.0);
+        let b = destination(suva, 90.0, 600.0);
+        let r = intersect(&[Constraint::disc(a, 800.0), Constraint::disc(b, 800.0)], Resolution::Five);
+        let c = r.centroid().unwrap();
+        assert!(distance_km(c, suva) < 50.0, "centroid {c:?}");
+        assert!(b.lon < 0.0 && a.lon > 0.0, "the discs straddle the antimeridian");
+    }
+
+    #[test]
+    fn disc_around_the_pole() {
+        let north = LatLon::new(89.0, 45.0);
+        let r = intersect(&[Constraint::disc(north, 1500.0)], Resolution::Four);
+        let c = r.centroid().unwrap();
+        assert!(distance_km(c, north) < 20.0, "{c:?}");
+        let expect = area_of_cap_km2(1500.0);
+        assert!((r.area_km2() - expect).abs() / expect < 0.03);
+        // The region contains the pole itself.
+        assert!(r.cells.iter().any(|&cell| {
+            let pole = LatLng::new(90.0, 0.0).unwrap().to_cell(cell.resolution());
+            pole == cell
+        }));
+    }
+
+    #[test]
+    fn hemisphere_sized_and_whole_sphere_discs() {
+        let p = LatLon::new(10.0, 20.0);
+        let r = intersect(&[Constraint::disc(p, 10_007.5)], Resolution::Three);
+        let expect = area_of_cap_km2(10_007.5);
+        assert!((r.area_km2() - expect).abs() / expect < 0.02, "{}", r.area_km2());
+        assert!(distance_km(r.centroid().unwrap(), p) < 50.0);
+        let whole = intersect(&[Constraint::disc(p, 20_000.0)], Resolution::Two);
+        let earth = 4.0 * std::f64::consts::PI * EARTH_RADIUS_KM * EARTH_RADIUS_KM;
+        assert!((whole.area_km2() - earth).abs() / earth < 0.01);
+    }
+
+    #[test]
+    fn tiny_disc_is_found() {
+        let p = LatLon::new(-33.87, 151.21);
+        let r = intersect(&[Constraint::disc(p, 12.0)], resolution_for_radius(12.0));
+        assert!(!r.is_empty());
+        assert!(distance_km(r.centroid().unwrap(), p) < 3.0);
+        assert!(r.radius_from_km(p) < 20.0);
+    }
+
+    #[test]
+    fn disjoint_discs_give_empty_intersection_and_heaviest_set_names_them() {
+        let paris = LatLon::new(48.86, 2.35);
+        let tokyo = LatLon::new(35.68, 139.69);
+        let osaka = LatLon::new(34.69, 135.50);
+        let cs = [
+            Constraint::disc(paris, 300.0),
+            Constraint::disc(tokyo, 600.0),
+            Constraint::disc(osaka, 600.0),
+        ];
+        assert!(intersect(&cs, Resolution::Five).is_empty());
+        let best = heaviest_consistent_point(&cs, Resolution::Five).unwrap();
+        assert_eq!(best.satisfied, vec![1, 2]);
+        assert_eq!(best.weight, 2);
+    }
+
+    #[test]
+    fn annulus_excludes_the_hole() {
+        let p = LatLon::new(0.0, 0.0);
+        let c = Constraint { center: p, max_km: 2000.0, min_km: 1000.0, weight: 1 };
+        let r = intersect(&[c], Resolution::Four);
+        let expect = area_of_cap_km2(2000.0) - area_of_cap_km2(1000.0);
+        assert!((r.area_km2() - expect).abs() / expect < 0.03);
+        assert!(!c.contains(p));
+    }
+
+    #[test]
+    fn geojson_outline_is_a_multipolygon() {
+        let r = intersect(&[Constraint::disc(LatLon::new(40.0, -3.7), 300.0)], Resolution::Five);
+        let g = r.geojson(2000.0);
+        assert_eq!(g["type"], "MultiPolygon");
+        assert!(!g["coordinates"].as_array().unwrap().is_empty());
+    }
+}
