@@ -13,3 +13,5 @@ pub mod error;
 pub mod packet;
 
 pub use error::{Error, Result};
+pub mod config;
+pub mod safety;
