@@ -1,0 +1,65 @@
+//! The only place in the lab that needs `unsafe`: the `TUNSETIFF` ioctl.
+//!
+//! Everything else (entering a namespace, polling, timer slack) goes through `nix`'s safe
+//! wrappers.
+#![allow(unsafe_code)]
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+
+/// `struct ifreq` as `TUNSETIFF` reads it: a 16-byte name, then the flags (the rest of the
+/// 40-byte union is padding).
+#[repr(C)]
+struct IfReqFlags {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Opens `/dev/net/tun` and attaches it to a new layer-3 TUN interface called `name`
+/// (`IFF_TUN | IFF_NO_PI`: every read and write is exactly one IP packet, no 4-byte
+/// packet-information prefix). The interface lives in the network namespace of the
+/// **calling thread**. The returned file is non-blocking.
+pub(crate) fn open_tun(name: &str) -> std::io::Result<File> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || !name.is_ascii() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("bad interface name {name:?} (1..15 ASCII characters)"),
+        ));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open("/dev/net/tun")?;
+    let mut req = IfReqFlags {
+        name: [0; libc::IFNAMSIZ],
+        flags: (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short,
+        _pad: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: `file` is an open descriptor of /dev/net/tun for the whole call; TUNSETIFF
+    // reads (and may write back the name into) a `struct ifreq`, and `req` is a properly
+    // aligned, fully initialised `#[repr(C)]` value of the same size (40 bytes) that lives
+    // until the call returns. No pointer is kept by the kernel after the ioctl.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req as *mut IfReqFlags) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ifreq_has_the_kernel_size() {
+        assert_eq!(std::mem::size_of::<super::IfReqFlags>(), 40);
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        assert!(super::open_tun("").is_err());
+        assert!(super::open_tun("a-name-that-is-far-too-long").is_err());
+    }
+}
