@@ -1,8 +1,28 @@
 //! I/O-free geolocation engine: round-trip times → constraints → a region on the sphere →
 //! an estimate → enrichment (time zone, place) → comparison with a GeoIP database.
+//!
+//! Start at [`solve`]. Each step is its own module: [`delay`] (RTT → distance),
+//! [`region`] (intersections on the sphere), [`consistency`] (contradictions: misplaced
+//! landmarks vs anycast), [`anycast`] (iGreedy), [`enrich`] (time zone, place),
+//! [`maxmind`] (verdicts), [`dataset`] and [`eval`] (leave-one-out evaluation).
+pub mod anycast;
+pub mod consistency;
+pub mod dataset;
 pub mod delay;
+pub mod enrich;
+pub mod error;
+pub mod eval;
+pub mod maxmind;
 pub mod region;
+pub mod solve;
 pub mod sphere;
 
-pub use delay::{violates_speed_of_light, Bestline, Calibration, LandmarkRtt, FIBRE_KM_PER_MS_RTT};
+pub use anycast::Instance;
+pub use delay::{
+    sound_distance_km, violates_speed_of_light, Bestline, Calibration, LandmarkRtt, FIBRE_KM_PER_MS_RTT,
+};
+pub use enrich::{Place, Timezone, TzShare};
+pub use error::{EngineError, Result};
+pub use maxmind::{GeoIpRecord, MaxmindComparison, Verdict};
+pub use solve::{solve, Dropped, Kind, Measurement, Method, Solution, SolveOptions};
 pub use sphere::{distance_km, LatLon};

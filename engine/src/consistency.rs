@@ -1,0 +1,117 @@
+//! When sound constraints contradict each other: the largest consistent set, the landmarks
+//! left out, and whether the contradiction means a misplaced landmark or an anycast target.
+//!
+//! Under the sound bound, discs from a unicast target's landmarks always share a point
+//! (the target). When they do not:
+//! - the heaviest consistent set is searched ([`crate::region`]'s branch and bound); the
+//!   discs outside it miss its region entirely;
+//! - among those, the heaviest consistent set is searched again, and so on. A second group
+//!   of at least [`min_group`] landmarks that agree with each other but not with the first
+//!   means the address answers from several places: anycast. A leftover smaller than that
+//!   is a landmark (or two) whose declared position is wrong.
+
+use crate::region::{self, Constraint, Prepared};
+use crate::sphere::{distance_km, LatLon};
+
+/// A set of landmarks consistent with each other, and a point inside all their discs.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub members: Vec<usize>,
+    pub point: LatLon,
+}
+
+/// The outcome of the consistency analysis.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    /// Consistent groups, heaviest first; never empty for a non-empty input.
+    pub groups: Vec<Group>,
+    /// Landmarks in no group of at least [`min_group`] members, with the distance by which
+    /// their disc misses the first group's point, km.
+    pub outliers: Vec<(usize, f64)>,
+    /// Two or more groups of at least [`min_group`] landmarks with disjoint regions.
+    pub anycast: bool,
+}
+
+/// Smallest second group that means anycast rather than misplaced landmarks: 3 landmarks,
+/// or 2% of them when there are more than 150.
+pub fn min_group(n: usize) -> usize {
+    3.max((n as f64 * 0.02).ceil() as usize)
+}
+
+/// Analyses `discs` (sound bounds) at resolution `res`.
+pub fn analyze(discs: &[Constraint], res: h3o::Resolution) -> Analysis {
+    let n = discs.len();
+    let prepared = Prepared::new(discs, res);
+    let all: Vec<usize> = (0..n).collect();
+    let whole = region::intersect_subset(&prepared, &all);
+    if let Some(point) = whole.centroid().filter(|_| !whole.is_empty()) {
+        return Analysis { groups: vec![Group { members: all, point }], outliers: vec![], anycast: false };
+    }
+    let mut remaining = all;
+    let mut groups: Vec<Group> = Vec::new();
+    while !remaining.is_empty() {
+        let Some(best) = region::heaviest_point(&prepared, &remaining) else { break };
+        if !groups.is_empty() && best.satisfied.len() < min_group(n) {
+            break;
+        }
+        remaining.retain(|i| !best.satisfied.contains(i));
+        groups.push(Group { members: best.satisfied, point: best.point });
+        // Two groups decide anycast; instances are enumerated separately (iGreedy).
+        if groups.len() == 2 {
+            break;
+        }
+    }
+    let anycast = groups.len() >= 2;
+    let outliers = if anycast {
+        vec![]
+    } else {
+        let p = groups[0].point;
+        remaining.iter().map(|&i| (i, (distance_km(discs[i].center, p) - discs[i].max_km).max(0.0))).collect()
+    };
+    Analysis { groups, outliers, anycast }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sphere::destination;
+    use h3o::Resolution;
+
+    fn ring(center: LatLon, n: usize, dist: f64, radius: f64) -> Vec<Constraint> {
+        (0..n).map(|i| Constraint::disc(destination(center, i as f64 * 360.0 / n as f64, dist), radius)).collect()
+    }
+
+    #[test]
+    fn one_misplaced_landmark_is_named_not_anycast() {
+        let seoul = LatLon::new(37.57, 126.98);
+        let mut discs = ring(seoul, 8, 800.0, 1000.0);
+        // Declared in Paris, but answers in 5 ms: it is not where it says.
+        discs.push(Constraint::disc(LatLon::new(48.86, 2.35), 500.0));
+        let a = analyze(&discs, Resolution::Four);
+        assert!(!a.anycast);
+        assert_eq!(a.groups[0].members.len(), 8);
+        assert_eq!(a.outliers.len(), 1);
+        assert_eq!(a.outliers[0].0, 8);
+        assert!(a.outliers[0].1 > 7000.0, "{:?}", a.outliers);
+    }
+
+    #[test]
+    fn two_disjoint_groups_are_anycast() {
+        let mut discs = ring(LatLon::new(50.1, 8.7), 6, 300.0, 500.0);
+        discs.extend(ring(LatLon::new(-33.9, 151.2), 5, 300.0, 500.0));
+        let a = analyze(&discs, Resolution::Four);
+        assert!(a.anycast);
+        assert_eq!(a.groups[0].members.len(), 6);
+        assert_eq!(a.groups[1].members.len(), 5);
+        assert!(a.outliers.is_empty());
+    }
+
+    #[test]
+    fn consistent_discs_form_one_group() {
+        let discs = ring(LatLon::new(-18.14, 178.44), 5, 1000.0, 1200.0);
+        let a = analyze(&discs, Resolution::Four);
+        assert_eq!(a.groups.len(), 1);
+        assert!(!a.anycast && a.outliers.is_empty());
+        assert!(distance_km(a.groups[0].point, LatLon::new(-18.14, 178.44)) < 300.0);
+    }
+}

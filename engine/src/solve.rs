@@ -1,0 +1,370 @@
+//! The whole pipeline for one target: measurements → constraints → consistency → region →
+//! estimate → enrichment → GeoIP comparison.
+
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::anycast::{self, Instance};
+use crate::consistency;
+use crate::delay::{sound_distance_km, Calibration};
+use crate::enrich::{enricher, round1, Place, Timezone, TzShare};
+use crate::error::{EngineError, Result};
+use crate::maxmind::{self, GeoIpRecord, MaxmindComparison};
+use crate::region::{self, resolution_for_radius, Constraint, Prepared, Region};
+use crate::sphere::LatLon;
+
+/// What an RTT was measured to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// ICMP echo or TCP handshake with the target itself.
+    #[default]
+    Echo,
+    /// The last router that answered a traceroute toward a silent target; the target is
+    /// assumed within [`SolveOptions::last_hop_slack_km`] of it.
+    LastHop,
+}
+
+impl FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim() {
+            "" | "echo" => Ok(Kind::Echo),
+            "last-hop" => Ok(Kind::LastHop),
+            other => Err(format!("unknown kind {other:?} (expected echo or last-hop)")),
+        }
+    }
+}
+
+/// One RTT from a landmark at a known position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    pub landmark: String,
+    pub pos: LatLon,
+    /// Minimum round-trip time observed, ms.
+    pub rtt_ms: f64,
+    pub kind: Kind,
+}
+
+/// How constraints are derived and the estimate chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// The position of the landmark with the lowest RTT.
+    ShortestPing,
+    /// Constraint-Based Geolocation with the sound bound (2/3 c): centroid of the discs'
+    /// intersection.
+    Cbg,
+    /// CBG with each landmark's calibrated bestline, within the sound bound; bestline discs
+    /// that contradict the rest fall back to their sound bound.
+    #[default]
+    Bestline,
+}
+
+impl Method {
+    /// Accepted names.
+    pub const NAMES: &'static [&'static str] = &["bestline", "cbg", "shortest-ping"];
+    /// The name used on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::ShortestPing => "shortest-ping",
+            Method::Cbg => "cbg",
+            Method::Bestline => "bestline",
+        }
+    }
+}
+
+impl FromStr for Method {
+    type Err = EngineError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "shortest-ping" => Ok(Method::ShortestPing),
+            "cbg" => Ok(Method::Cbg),
+            "bestline" | "default" => Ok(Method::Bestline),
+            other => Err(EngineError::UnknownMethod(other.to_string())),
+        }
+    }
+}
+
+/// Options of [`solve`].
+#[derive(Debug, Clone)]
+pub struct SolveOptions {
+    pub method: Method,
+    /// Per-landmark delay models; landmarks without one use the sound bound.
+    pub calibration: Option<Calibration>,
+    /// The target's GeoIP record, when a database was consulted and had one.
+    pub geoip: Option<GeoIpRecord>,
+    /// A GeoIP database was consulted: with `geoip: None` the verdict is `no-data`.
+    pub geoip_checked: bool,
+    /// How far a silent target may be from its last responsive router, km.
+    pub last_hop_slack_km: f64,
+    /// Added to every radius for the imprecision of declared landmark positions, km.
+    pub position_slack_km: f64,
+    /// Include the region's outline (GeoJSON) in the answer.
+    pub region_geometry: bool,
+    /// Instant for UTC offsets, seconds since 1970 UTC (default: now).
+    pub at_unix_s: Option<i64>,
+}
+
+impl Default for SolveOptions {
+    fn default() -> Self {
+        Self {
+            method: Method::default(),
+            calibration: None,
+            geoip: None,
+            geoip_checked: false,
+            last_hop_slack_km: 50.0,
+            position_slack_km: 5.0,
+            region_geometry: true,
+            at_unix_s: None,
+        }
+    }
+}
+
+/// A landmark left out, or loosened, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dropped {
+    pub landmark: String,
+    pub reason: String,
+}
+
+/// The engine's answer for one target. Its JSON form is the output of `geoloc solve`
+/// (schema: `engine/SCHEMA.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Solution {
+    pub method: Method,
+    /// Best single position: the region's centroid on the sphere.
+    pub estimate: LatLon,
+    /// A circle of this radius around `estimate` holds the whole region, km.
+    pub radius_km: f64,
+    /// Area of the region, km².
+    pub region_km2: f64,
+    pub timezone: Timezone,
+    /// Every time zone overlapping the region with its share of the area.
+    pub timezones: Vec<TzShare>,
+    pub place: Place,
+    pub anycast: bool,
+    /// Instances of an anycast address (empty for unicast).
+    pub instances: Vec<Instance>,
+    /// Landmarks left out of the region, and why.
+    pub dropped: Vec<Dropped>,
+    /// Landmarks whose calibrated bound contradicted the others and was replaced by the
+    /// sound bound.
+    pub loosened: Vec<Dropped>,
+    pub maxmind: Option<MaxmindComparison>,
+    /// Landmarks given (after merging repeats of the same landmark).
+    pub landmarks: usize,
+    /// Landmarks whose constraints shaped the region.
+    pub used: usize,
+    /// Lowest RTT measured, ms, and the landmark that measured it.
+    pub min_rtt_ms: f64,
+    pub nearest_landmark: String,
+    /// The region's outline (GeoJSON MultiPolygon geometry), or null.
+    pub region: serde_json::Value,
+    /// The constraints whose intersection is the region (exact containment test).
+    #[serde(skip)]
+    pub region_constraints: Vec<Constraint>,
+}
+
+impl Solution {
+    /// True when `p` satisfies every constraint of the region (exact, not discretised).
+    pub fn region_contains(&self, p: LatLon) -> bool {
+        self.region_constraints.iter().all(|c| c.contains(p))
+    }
+}
+
+fn validate(ms: &[Measurement]) -> Result<()> {
+    if ms.is_empty() {
+        return Err(EngineError::NoMeasurements);
+    }
+    for (index, m) in ms.iter().enumerate() {
+        let bad = |reason: String| EngineError::InvalidMeasurement { index, landmark: m.landmark.clone(), reason };
+        if !m.rtt_ms.is_finite() || m.rtt_ms < 0.0 {
+            return Err(bad(format!("RTT {} ms is not a finite non-negative number", m.rtt_ms)));
+        }
+        LatLon::checked(m.pos.lat, m.pos.lon).map_err(bad)?;
+    }
+    Ok(())
+}
+
+/// The lowest RTT per (landmark, kind).
+fn merge(ms: &[Measurement]) -> Vec<Measurement> {
+    let mut out: Vec<Measurement> = Vec::with_capacity(ms.len());
+    let mut index: std::collections::HashMap<(&str, Kind), usize> = std::collections::HashMap::new();
+    for m in ms {
+        match index.get(&(m.landmark.as_str(), m.kind)) {
+            Some(&i) => {
+                if m.rtt_ms < out[i].rtt_ms {
+                    out[i] = m.clone();
+                }
+            }
+            None => {
+                index.insert((m.landmark.as_str(), m.kind), out.len());
+                out.push(m.clone());
+            }
+        }
+    }
+    out
+}
+
+fn slack(m: &Measurement, opts: &SolveOptions) -> f64 {
+    opts.position_slack_km + if m.kind == Kind::LastHop { opts.last_hop_slack_km } else { 0.0 }
+}
+
+/// Locates one target from its measurements.
+///
+/// # Errors
+/// [`EngineError::NoMeasurements`] for an empty slice; [`EngineError::InvalidMeasurement`]
+/// naming the first measurement with a negative or non-finite RTT or an impossible position.
+pub fn solve(measurements: &[Measurement], opts: &SolveOptions) -> Result<Solution> {
+    validate(measurements)?;
+    let ms = merge(measurements);
+    let n = ms.len();
+    let sound: Vec<Constraint> =
+        ms.iter().map(|m| Constraint::disc(m.pos, sound_distance_km(m.rtt_ms) + slack(m, opts))).collect();
+    let min_sound = sound.iter().map(|c| c.max_km).fold(f64::INFINITY, f64::min);
+    let analysis = consistency::analyze(&sound, resolution_for_radius(min_sound).min(h3o::Resolution::Five));
+    let keep = &analysis.groups[0].members;
+
+    let mut dropped: Vec<Dropped> = analysis
+        .outliers
+        .iter()
+        .map(|&(i, gap)| Dropped {
+            landmark: ms[i].landmark.clone(),
+            reason: format!(
+                "its {:.1} ms RTT puts the target within {:.0} km of its declared position ({:.4}, {:.4}), \
+                 which misses by {:.0} km the region agreed on by {} other landmarks: its declared position is probably wrong",
+                ms[i].rtt_ms,
+                sound[i].max_km,
+                ms[i].pos.lat,
+                ms[i].pos.lon,
+                gap,
+                keep.len()
+            ),
+        })
+        .collect();
+    dropped.sort_by(|a, b| a.landmark.cmp(&b.landmark));
+
+    // Constraints of the method, for the kept landmarks.
+    let sound_keep: Vec<Constraint> = keep.iter().map(|&i| sound[i]).collect();
+    let mut loosened = Vec::new();
+    let region_constraints: Vec<Constraint> = match opts.method {
+        Method::ShortestPing | Method::Cbg => sound_keep.clone(),
+        Method::Bestline => {
+            let cal: Vec<Constraint> = keep
+                .iter()
+                .map(|&i| {
+                    let m = &ms[i];
+                    let r = opts
+                        .calibration
+                        .as_ref()
+                        .and_then(|c| c.line(&m.landmark))
+                        .map_or(sound[i].max_km, |l| l.distance_km(m.rtt_ms) + slack(m, opts));
+                    Constraint::disc(m.pos, r.min(sound[i].max_km))
+                })
+                .collect();
+            let res = resolution_for_radius(cal.iter().map(|c| c.max_km).fold(f64::INFINITY, f64::min));
+            if !region::intersect(&cal, res).is_empty() {
+                cal
+            } else {
+                // Heaviest consistent set of bestline discs, the sound discs being hard.
+                let hard = cal.len() as u32 + 1;
+                let mut all = cal.clone();
+                all.extend(sound_keep.iter().map(|c| Constraint { weight: hard, ..*c }));
+                let idx: Vec<usize> = (0..all.len()).collect();
+                let best = region::heaviest_point(&Prepared::new(&all, res), &idx);
+                let ok: Vec<bool> =
+                    (0..cal.len()).map(|j| best.as_ref().is_some_and(|b| b.satisfied.contains(&j))).collect();
+                let mut out = Vec::with_capacity(cal.len());
+                for (j, c) in cal.iter().enumerate() {
+                    if ok[j] {
+                        out.push(*c);
+                    } else {
+                        let i = keep[j];
+                        loosened.push(Dropped {
+                            landmark: ms[i].landmark.clone(),
+                            reason: format!(
+                                "its calibrated bound ({:.0} km for {:.1} ms) contradicts the other landmarks; its sound bound ({:.0} km) is used",
+                                c.max_km, ms[i].rtt_ms, sound[i].max_km
+                            ),
+                        });
+                        out.push(sound[i]);
+                    }
+                }
+                out
+            }
+        }
+    };
+    let res = resolution_for_radius(region_constraints.iter().map(|c| c.max_km).fold(f64::INFINITY, f64::min));
+    let mut region = region::intersect(&region_constraints, res);
+    let fallback_point = analysis.groups[0].point;
+    if region.is_empty() {
+        // Thinner than a cell: keep the cell of the consistent point found.
+        let ll = h3o::LatLng::new(fallback_point.lat, fallback_point.lon).expect("valid point");
+        region = Region { cells: vec![ll.to_cell(res)], max_res: Some(res) };
+    }
+
+    let nearest = (0..n).filter(|i| keep.contains(i)).min_by(|&a, &b| ms[a].rtt_ms.total_cmp(&ms[b].rtt_ms)).unwrap_or(0);
+    let estimate = match opts.method {
+        Method::ShortestPing => ms[nearest].pos,
+        _ => region.centroid().unwrap_or(fallback_point),
+    };
+    let radius_km = round1(region.radius_from_km(estimate));
+    let region_km2 = region.area_km2().round();
+
+    let e = enricher();
+    let at = opts.at_unix_s.unwrap_or_else(now_unix_s);
+    let timezone = e.timezone(estimate, at);
+    let timezones = e.timezone_shares(&region.samples(96.0));
+    let place = e.place(estimate);
+
+    let instances = if analysis.anycast {
+        let names: Vec<&str> = ms.iter().map(|m| m.landmark.as_str()).collect();
+        let outlier: Vec<usize> = analysis.outliers.iter().map(|o| o.0).collect();
+        let (discs, names): (Vec<Constraint>, Vec<&str>) =
+            (0..n).filter(|i| !outlier.contains(i)).map(|i| (sound[i], names[i])).unzip();
+        anycast::enumerate(&discs, &names)
+    } else {
+        vec![]
+    };
+
+    let maxmind = if let Some(rec) = &opts.geoip {
+        let names: Vec<&str> = keep.iter().map(|&i| ms[i].landmark.as_str()).collect();
+        Some(maxmind::compare(rec, estimate, &sound_keep, &names, &instances))
+    } else if opts.geoip_checked {
+        Some(MaxmindComparison::no_data())
+    } else {
+        None
+    };
+
+    let region_json = if opts.region_geometry { region.geojson(3000.0) } else { serde_json::Value::Null };
+    Ok(Solution {
+        method: opts.method,
+        estimate: LatLon::new(round5(estimate.lat), round5(estimate.lon)),
+        radius_km,
+        region_km2,
+        timezone,
+        timezones,
+        place,
+        anycast: analysis.anycast,
+        instances,
+        dropped,
+        loosened,
+        maxmind,
+        landmarks: n,
+        used: keep.len(),
+        min_rtt_ms: ms[nearest].rtt_ms,
+        nearest_landmark: ms[nearest].landmark.clone(),
+        region: region_json,
+        region_constraints,
+    })
+}
+
+fn round5(x: f64) -> f64 {
+    (x * 1e5).round() / 1e5
+}
+
+fn now_unix_s() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
