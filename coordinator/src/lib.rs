@@ -1,2 +1,89 @@
 //! The coordinator (server) and the client side of `geoloc locate|audit|probes`.
+//!
+//! - [`Coordinator`]: probe registry with liveness ([`registry`]), landmark speed-of-light
+//!   checks ([`ftl`]), scheduling ([`schedule`], [`locate`]), storage on SQLite or PostgreSQL
+//!   ([`storage`]) and solving with `geoloc-engine` ([`solve`]).
+//! - [`server`]: the two gRPC services of `geoloc-proto` on one port.
+//! - [`client`]: `geoloc locate`, `geoloc audit`, `geoloc probes`.
+use std::sync::Arc;
+use std::time::Duration;
+
+pub mod audit;
 pub mod client;
+pub mod config;
+pub mod error;
+pub mod ftl;
+pub mod geoip;
+pub mod landmarks;
+pub mod locate;
+pub mod raw;
+pub mod registry;
+pub mod schedule;
+pub mod server;
+pub mod solve;
+pub mod storage;
+pub mod target;
+
+pub use config::{Config, Mode};
+pub use error::{CoordinatorError, Result};
+
+use landmarks::Landmark;
+use registry::Registry;
+use storage::Storage;
+
+/// Version of this coordinator.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A random 128-bit id in hex.
+pub fn new_id() -> String {
+    let v: u128 = rand::random();
+    format!("{v:032x}")
+}
+
+/// The coordinator's state, shared by the gRPC services.
+pub struct Coordinator {
+    pub config: Config,
+    pub storage: Storage,
+    pub registry: Registry,
+    pub landmarks: Vec<Landmark>,
+    pub geoip: Option<geoip::GeoIp>,
+    /// Serialises speed-of-light evaluations.
+    ftl_lock: tokio::sync::Mutex<()>,
+}
+
+impl Coordinator {
+    /// Opens the database (applying migrations), loads landmarks, the GeoIP database and the
+    /// known probes; runs left `running` by a previous process are marked `interrupted`.
+    pub async fn new(config: Config) -> Result<Arc<Coordinator>> {
+        let storage = Storage::connect(&config.database).await?;
+        Self::with_storage(config, storage).await
+    }
+
+    /// Like [`Coordinator::new`] with an already opened store.
+    pub async fn with_storage(config: Config, storage: Storage) -> Result<Arc<Coordinator>> {
+        config.validate()?;
+        let landmarks = match &config.landmarks {
+            Some(p) => landmarks::load(p)?,
+            None => Vec::new(),
+        };
+        let geoip = match &config.geoip {
+            Some(p) => Some(geoip::GeoIp::open(p)?),
+            None => None,
+        };
+        let interrupted = storage.mark_interrupted(unix_ms()).await?;
+        if interrupted > 0 {
+            tracing::warn!(interrupted, "runs left unfinished by a previous coordinator marked interrupted");
+        }
+        let registry = Registry::new(Duration::from_millis(u64::from(config.heartbeat_interval_ms)));
+        registry.load(storage.list_probes().await?);
+        Ok(Arc::new(Coordinator { config, storage, registry, landmarks, geoip, ftl_lock: tokio::sync::Mutex::new(()) }))
+    }
+}

@@ -1,0 +1,245 @@
+//! Speed-of-light checks: probes measure the other landmarks (probes with an address and
+//! passive landmarks); a landmark pair whose RTT is faster than light in fibre for the two
+//! declared positions means one of them lies about its position. The landmark involved in
+//! most such pairs is flagged first (greedy), so one misplaced probe does not take its honest
+//! peers down with it; an isolated pair flags both. Flagged probes are left out of solving
+//! until cleared (`ClearFlag`); clearing or moving a probe discards older evidence.
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use geoloc_engine::{distance_km, violates_speed_of_light, LatLon, FIBRE_KM_PER_MS_RTT};
+use geoloc_proto::v1 as pb;
+
+use crate::landmarks::LandmarkKind;
+use crate::raw::{RawResult, RttKind};
+use crate::registry::ProbeSnapshot;
+use crate::storage::MeasurementRow;
+use crate::{new_id, target, unix_ms, Coordinator};
+
+/// Echo requests per landmark measurement.
+const LANDMARK_PINGS: u32 = 3;
+/// Declared positions that moved less than this still match stored evidence, km.
+const SAME_POSITION_KM: f64 = 1.0;
+
+/// One faster-than-light observation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Violation {
+    pub a: String,
+    pub b: String,
+    pub rtt_ms: f64,
+    pub distance_km: f64,
+}
+
+impl Violation {
+    fn describe(&self, me: &str) -> String {
+        let other = if self.a == me { &self.b } else { &self.a };
+        format!(
+            "RTT {:.2} ms to {} is faster than light in fibre for the declared positions {:.0} km apart (needs at least {:.2} ms)",
+            self.rtt_ms,
+            other,
+            self.distance_km,
+            self.distance_km / FIBRE_KM_PER_MS_RTT
+        )
+    }
+}
+
+/// A landmark that can be measured: id, declared position, address.
+#[derive(Debug, Clone)]
+struct Measurable {
+    id: String,
+    pos: LatLon,
+    ip: std::net::IpAddr,
+}
+
+/// Which landmarks to blame for `violations` (greedy, most violations first; ties all
+/// blamed). Returns landmark id -> the violations that convicted it.
+pub fn blame(violations: &[Violation]) -> BTreeMap<String, Vec<Violation>> {
+    let mut left: Vec<&Violation> = violations.iter().collect();
+    let mut out: BTreeMap<String, Vec<Violation>> = BTreeMap::new();
+    while !left.is_empty() {
+        let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+        for v in &left {
+            *count.entry(&v.a).or_default() += 1;
+            *count.entry(&v.b).or_default() += 1;
+        }
+        let max = count.values().copied().max().unwrap_or(0);
+        let worst: BTreeSet<String> = count.iter().filter(|(_, &c)| c == max).map(|(k, _)| k.to_string()).collect();
+        for w in &worst {
+            let vs: Vec<Violation> = left.iter().filter(|v| &v.a == w || &v.b == w).map(|v| (*v).clone()).collect();
+            out.insert(w.clone(), vs);
+        }
+        left.retain(|v| !worst.contains(&v.a) && !worst.contains(&v.b));
+    }
+    out
+}
+
+impl Coordinator {
+    fn measurables(&self) -> Vec<Measurable> {
+        let mut out: Vec<Measurable> = Vec::new();
+        for p in self.registry.snapshot() {
+            if let Some(ip) = p.address() {
+                out.push(Measurable { id: p.probe_id.clone(), pos: p.pos(), ip });
+            }
+        }
+        for l in &self.landmarks {
+            if l.kind == LandmarkKind::Passive && !out.iter().any(|m| m.id == l.id) {
+                if let Some(ip) = l.ip {
+                    out.push(Measurable { id: l.id.clone(), pos: LatLon { lat: l.lat, lon: l.lon }, ip });
+                }
+            }
+        }
+        out.retain(|m| target::check(&m.ip.to_string(), self.config.allow_private).is_ok());
+        out
+    }
+
+    /// After `probe_id` connected: it measures every other landmark, every other live probe
+    /// measures it; then flags are re-evaluated. Bounded by `budget` per measurement.
+    pub async fn check_landmarks_for(self: &Arc<Self>, probe_id: &str, budget: Duration) {
+        let Some(me) = self.registry.get(probe_id) else { return };
+        let targets = self.measurables();
+        let live = self.registry.live();
+        let mut jobs: Vec<(ProbeSnapshot, Measurable)> = Vec::new();
+        for t in &targets {
+            if t.id != me.probe_id {
+                jobs.push((me.clone(), t.clone()));
+            }
+        }
+        if let Some(mine) = targets.iter().find(|t| t.id == me.probe_id) {
+            for other in live.iter().filter(|p| p.probe_id != me.probe_id) {
+                jobs.push((other.clone(), mine.clone()));
+            }
+        }
+        if jobs.is_empty() {
+            return;
+        }
+        let futs = jobs.into_iter().map(|(from, to)| {
+            let this = Arc::clone(self);
+            async move {
+                let req = pb::MeasurementRequest {
+                    request_id: new_id(),
+                    target: to.ip.to_string(),
+                    kinds: vec![pb::MeasurementKind::Ping as i32],
+                    ping_count: LANDMARK_PINGS,
+                    interval_ms: this.config.ping_interval_ms,
+                    timeout_ms: budget.as_millis() as u32,
+                    tcp_ports: Vec::new(),
+                    max_ttl: 0,
+                    allow_private: this.config.allow_private,
+                    purpose: pb::MeasurementPurpose::Landmark as i32,
+                };
+                this.ask(&from, req, budget, None, 1, Some((&to.id, to.pos))).await
+            }
+        });
+        let _rows: Vec<MeasurementRow> = futures::future::join_all(futs).await;
+        if let Err(e) = self.evaluate_flags().await {
+            tracing::error!(error = %e, "speed-of-light evaluation failed");
+        }
+    }
+
+    /// Re-reads all landmark measurements and flags the landmarks to blame. Flags are only
+    /// ever added here; `ClearFlag` removes them. Returns the probes newly flagged.
+    pub async fn evaluate_flags(&self) -> crate::Result<Vec<String>> {
+        let _g = self.ftl_lock.lock().await;
+        let rows = self.storage.landmark_measurements().await?;
+        let probes: BTreeMap<String, ProbeSnapshot> =
+            self.registry.snapshot().into_iter().map(|p| (p.probe_id.clone(), p)).collect();
+        let position_of = |id: &str| -> Option<(LatLon, i64)> {
+            if let Some(p) = probes.get(id) {
+                return Some((p.pos(), p.flag_epoch_unix_ms));
+            }
+            self.landmarks.iter().find(|l| l.id == id).map(|l| (LatLon { lat: l.lat, lon: l.lon }, 0))
+        };
+        let mut best: BTreeMap<(String, String), (f64, LatLon, LatLon)> = BTreeMap::new();
+        for r in &rows {
+            let Some(to) = r.target_landmark.as_deref() else { continue };
+            let (Some(to_lat), Some(to_lon)) = (r.target_lat, r.target_lon) else { continue };
+            let raw: RawResult = match serde_json::from_str(&r.raw_json) {
+                Ok(raw) => raw,
+                Err(_) => continue,
+            };
+            let Some((rtt, RttKind::Echo)) = raw.best_rtt() else { continue };
+            let (from_pos, to_pos) = (LatLon { lat: r.probe_lat, lon: r.probe_lon }, LatLon { lat: to_lat, lon: to_lon });
+            // Only evidence about the current declared positions, newer than the epochs.
+            let (Some((cur_from, ep_from)), Some((cur_to, ep_to))) = (position_of(&r.probe_id), position_of(to)) else {
+                continue;
+            };
+            if r.created_unix_ms < ep_from.max(ep_to)
+                || distance_km(cur_from, from_pos) > SAME_POSITION_KM
+                || distance_km(cur_to, to_pos) > SAME_POSITION_KM
+            {
+                continue;
+            }
+            let key = if r.probe_id.as_str() < to {
+                (r.probe_id.clone(), to.to_string())
+            } else {
+                (to.to_string(), r.probe_id.clone())
+            };
+            let e = best.entry(key).or_insert((rtt, from_pos, to_pos));
+            if rtt < e.0 {
+                *e = (rtt, from_pos, to_pos);
+            }
+        }
+        let violations: Vec<Violation> = best
+            .into_iter()
+            .filter(|(_, (rtt, a, b))| violates_speed_of_light(*a, *b, *rtt))
+            .map(|((a, b), (rtt, pa, pb))| Violation { a, b, rtt_ms: rtt, distance_km: distance_km(pa, pb) })
+            .collect();
+        let mut newly = Vec::new();
+        for (id, vs) in blame(&violations) {
+            let Some(p) = probes.get(&id) else {
+                tracing::warn!(landmark = %id, "passive landmark involved in faster-than-light RTTs: check its position");
+                continue;
+            };
+            if p.flagged {
+                continue;
+            }
+            let reason = vs.iter().map(|v| v.describe(&id)).collect::<Vec<_>>().join("; ");
+            tracing::warn!(probe = %id, %reason, "probe flagged");
+            self.storage.set_probe_flag(&id, true, &reason, None).await?;
+            self.registry.set_flag(&id, true, &reason, None);
+            newly.push(id);
+        }
+        Ok(newly)
+    }
+
+    /// Clears a probe's flag; older evidence no longer counts against it. Returns whether
+    /// it was flagged, None for an unknown probe.
+    pub async fn clear_flag(&self, probe_id: &str) -> crate::Result<Option<bool>> {
+        let _g = self.ftl_lock.lock().await;
+        let Some(p) = self.registry.get(probe_id) else { return Ok(None) };
+        let now = unix_ms();
+        self.storage.set_probe_flag(probe_id, false, "", Some(now)).await?;
+        self.registry.set_flag(probe_id, false, "", Some(now));
+        Ok(Some(p.flagged))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &str, b: &str) -> Violation {
+        Violation { a: a.into(), b: b.into(), rtt_ms: 1.0, distance_km: 5000.0 }
+    }
+
+    #[test]
+    fn one_liar_takes_the_blame() {
+        let b = blame(&[v("honest1", "liar"), v("honest2", "liar"), v("honest3", "liar")]);
+        assert_eq!(b.keys().collect::<Vec<_>>(), ["liar"]);
+        assert_eq!(b["liar"].len(), 3);
+    }
+
+    #[test]
+    fn isolated_pair_blames_both_and_nothing_blames_none() {
+        let b = blame(&[v("a", "b")]);
+        assert_eq!(b.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(blame(&[]).is_empty());
+    }
+
+    #[test]
+    fn description_has_units() {
+        let s = v("a", "b").describe("a");
+        assert!(s.contains("1.00 ms to b") && s.contains("5000 km"), "{s}");
+    }
+}

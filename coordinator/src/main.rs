@@ -1,0 +1,109 @@
+//! `geoloc-coordinator`: the gRPC server for probe agents and clients.
+use std::process::ExitCode;
+
+use clap::Parser;
+use geoloc_coordinator::config::{Args, Config};
+use geoloc_coordinator::{server, storage, Coordinator, CoordinatorError};
+
+/// Exit code for an invalid configuration (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match Config::from_args(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("geoloc-coordinator: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("geoloc-coordinator: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("geoloc-coordinator: {e}");
+            match e {
+                CoordinatorError::InvalidConfig(_)
+                | CoordinatorError::Config { .. }
+                | CoordinatorError::Landmarks { .. }
+                | CoordinatorError::DatabaseUrl(_)
+                | CoordinatorError::GeoIp { .. } => ExitCode::from(EXIT_CONFIG),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+async fn run(config: Config) -> geoloc_coordinator::Result<()> {
+    let listen = config.listen;
+    let db = storage::redact(&config.database);
+    let coord = Coordinator::new(config).await?;
+    let (listener, addr) = server::bind(listen).await?;
+    tracing::info!(%addr, database = %db, backend = coord.storage.backend(), landmarks = coord.landmarks.len(),
+        geoip = coord.geoip.is_some(), allow_private = coord.config.allow_private, "geoloc-coordinator listening");
+    // Tests and scripts read this line to learn the port when --listen uses port 0.
+    println!("listening on {addr}");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let graceful = {
+        let mut rx = stop_rx.clone();
+        let coord = coord.clone();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+            tracing::info!("stopping: closing probe sessions");
+            coord.registry.close_all();
+        }
+    };
+    let hard = {
+        let mut rx = stop_rx;
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        }
+    };
+    tokio::select! {
+        r = server::serve(coord.clone(), listener, graceful) => r?,
+        _ = hard => tracing::warn!("connections still open 5 s after the stop signal: closing them"),
+    }
+    coord.storage.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,276 @@
+//! Probe registry: who is registered, who has a live session, liveness from heartbeats, and
+//! the request/answer plumbing over each probe's session stream.
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use geoloc_proto::v1 as pb;
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+
+use crate::storage::ProbeRow;
+use crate::unix_ms;
+
+/// Messages sent down a probe's session stream.
+pub type Outbound = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
+
+/// What came back for one measurement request.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Answer(pb::MeasurementResult),
+    /// The probe reported it could not carry out the request.
+    ProbeError(String),
+    /// No answer within the budget.
+    Timeout,
+    /// The session ended before the answer came.
+    Disconnected,
+    /// The probe has no open session.
+    NotConnected,
+}
+
+/// Snapshot of one probe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeSnapshot {
+    pub probe_id: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub ipv4: String,
+    pub ipv6: String,
+    pub agent_version: String,
+    pub flagged: bool,
+    pub flag_reason: String,
+    pub flag_epoch_unix_ms: i64,
+    pub connected: bool,
+    pub healthy: bool,
+    pub last_seen_unix_ms: i64,
+}
+
+impl ProbeSnapshot {
+    pub fn pos(&self) -> geoloc_engine::LatLon {
+        geoloc_engine::LatLon { lat: self.lat, lon: self.lon }
+    }
+    /// Address at which this probe can be measured (IPv4 preferred).
+    pub fn address(&self) -> Option<std::net::IpAddr> {
+        self.ipv4.parse().ok().or_else(|| self.ipv6.parse().ok())
+    }
+}
+
+struct Session {
+    id: u64,
+    tx: Outbound,
+    pending: HashMap<String, oneshot::Sender<Outcome>>,
+}
+
+struct ProbeState {
+    row: ProbeRow,
+    token: Option<String>,
+    session: Option<Session>,
+    last_seen: Option<Instant>,
+}
+
+struct Inner {
+    probes: BTreeMap<String, ProbeState>,
+    next_session: u64,
+}
+
+/// The registry. Locks are held only for map updates, never across an await.
+pub struct Registry {
+    inner: std::sync::Mutex<Inner>,
+    heartbeat_interval: Duration,
+}
+
+impl Registry {
+    pub fn new(heartbeat_interval: Duration) -> Registry {
+        Registry { inner: std::sync::Mutex::new(Inner { probes: BTreeMap::new(), next_session: 1 }), heartbeat_interval }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds probes known from the database (not connected).
+    pub fn load(&self, rows: Vec<ProbeRow>) {
+        let mut g = self.lock();
+        for row in rows {
+            g.probes.entry(row.probe_id.clone()).or_insert(ProbeState { row, token: None, session: None, last_seen: None });
+        }
+    }
+
+    /// Records a registration and its session token (an open session stays open).
+    pub fn register(&self, row: ProbeRow, token: String) {
+        let mut g = self.lock();
+        let e = g.probes.entry(row.probe_id.clone()).or_insert(ProbeState {
+            row: row.clone(),
+            token: None,
+            session: None,
+            last_seen: None,
+        });
+        e.row = row;
+        e.token = Some(token);
+        e.last_seen = Some(Instant::now());
+    }
+
+    /// The probe id whose current token is `token`, if `probe_id` matches it.
+    pub fn check_token(&self, probe_id: &str, token: &str) -> bool {
+        let g = self.lock();
+        g.probes.get(probe_id).and_then(|p| p.token.as_deref()) == Some(token)
+    }
+
+    /// Opens a session for a probe (replacing any previous one, whose pending requests then
+    /// fail as disconnected). Returns the session id.
+    pub fn attach(&self, probe_id: &str, tx: Outbound) -> Option<u64> {
+        let mut g = self.lock();
+        let id = g.next_session;
+        g.next_session += 1;
+        let p = g.probes.get_mut(probe_id)?;
+        p.session = Some(Session { id, tx, pending: HashMap::new() });
+        p.last_seen = Some(Instant::now());
+        p.row.last_seen_unix_ms = unix_ms();
+        Some(id)
+    }
+
+    /// Closes a session if it is still the current one.
+    pub fn detach(&self, probe_id: &str, session_id: u64) {
+        let mut g = self.lock();
+        if let Some(p) = g.probes.get_mut(probe_id) {
+            if p.session.as_ref().is_some_and(|s| s.id == session_id) {
+                p.session = None;
+            }
+        }
+    }
+
+    /// Ends every session (shutdown); pending requests fail as disconnected.
+    pub fn close_all(&self) {
+        let mut g = self.lock();
+        for p in g.probes.values_mut() {
+            p.session = None;
+        }
+    }
+
+    /// Notes that a message arrived from the probe.
+    pub fn seen(&self, probe_id: &str) -> i64 {
+        let now = unix_ms();
+        let mut g = self.lock();
+        if let Some(p) = g.probes.get_mut(probe_id) {
+            p.last_seen = Some(Instant::now());
+            p.row.last_seen_unix_ms = now;
+        }
+        now
+    }
+
+    /// Hands an answer to whoever waits for `request_id`. False if nobody waits (late,
+    /// cancelled or unknown).
+    pub fn deliver(&self, probe_id: &str, session_id: u64, request_id: &str, outcome: Outcome) -> bool {
+        let tx = {
+            let mut g = self.lock();
+            g.probes
+                .get_mut(probe_id)
+                .and_then(|p| p.session.as_mut())
+                .filter(|s| s.id == session_id)
+                .and_then(|s| s.pending.remove(request_id))
+        };
+        tx.is_some_and(|tx| tx.send(outcome).is_ok())
+    }
+
+    pub fn set_flag(&self, probe_id: &str, flagged: bool, reason: &str, epoch_unix_ms: Option<i64>) {
+        let mut g = self.lock();
+        if let Some(p) = g.probes.get_mut(probe_id) {
+            p.row.flagged = flagged;
+            p.row.flag_reason = reason.to_string();
+            if let Some(e) = epoch_unix_ms {
+                p.row.flag_epoch_unix_ms = e;
+            }
+        }
+    }
+
+    fn snapshot_of(&self, p: &ProbeState) -> ProbeSnapshot {
+        let connected = p.session.is_some();
+        let fresh = p.last_seen.is_some_and(|t| t.elapsed() < self.heartbeat_interval * 3);
+        ProbeSnapshot {
+            probe_id: p.row.probe_id.clone(),
+            lat: p.row.lat,
+            lon: p.row.lon,
+            ipv4: p.row.ipv4.clone(),
+            ipv6: p.row.ipv6.clone(),
+            agent_version: p.row.agent_version.clone(),
+            flagged: p.row.flagged,
+            flag_reason: p.row.flag_reason.clone(),
+            flag_epoch_unix_ms: p.row.flag_epoch_unix_ms,
+            connected,
+            healthy: connected && fresh && !p.row.flagged,
+            last_seen_unix_ms: p.row.last_seen_unix_ms,
+        }
+    }
+
+    /// Every known probe, by id.
+    pub fn snapshot(&self) -> Vec<ProbeSnapshot> {
+        let g = self.lock();
+        g.probes.values().map(|p| self.snapshot_of(p)).collect()
+    }
+
+    pub fn get(&self, probe_id: &str) -> Option<ProbeSnapshot> {
+        let g = self.lock();
+        g.probes.get(probe_id).map(|p| self.snapshot_of(p))
+    }
+
+    /// Probes that can measure now: connected, heartbeating, not flagged.
+    pub fn healthy(&self) -> Vec<ProbeSnapshot> {
+        self.snapshot().into_iter().filter(|p| p.healthy).collect()
+    }
+
+    /// Probes with an open session and fresh heartbeats, flagged or not (landmark checks
+    /// still use flagged probes).
+    pub fn live(&self) -> Vec<ProbeSnapshot> {
+        self.snapshot().into_iter().filter(|p| p.connected && (p.healthy || p.flagged)).collect()
+    }
+
+    /// Sends `req` to the probe and waits at most `budget` for its answer; on timeout the
+    /// probe is told to cancel.
+    pub async fn measure(&self, probe_id: &str, req: pb::MeasurementRequest, budget: Duration) -> Outcome {
+        let request_id = req.request_id.clone();
+        let (otx, orx) = oneshot::channel();
+        let (tx, session_id) = {
+            let mut g = self.lock();
+            let Some(s) = g.probes.get_mut(probe_id).and_then(|p| p.session.as_mut()) else {
+                return Outcome::NotConnected;
+            };
+            s.pending.insert(request_id.clone(), otx);
+            (s.tx.clone(), s.id)
+        };
+        let msg = pb::CoordinatorMessage { kind: Some(pb::coordinator_message::Kind::MeasurementRequest(req)) };
+        let deadline = tokio::time::Instant::now() + budget;
+        match tokio::time::timeout_at(deadline, tx.send(Ok(msg))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                self.forget(probe_id, session_id, &request_id);
+                return Outcome::Disconnected;
+            }
+            Err(_) => {
+                self.forget(probe_id, session_id, &request_id);
+                return Outcome::Timeout;
+            }
+        }
+        match tokio::time::timeout_at(deadline, orx).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Outcome::Disconnected,
+            Err(_) => {
+                self.forget(probe_id, session_id, &request_id);
+                let cancel = pb::CoordinatorMessage {
+                    kind: Some(pb::coordinator_message::Kind::Cancel(pb::Cancel {
+                        request_id,
+                        reason: format!("no answer within {} ms", budget.as_millis()),
+                    })),
+                };
+                let _ = tx.try_send(Ok(cancel));
+                Outcome::Timeout
+            }
+        }
+    }
+
+    fn forget(&self, probe_id: &str, session_id: u64, request_id: &str) {
+        let mut g = self.lock();
+        if let Some(s) = g.probes.get_mut(probe_id).and_then(|p| p.session.as_mut()).filter(|s| s.id == session_id) {
+            s.pending.remove(request_id);
+        }
+    }
+}

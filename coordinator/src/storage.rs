@@ -1,0 +1,493 @@
+//! Storage on SQLite (default, a file in WAL mode) or PostgreSQL, one schema
+//! (`coordinator/migrations/`) applied at start with `sqlx::migrate!`, runtime queries only.
+//!
+//! Every query is written once with `$N` placeholders (both SQLite and PostgreSQL accept
+//! them) and run on either pool through [`with_pool!`].
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::error::{q, CoordinatorError, Result};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A database of probes, raw measurements and results.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same code on whichever pool backs the storage.
+macro_rules! with_pool {
+    ($self:expr, $pool:ident => $body:expr) => {
+        match $self {
+            Storage::Sqlite($pool) => $body,
+            Storage::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// A probe as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeRow {
+    pub probe_id: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub ipv4: String,
+    pub ipv6: String,
+    pub agent_version: String,
+    pub flagged: bool,
+    pub flag_reason: String,
+    pub flag_epoch_unix_ms: i64,
+    pub first_seen_unix_ms: i64,
+    pub last_seen_unix_ms: i64,
+}
+
+/// Status of a result row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultStatus {
+    Running,
+    Done,
+    Failed,
+    Interrupted,
+}
+
+impl ResultStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultStatus::Running => "running",
+            ResultStatus::Done => "done",
+            ResultStatus::Failed => "failed",
+            ResultStatus::Interrupted => "interrupted",
+        }
+    }
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "running" => ResultStatus::Running,
+            "done" => ResultStatus::Done,
+            "failed" => ResultStatus::Failed,
+            "interrupted" => ResultStatus::Interrupted,
+            other => {
+                return Err(CoordinatorError::Corrupt { what: "results.status", detail: other.to_string() })
+            }
+        })
+    }
+}
+
+/// A located address (one locate run) as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultRow {
+    pub result_id: String,
+    pub ip: String,
+    pub mode: String,
+    pub status: ResultStatus,
+    pub solution_json: Option<String>,
+    pub error_code: String,
+    pub error: String,
+    pub geoip_json: Option<String>,
+    pub probes_asked: i64,
+    pub probes_used: i64,
+    pub packets_sent: i64,
+    pub min_rtt_ms: Option<f64>,
+    pub nearest_probe: String,
+    pub created_at_unix_ms: i64,
+    pub finished_unix_ms: Option<i64>,
+}
+
+/// One raw probe answer as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeasurementRow {
+    pub measurement_id: String,
+    pub result_id: Option<String>,
+    /// "locate" or "landmark".
+    pub purpose: String,
+    pub stage: i64,
+    pub request_id: String,
+    pub probe_id: String,
+    pub probe_lat: f64,
+    pub probe_lon: f64,
+    pub target: String,
+    pub target_landmark: Option<String>,
+    pub target_lat: Option<f64>,
+    pub target_lon: Option<f64>,
+    /// "answered" | "no-reply" | "timeout" | "disconnected" | "probe-error".
+    pub outcome: String,
+    pub error: String,
+    pub excluded: String,
+    pub packets_sent: i64,
+    pub raw_json: String,
+    pub created_unix_ms: i64,
+}
+
+const PROBE_COLS: &str = "probe_id, lat, lon, ipv4, ipv6, agent_version, flagged, flag_reason, \
+     flag_epoch_unix_ms, first_seen_unix_ms, last_seen_unix_ms";
+const RESULT_COLS: &str = "result_id, ip, mode, status, solution_json, error_code, error, geoip_json, \
+     probes_asked, probes_used, packets_sent, min_rtt_ms, nearest_probe, created_at_unix_ms, finished_unix_ms";
+const MEAS_COLS: &str = "measurement_id, result_id, purpose, stage, request_id, probe_id, probe_lat, \
+     probe_lon, target, target_landmark, target_lat, target_lon, outcome, error, excluded, packets_sent, \
+     raw_json, created_unix_ms";
+
+macro_rules! probe_from_row {
+    ($r:expr) => {{
+        let r = $r;
+        (|| -> std::result::Result<ProbeRow, sqlx::Error> {
+            Ok(ProbeRow {
+                probe_id: r.try_get("probe_id")?,
+                lat: r.try_get("lat")?,
+                lon: r.try_get("lon")?,
+                ipv4: r.try_get("ipv4")?,
+                ipv6: r.try_get("ipv6")?,
+                agent_version: r.try_get("agent_version")?,
+                flagged: r.try_get("flagged")?,
+                flag_reason: r.try_get("flag_reason")?,
+                flag_epoch_unix_ms: r.try_get("flag_epoch_unix_ms")?,
+                first_seen_unix_ms: r.try_get("first_seen_unix_ms")?,
+                last_seen_unix_ms: r.try_get("last_seen_unix_ms")?,
+            })
+        })()
+    }};
+}
+
+macro_rules! result_from_row {
+    ($r:expr) => {{
+        let r = $r;
+        (|| -> std::result::Result<(ResultRow, String), sqlx::Error> {
+            Ok((
+                ResultRow {
+                    result_id: r.try_get("result_id")?,
+                    ip: r.try_get("ip")?,
+                    mode: r.try_get("mode")?,
+                    status: ResultStatus::Running,
+                    solution_json: r.try_get("solution_json")?,
+                    error_code: r.try_get("error_code")?,
+                    error: r.try_get("error")?,
+                    geoip_json: r.try_get("geoip_json")?,
+                    probes_asked: r.try_get("probes_asked")?,
+                    probes_used: r.try_get("probes_used")?,
+                    packets_sent: r.try_get("packets_sent")?,
+                    min_rtt_ms: r.try_get("min_rtt_ms")?,
+                    nearest_probe: r.try_get("nearest_probe")?,
+                    created_at_unix_ms: r.try_get("created_at_unix_ms")?,
+                    finished_unix_ms: r.try_get("finished_unix_ms")?,
+                },
+                r.try_get::<String, _>("status")?,
+            ))
+        })()
+    }};
+}
+
+macro_rules! meas_from_row {
+    ($r:expr) => {{
+        let r = $r;
+        (|| -> std::result::Result<MeasurementRow, sqlx::Error> {
+            Ok(MeasurementRow {
+                measurement_id: r.try_get("measurement_id")?,
+                result_id: r.try_get("result_id")?,
+                purpose: r.try_get("purpose")?,
+                stage: r.try_get("stage")?,
+                request_id: r.try_get("request_id")?,
+                probe_id: r.try_get("probe_id")?,
+                probe_lat: r.try_get("probe_lat")?,
+                probe_lon: r.try_get("probe_lon")?,
+                target: r.try_get("target")?,
+                target_landmark: r.try_get("target_landmark")?,
+                target_lat: r.try_get("target_lat")?,
+                target_lon: r.try_get("target_lon")?,
+                outcome: r.try_get("outcome")?,
+                error: r.try_get("error")?,
+                excluded: r.try_get("excluded")?,
+                packets_sent: r.try_get("packets_sent")?,
+                raw_json: r.try_get("raw_json")?,
+                created_unix_ms: r.try_get("created_unix_ms")?,
+            })
+        })()
+    }};
+}
+
+fn finish_result(pair: (ResultRow, String)) -> Result<ResultRow> {
+    let (mut row, status) = pair;
+    row.status = ResultStatus::parse(&status)?;
+    Ok(row)
+}
+
+impl Storage {
+    /// Opens `sqlite://FILE` (created if missing, WAL) or `postgres://...`, and applies the
+    /// migrations.
+    pub async fn connect(url: &str) -> Result<Storage> {
+        Self::connect_in_schema(url, None).await
+    }
+
+    /// Like [`Storage::connect`]; on PostgreSQL, `schema` (created if missing) becomes the
+    /// `search_path`, so that several independent stores can share one database (tests).
+    pub async fn connect_in_schema(url: &str, schema: Option<&str>) -> Result<Storage> {
+        let conn_err = |source| CoordinatorError::DatabaseConnect { url: redact(url), source };
+        let storage = if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .map_err(conn_err)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await
+                .map_err(conn_err)?;
+            Storage::Sqlite(pool)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let mut opts = PgConnectOptions::from_str(url).map_err(conn_err)?;
+            if let Some(schema) = schema {
+                if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || schema.is_empty() {
+                    return Err(CoordinatorError::InvalidConfig(format!("bad schema name {schema:?}")));
+                }
+                let bootstrap = PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(opts.clone())
+                    .await
+                    .map_err(conn_err)?;
+                sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
+                    .execute(&bootstrap)
+                    .await
+                    .map_err(q("create schema"))?;
+                bootstrap.close().await;
+                opts = opts.options([("search_path", schema)]);
+            }
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await
+                .map_err(conn_err)?;
+            Storage::Postgres(pool)
+        } else {
+            return Err(CoordinatorError::DatabaseUrl(redact(url)));
+        };
+        with_pool!(&storage, pool => MIGRATOR.run(pool).await)?;
+        Ok(storage)
+    }
+
+    /// "sqlite" or "postgres".
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Storage::Sqlite(_) => "sqlite",
+            Storage::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await)
+    }
+
+    /// SQLite journal mode ("wal" expected); None on PostgreSQL.
+    pub async fn sqlite_journal_mode(&self) -> Result<Option<String>> {
+        match self {
+            Storage::Sqlite(pool) => {
+                let row = sqlx::query("PRAGMA journal_mode").fetch_one(pool).await.map_err(q("journal_mode"))?;
+                Ok(Some(row.try_get::<String, _>(0).map_err(q("journal_mode"))?))
+            }
+            Storage::Postgres(_) => Ok(None),
+        }
+    }
+
+    // ---- probes -------------------------------------------------------------------------
+
+    /// Inserts or updates a probe (identity, position, addresses, version, last seen). The
+    /// flag and first-seen time of an existing probe are kept.
+    pub async fn upsert_probe(&self, p: &ProbeRow) -> Result<()> {
+        let sql = "INSERT INTO probes (probe_id, lat, lon, ipv4, ipv6, agent_version, flagged, flag_reason, \
+                   flag_epoch_unix_ms, first_seen_unix_ms, last_seen_unix_ms) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                   ON CONFLICT (probe_id) DO UPDATE SET lat = excluded.lat, lon = excluded.lon, \
+                   ipv4 = excluded.ipv4, ipv6 = excluded.ipv6, agent_version = excluded.agent_version, \
+                   flag_epoch_unix_ms = excluded.flag_epoch_unix_ms, last_seen_unix_ms = excluded.last_seen_unix_ms";
+        with_pool!(self, pool => sqlx::query(sql)
+            .bind(&p.probe_id).bind(p.lat).bind(p.lon).bind(&p.ipv4).bind(&p.ipv6)
+            .bind(&p.agent_version).bind(p.flagged).bind(&p.flag_reason).bind(p.flag_epoch_unix_ms)
+            .bind(p.first_seen_unix_ms).bind(p.last_seen_unix_ms)
+            .execute(pool).await.map_err(q("upsert probe"))?.rows_affected());
+        Ok(())
+    }
+
+    pub async fn touch_probe(&self, probe_id: &str, last_seen_unix_ms: i64) -> Result<()> {
+        let sql = "UPDATE probes SET last_seen_unix_ms = $1 WHERE probe_id = $2";
+        with_pool!(self, pool => sqlx::query(sql).bind(last_seen_unix_ms).bind(probe_id)
+            .execute(pool).await.map_err(q("touch probe"))?.rows_affected());
+        Ok(())
+    }
+
+    /// Sets or clears the speed-of-light flag. Clearing also moves the probe's flag epoch to
+    /// `epoch_unix_ms` so that older landmark measurements no longer count against it.
+    pub async fn set_probe_flag(&self, probe_id: &str, flagged: bool, reason: &str, epoch_unix_ms: Option<i64>) -> Result<bool> {
+        let n = match epoch_unix_ms {
+            Some(epoch) => {
+                let sql = "UPDATE probes SET flagged = $1, flag_reason = $2, flag_epoch_unix_ms = $3 WHERE probe_id = $4";
+                with_pool!(self, pool => sqlx::query(sql).bind(flagged).bind(reason).bind(epoch).bind(probe_id)
+                    .execute(pool).await.map_err(q("set flag"))?.rows_affected())
+            }
+            None => {
+                let sql = "UPDATE probes SET flagged = $1, flag_reason = $2 WHERE probe_id = $3";
+                with_pool!(self, pool => sqlx::query(sql).bind(flagged).bind(reason).bind(probe_id)
+                    .execute(pool).await.map_err(q("set flag"))?.rows_affected())
+            }
+        };
+        Ok(n > 0)
+    }
+
+    pub async fn get_probe(&self, probe_id: &str) -> Result<Option<ProbeRow>> {
+        let sql = format!("SELECT {PROBE_COLS} FROM probes WHERE probe_id = $1");
+        with_pool!(self, pool => {
+            let row = sqlx::query(AssertSqlSafe(sql.clone())).bind(probe_id).fetch_optional(pool).await.map_err(q("get probe"))?;
+            row.map(|r| probe_from_row!(&r)).transpose().map_err(q("decode probe"))
+        })
+    }
+
+    pub async fn list_probes(&self) -> Result<Vec<ProbeRow>> {
+        let sql = format!("SELECT {PROBE_COLS} FROM probes ORDER BY probe_id");
+        with_pool!(self, pool => {
+            let rows = sqlx::query(AssertSqlSafe(sql.clone())).fetch_all(pool).await.map_err(q("list probes"))?;
+            rows.iter().map(|r| probe_from_row!(r)).collect::<std::result::Result<Vec<_>, _>>().map_err(q("decode probe"))
+        })
+    }
+
+    // ---- results ------------------------------------------------------------------------
+
+    pub async fn insert_result(&self, r: &ResultRow) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO results ({RESULT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        );
+        with_pool!(self, pool => sqlx::query(AssertSqlSafe(sql.clone()))
+            .bind(&r.result_id).bind(&r.ip).bind(&r.mode).bind(r.status.as_str()).bind(&r.solution_json)
+            .bind(&r.error_code).bind(&r.error).bind(&r.geoip_json).bind(r.probes_asked).bind(r.probes_used)
+            .bind(r.packets_sent).bind(r.min_rtt_ms).bind(&r.nearest_probe).bind(r.created_at_unix_ms)
+            .bind(r.finished_unix_ms)
+            .execute(pool).await.map_err(q("insert result"))?.rows_affected());
+        Ok(())
+    }
+
+    /// Writes the outcome of a run (everything but id, ip, mode and creation time).
+    pub async fn update_result(&self, r: &ResultRow) -> Result<()> {
+        let sql = "UPDATE results SET status = $1, solution_json = $2, error_code = $3, error = $4, geoip_json = $5, \
+                   probes_asked = $6, probes_used = $7, packets_sent = $8, min_rtt_ms = $9, nearest_probe = $10, \
+                   finished_unix_ms = $11 WHERE result_id = $12";
+        with_pool!(self, pool => sqlx::query(sql)
+            .bind(r.status.as_str()).bind(&r.solution_json).bind(&r.error_code).bind(&r.error).bind(&r.geoip_json)
+            .bind(r.probes_asked).bind(r.probes_used).bind(r.packets_sent).bind(r.min_rtt_ms).bind(&r.nearest_probe)
+            .bind(r.finished_unix_ms).bind(&r.result_id)
+            .execute(pool).await.map_err(q("update result"))?.rows_affected());
+        Ok(())
+    }
+
+    pub async fn get_result(&self, result_id: &str) -> Result<Option<ResultRow>> {
+        let sql = format!("SELECT {RESULT_COLS} FROM results WHERE result_id = $1");
+        let pair = with_pool!(self, pool => {
+            let row = sqlx::query(AssertSqlSafe(sql.clone())).bind(result_id).fetch_optional(pool).await.map_err(q("get result"))?;
+            row.map(|r| result_from_row!(&r)).transpose().map_err(q("decode result"))?
+        });
+        pair.map(finish_result).transpose()
+    }
+
+    /// The newest successful result for `ip` (canonical text form).
+    pub async fn latest_done_result(&self, ip: &str) -> Result<Option<ResultRow>> {
+        let sql = format!(
+            "SELECT {RESULT_COLS} FROM results WHERE ip = $1 AND status = 'done' \
+             ORDER BY created_at_unix_ms DESC, result_id DESC LIMIT 1"
+        );
+        let pair = with_pool!(self, pool => {
+            let row = sqlx::query(AssertSqlSafe(sql.clone())).bind(ip).fetch_optional(pool).await.map_err(q("latest result"))?;
+            row.map(|r| result_from_row!(&r)).transpose().map_err(q("decode result"))?
+        });
+        pair.map(finish_result).transpose()
+    }
+
+    pub async fn count_results(&self, ip: &str) -> Result<i64> {
+        let sql = "SELECT COUNT(*) AS n FROM results WHERE ip = $1";
+        with_pool!(self, pool => {
+            let row = sqlx::query(sql).bind(ip).fetch_one(pool).await.map_err(q("count results"))?;
+            row.try_get::<i64, _>("n").map_err(q("count results"))
+        })
+    }
+
+    /// Marks runs left `running` by a previous process as `interrupted`; returns how many.
+    pub async fn mark_interrupted(&self, now_unix_ms: i64) -> Result<u64> {
+        let sql = "UPDATE results SET status = 'interrupted', error_code = 'interrupted', \
+                   error = 'coordinator stopped during the measurement', finished_unix_ms = $1 \
+                   WHERE status = 'running'";
+        Ok(with_pool!(self, pool => sqlx::query(sql).bind(now_unix_ms)
+            .execute(pool).await.map_err(q("mark interrupted"))?.rows_affected()))
+    }
+
+    // ---- measurements -------------------------------------------------------------------
+
+    pub async fn insert_measurement(&self, m: &MeasurementRow) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO measurements ({MEAS_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+             $13, $14, $15, $16, $17, $18)"
+        );
+        with_pool!(self, pool => sqlx::query(AssertSqlSafe(sql.clone()))
+            .bind(&m.measurement_id).bind(&m.result_id).bind(&m.purpose).bind(m.stage).bind(&m.request_id)
+            .bind(&m.probe_id).bind(m.probe_lat).bind(m.probe_lon).bind(&m.target).bind(&m.target_landmark)
+            .bind(m.target_lat).bind(m.target_lon).bind(&m.outcome).bind(&m.error).bind(&m.excluded)
+            .bind(m.packets_sent).bind(&m.raw_json).bind(m.created_unix_ms)
+            .execute(pool).await.map_err(q("insert measurement"))?.rows_affected());
+        Ok(())
+    }
+
+    /// Raw rows of one locate run, in insertion-time order.
+    pub async fn measurements_for_result(&self, result_id: &str) -> Result<Vec<MeasurementRow>> {
+        let sql = format!(
+            "SELECT {MEAS_COLS} FROM measurements WHERE result_id = $1 ORDER BY created_unix_ms, measurement_id"
+        );
+        with_pool!(self, pool => {
+            let rows = sqlx::query(AssertSqlSafe(sql.clone())).bind(result_id).fetch_all(pool).await.map_err(q("measurements"))?;
+            rows.iter().map(|r| meas_from_row!(r)).collect::<std::result::Result<Vec<_>, _>>().map_err(q("decode measurement"))
+        })
+    }
+
+    /// Landmark (probe-to-landmark) measurements, oldest first.
+    pub async fn landmark_measurements(&self) -> Result<Vec<MeasurementRow>> {
+        let sql = format!(
+            "SELECT {MEAS_COLS} FROM measurements WHERE purpose = 'landmark' ORDER BY created_unix_ms, measurement_id"
+        );
+        with_pool!(self, pool => {
+            let rows = sqlx::query(AssertSqlSafe(sql.clone())).fetch_all(pool).await.map_err(q("landmark measurements"))?;
+            rows.iter().map(|r| meas_from_row!(r)).collect::<std::result::Result<Vec<_>, _>>().map_err(q("decode measurement"))
+        })
+    }
+
+    /// Number of raw rows that measured `target` for locating (all runs).
+    pub async fn count_locate_measurements(&self, target: &str) -> Result<i64> {
+        let sql = "SELECT COUNT(*) AS n FROM measurements WHERE target = $1 AND purpose = 'locate'";
+        with_pool!(self, pool => {
+            let row = sqlx::query(sql).bind(target).fetch_one(pool).await.map_err(q("count measurements"))?;
+            row.try_get::<i64, _>("n").map_err(q("count measurements"))
+        })
+    }
+}
+
+/// Hides a password in a database URL before it is printed.
+pub fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((creds, host)) = rest.split_once('@') {
+            if let Some((user, _pw)) = creds.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}

@@ -1,0 +1,324 @@
+//! PROTOCOL tests of the coordinator over real gRPC on loopback, with FAKE probe clients
+//! (tests/common): registration, sessions, scheduling, timeouts, speed-of-light flagging,
+//! storage across restarts, invalid input. The real probe agent is exercised by the
+//! end-to-end tests in `tests/` at the workspace root.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use geoloc_engine::{distance_km, LatLon, Solution};
+use geoloc_proto::v1 as pb;
+
+/// Every test is bounded.
+async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(60), f).await.expect("test took more than 60 s")
+}
+
+async fn fleet(url: &str, w: &World, n: usize) -> Vec<FakeProbe> {
+    let mut v = Vec::new();
+    for &(id, lat, lon, ip) in &FLEET[..n] {
+        w.lock().unwrap().insert(ip.to_string(), LatLon { lat, lon });
+        v.push(FakeProbe::start(url, id, (lat, lon), (lat, lon), ip, w.clone(), Behaviour::Honest).await);
+    }
+    v
+}
+
+async fn locate(
+    client: &mut pb::locate_service_client::LocateServiceClient<tonic::transport::Channel>,
+    req: pb::LocateRequest,
+) -> (Vec<pb::Progress>, Result<pb::LocateResult, pb::LocateError>) {
+    let mut s = client.locate(req).await.unwrap().into_inner();
+    let mut progress = Vec::new();
+    while let Some(ev) = s.message().await.unwrap() {
+        match ev.event.unwrap() {
+            pb::locate_event::Event::Progress(p) => progress.push(p),
+            pb::locate_event::Event::Result(r) => return (progress, Ok(r)),
+            pb::locate_event::Event::Error(e) => return (progress, Err(e)),
+        }
+    }
+    panic!("stream ended without an answer");
+}
+
+fn req(ip: &str) -> pb::LocateRequest {
+    pb::LocateRequest { ip: ip.into(), ..Default::default() }
+}
+
+// Target: a host in Lyon at 127.0.0.50 (loopback: the fake probes send nothing).
+const TARGET: &str = "127.0.0.50";
+const LYON: (f64, f64) = (45.764, 4.8357);
+
+#[tokio::test]
+async fn locate_all_with_progress_stores_and_recomputes() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |_| {}).await;
+        let w = world(&[(TARGET, LYON.0, LYON.1)]);
+        let _probes = fleet(&srv.url, &w, 6).await;
+        wait_healthy(&srv.coord, 6).await;
+        let mut c = srv.client().await;
+        let (progress, res) = locate(&mut c, req(TARGET)).await;
+        let r = res.expect("located");
+        assert_eq!(progress.len(), 6, "one progress event per probe");
+        assert_eq!(progress.last().unwrap().done, 6);
+        assert!(progress.iter().all(|p| p.total == 6 && p.min_rtt_ms.is_some()));
+        assert_eq!(r.probes_asked, 6);
+        assert_eq!(r.nearest_probe, "paris");
+        assert_eq!(r.mode, "all");
+        assert_eq!(r.packets_sent, 6 * 3);
+        let sol: Solution = serde_json::from_str(&r.solution_json).unwrap();
+        let err = distance_km(sol.estimate, LatLon { lat: LYON.0, lon: LYON.1 });
+        assert!(err < 500.0, "estimate {:?} is {err:.0} km from Lyon", sol.estimate);
+        assert!(sol.region_contains(LatLon { lat: LYON.0, lon: LYON.1 }) || sol.radius_km > 0.0);
+        // Stored: fetch by ip and by id; recompute from raw rows gives the same answer.
+        let by_ip = c.get_result(pb::GetResultRequest { key: Some(pb::get_result_request::Key::Ip(TARGET.into())) })
+            .await.unwrap().into_inner().result.unwrap();
+        assert_eq!(by_ip.result_id, r.result_id);
+        assert_eq!(by_ip.solution_json, r.solution_json);
+        let again = srv.coord.recompute(&r.result_id).await.unwrap();
+        assert_eq!(serde_json::to_string(&again).unwrap(), r.solution_json);
+        let rows = srv.coord.storage.measurements_for_result(&r.result_id).await.unwrap();
+        assert_eq!(rows.len(), 6);
+        assert!(rows.iter().all(|m| m.outcome == "answered" && m.raw_json.contains("rtts_ms")));
+        srv.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_stage_spends_fewer_packets() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |c| {
+            c.two_stage_first = 3;
+            c.two_stage_k = 3;
+        })
+        .await;
+        let w = world(&[(TARGET, LYON.0, LYON.1)]);
+        let _probes = fleet(&srv.url, &w, 10).await;
+        wait_healthy(&srv.coord, 10).await;
+        let mut c = srv.client().await;
+        let (_, all) = locate(&mut c, req(TARGET)).await;
+        let all = all.unwrap();
+        let mut r2 = req(TARGET);
+        r2.mode = pb::LocateMode::TwoStage as i32;
+        let (progress, two) = locate(&mut c, r2).await;
+        let two = two.unwrap();
+        assert_eq!(two.mode, "two-stage");
+        assert_eq!(two.probes_asked, 6);
+        assert!(progress.iter().any(|p| p.stage == 2));
+        assert!(two.packets_sent < all.packets_sent, "{} vs {}", two.packets_sent, all.packets_sent);
+        // The second stage went to the probes near the target.
+        let stage2: Vec<&str> = progress.iter().filter(|p| p.stage == 2).map(|p| p.probe_id.as_str()).collect();
+        assert!(stage2.contains(&"frankfurt") || stage2.contains(&"london"), "{stage2:?}");
+        let truth = LatLon { lat: LYON.0, lon: LYON.1 };
+        let e_all = distance_km(serde_json::from_str::<Solution>(&all.solution_json).unwrap().estimate, truth);
+        let e_two = distance_km(serde_json::from_str::<Solution>(&two.solution_json).unwrap().estimate, truth);
+        println!(
+            "trade-off: all = {} probes, {} packets, error {e_all:.0} km; two-stage = {} probes, {} packets, error {e_two:.0} km",
+            all.probes_asked, all.packets_sent, two.probes_asked, two.packets_sent
+        );
+        assert!(e_two < 500.0, "two-stage error {e_two:.0} km");
+        srv.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn silent_and_killed_probes_time_out_and_the_rest_is_solved() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |c| c.probe_timeout_ms = 800).await;
+        let w = world(&[(TARGET, LYON.0, LYON.1)]);
+        let probes = fleet(&srv.url, &w, 4).await;
+        let (id, lat, lon, ip) = FLEET[5];
+        let _silent = FakeProbe::start(&srv.url, id, (lat, lon), (lat, lon), ip, w.clone(), Behaviour::Silent).await;
+        wait_healthy(&srv.coord, 5).await;
+        let mut c = srv.client().await;
+        // Kill one probe while the request is in flight.
+        let victim = &probes[1];
+        let t0 = Instant::now();
+        let mut s = c.locate(req(TARGET)).await.unwrap().into_inner();
+        victim.kill();
+        let mut progress = Vec::new();
+        let result = loop {
+            let ev = s.message().await.unwrap().expect("answer");
+            match ev.event.unwrap() {
+                pb::locate_event::Event::Progress(p) => progress.push(p),
+                pb::locate_event::Event::Result(r) => break r,
+                pb::locate_event::Event::Error(e) => panic!("{e:?}"),
+            }
+        };
+        let took = t0.elapsed();
+        assert!(took < Duration::from_millis(3000), "took {took:?}");
+        let silent = progress.iter().find(|p| p.probe_id == "london").unwrap();
+        assert!(silent.min_rtt_ms.is_none() && silent.error.starts_with("timeout"), "{silent:?}");
+        assert_eq!(progress.len(), 5);
+        assert!(result.probes_used >= 3, "{result:?}");
+        let rows = srv.coord.storage.measurements_for_result(&result.result_id).await.unwrap();
+        assert!(rows.iter().any(|r| r.probe_id == "london" && r.outcome == "timeout"));
+        srv.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn silent_target_falls_back_to_traceroute_last_hop() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |_| {}).await;
+        let w = world(&[(TARGET, LYON.0, LYON.1)]);
+        let mut probes = Vec::new();
+        for &(id, lat, lon, ip) in &FLEET[..4] {
+            probes.push(FakeProbe::start(&srv.url, id, (lat, lon), (lat, lon), ip, w.clone(), Behaviour::TargetSilent).await);
+        }
+        wait_healthy(&srv.coord, 4).await;
+        let mut c = srv.client().await;
+        let (_, r) = locate(&mut c, req(TARGET)).await;
+        let r = r.unwrap();
+        assert_eq!(r.probes_used, 4);
+        assert!(probes.iter().all(|p| p.requests.lock().unwrap().iter().any(|q| q.kinds == [pb::MeasurementKind::Traceroute as i32])));
+        let rows = srv.coord.storage.measurements_for_result(&r.result_id).await.unwrap();
+        assert_eq!(rows.len(), 8, "a ping row and a traceroute row per probe");
+        srv.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn faster_than_light_probe_is_flagged_and_left_out_until_cleared() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |c| c.landmark_checks = true).await;
+        let w = world(&[(TARGET, LYON.0, LYON.1)]);
+        let _honest = fleet(&srv.url, &w, 4).await;
+        // Declares Sydney, really sits in Brussels.
+        let liar_ip = "127.0.1.99";
+        w.lock().unwrap().insert(liar_ip.into(), LatLon { lat: 50.85, lon: 4.35 });
+        let _liar = FakeProbe::start(&srv.url, "liar", (-33.87, 151.2), (50.85, 4.35), liar_ip, w.clone(), Behaviour::Honest).await;
+        let mut c = srv.client().await;
+        let mut flagged = None;
+        for _ in 0..100 {
+            let ps = c.list_probes(pb::ListProbesRequest {}).await.unwrap().into_inner().probes;
+            if let Some(p) = ps.iter().find(|p| p.flagged) {
+                flagged = Some((p.clone(), ps.iter().filter(|p| p.flagged).count()));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (p, n) = flagged.expect("the liar is flagged");
+        assert_eq!(p.probe_id, "liar");
+        assert_eq!(n, 1, "honest probes are not flagged");
+        assert!(!p.healthy);
+        assert!(p.flag_reason.contains("faster than light"), "{}", p.flag_reason);
+        let (progress, r) = locate(&mut c, req(TARGET)).await;
+        assert!(progress.iter().all(|p| p.probe_id != "liar"));
+        assert_eq!(r.unwrap().probes_asked, 4);
+        // Flag persisted in the database.
+        assert!(srv.coord.storage.get_probe("liar").await.unwrap().unwrap().flagged);
+        let cleared = c.clear_flag(pb::ClearFlagRequest { probe_id: "liar".into() }).await.unwrap().into_inner();
+        assert!(cleared.was_flagged);
+        assert!(srv.coord.registry.get("liar").unwrap().healthy);
+        let e = c.clear_flag(pb::ClearFlagRequest { probe_id: "nobody".into() }).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        srv.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_input_gets_clear_errors() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |c| c.allow_private = false).await;
+        let mut c = srv.client().await;
+        let e = c.locate(req("not-an-ip")).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(e.message(), "not an IP address: \"not-an-ip\"");
+        let e = c.locate(req("10.0.0.1")).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("private") && e.message().contains("--allow-private"), "{}", e.message());
+        let huge = "1".repeat(10 << 20);
+        let e = c.locate(req(&huge)).await.unwrap_err();
+        assert!(matches!(e.code(), tonic::Code::InvalidArgument | tonic::Code::OutOfRange | tonic::Code::ResourceExhausted | tonic::Code::Internal), "{e:?}");
+        // No probes: a clear error event, not a hang.
+        let (_, r) = locate(&mut c, req("81.2.69.142")).await;
+        assert_eq!(r.unwrap_err().code, "no-probes");
+        // Batch: one event per index, bad ones included.
+        let mut s = c
+            .locate_batch(pb::LocateBatchRequest { ips: vec!["1.2.3".into(), "192.168.0.1".into(), "81.2.69.142".into()], ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut errors = std::collections::BTreeMap::new();
+        while let Some(ev) = s.message().await.unwrap() {
+            if let Some(pb::locate_event::Event::Error(e)) = ev.event {
+                errors.insert(ev.index, e.code);
+            }
+        }
+        assert_eq!(errors.get(&0).map(String::as_str), Some("invalid-address"));
+        assert_eq!(errors.get(&1).map(String::as_str), Some("bogon"));
+        assert_eq!(errors.get(&2).map(String::as_str), Some("no-probes"));
+        // Wrong credential and bad registration fields.
+        let mut pc = pb::probe_service_client::ProbeServiceClient::connect(srv.url.clone()).await.unwrap();
+        let mut reg = pb::RegisterRequest { probe_id: "p1".into(), lat: 1.0, lon: 2.0, credential: "wrong".into(), ..Default::default() };
+        assert_eq!(pc.register(reg.clone()).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+        reg.credential = TOKEN.into();
+        reg.lat = 95.0;
+        assert_eq!(pc.register(reg.clone()).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+        reg.lat = 1.0;
+        reg.probe_id = "bad id!".into();
+        assert_eq!(pc.register(reg).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+        // A session without hello/with a bogus token is refused.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(pb::ProbeMessage {
+            kind: Some(pb::probe_message::Kind::Hello(pb::Hello { session_token: "forged".into(), probe_id: "p1".into() })),
+        })
+        .await
+        .unwrap();
+        let e = pc.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        srv.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn restart_keeps_results_and_does_not_measure_twice() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let url = sqlite_url(&dir);
+        let w = world(&[(TARGET, LYON.0, LYON.1)]);
+        let first_id;
+        {
+            let srv = Server::start(&url, |_| {}).await;
+            let _probes = fleet(&srv.url, &w, 4).await;
+            wait_healthy(&srv.coord, 4).await;
+            let mut c = srv.client().await;
+            let (_, r) = locate(&mut c, req(TARGET)).await;
+            first_id = r.unwrap().result_id;
+            srv.stop().await;
+        }
+        let srv = Server::start(&url, |_| {}).await;
+        // Probes known from the database, not connected yet.
+        let ps = srv.coord.registry.snapshot();
+        assert_eq!(ps.len(), 4);
+        assert!(ps.iter().all(|p| !p.connected && !p.healthy));
+        let probes = fleet(&srv.url, &w, 4).await;
+        wait_healthy(&srv.coord, 4).await;
+        let mut c = srv.client().await;
+        let got = c.get_result(pb::GetResultRequest { key: Some(pb::get_result_request::Key::ResultId(first_id.clone())) })
+            .await.unwrap().into_inner().result.unwrap();
+        assert_eq!(got.ip, TARGET);
+        let mut r = req(TARGET);
+        r.reuse_stored = true;
+        let (progress, res) = locate(&mut c, r).await;
+        let res = res.unwrap();
+        assert!(res.cached && progress.is_empty());
+        assert_eq!(res.result_id, first_id);
+        assert!(probes.iter().all(|p| p.count(TARGET) == 0), "nothing measured again");
+        assert_eq!(srv.coord.storage.count_locate_measurements(TARGET).await.unwrap(), 4);
+        srv.stop().await;
+    })
+    .await;
+}
