@@ -1,0 +1,492 @@
+//! The agent loop: register with the coordinator, hold the `Session` stream, heartbeat,
+//! execute measurement requests concurrently (bounded), stream results back, reconnect
+//! with capped exponential backoff and jitter, shut down gracefully.
+//!
+//! Which gRPC failures are fatal is decided in one place, [`is_fatal_register_status`]:
+//! a `Register` answered with `UNAUTHENTICATED`, `PERMISSION_DENIED`, `INVALID_ARGUMENT`
+//! or `FAILED_PRECONDITION` stops the agent (retrying a wrong credential helps nobody);
+//! everything else (coordinator down, restarting, session dropped) is retried.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use geoloc_proto::v1 as pb;
+use pb::probe_service_client::ProbeServiceClient;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info, warn};
+
+use crate::config::{defaults, TracerouteProtocol};
+use crate::error::{Error, Result};
+use crate::measure::{unix_ms, MeasureRequest, MeasureResult, Measurer};
+use crate::tcp::TcpOutcomeKind;
+
+/// How long in-flight measurements may run after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Connection timeout to the coordinator.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Timeout of the `Register` call.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Delay before reconnect attempt `attempt` (0-based): `min · 2^attempt`, capped at `max`,
+/// with "equal jitter": half of it fixed, the other half scaled by `jitter` ∈ [0, 1).
+pub fn backoff_delay(attempt: u32, min: Duration, max: Duration, jitter: f64) -> Duration {
+    let factor = 2u32.saturating_pow(attempt.min(31));
+    let base = min.saturating_mul(factor).min(max);
+    let half = base / 2;
+    half + half.mul_f64(jitter.clamp(0.0, 1.0))
+}
+
+/// gRPC statuses from `Register` that stop the agent instead of being retried.
+pub fn is_fatal_register_status(status: &tonic::Status) -> bool {
+    use tonic::Code::*;
+    matches!(
+        status.code(),
+        Unauthenticated | PermissionDenied | InvalidArgument | FailedPrecondition
+    )
+}
+
+/// Converts a coordinator request; the error text goes back as a `ProbeError`.
+pub fn request_from_proto(req: &pb::MeasurementRequest) -> std::result::Result<MeasureRequest, String> {
+    let target: IpAddr = req
+        .target
+        .trim()
+        .parse()
+        .map_err(|_| format!("target {:?} is not an IP address literal", req.target))?;
+    let mut out = MeasureRequest::new(req.request_id.clone(), target);
+    for &k in &req.kinds {
+        match pb::MeasurementKind::try_from(k) {
+            Ok(pb::MeasurementKind::Ping) => out.ping = true,
+            Ok(pb::MeasurementKind::Tcp) => out.tcp = true,
+            Ok(pb::MeasurementKind::Traceroute) => out.traceroute = true,
+            Ok(pb::MeasurementKind::Unspecified) => {}
+            Err(_) => return Err(format!("unknown measurement kind {k}")),
+        }
+    }
+    if !(out.ping || out.tcp || out.traceroute) {
+        return Err("no measurement kind requested".into());
+    }
+    out.ping_count = (req.ping_count > 0).then_some(req.ping_count);
+    out.interval = (req.interval_ms > 0).then(|| Duration::from_millis(req.interval_ms.into()));
+    out.timeout = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms.into()));
+    if !req.tcp_ports.is_empty() {
+        let ports = req
+            .tcp_ports
+            .iter()
+            .map(|&p| match u16::try_from(p) {
+                Ok(p) if p > 0 => Ok(p),
+                _ => Err(format!("tcp port {p} is not within 1..=65535")),
+            })
+            .collect::<std::result::Result<Vec<u16>, String>>()?;
+        out.tcp_ports = Some(ports);
+    }
+    out.max_ttl = (req.max_ttl > 0).then(|| req.max_ttl.min(255) as u8);
+    out.allow_private = req.allow_private;
+    Ok(out)
+}
+
+/// Converts a result for the coordinator.
+pub fn result_to_proto(r: &MeasureResult) -> pb::MeasurementResult {
+    pb::MeasurementResult {
+        request_id: r.request_id.clone(),
+        target: r.target.to_string(),
+        ping: r.ping.as_ref().map(|p| pb::PingResult {
+            rtts_ms: p.rtts_ms.clone(),
+            sent: p.sent,
+            received: p.received,
+            min_rtt_ms: p.min_rtt_ms,
+            error: p.error.clone().unwrap_or_default(),
+        }),
+        tcp: r
+            .tcp
+            .as_ref()
+            .map(|t| {
+                t.ports
+                    .iter()
+                    .map(|p| pb::TcpResult {
+                        port: p.port.into(),
+                        rtt_ms: p.rtt_ms,
+                        outcome: match p.outcome {
+                            TcpOutcomeKind::SynAck => pb::TcpOutcome::SynAck,
+                            TcpOutcomeKind::Rst => pb::TcpOutcome::Rst,
+                            TcpOutcomeKind::Timeout => pb::TcpOutcome::Timeout,
+                            TcpOutcomeKind::Error => pb::TcpOutcome::Error,
+                        } as i32,
+                        error: p.error.clone().unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        traceroute: r.traceroute.as_ref().map(|t| pb::TracerouteResult {
+            protocol: match t.protocol {
+                TracerouteProtocol::Icmp => pb::TracerouteProtocol::Icmp,
+                TracerouteProtocol::Udp => pb::TracerouteProtocol::Udp,
+                TracerouteProtocol::Tcp => pb::TracerouteProtocol::Tcp,
+            } as i32,
+            hops: t
+                .hops
+                .iter()
+                .map(|h| pb::Hop {
+                    ttl: h.ttl.into(),
+                    address: h.address.map(|a| a.to_string()).unwrap_or_default(),
+                    rtt_ms: h.rtt_ms,
+                })
+                .collect(),
+            reached: t.reached,
+            last_hop: t.last_hop.as_ref().map(|l| pb::LastHop {
+                address: l.address.to_string(),
+                rtt_ms: l.rtt_ms,
+            }),
+            error: t.error.clone().unwrap_or_default(),
+        }),
+        error: r.error.clone().unwrap_or_default(),
+        started_unix_ms: r.started_unix_ms,
+        finished_unix_ms: r.finished_unix_ms,
+    }
+}
+
+fn msg(kind: pb::probe_message::Kind) -> pb::ProbeMessage {
+    pb::ProbeMessage { kind: Some(kind) }
+}
+
+/// How a session ended.
+enum SessionEnd {
+    /// Shutdown was requested and handled.
+    Shutdown,
+    /// The session failed; `established` tells whether it got as far as the hello's Ack.
+    Failed { error: Error, established: bool },
+}
+
+/// The agent: a measurer plus the coordinator connection.
+pub struct Agent {
+    measurer: Measurer,
+    id: String,
+    lat: f64,
+    lon: f64,
+    semaphore: Arc<Semaphore>,
+}
+
+impl Agent {
+    /// Builds the agent; fails when id/lat/lon are missing.
+    pub fn new(measurer: Measurer) -> Result<Self> {
+        let (id, lat, lon) = measurer.config().identity()?;
+        let permits = measurer.config().max_concurrent_measurements;
+        Ok(Agent {
+            measurer,
+            id,
+            lat,
+            lon,
+            semaphore: Arc::new(Semaphore::new(permits)),
+        })
+    }
+
+    /// Runs until `shutdown` turns true (Ok) or the coordinator rejects the agent (Err).
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let cfg = self.measurer.config();
+        let mut attempt: u32 = 0;
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            match self.session(&mut shutdown).await {
+                SessionEnd::Shutdown => return Ok(()),
+                SessionEnd::Failed {
+                    error: e @ Error::Rejected(_),
+                    ..
+                } => return Err(e),
+                SessionEnd::Failed { error, established } => {
+                    if established {
+                        attempt = 0;
+                    }
+                    let delay =
+                        backoff_delay(attempt, cfg.reconnect_min, cfg.reconnect_max, rand::random());
+                    attempt = attempt.saturating_add(1);
+                    warn!(
+                        error = %error,
+                        retry_in_ms = delay.as_millis() as u64,
+                        attempt,
+                        "coordinator session ended; reconnecting"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<ProbeServiceClient<Channel>> {
+        let url = &self.measurer.config().coordinator;
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| Error::Config(format!("coordinator URL {url:?}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_keepalive(Some(Duration::from_secs(30)))
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(10));
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| Error::Coordinator(format!("connect to {url}: {e}")))?;
+        Ok(ProbeServiceClient::new(channel))
+    }
+
+    async fn register(&self, client: &mut ProbeServiceClient<Channel>) -> Result<pb::RegisterReply> {
+        let cfg = self.measurer.config();
+        let mut req = tonic::Request::new(pb::RegisterRequest {
+            probe_id: self.id.clone(),
+            lat: self.lat,
+            lon: self.lon,
+            credential: cfg.token.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            allow_private: cfg.allow_private,
+            ipv4: cfg.advertise_ipv4.map(|a| a.to_string()).unwrap_or_default(),
+            ipv6: cfg.advertise_ipv6.map(|a| a.to_string()).unwrap_or_default(),
+        });
+        req.set_timeout(REGISTER_TIMEOUT);
+        match client.register(req).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(status) if is_fatal_register_status(&status) => Err(Error::Rejected(format!(
+                "{} ({:?})",
+                status.message(),
+                status.code()
+            ))),
+            Err(status) => Err(Error::Coordinator(format!(
+                "register: {} ({:?})",
+                status.message(),
+                status.code()
+            ))),
+        }
+    }
+
+    async fn session(&self, shutdown: &mut watch::Receiver<bool>) -> SessionEnd {
+        let fail = |error: Error, established: bool| SessionEnd::Failed { error, established };
+        let mut client = match self.connect().await {
+            Ok(c) => c,
+            Err(e @ Error::Config(_)) => return fail(Error::Rejected(e.to_string()), false),
+            Err(e) => return fail(e, false),
+        };
+        let reply = match self.register(&mut client).await {
+            Ok(r) => r,
+            Err(e) => return fail(e, false),
+        };
+        if reply.flagged {
+            warn!(reason = %reply.flag_reason, "the coordinator currently excludes this probe from solving");
+        }
+        let heartbeat_every = match reply.heartbeat_interval_ms {
+            0 => Duration::from_millis(defaults::HEARTBEAT_INTERVAL_MS),
+            ms => Duration::from_millis(ms.into()),
+        };
+        info!(
+            probe_id = %self.id,
+            coordinator_version = %reply.coordinator_version,
+            heartbeat_ms = heartbeat_every.as_millis() as u64,
+            "registered"
+        );
+
+        let (tx, rx) = mpsc::channel::<pb::ProbeMessage>(256);
+        let hello = msg(pb::probe_message::Kind::Hello(pb::Hello {
+            session_token: reply.session_token.clone(),
+            probe_id: self.id.clone(),
+        }));
+        if tx.send(hello).await.is_err() {
+            return fail(Error::Coordinator("session channel closed".into()), false);
+        }
+        let mut inbound = match client.session(ReceiverStream::new(rx)).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                return fail(
+                    Error::Coordinator(format!("session: {} ({:?})", status.message(), status.code())),
+                    false,
+                )
+            }
+        };
+
+        let mut established = false;
+        let mut tasks: JoinSet<String> = JoinSet::new();
+        let mut running: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
+        let mut heartbeat = tokio::time::interval_at(
+            tokio::time::Instant::now() + heartbeat_every,
+            heartbeat_every,
+        );
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        let end = loop {
+            tokio::select! {
+                _ = shutdown.changed() => break None,
+                _ = heartbeat.tick() => {
+                    let hb = msg(pb::probe_message::Kind::Heartbeat(pb::Heartbeat {
+                        unix_ms: unix_ms(),
+                        in_flight: running.len() as u32,
+                    }));
+                    if tx.send(hb).await.is_err() {
+                        break Some(Error::Coordinator("session closed while sending heartbeat".into()));
+                    }
+                }
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Ok(id) = done {
+                        running.remove(&id);
+                    }
+                }
+                incoming = inbound.message() => match incoming {
+                    Ok(Some(m)) => match m.kind {
+                        Some(pb::coordinator_message::Kind::MeasurementRequest(req)) => {
+                            established = true;
+                            self.start_request(req, &tx, &mut tasks, &mut running).await;
+                        }
+                        Some(pb::coordinator_message::Kind::Cancel(c)) => {
+                            if let Some(h) = running.remove(&c.request_id) {
+                                h.abort();
+                                debug!(request_id = %c.request_id, reason = %c.reason, "cancelled");
+                            }
+                        }
+                        Some(pb::coordinator_message::Kind::Ack(a)) => {
+                            if a.request_id.is_empty() && !established {
+                                info!("session established");
+                            }
+                            established = true;
+                        }
+                        None => {}
+                    },
+                    Ok(None) => break Some(Error::Coordinator("the coordinator closed the session".into())),
+                    Err(status) => break Some(Error::Coordinator(format!(
+                        "session stream: {} ({:?})", status.message(), status.code()
+                    ))),
+                }
+            }
+        };
+        match end {
+            Some(error) => {
+                tasks.abort_all();
+                fail(error, established)
+            }
+            None => {
+                info!(in_flight = running.len(), "shutting down: finishing in-flight measurements");
+                let drain = async { while tasks.join_next().await.is_some() {} };
+                if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+                    warn!("in-flight measurements did not finish in time; abandoning them");
+                    tasks.abort_all();
+                }
+                // Dropping the sender closes our half of the stream cleanly.
+                drop(tx);
+                SessionEnd::Shutdown
+            }
+        }
+    }
+
+    async fn start_request(
+        &self,
+        req: pb::MeasurementRequest,
+        tx: &mpsc::Sender<pb::ProbeMessage>,
+        tasks: &mut JoinSet<String>,
+        running: &mut HashMap<String, tokio::task::AbortHandle>,
+    ) {
+        let request_id = req.request_id.clone();
+        let parsed = match request_from_proto(&req) {
+            Ok(p) => p,
+            Err(message) => {
+                warn!(request_id = %request_id, %message, "invalid measurement request");
+                let _ = tx
+                    .send(msg(pb::probe_message::Kind::Error(pb::ProbeError {
+                        request_id,
+                        message,
+                    })))
+                    .await;
+                return;
+            }
+        };
+        let measurer = self.measurer.clone();
+        let semaphore = self.semaphore.clone();
+        let tx = tx.clone();
+        let id = request_id.clone();
+        let handle = tasks.spawn(async move {
+            let Ok(_permit) = semaphore.acquire_owned().await else {
+                return id;
+            };
+            let started = Instant::now();
+            let result = measurer.run(&parsed).await;
+            debug!(
+                request_id = %id,
+                target = %parsed.target,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                error = ?result.error,
+                "measurement done"
+            );
+            let _ = tx
+                .send(msg(pb::probe_message::Kind::MeasurementResult(result_to_proto(&result))))
+                .await;
+            id
+        });
+        running.insert(request_id, handle);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_exponential_capped_and_jittered() {
+        let min = Duration::from_millis(500);
+        let max = Duration::from_secs(30);
+        assert_eq!(backoff_delay(0, min, max, 0.0), Duration::from_millis(250));
+        assert_eq!(backoff_delay(0, min, max, 1.0), Duration::from_millis(500));
+        assert_eq!(backoff_delay(3, min, max, 1.0), Duration::from_millis(4000));
+        assert_eq!(backoff_delay(3, min, max, 0.0), Duration::from_millis(2000));
+        // Capped, also for absurd attempt counts.
+        assert_eq!(backoff_delay(20, min, max, 1.0), max);
+        assert_eq!(backoff_delay(u32::MAX, min, max, 0.5), Duration::from_millis(22_500));
+    }
+
+    #[test]
+    fn fatal_statuses() {
+        assert!(is_fatal_register_status(&tonic::Status::unauthenticated("x")));
+        assert!(is_fatal_register_status(&tonic::Status::invalid_argument("x")));
+        assert!(!is_fatal_register_status(&tonic::Status::unavailable("x")));
+        assert!(!is_fatal_register_status(&tonic::Status::internal("x")));
+    }
+
+    #[test]
+    fn request_conversion() {
+        let req = pb::MeasurementRequest {
+            request_id: "r9".into(),
+            target: "2001:db8::1".into(),
+            kinds: vec![pb::MeasurementKind::Ping as i32, pb::MeasurementKind::Traceroute as i32],
+            ping_count: 3,
+            interval_ms: 0,
+            timeout_ms: 5000,
+            tcp_ports: vec![443],
+            max_ttl: 999,
+            allow_private: true,
+            purpose: 0,
+        };
+        let r = request_from_proto(&req).unwrap();
+        assert!(r.ping && r.traceroute && !r.tcp);
+        assert_eq!(r.ping_count, Some(3));
+        assert_eq!(r.interval, None);
+        assert_eq!(r.timeout, Some(Duration::from_secs(5)));
+        assert_eq!(r.tcp_ports, Some(vec![443]));
+        assert_eq!(r.max_ttl, Some(255));
+        assert!(r.allow_private);
+
+        let bad = pb::MeasurementRequest {
+            target: "example.com".into(),
+            ..req.clone()
+        };
+        assert!(request_from_proto(&bad).unwrap_err().contains("example.com"));
+        let bad = pb::MeasurementRequest {
+            kinds: vec![],
+            ..req.clone()
+        };
+        assert!(request_from_proto(&bad).is_err());
+        let bad = pb::MeasurementRequest {
+            tcp_ports: vec![70000],
+            ..req
+        };
+        assert!(request_from_proto(&bad).unwrap_err().contains("70000"));
+    }
+}
