@@ -1,5 +1,13 @@
-//! `geoloc lab ...` subcommands. PLACEHOLDER: replaced by the lab work.
+//! `geoloc lab ...` subcommands.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
 use clap::{Args, Subcommand};
+
+use crate::geo::{self, DelayModel};
+use crate::world::{self, Placement, World};
+use crate::{netns, Behaviour, Lab};
 
 #[derive(Debug, Args)]
 pub struct LabArgs {
@@ -10,9 +18,146 @@ pub struct LabArgs {
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
     /// Bring up the emulated Internet, locate every target through the real system, tear down.
-    Demo,
+    Demo(crate::demo::DemoArgs),
+    /// Bring up hosts in cities around the world and keep them until Ctrl-C (for manual use:
+    /// `ip netns exec <ns> ping ...`).
+    Up(UpArgs),
+    /// Remove namespaces left behind by lab runs that died.
+    Cleanup(CleanupArgs),
+    /// Fit the path-inflation distribution to a nodes.csv/rtts.csv data set.
+    Fit(FitArgs),
 }
 
-pub fn run(_args: LabArgs) -> anyhow::Result<()> {
-    anyhow::bail!("geoloc lab: not implemented yet")
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Number of hosts, placed in cities spread over the world.
+    #[arg(long, default_value_t = 5)]
+    pub hosts: usize,
+    /// Seed for placement, access delays and path inflation.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Mean per-packet jitter, ms (exponential).
+    #[arg(long, default_value_t = 0.0)]
+    pub jitter_ms: f64,
+    /// Stop after this many seconds instead of waiting for Ctrl-C.
+    #[arg(long)]
+    pub for_secs: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Also remove namespaces of labs whose process still runs.
+    #[arg(long)]
+    pub all: bool,
+    /// SIGKILL processes still running inside the namespaces removed.
+    #[arg(long)]
+    pub kill: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FitArgs {
+    /// Folder with nodes.csv and rtts.csv.
+    #[arg(long, default_value = "../shared/data/wondernetwork-train")]
+    pub data: PathBuf,
+}
+
+pub fn run(args: LabArgs) -> anyhow::Result<()> {
+    match args.command {
+        LabCommand::Demo(a) => crate::demo::run(a),
+        LabCommand::Up(a) => up(a),
+        LabCommand::Cleanup(a) => cleanup(a),
+        LabCommand::Fit(a) => fit(a),
+    }
+}
+
+/// A tokio runtime whose only job is to wait for Ctrl-C / SIGTERM.
+pub(crate) fn wait_for_signal(limit: Option<Duration>) -> anyhow::Result<bool> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let sleep = async {
+            match limit {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => Ok(true),
+            _ = term.recv() => Ok(true),
+            _ = sleep => Ok(false),
+        }
+    })
+}
+
+/// Starts a thread that, on SIGINT or SIGTERM, kills the lab's child processes, deletes
+/// its namespaces and exits with 130.
+pub(crate) fn cleanup_on_signal() -> anyhow::Result<()> {
+    std::thread::Builder::new().name("lab-signals".into()).spawn(|| {
+        if let Ok(true) = wait_for_signal(None) {
+            eprintln!("geoloc lab: interrupted, cleaning up");
+            netns::cleanup_registered();
+            std::process::exit(130);
+        }
+    })?;
+    Ok(())
+}
+
+fn up(a: UpArgs) -> anyhow::Result<()> {
+    let cities = world::spread(&geo::builtin_cities(), a.hosts, a.seed)?;
+    let placements = cities
+        .into_iter()
+        .enumerate()
+        .map(|(i, city)| Placement { name: format!("h{i}"), city, behaviour: Behaviour::Normal, anycast_group: None })
+        .collect::<Vec<_>>();
+    let w = World::build(placements, &DelayModel::default(), a.seed, a.jitter_ms)?;
+    cleanup_on_signal()?;
+    let lab = Lab::up(w.topology.clone(), a.seed).context("bringing the lab up")?;
+    println!("{:<5} {:<16} {:<34} {:<12} {:<18} namespace", "host", "city", "", "ipv4", "ipv6");
+    for (h, p) in lab.hosts().iter().zip(&w.placements) {
+        println!("{:<5} {:<16} ({:>8.3}, {:>9.3}) {:>10} {:<12} {:<18} {}", h.name, p.city.name, p.city.pos.lat, p.city.pos.lon, "", h.v4, h.v6, h.ns);
+    }
+    println!("\none-way delays, ms:");
+    let n = lab.hosts().len();
+    for i in 0..n {
+        let row: Vec<String> = (0..n).map(|j| format!("{:7.2}", w.topology.one_way_ms(i, j))).collect();
+        println!("  {:<5}{}", lab.hosts()[i].name, row.join(""));
+    }
+    println!("\ntry: ip netns exec {} ping {}   (Ctrl-C to stop and clean up)", lab.hosts()[0].ns, lab.hosts()[n - 1].v4);
+    wait_for_signal(a.for_secs.map(Duration::from_secs))?;
+    let stats = lab.stats();
+    lab.down()?;
+    println!("stopped; {}", serde_json::to_string(&stats)?);
+    Ok(())
+}
+
+fn cleanup(a: CleanupArgs) -> anyhow::Result<()> {
+    netns::check_privileges()?;
+    let r = netns::cleanup_stale(a.all, a.kill)?;
+    for ns in &r.removed {
+        println!("removed {ns}");
+    }
+    for ns in &r.kept_live {
+        println!("kept {ns} (its lab is still running; --all removes it)");
+    }
+    if !r.killed.is_empty() {
+        println!("killed pids {:?}", r.killed);
+    }
+    if r.removed.is_empty() && r.kept_live.is_empty() {
+        println!("nothing to clean up");
+    }
+    Ok(())
+}
+
+fn fit(a: FitArgs) -> anyhow::Result<()> {
+    let set = geo::read_rtt_set(&a.data)?;
+    let f = geo::fit_inflation(&set)?;
+    println!("{}", serde_json::to_string_pretty(&f)?);
+    println!(
+        "constants in lab/src/geo.rs: INFLATION_LN_MU = {:.4}, INFLATION_LN_SIGMA = {:.4} (fitted now: {:.4}, {:.4})",
+        geo::INFLATION_LN_MU,
+        geo::INFLATION_LN_SIGMA,
+        f.ln_mu,
+        f.ln_sigma
+    );
+    Ok(())
 }

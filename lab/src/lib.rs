@@ -6,13 +6,16 @@
 //! answer expired packets with ICMP Time Exceeded, so real `ping` and `traceroute` see a
 //! geographic Internet. See `README.md`.
 pub mod cli;
+pub mod demo;
 pub mod emulator;
 pub mod error;
+pub mod geo;
 pub mod lab;
 pub mod netns;
 pub mod packet;
 mod sys;
 pub mod topology;
+pub mod world;
 
 pub use error::{LabError, Result};
 pub use lab::{Lab, LabHost};
