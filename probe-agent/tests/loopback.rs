@@ -1,0 +1,128 @@
+//! Measurements against loopback, through the library (ping needs root here because
+//! ping_group_range is closed; TCP needs nothing).
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use geoloc_probe_agent::config::{AgentConfig, ConfigFlags, FileConfig};
+use geoloc_probe_agent::measure::{MeasureRequest, Measurer};
+use geoloc_probe_agent::tcp::TcpOutcomeKind;
+
+fn measurer() -> Measurer {
+    let flags = ConfigFlags {
+        allow_private: Some(true),
+        ping_count: Some(4),
+        ping_interval_ms: Some(20),
+        ..Default::default()
+    };
+    let cfg = AgentConfig::resolve(&flags, &FileConfig::default(), &HashMap::new()).unwrap();
+    Measurer::new(Arc::new(cfg))
+}
+
+#[tokio::test]
+async fn ping_loopback_v4_and_v6() {
+    if !common::root_or_skip("ping_loopback_v4_and_v6") {
+        return;
+    }
+    let m = measurer();
+    for target in ["127.0.0.1", "::1"] {
+        let mut req = MeasureRequest::new("t", target.parse().unwrap());
+        req.ping = true;
+        req.allow_private = true;
+        req.timeout = Some(Duration::from_secs(10));
+        let r = m.run(&req).await;
+        assert_eq!(r.error, None);
+        let p = r.ping.unwrap();
+        assert_eq!(p.error, None, "{target}");
+        assert_eq!((p.sent, p.received), (4, 4), "{target}");
+        // surge-ping can report 0 on loopback: never assert > 0 here.
+        let min = p.min_rtt_ms.unwrap();
+        assert!((0.0..20.0).contains(&min), "{target}: {min}");
+        assert_eq!(p.rtts_ms.iter().copied().reduce(f64::min), Some(min));
+    }
+}
+
+#[tokio::test]
+async fn tcp_rtt_to_listener_and_closed_port() {
+    // No privilege needed: plain connect().
+    let m = measurer();
+    for bind in ["127.0.0.1:0", "[::1]:0"] {
+        let listener = match TcpListener::bind(bind) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("SKIP {bind}: {e}");
+                continue;
+            }
+        };
+        let open = listener.local_addr().unwrap();
+        // A port that was free a moment ago: bind, note, close.
+        let closed = TcpListener::bind(bind).unwrap().local_addr().unwrap().port();
+        let target: IpAddr = open.ip();
+        let mut req = MeasureRequest::new("t", target);
+        req.tcp = true;
+        req.allow_private = true;
+        req.tcp_ports = Some(vec![open.port(), closed]);
+        let r = m.run(&req).await;
+        let tcp = r.tcp.unwrap();
+        assert_eq!(tcp.ports[0].outcome, TcpOutcomeKind::SynAck, "{tcp:?}");
+        assert_eq!(tcp.ports[1].outcome, TcpOutcomeKind::Rst, "{tcp:?}");
+        assert!(tcp.ports.iter().all(|p| p.rtt_ms.is_some_and(|ms| ms < 100.0)));
+        assert_eq!(
+            tcp.min_rtt_ms,
+            tcp.ports.iter().filter_map(|p| p.rtt_ms).reduce(f64::min)
+        );
+        drop(listener);
+    }
+}
+
+#[tokio::test]
+async fn traceroute_loopback_reaches_at_ttl_1() {
+    if !common::root_or_skip("traceroute_loopback_reaches_at_ttl_1") {
+        return;
+    }
+    let m = measurer();
+    for target in ["127.0.0.1", "::1"] {
+        let mut req = MeasureRequest::new("t", target.parse().unwrap());
+        req.traceroute = true;
+        req.allow_private = true;
+        let r = m.run(&req).await;
+        let t = r.traceroute.unwrap();
+        assert_eq!(t.error, None, "{target}");
+        assert!(t.reached, "{target}: {t:?}");
+        assert_eq!(t.hops.len(), 1);
+        assert_eq!(t.hops[0].address, Some(target.parse().unwrap()));
+        // The target itself is never the "last hop".
+        assert_eq!(t.last_hop, None);
+    }
+}
+
+#[tokio::test]
+async fn rate_cap_paces_pings() {
+    if !common::root_or_skip("rate_cap_paces_pings") {
+        return;
+    }
+    // 10 pings, 0 ms interval, but 20 packets/s per target with a burst of 1:
+    // at least 9 × 50 ms = 450 ms.
+    let flags = ConfigFlags {
+        allow_private: Some(true),
+        ping_count: Some(10),
+        ping_interval_ms: Some(1),
+        target_packets_per_second: Some(20.0),
+        target_packet_burst: Some(1.0),
+        ..Default::default()
+    };
+    let cfg = AgentConfig::resolve(&flags, &FileConfig::default(), &HashMap::new()).unwrap();
+    let m = Measurer::new(Arc::new(cfg));
+    let mut req = MeasureRequest::new("t", "127.0.0.1".parse().unwrap());
+    req.ping = true;
+    req.allow_private = true;
+    let start = std::time::Instant::now();
+    let r = m.run(&req).await;
+    let elapsed = start.elapsed();
+    assert_eq!(r.ping.unwrap().received, 10);
+    assert!(elapsed >= Duration::from_millis(440), "{elapsed:?}");
+}
