@@ -95,7 +95,7 @@ pub struct TargetPlan {
     pub cities: Vec<City>,
     /// The position the lab's `.mmdb` gives it.
     pub maxmind: City,
-    /// True when that position was chosen deliberately wrong (>= 3,000 km away).
+    /// True when that position was chosen deliberately wrong (>= 5,000 km away).
     pub maxmind_wrong: bool,
 }
 
@@ -175,7 +175,7 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 
 /// Plans the targets: kinds in the order ICMP-silent, silent, anycast (3 instances),
 /// IPv6, then normal; cities drawn (seeded) from `pool`; every third MaxMind entry
-/// (index 1, 4, 7, ...) deliberately put at a city at least 3,000 km away.
+/// (index 1, 4, 7, ...) deliberately put at a city at least 5,000 km away.
 pub fn plan_targets(pool: &[City], m: usize, seed: u64) -> anyhow::Result<Vec<TargetPlan>> {
     if pool.len() < 10 {
         bail!("need at least 10 candidate cities, have {}", pool.len());
@@ -195,7 +195,7 @@ pub fn plan_targets(pool: &[City], m: usize, seed: u64) -> anyhow::Result<Vec<Ta
         let maxmind = if wrong {
             let mut c = pick(&mut rng);
             let mut tries = 0;
-            while cities.iter().any(|t| distance_km(t.pos, c.pos) < 3000.0) && tries < 1000 {
+            while cities.iter().any(|t| distance_km(t.pos, c.pos) < 5000.0) && tries < 1000 {
                 c = pick(&mut rng);
                 tries += 1;
             }
@@ -212,12 +212,23 @@ pub fn plan_targets(pool: &[City], m: usize, seed: u64) -> anyhow::Result<Vec<Ta
 pub fn write_mmdb(path: &Path, entries: &[(IpAddr, &City)]) -> anyhow::Result<()> {
     let mut w = mmdb_writer::Writer::new("GeoIP2-City");
     for (ip, city) in entries {
-        let record = json!({
-            "city": {"names": {"en": city.name}},
-            "country": {"iso_code": city.country},
-            "location": {"latitude": city.pos.lat, "longitude": city.pos.lon, "accuracy_radius": 20, "time_zone": city.tz},
-        });
-        w.insert(*ip, &record).with_context(|| format!("mmdb entry for {ip}"))?;
+        // Typed values: the GeoIP2 schema wants accuracy_radius as uint16, a serde
+        // integer would be written as a wider type readers reject.
+        use mmdb_writer::Value as V;
+        let record = V::map([
+            ("city", V::map([("names", V::map([("en", V::from(city.name.as_str()))]))])),
+            ("country", V::map([("iso_code", V::from(city.country.as_str()))])),
+            (
+                "location",
+                V::map([
+                    ("latitude", V::Double(city.pos.lat)),
+                    ("longitude", V::Double(city.pos.lon)),
+                    ("accuracy_radius", V::U16(20)),
+                    ("time_zone", V::from(city.tz.as_str())),
+                ]),
+            ),
+        ]);
+        w.insert_value(*ip, record).with_context(|| format!("mmdb entry for {ip}"))?;
     }
     std::fs::write(path, w.to_bytes()?).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
@@ -437,19 +448,23 @@ impl DemoWorld {
         let i = self.lab.topology().index(name).ok_or_else(|| anyhow::anyhow!("no host {name}"))?;
         let pos = self.world.placements[i].city.pos;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.tmp.path().join(format!("{name}.log")))?;
+        let h = self.lab.host(name)?;
         let args: Vec<String> = vec![
+            "run".into(),
             "--id".into(),
             name.into(),
+            "--advertise-ipv4".into(),
+            h.v4.to_string(),
+            "--advertise-ipv6".into(),
+            h.v6.to_string(),
             format!("--lat={}", pos.lat),
             format!("--lon={}", pos.lon),
             "--coordinator".into(),
             self.coordinator_url()?,
-            "--token".into(),
-            self.token.clone(),
             "--allow-private".into(),
         ];
         let mut cmd = self.lab.command(name, &self.agent_bin, &args)?;
-        cmd.stdout(Stdio::null()).stderr(log).env("RUST_LOG", "warn");
+        cmd.stdout(Stdio::null()).stderr(log).env("RUST_LOG", "warn").env("GEOLOC_PROBE_TOKEN", &self.token);
         self.lab.spawn(name, cmd)?;
         Ok(())
     }
@@ -752,7 +767,7 @@ mod tests {
         assert_eq!(plans[2].cities.len(), 3);
         for p in &plans {
             if p.maxmind_wrong {
-                assert!(p.cities.iter().all(|c| distance_km(c.pos, p.maxmind.pos) >= 3000.0), "{p:?}");
+                assert!(p.cities.iter().all(|c| distance_km(c.pos, p.maxmind.pos) >= 5000.0), "{p:?}");
             } else {
                 assert_eq!(p.maxmind, p.cities[0]);
             }
@@ -805,5 +820,10 @@ mod tests {
         let v6: Value = r.lookup("fd77:0:0:1::5".parse().unwrap()).unwrap().decode().unwrap().unwrap();
         assert_eq!(v6["location"]["latitude"].as_f64(), Some(pool[1].pos.lat));
         assert!(r.lookup("10.77.1.6".parse().unwrap()).unwrap().decode::<Value>().unwrap().is_none());
+        // The typed GeoIP2 City schema, as the coordinator reads it.
+        let city: maxminddb::geoip2::City = r.lookup("10.77.1.5".parse().unwrap()).unwrap().decode().unwrap().unwrap();
+        assert_eq!(city.location.latitude, Some(pool[0].pos.lat));
+        assert_eq!(city.location.accuracy_radius, Some(20));
+        assert_eq!(city.country.iso_code, Some(pool[0].country.as_str()));
     }
 }
