@@ -1,0 +1,74 @@
+//! The binary's configuration handling: one clear message and exit 64 on invalid
+//! configuration; precedence through real flags, environment and file.
+
+use std::io::Write;
+use std::process::Command;
+
+fn agent() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_geoloc-probe-agent"));
+    // A clean environment for GEOLOC_PROBE_*: only what each test sets.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GEOLOC_PROBE_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("RUST_LOG", "error");
+    c
+}
+
+fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+#[test]
+fn run_without_identity_exits_64_naming_the_option() {
+    let out = agent().arg("run").output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("id is required") && err.contains("GEOLOC_PROBE_ID"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one clear message: {err}");
+}
+
+#[test]
+fn unknown_key_in_file_exits_64() {
+    let f = config_file("id = \"p1\"\nmax-tll = 3\n");
+    let out = agent()
+        .args(["check", "--config"])
+        .arg(f.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max-tll"), "{err}");
+}
+
+#[test]
+fn bad_env_value_exits_64_naming_the_variable() {
+    let out = agent()
+        .arg("check")
+        .env("GEOLOC_PROBE_PING_COUNT", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("GEOLOC_PROBE_PING_COUNT"), "{err}");
+}
+
+#[test]
+fn check_shows_precedence_and_redacts_the_token() {
+    let f = config_file("id = \"from-file\"\nmax-ttl = 20\nping-count = 7\ntoken = \"t0p\"\n");
+    let out = agent()
+        .args(["check", "--max-ttl", "12", "--config"])
+        .arg(f.path())
+        .env("GEOLOC_PROBE_MAX_TTL", "15")
+        .env("GEOLOC_PROBE_PING_COUNT", "9")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("max_ttl: 12"), "{stdout}");
+    assert!(stdout.contains("ping_count: 9"), "{stdout}");
+    assert!(stdout.contains("\"from-file\""), "{stdout}");
+    assert!(!stdout.contains("t0p") && stdout.contains("<redacted>"), "{stdout}");
+}
