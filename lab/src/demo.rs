@@ -54,6 +54,12 @@ pub struct DemoArgs {
     /// GeoNames cities15000.zip for target cities (the built-in list when absent).
     #[arg(long, default_value = geo::GEONAMES_DEFAULT)]
     pub geonames: PathBuf,
+    /// Instances of the anycast target (cities spread over the world).
+    #[arg(long, default_value_t = 3)]
+    pub anycast_instances: usize,
+    /// `geoloc locate --mode` (all | two-stage; default: the coordinator's).
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout_secs: u64,
@@ -70,6 +76,8 @@ impl Default for DemoArgs {
             jitter_ms: 0.05,
             bin_dir: None,
             geonames: geo::GEONAMES_DEFAULT.into(),
+            mode: None,
+            anycast_instances: 3,
             timeout_secs: 900,
         }
     }
@@ -173,10 +181,10 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     Some(sorted[rank - 1])
 }
 
-/// Plans the targets: kinds in the order ICMP-silent, silent, anycast (3 instances),
+/// Plans the targets: kinds in the order ICMP-silent, silent, anycast,
 /// IPv6, then normal; cities drawn (seeded) from `pool`; every third MaxMind entry
 /// (index 1, 4, 7, ...) deliberately put at a city at least 5,000 km away.
-pub fn plan_targets(pool: &[City], m: usize, seed: u64) -> anyhow::Result<Vec<TargetPlan>> {
+pub fn plan_targets(pool: &[City], m: usize, anycast_instances: usize, seed: u64) -> anyhow::Result<Vec<TargetPlan>> {
     if pool.len() < 10 {
         bail!("need at least 10 candidate cities, have {}", pool.len());
     }
@@ -187,7 +195,7 @@ pub fn plan_targets(pool: &[City], m: usize, seed: u64) -> anyhow::Result<Vec<Ta
     for i in 0..m {
         let kind = kinds.get(i).copied().unwrap_or(TargetKind::Normal);
         let cities = if kind == TargetKind::Anycast {
-            world::spread(pool, 3, rng.random())?
+            world::spread(pool, anycast_instances.max(2), rng.random())?
         } else {
             vec![pick(&mut rng)]
         };
@@ -344,6 +352,8 @@ pub struct DemoWorld {
     pub token: String,
     pub tmp: tempfile::TempDir,
     pub timings: Timings,
+    /// Extra `geoloc locate` flags for every locate of [`DemoWorld::locate`].
+    pub locate_flags: Vec<String>,
 }
 
 pub const COORDINATOR_HOST: &str = "coordinator";
@@ -365,7 +375,7 @@ impl DemoWorld {
         };
         let probe_pool = if a.probes <= builtin.len() { builtin.clone() } else { pool.clone() };
         let probe_cities = world::spread(&probe_pool, a.probes, a.seed)?;
-        let plans = plan_targets(&pool, a.targets, a.seed)?;
+        let plans = plan_targets(&pool, a.targets, a.anycast_instances, a.seed)?;
         let coord_city = builtin.iter().find(|c| c.name == "Frankfurt").cloned().unwrap_or_else(|| builtin[0].clone());
 
         let mut placements = vec![Placement { name: COORDINATOR_HOST.into(), city: coord_city, behaviour: Behaviour::Normal, anycast_group: None }];
@@ -404,7 +414,8 @@ impl DemoWorld {
         write_mmdb(&mmdb, &entries)?;
 
         let token = format!("lab-{}-{}", std::process::id(), a.seed);
-        let mut me = Self { lab, world, plans, probes, geoloc, coordinator_bin, agent_bin, token, tmp, timings };
+        let locate_flags = a.mode.iter().flat_map(|m| ["--mode".to_string(), m.clone()]).collect();
+        let mut me = Self { lab, world, plans, probes, geoloc, coordinator_bin, agent_bin, token, tmp, timings, locate_flags };
         let t = Instant::now();
         me.start_coordinator(&mmdb)?;
         me.wait_coordinator(Duration::from_secs(60))?;
@@ -420,6 +431,18 @@ impl DemoWorld {
 
     pub fn coordinator_url(&self) -> anyhow::Result<String> {
         Ok(format!("http://{}:{COORDINATOR_PORT}", self.lab.host(COORDINATOR_HOST)?.v4))
+    }
+
+    /// The lab's `.mmdb`.
+    pub fn mmdb_path(&self) -> PathBuf {
+        self.tmp.path().join("lab.mmdb")
+    }
+
+    /// SIGKILLs the coordinator and starts it again on the same database.
+    pub fn restart_coordinator(&self) -> anyhow::Result<()> {
+        self.lab.signal_child(COORDINATOR_HOST, nix::sys::signal::Signal::SIGKILL)?;
+        self.start_coordinator(&self.mmdb_path())?;
+        self.wait_coordinator(Duration::from_secs(60))
     }
 
     /// Starts (or restarts) the coordinator in its namespace; its log goes to the temp dir.
@@ -477,7 +500,7 @@ impl DemoWorld {
         output_within(self.lab.command(COORDINATOR_HOST, &self.geoloc, &all)?, limit)
     }
 
-    fn wait_coordinator(&self, limit: Duration) -> anyhow::Result<()> {
+    pub fn wait_coordinator(&self, limit: Duration) -> anyhow::Result<()> {
         let start = Instant::now();
         loop {
             match self.geoloc(&["probes", "--json"], Duration::from_secs(10)) {
@@ -525,9 +548,19 @@ impl DemoWorld {
 
     /// Locates one target with `geoloc locate --json` and compares with the truth.
     pub fn locate(&self, t: &TargetPlan) -> anyhow::Result<TargetRow> {
+        self.locate_with(t, &[])
+    }
+
+    /// Like [`DemoWorld::locate`] with extra `geoloc locate` flags (e.g. `--mode all`).
+    pub fn locate_with(&self, t: &TargetPlan, extra: &[&str]) -> anyhow::Result<TargetRow> {
         let ip = self.target_ip(t)?;
         let start = Instant::now();
-        let out = self.geoloc(&["locate", "--json", &ip.to_string()], Duration::from_secs(240));
+        let ip_s = ip.to_string();
+        let mut args = vec!["locate", "--json"];
+        args.extend(self.locate_flags.iter().map(String::as_str));
+        args.extend_from_slice(extra);
+        args.push(&ip_s);
+        let out = self.geoloc(&args, Duration::from_secs(240));
         let locate_ms = start.elapsed().as_secs_f64() * 1e3;
         let v: Value = match &out {
             Ok(s) => s.lines().find(|l| l.trim_start().starts_with('{')).and_then(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null),
@@ -760,7 +793,7 @@ mod tests {
     #[test]
     fn plans_cover_every_kind_and_wrong_entries_are_far() {
         let pool = geo::builtin_cities();
-        let plans = plan_targets(&pool, 8, 1).unwrap();
+        let plans = plan_targets(&pool, 8, 3, 1).unwrap();
         assert_eq!(plans.len(), 8);
         let kinds: Vec<TargetKind> = plans.iter().map(|p| p.kind).collect();
         assert_eq!(&kinds[..5], &[TargetKind::DropIcmp, TargetKind::Silent, TargetKind::Anycast, TargetKind::Ipv6, TargetKind::Normal]);
@@ -788,7 +821,7 @@ mod tests {
     #[test]
     fn compare_scores_an_answer() {
         let pool = geo::builtin_cities();
-        let mut plans = plan_targets(&pool, 2, 3).unwrap();
+        let mut plans = plan_targets(&pool, 2, 3, 3).unwrap();
         let t = plans.remove(1);
         let c = t.cities[0].clone();
         let v = json!({"ip": "10.77.1.9", "probes_used": 12, "solution": {

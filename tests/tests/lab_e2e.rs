@@ -1,0 +1,267 @@
+//! End-to-end: the real coordinator, probe agents and `geoloc` on the emulated Internet.
+//!
+//! Needs root, /dev/net/tun and the workspace binaries (`cargo build --workspace --bins`);
+//! every test prints `SKIPPED (end-to-end): why` and returns otherwise.
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use geoloc_e2e::{require_lab, serial, small};
+use geoloc_lab::demo::{DemoWorld, TargetKind, TargetRow, COORDINATOR_HOST, COORDINATOR_PORT};
+use serde_json::Value;
+
+fn row<'a>(rows: &'a [TargetRow], kind: TargetKind) -> &'a TargetRow {
+    rows.iter().find(|r| r.kind == kind).unwrap_or_else(|| panic!("no {kind:?} target"))
+}
+
+/// ICMP-silent via TCP, silent via its last hop, anycast, IPv6, MaxMind verdicts.
+#[test]
+fn every_kind_of_target_is_located() {
+    require_lab!();
+    let _g = serial();
+    let mut w = DemoWorld::up(&small(30, 6, 1)).expect("world up");
+    let rows = w.locate_all().expect("locate");
+    for r in &rows {
+        eprintln!("{r:?}");
+    }
+    for r in &rows {
+        assert!(r.error.is_none(), "{} ({:?}) failed: {:?}", r.name, r.kind, r.error);
+        assert!(r.error_km.is_some(), "{} has no estimate", r.name);
+        if r.kind != TargetKind::Anycast {
+            assert!(r.contained, "{} ({:?}): truth outside the reported region, {:?} km off", r.name, r.kind, r.error_km);
+        }
+    }
+    let icmp_silent = row(&rows, TargetKind::DropIcmp);
+    assert!(icmp_silent.probes_used.unwrap_or(0) >= 3, "ICMP-silent target: {icmp_silent:?}");
+    let silent = row(&rows, TargetKind::Silent);
+    assert!(silent.probes_used.unwrap_or(0) >= 3, "silent target: {silent:?}");
+    // Anycast needs probes near every instance: two-stage scheduling (the coordinator's
+    // default) narrows to the probes nearest one instance, so ask for every probe.
+    let plan = w.plans.iter().find(|p| p.kind == TargetKind::Anycast).unwrap().clone();
+    let anycast = &w.locate_with(&plan, &["--mode", "all"]).unwrap();
+    eprintln!("{anycast:?}");
+    assert!(anycast.anycast_reported, "anycast not reported: {anycast:?}");
+    assert!(anycast.instances_reported >= 2, "anycast instances: {anycast:?}");
+    let v6 = row(&rows, TargetKind::Ipv6);
+    assert!(v6.ip.contains(':'), "{v6:?}");
+    // MaxMind: right entries are consistent; deliberately wrong ones (>= 5000 km off) on
+    // targets that answer are provably wrong.
+    for r in &rows {
+        if !r.maxmind_wrong && r.kind != TargetKind::Anycast {
+            assert_eq!(r.maxmind_verdict.as_deref(), Some("consistent"), "{r:?}");
+        }
+        if r.maxmind_wrong && matches!(r.kind, TargetKind::Normal | TargetKind::Ipv6 | TargetKind::DropIcmp) {
+            assert_eq!(r.maxmind_verdict.as_deref(), Some("provably-wrong"), "{r:?}");
+        }
+    }
+    assert!(rows.iter().any(|r| r.maxmind_wrong && r.maxmind_verdict.as_deref() == Some("provably-wrong")));
+    let stats = w.lab.stats();
+    let timings = w.down().expect("down");
+    eprintln!("{timings:?} {stats:?}");
+}
+
+/// The live system's errors match `geoloc eval` on the configured delays.
+#[test]
+fn located_errors_match_geoloc_eval_for_the_same_delays() {
+    require_lab!();
+    let _g = serial();
+    let w = DemoWorld::up(&small(12, 7, 2)).expect("world up");
+    let topo = w.lab.topology();
+    let idx = |name: &str| topo.index(name).expect("host");
+    let plans: Vec<_> = w.plans.iter().filter(|p| matches!(p.kind, TargetKind::Normal | TargetKind::Ipv6)).cloned().collect();
+    assert!(plans.len() >= 3);
+    // Data set: probes and targets at their true positions, RTT = 2 x configured one-way.
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = String::from("id,lat,lon,label,ip\n");
+    let mut rtts = String::from("src,dst,rtt_ms\n");
+    for p in &w.probes {
+        let c = &w.world.placements[idx(p)].city;
+        nodes.push_str(&format!("{p},{},{},{},\n", c.pos.lat, c.pos.lon, c.name));
+        for q in &w.probes {
+            if p != q {
+                rtts.push_str(&format!("{p},{q},{:.3}\n", 2.0 * topo.one_way_ms(idx(p), idx(q))));
+            }
+        }
+    }
+    for t in &plans {
+        let c = &t.cities[0];
+        nodes.push_str(&format!("{},{},{},{},\n", t.name, c.pos.lat, c.pos.lon, c.name));
+        for p in &w.probes {
+            rtts.push_str(&format!("{p},{},{:.3}\n", t.name, 2.0 * topo.one_way_ms(idx(p), idx(&t.name))));
+        }
+    }
+    std::fs::write(dir.path().join("nodes.csv"), nodes).unwrap();
+    std::fs::write(dir.path().join("rtts.csv"), rtts).unwrap();
+    let out = dir.path().join("eval.json");
+    let st = std::process::Command::new(&w.geoloc)
+        .args(["eval", "--nodes"])
+        .arg(dir.path().join("nodes.csv"))
+        .arg("--rtts")
+        .arg(dir.path().join("rtts.csv"))
+        .arg("--json")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "geoloc eval failed");
+    let eval: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let eval_err: HashMap<String, f64> = eval["per_target"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r["error_km"].as_f64().unwrap()))
+        .collect();
+    for t in &plans {
+        let live = w.locate_with(t, &["--mode", "all"]).unwrap();
+        let live_km = live.error_km.unwrap_or_else(|| panic!("{} not located: {:?}", t.name, live.error));
+        let eval_km = eval_err[&t.name];
+        eprintln!("{} ({}): live {live_km:.0} km, eval {eval_km:.0} km", t.name, t.cities[0].name);
+        assert!(
+            (live_km - eval_km).abs() <= 0.25 * eval_km + 100.0,
+            "{}: live error {live_km:.0} km, geoloc eval {eval_km:.0} km for the same delays",
+            t.name
+        );
+    }
+    w.down().unwrap();
+}
+
+fn healthy(w: &DemoWorld) -> HashMap<String, bool> {
+    let out = w.geoloc(&["probes", "--json"], Duration::from_secs(10)).unwrap_or_default();
+    let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    v.as_array()
+        .map(|a| a.iter().map(|p| (p["probe_id"].as_str().unwrap_or("").to_string(), p["healthy"] == Value::Bool(true))).collect())
+        .unwrap_or_default()
+}
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    false
+}
+
+/// A probe cut off by the emulator times out, the others still locate, then it rejoins.
+#[test]
+fn probe_cut_off_times_out_then_rejoins() {
+    require_lab!();
+    let _g = serial();
+    let w = DemoWorld::up(&small(8, 5, 3)).expect("world up");
+    let victim = w.probes[2].clone();
+    w.lab.set_cut(&victim, true).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(90), || healthy(&w).get(&victim) == Some(&false)),
+        "{victim} still healthy 90 s after being cut off"
+    );
+    let t = w.plans.iter().find(|p| p.kind == TargetKind::Normal).unwrap().clone();
+    let r = w.locate(&t).unwrap();
+    assert!(r.error.is_none() && r.error_km.is_some(), "{r:?}");
+    assert!(r.probes_used.unwrap_or(0) <= 7, "{r:?}");
+    w.lab.set_cut(&victim, false).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(90), || healthy(&w).get(&victim) == Some(&true)),
+        "{victim} did not rejoin within 90 s:\n{}",
+        w.log_tail(&victim)
+    );
+    w.down().unwrap();
+}
+
+/// Runs `geoloc audit` in the coordinator's namespace in the background.
+fn start_audit(w: &DemoWorld, ips: &[String], out: &std::path::Path) -> std::process::Child {
+    let input = w.tmp.path().join("ips.txt");
+    let mut f = std::fs::File::create(&input).unwrap();
+    for ip in ips {
+        writeln!(f, "{ip}").unwrap();
+    }
+    let coord = format!("http://127.0.0.1:{COORDINATOR_PORT}");
+    let args = ["audit", "--file", input.to_str().unwrap(), "--output", out.to_str().unwrap(), "--columns", "ip,lat,lon,probes_used,error", "--coordinator", &coord, "--retry-for-s", "120"];
+    let mut cmd = w.lab.command(COORDINATOR_HOST, &w.geoloc, args).unwrap();
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.spawn().unwrap()
+}
+
+fn wait_child(mut c: std::process::Child, limit: Duration) -> (bool, String) {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = c.try_wait().unwrap() {
+            let mut err = String::new();
+            if let Some(mut e) = c.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            return (st.success(), err);
+        }
+        if start.elapsed() > limit {
+            let _ = c.kill();
+            let _ = c.wait();
+            return (false, "timed out".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// (ip, located) per output row.
+fn audit_rows(out: &std::path::Path) -> Vec<(String, bool)> {
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(4, ',').collect();
+            (f[0].to_string(), f.get(1).is_some_and(|x| x.parse::<f64>().is_ok()))
+        })
+        .collect()
+}
+
+fn target_ips(w: &DemoWorld) -> Vec<String> {
+    w.plans.iter().map(|t| w.target_ip(t).unwrap().to_string()).collect()
+}
+
+/// A probe agent SIGKILLed in the middle of a batch: the batch finishes, no row lost.
+#[test]
+fn probe_killed_mid_batch_loses_no_row() {
+    require_lab!();
+    let _g = serial();
+    let w = DemoWorld::up(&small(10, 12, 4)).expect("world up");
+    let ips = target_ips(&w);
+    let out = w.tmp.path().join("audit.csv");
+    let audit = start_audit(&w, &ips, &out);
+    std::thread::sleep(Duration::from_millis(1500));
+    w.lab.signal_child(&w.probes[0], nix::sys::signal::Signal::SIGKILL).unwrap();
+    let (ok, err) = wait_child(audit, Duration::from_secs(240));
+    assert!(ok, "audit failed: {err}");
+    let rows = audit_rows(&out);
+    let got: Vec<&String> = rows.iter().map(|r| &r.0).collect();
+    for ip in &ips {
+        assert_eq!(got.iter().filter(|g| **g == ip).count(), 1, "{ip} should appear once in {rows:?}");
+    }
+    let located = rows.iter().filter(|r| r.1).count();
+    assert_eq!(located, ips.len(), "every target located despite the killed probe: {rows:?}\n{err}");
+    w.down().unwrap();
+}
+
+/// The coordinator SIGKILLed and restarted mid-batch: the batch resumes, nothing lost,
+/// nothing twice.
+#[test]
+fn coordinator_restarted_mid_batch_resumes() {
+    require_lab!();
+    let _g = serial();
+    let w = DemoWorld::up(&small(8, 12, 5)).expect("world up");
+    let ips = target_ips(&w);
+    let out = w.tmp.path().join("audit.csv");
+    let audit = start_audit(&w, &ips, &out);
+    std::thread::sleep(Duration::from_millis(2000));
+    w.restart_coordinator().expect("restart");
+    w.wait_probes(w.probes.len(), Duration::from_secs(90)).expect("probes back");
+    let (ok, err) = wait_child(audit, Duration::from_secs(300));
+    assert!(ok, "audit failed: {err}");
+    let rows = audit_rows(&out);
+    for ip in &ips {
+        assert_eq!(rows.iter().filter(|r| &r.0 == ip).count(), 1, "{ip} should appear once in {rows:?}");
+    }
+    assert_eq!(rows.iter().filter(|r| r.1).count(), ips.len(), "every target located: {rows:?}\n{err}");
+    w.down().unwrap();
+}
