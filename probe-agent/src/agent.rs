@@ -265,14 +265,22 @@ impl Agent {
 
     async fn session(&self, shutdown: &mut watch::Receiver<bool>) -> SessionEnd {
         let fail = |error: Error, established: bool| SessionEnd::Failed { error, established };
-        let mut client = match self.connect().await {
-            Ok(c) => c,
-            Err(e @ Error::Config(_)) => return fail(Error::Rejected(e.to_string()), false),
-            Err(e) => return fail(e, false),
+        // Connecting and registering can take seconds: a shutdown signal interrupts them.
+        let setup = async {
+            let mut client = match self.connect().await {
+                Ok(c) => c,
+                Err(e @ Error::Config(_)) => return Err(Error::Rejected(e.to_string())),
+                Err(e) => return Err(e),
+            };
+            let reply = self.register(&mut client).await?;
+            Ok((client, reply))
         };
-        let reply = match self.register(&mut client).await {
-            Ok(r) => r,
-            Err(e) => return fail(e, false),
+        let (mut client, reply) = tokio::select! {
+            r = setup => match r {
+                Ok(ok) => ok,
+                Err(e) => return fail(e, false),
+            },
+            _ = shutdown.changed() => return SessionEnd::Shutdown,
         };
         if reply.flagged {
             warn!(reason = %reply.flag_reason, "the coordinator currently excludes this probe from solving");
