@@ -93,36 +93,46 @@ fn located_errors_match_geoloc_eval_for_the_same_delays() {
     }
     std::fs::write(dir.path().join("nodes.csv"), nodes).unwrap();
     std::fs::write(dir.path().join("rtts.csv"), rtts).unwrap();
-    let out = dir.path().join("eval.json");
-    let st = std::process::Command::new(&w.geoloc)
-        .args(["eval", "--nodes"])
-        .arg(dir.path().join("nodes.csv"))
-        .arg("--rtts")
-        .arg(dir.path().join("rtts.csv"))
-        .arg("--json")
-        .arg(&out)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "geoloc eval failed");
-    let eval: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    let eval_err: HashMap<String, f64> = eval["per_target"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r["id"].as_str().unwrap().to_string(), r["error_km"].as_f64().unwrap()))
-        .collect();
+    // The coordinator solves without landmark calibration (bestline falls back to the
+    // sound bound, i.e. CBG); `geoloc eval` calibrates bestline on landmark pairs. The
+    // live answer must match eval under one of the two, for every target.
+    let eval_errors = |method: &str| -> HashMap<String, f64> {
+        let out = dir.path().join(format!("eval-{method}.json"));
+        let st = std::process::Command::new(&w.geoloc)
+            .args(["eval", "--method", method, "--nodes"])
+            .arg(dir.path().join("nodes.csv"))
+            .arg("--rtts")
+            .arg(dir.path().join("rtts.csv"))
+            .arg("--json")
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "geoloc eval --method {method} failed");
+        let eval: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        eval["per_target"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["id"].as_str().unwrap().to_string(), r["error_km"].as_f64().unwrap()))
+            .collect()
+    };
+    let (cbg, bestline) = (eval_errors("cbg"), eval_errors("bestline"));
+    let close = |live: f64, eval: f64| (live - eval).abs() <= 0.2 * eval + 50.0;
+    let mut matches = HashMap::new();
     for t in &plans {
         let live = w.locate_with(t, &["--mode", "all"]).unwrap();
         let live_km = live.error_km.unwrap_or_else(|| panic!("{} not located: {:?}", t.name, live.error));
-        let eval_km = eval_err[&t.name];
-        eprintln!("{} ({}): live {live_km:.0} km, eval {eval_km:.0} km", t.name, t.cities[0].name);
-        assert!(
-            (live_km - eval_km).abs() <= 0.25 * eval_km + 100.0,
-            "{}: live error {live_km:.0} km, geoloc eval {eval_km:.0} km for the same delays",
-            t.name
-        );
+        let (c, b) = (cbg[&t.name], bestline[&t.name]);
+        eprintln!("{} ({}): live {live_km:.0} km; geoloc eval: cbg {c:.0} km, bestline {b:.0} km", t.name, t.cities[0].name);
+        *matches.entry("cbg").or_insert(0) += usize::from(close(live_km, c));
+        *matches.entry("bestline").or_insert(0) += usize::from(close(live_km, b));
     }
+    assert!(
+        matches.values().any(|&m| m == plans.len()),
+        "live errors match geoloc eval for {matches:?} of {} targets",
+        plans.len()
+    );
     w.down().unwrap();
 }
 
@@ -228,8 +238,9 @@ fn probe_killed_mid_batch_loses_no_row() {
     let w = DemoWorld::up(&small(10, 12, 4)).expect("world up");
     let ips = target_ips(&w);
     let out = w.tmp.path().join("audit.csv");
-    let audit = start_audit(&w, &ips, &out);
+    let mut audit = start_audit(&w, &ips, &out);
     std::thread::sleep(Duration::from_millis(1500));
+    assert!(audit.try_wait().unwrap().is_none(), "the batch finished before the kill: make it longer");
     w.lab.signal_child(&w.probes[0], nix::sys::signal::Signal::SIGKILL).unwrap();
     let (ok, err) = wait_child(audit, Duration::from_secs(240));
     assert!(ok, "audit failed: {err}");
@@ -252,8 +263,11 @@ fn coordinator_restarted_mid_batch_resumes() {
     let w = DemoWorld::up(&small(8, 12, 5)).expect("world up");
     let ips = target_ips(&w);
     let out = w.tmp.path().join("audit.csv");
-    let audit = start_audit(&w, &ips, &out);
-    std::thread::sleep(Duration::from_millis(2000));
+    let mut audit = start_audit(&w, &ips, &out);
+    // Restart once some rows are written and others are not.
+    wait_until(Duration::from_secs(60), || audit_rows(&out).len() >= 2);
+    assert!(audit.try_wait().unwrap().is_none(), "the batch finished before the restart: make it longer");
+    let before = audit_rows(&out).len();
     w.restart_coordinator().expect("restart");
     w.wait_probes(w.probes.len(), Duration::from_secs(90)).expect("probes back");
     let (ok, err) = wait_child(audit, Duration::from_secs(300));
@@ -262,6 +276,13 @@ fn coordinator_restarted_mid_batch_resumes() {
     for ip in &ips {
         assert_eq!(rows.iter().filter(|r| &r.0 == ip).count(), 1, "{ip} should appear once in {rows:?}");
     }
-    assert_eq!(rows.iter().filter(|r| r.1).count(), ips.len(), "every target located: {rows:?}\n{err}");
+    assert_eq!(
+        rows.iter().filter(|r| r.1).count(),
+        ips.len(),
+        "every target located:\n{}\n{err}",
+        std::fs::read_to_string(&out).unwrap_or_default()
+    );
+    eprintln!("{before} of {} rows written before the restart", ips.len());
+    assert!(before < ips.len(), "every row was written before the restart");
     w.down().unwrap();
 }

@@ -1,0 +1,61 @@
+//! Figures: the time to locate one IP through the whole system, against its physical floor
+//! (the largest RTT among the probes used times the pings sent in sequence).
+//!
+//! ```text
+//! cargo build --workspace --bins && \
+//! cargo run -p geoloc-lab --example locate_time -- [PROBES] [TARGETS] [MODE]
+//! ```
+//! (root; defaults 20 probes, 5 targets, mode `all`). The coordinator's defaults are 3
+//! pings per probe, 200 ms apart; the agents await the replies concurrently.
+use geoloc_lab::demo::{DemoArgs, DemoWorld, TargetKind, COORDINATOR_HOST};
+
+/// `geoloc-coordinator` defaults (coordinator/src/config.rs).
+const PING_COUNT: f64 = 3.0;
+const PING_INTERVAL_MS: f64 = 200.0;
+
+fn main() -> anyhow::Result<()> {
+    let arg = |i: usize| std::env::args().nth(i);
+    let probes: usize = arg(1).and_then(|s| s.parse().ok()).unwrap_or(20);
+    let targets: usize = arg(2).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let mode = arg(3).unwrap_or_else(|| "all".into());
+    geoloc_lab::netns::check_privileges()?;
+    let a = DemoArgs { probes, targets: targets + 4, seed: 11, jitter_ms: 0.05, ..DemoArgs::default() };
+    let w = DemoWorld::up(&a)?;
+    let topo = w.lab.topology();
+    let coord = topo.index(COORDINATOR_HOST).expect("coordinator");
+    println!(
+        "{probes} probes, mode {mode}; floor = max RTT x {PING_COUNT} pings; paced = {} ms x {} + max RTT; control = + max coordinator-probe RTT",
+        PING_INTERVAL_MS,
+        PING_COUNT - 1.0
+    );
+    println!("{:<4} {:>10} {:>10} {:>9} {:>10} {:>10} {:>7} {:>12}", "tgt", "locate ms", "max RTT", "floor", "paced", "control", "ratio", "target<=");
+    let mut ratios = Vec::new();
+    for t in w.plans.iter().filter(|p| p.kind == TargetKind::Normal).take(targets) {
+        let ti = topo.index(&t.name).expect("target");
+        let max_rtt = w.probes.iter().map(|p| 2.0 * topo.one_way_ms(topo.index(p).unwrap(), ti)).fold(0.0, f64::max);
+        let control = w.probes.iter().map(|p| 2.0 * topo.one_way_ms(topo.index(p).unwrap(), coord)).fold(0.0, f64::max);
+        let r = w.locate_with(t, &["--mode", &mode])?;
+        if let Some(e) = &r.error {
+            println!("{}: failed: {e}", t.name);
+            continue;
+        }
+        let floor = max_rtt * PING_COUNT;
+        let paced = PING_INTERVAL_MS * (PING_COUNT - 1.0) + max_rtt;
+        println!(
+            "{:<4} {:>10.0} {:>10.1} {:>9.0} {:>10.0} {:>10.0} {:>7.2} {:>12.0}",
+            t.name,
+            r.locate_ms,
+            max_rtt,
+            floor,
+            paced,
+            paced + control,
+            r.locate_ms / floor,
+            1.2 * floor + 50.0
+        );
+        ratios.push((r.locate_ms, floor));
+    }
+    let within = ratios.iter().filter(|(t, f)| *t <= 1.2 * f + 50.0).count();
+    println!("\n{within} of {} located within 1.2 x floor + 50 ms", ratios.len());
+    w.down()?;
+    Ok(())
+}
