@@ -8,7 +8,8 @@
 //!
 //! Probes go out one TTL after the other, each taking a packet token, with a short gap
 //! during which replies are collected; once the destination (or an unreachable) answers,
-//! higher TTLs are not probed. Needs `CAP_NET_RAW`.
+//! higher TTLs are not probed. With several probes per hop, later rounds stop two TTLs past
+//! the last hop that answered. Needs `CAP_NET_RAW`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -359,8 +360,14 @@ impl Tracer {
     }
 
     async fn run(&mut self, budget: &PacketBudget, deadline: Instant) -> Option<String> {
-        for _round in 0..self.params.probes_per_hop {
-            for ttl in 1..=self.params.max_ttl {
+        for round in 0..self.params.probes_per_hop {
+            // Later rounds only re-probe up to two TTLs past the last hop that answered:
+            // silent TTLs far beyond it are already known and cost packets.
+            let round_limit = match (round, self.hops.keys().next_back()) {
+                (0, _) | (_, None) => self.params.max_ttl,
+                (_, Some(&last)) => last.saturating_add(2).min(self.params.max_ttl),
+            };
+            for ttl in 1..=round_limit {
                 if self.stop_ttl().is_some_and(|s| ttl > s) {
                     break;
                 }
