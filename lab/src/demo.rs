@@ -841,6 +841,29 @@ mod tests {
         assert!(failed.error_km.is_none() && !failed.contained);
     }
 
+    /// The `--json` summary's schema (lab/README.md): a snapshot of a canned report.
+    #[test]
+    fn summary_json_snapshot() {
+        let pool = geo::builtin_cities();
+        let plans = plan_targets(&pool, 3, 3, 9).unwrap();
+        let answer = |p: &TargetPlan, dlat: f64, verdict: &str| {
+            let c = &p.cities[0];
+            json!({"ip": "x", "probes_used": 20, "solution": {
+                "estimate": {"lat": c.pos.lat + dlat, "lon": c.pos.lon}, "radius_km": 250.0, "region_km2": 196000.0,
+                "timezone": {"iana": c.tz, "utc_offset": "+00:00"}, "place": {"city": c.name, "country": c.country},
+                "anycast": p.cities.len() > 1, "instances": p.cities.iter().map(|c| json!({"lat": c.pos.lat, "lon": c.pos.lon})).collect::<Vec<_>>(),
+                "maxmind": {"verdict": verdict}, "region": null}})
+        };
+        let rows = vec![
+            compare(&plans[0], "10.77.1.10".parse().unwrap(), &answer(&plans[0], 0.5, "consistent"), 1200.0, None),
+            compare(&plans[1], "10.77.1.11".parse().unwrap(), &answer(&plans[1], 2.0, "provably-wrong"), 1500.0, None),
+            compare(&plans[2], "10.77.1.12".parse().unwrap(), &Value::Null, 3000.0, Some("no-probes: none".into())),
+        ];
+        let timings = Timings { lab_up_ms: 500.0, coordinator_ready_ms: 250.0, probes_ready_ms: 2000.0, locate_total_ms: 5700.0, locate_median_ms: 1500.0, teardown_ms: 900.0 };
+        let report = summarize(&DemoArgs { targets: 3, seed: 9, ..DemoArgs::default() }, rows, timings, Default::default());
+        insta::assert_json_snapshot!(report);
+    }
+
     #[test]
     fn mmdb_reads_back() {
         let dir = tempfile::tempdir().unwrap();

@@ -217,3 +217,20 @@ fn namespaces_are_removed_on_down_and_drop() {
     let listed = geoloc_lab::netns::list_lab_namespaces().unwrap();
     assert!(names.iter().all(|n| !listed.contains(n)), "left behind: {listed:?}");
 }
+
+#[test]
+fn cleanup_removes_namespaces_of_dead_processes_only() {
+    require!();
+    // A pid that cannot be running (above the kernel's pid_max limit of 2^22).
+    let stale = format!("{}9999999-0-0", geoloc_lab::netns::NS_PREFIX);
+    geoloc_lab::netns::create(&stale).unwrap();
+    let live = Lab::up(triangle(vec![]), 5).unwrap();
+    let report = geoloc_lab::netns::cleanup_stale(false, false).unwrap();
+    assert!(report.removed.contains(&stale), "{report:?}");
+    let listed = geoloc_lab::netns::list_lab_namespaces().unwrap();
+    assert!(!listed.contains(&stale));
+    for h in live.hosts() {
+        assert!(listed.contains(&h.ns), "a live lab's namespace was removed: {}", h.ns);
+        assert!(report.kept_live.contains(&h.ns));
+    }
+}

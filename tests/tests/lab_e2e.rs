@@ -286,3 +286,68 @@ fn coordinator_restarted_mid_batch_resumes() {
     assert!(before < ips.len(), "every row was written before the restart");
     w.down().unwrap();
 }
+
+/// Processes whose command line or environment mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        for f in ["cmdline", "environ"] {
+            if let Ok(b) = std::fs::read(e.path().join(f)) {
+                if String::from_utf8_lossy(&b).contains(needle) {
+                    out.push(pid);
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `geoloc lab demo` interrupted (SIGINT) while its agents run, and `geoloc lab up`
+/// stopped with SIGTERM: no namespace and no process of theirs is left behind.
+#[test]
+fn interrupted_demo_and_up_leave_nothing_behind() {
+    require_lab!();
+    let _g = serial();
+    let geoloc = geoloc_lab::demo::find_binary("geoloc", None).unwrap();
+    for (args, signal) in [
+        (vec!["lab", "demo", "--probes", "4", "--targets", "4", "--seed", "7"], nix::sys::signal::Signal::SIGINT),
+        (vec!["lab", "up", "--hosts", "3"], nix::sys::signal::Signal::SIGTERM),
+    ] {
+        let mut child = std::process::Command::new(&geoloc).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let pid = child.id();
+        let ours = move || {
+            geoloc_lab::netns::list_lab_namespaces()
+                .unwrap()
+                .into_iter()
+                .filter(|n| geoloc_lab::netns::owner_pid(n) == Some(pid))
+                .collect::<Vec<_>>()
+        };
+        // For the demo: wait until its probe agents run (the token names the demo's pid).
+        let token = format!("lab-{pid}-");
+        let agent_env = format!("GEOLOC_PROBE_TOKEN={token}");
+        let up = wait_until(Duration::from_secs(60), || {
+            ours().len() >= 3 && (args[1] == "up" || processes_mentioning(&agent_env).len() >= 4)
+        });
+        assert!(up, "{args:?} did not come up");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+        let (_, _) = wait_child_status(&mut child, Duration::from_secs(30));
+        assert!(ours().is_empty(), "{args:?} left namespaces behind: {:?}", ours());
+        let left = processes_mentioning(&token);
+        assert!(left.is_empty(), "{args:?} left processes behind: {left:?}");
+    }
+}
+
+fn wait_child_status(c: &mut std::process::Child, limit: Duration) -> (bool, Option<i32>) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(st) = c.try_wait().unwrap() {
+            return (true, st.code());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    (false, None)
+}
