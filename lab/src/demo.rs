@@ -57,6 +57,11 @@ pub struct DemoArgs {
     /// Instances of the anycast target (cities spread over the world).
     #[arg(long, default_value_t = 3)]
     pub anycast_instances: usize,
+    /// Replay a measured RTT matrix (folder with nodes.csv/rtts.csv, e.g.
+    /// ../shared/data/wondernetwork-train): probes and targets are placed at its nodes and
+    /// every measured pair gets its measured delay.
+    #[arg(long, value_name = "DIR")]
+    pub replay: Option<PathBuf>,
     /// `geoloc locate --mode` (all | two-stage; default: the coordinator's).
     #[arg(long, value_name = "MODE")]
     pub mode: Option<String>,
@@ -77,6 +82,7 @@ impl Default for DemoArgs {
             bin_dir: None,
             geonames: geo::GEONAMES_DEFAULT.into(),
             mode: None,
+            replay: None,
             anycast_instances: 3,
             timeout_secs: 900,
         }
@@ -373,9 +379,22 @@ impl DemoWorld {
         } else {
             builtin.clone()
         };
-        let probe_pool = if a.probes <= builtin.len() { builtin.clone() } else { pool.clone() };
-        let probe_cities = world::spread(&probe_pool, a.probes, a.seed)?;
-        let plans = plan_targets(&pool, a.targets, a.anycast_instances, a.seed)?;
+        let replay = a.replay.as_deref().map(geo::read_rtt_set).transpose()?;
+        let (probe_cities, target_pool) = match &replay {
+            Some(set) => {
+                let mut reference = builtin.clone();
+                reference.extend(pool.iter().cloned());
+                let nodes = geo::rtt_set_cities(set, &reference);
+                let probe_cities = world::spread(&nodes, a.probes, a.seed)?;
+                let rest: Vec<City> = nodes.into_iter().filter(|c| !probe_cities.iter().any(|p| p.name == c.name)).collect();
+                (probe_cities, rest)
+            }
+            None => {
+                let probe_pool = if a.probes <= builtin.len() { builtin.clone() } else { pool.clone() };
+                (world::spread(&probe_pool, a.probes, a.seed)?, pool.clone())
+            }
+        };
+        let plans = plan_targets(&target_pool, a.targets, a.anycast_instances, a.seed)?;
         let coord_city = builtin.iter().find(|c| c.name == "Frankfurt").cloned().unwrap_or_else(|| builtin[0].clone());
 
         let mut placements = vec![Placement { name: COORDINATOR_HOST.into(), city: coord_city, behaviour: Behaviour::Normal, anycast_group: None }];
@@ -395,7 +414,21 @@ impl DemoWorld {
                 placements.push(Placement { name, city: city.clone(), behaviour, anycast_group });
             }
         }
-        let world = World::build(placements, &DelayModel::default(), a.seed, a.jitter_ms)?;
+        let world = match (&replay, &a.replay) {
+            (Some(set), Some(dir)) => {
+                let names: std::collections::HashMap<String, usize> =
+                    geo::rtt_set_cities(set, &builtin).into_iter().enumerate().map(|(i, c)| (c.name, i)).collect();
+                let node_of: Vec<Option<usize>> = placements.iter().map(|p| names.get(&p.city.name).copied()).collect();
+                eprintln!(
+                    "replaying {}: {} of {} hosts at measured nodes",
+                    dir.display(),
+                    node_of.iter().flatten().count(),
+                    placements.len()
+                );
+                World::replayed(placements, set, &node_of, &DelayModel::default(), a.seed, a.jitter_ms)?
+            }
+            _ => World::build(placements, &DelayModel::default(), a.seed, a.jitter_ms)?,
+        };
         let tmp = tempfile::Builder::new().prefix("geoloc-lab-demo-").tempdir()?;
         let mut timings = Timings::default();
 

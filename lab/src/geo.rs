@@ -268,6 +268,28 @@ pub fn fit_inflation(set: &RttSet) -> Result<Fit> {
     })
 }
 
+/// The nodes of an RTT set as cities: named by their label (or id; made unique), with the
+/// country and time zone of the nearest city of `reference`.
+pub fn rtt_set_cities(set: &RttSet, reference: &[City]) -> Vec<City> {
+    let mut seen = std::collections::HashSet::new();
+    set.nodes
+        .iter()
+        .map(|(id, pos, label)| {
+            let base = if label.is_empty() { id.clone() } else { label.clone() };
+            let name = if seen.insert(base.clone()) { base } else { format!("{base} #{id}") };
+            seen.insert(name.clone());
+            let near = reference.iter().min_by(|a, b| distance_km(a.pos, *pos).total_cmp(&distance_km(b.pos, *pos)));
+            City {
+                name,
+                country: near.map_or_else(String::new, |c| c.country.clone()),
+                pos: *pos,
+                tz: near.map_or_else(|| "Etc/UTC".into(), |c| c.tz.clone()),
+                population: 0,
+            }
+        })
+        .collect()
+}
+
 /// One-way delay matrix replaying a measured RTT set for the nodes `chosen` (indices into
 /// `set.nodes`): `min RTT / 2` where the pair was measured, else the model (seeded).
 pub fn replay(set: &RttSet, chosen: &[usize], model: &DelayModel, seed: u64) -> Vec<f64> {

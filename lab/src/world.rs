@@ -59,6 +59,32 @@ impl World {
         Self::with_delays(placements, access, delays, jitter_ms)
     }
 
+    /// Like [`World::build`], but pairs of hosts placed at nodes of a measured RTT set
+    /// (`node_of[i]`: index into `set.nodes`) get the measured `min RTT / 2` as one-way
+    /// delay; every other pair comes from `model`.
+    pub fn replayed(
+        placements: Vec<Placement>,
+        set: &crate::geo::RttSet,
+        node_of: &[Option<usize>],
+        model: &DelayModel,
+        seed: u64,
+        jitter_ms: f64,
+    ) -> Result<Self> {
+        let positions: Vec<LatLon> = placements.iter().map(|p| p.city.pos).collect();
+        let (access, mut delays) = model.matrix(&positions, seed);
+        let n = placements.len();
+        for i in 0..n {
+            for j in 0..n {
+                if let (Some(Some(x)), Some(Some(y))) = (node_of.get(i), node_of.get(j)) {
+                    if let Some(rtt) = set.rtt_ms.get(&((*x).min(*y), (*x).max(*y))) {
+                        delays[i * n + j] = rtt / 2.0;
+                    }
+                }
+            }
+        }
+        Self::with_delays(placements, access, delays, jitter_ms)
+    }
+
     /// Like [`World::build`] with given access delays and one-way matrix (e.g. a replay).
     pub fn with_delays(placements: Vec<Placement>, access: Vec<f64>, delays: Vec<f64>, jitter_ms: f64) -> Result<Self> {
         let mut groups: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
@@ -106,6 +132,31 @@ mod tests {
         }
         assert!(min_km > 2000.0, "spread cities closer than 2000 km: {min_km}");
         assert!(spread(&cities, 1000, 1).is_err());
+    }
+
+    #[test]
+    fn replayed_worlds_use_measured_delays() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("nodes.csv"), "id,lat,lon,label,ip\n1,51.5,-0.12,London,\n2,48.85,2.35,,\n").unwrap();
+        std::fs::write(dir.path().join("rtts.csv"), "src,dst,rtt_ms\n1,2,9.0\n").unwrap();
+        let set = crate::geo::read_rtt_set(dir.path()).unwrap();
+        let cities = crate::geo::rtt_set_cities(&set, &builtin_cities());
+        assert_eq!((cities[0].name.as_str(), cities[1].name.as_str()), ("London", "2"));
+        assert_eq!((cities[0].tz.as_str(), cities[1].tz.as_str()), ("Europe/London", "Europe/Paris"));
+        let p = |name: &str, city: &City| Placement { name: name.into(), city: city.clone(), behaviour: Behaviour::Normal, anycast_group: None };
+        let tokyo = builtin_cities().into_iter().find(|c| c.name == "Tokyo").unwrap();
+        let w = World::replayed(
+            vec![p("a", &cities[0]), p("b", &cities[1]), p("c", &tokyo)],
+            &set,
+            &[Some(0), Some(1), None],
+            &DelayModel::default(),
+            1,
+            0.0,
+        )
+        .unwrap();
+        assert_eq!(w.topology.one_way_ms(0, 1), 4.5);
+        assert_eq!(w.topology.one_way_ms(1, 0), 4.5);
+        assert!(w.topology.one_way_ms(0, 2) > 9500.0 / crate::geo::FIBRE_KM_PER_MS, "modelled");
     }
 
     #[test]
