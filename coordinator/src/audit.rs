@@ -150,7 +150,7 @@ pub fn read_inputs(r: impl Read) -> anyhow::Result<Vec<Input>> {
             let head = String::from_utf8_lossy(&buf[..buf.len().min(40)]).to_string();
             out.push(Input {
                 line: line_no,
-                ip: shorten(head.trim()),
+                ip: format!("{}...", head.trim()),
                 error: Some(format!("line {line_no} is {len} bytes long (limit {MAX_LINE_BYTES} bytes)")),
             });
             continue;

@@ -1,9 +1,7 @@
-//! GeoIP lookups for the MaxMind comparison: a MaxMind-format City `.mmdb` read with
-//! `maxminddb` (the GeoIP2/GeoLite2 City schema).
+//! GeoIP lookups for the MaxMind comparison: a MaxMind-format City `.mmdb` read through
+//! `geoloc-geoip`.
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-
-use maxminddb::{geoip2, Reader};
 
 use crate::error::{CoordinatorError, Result};
 use crate::solve::GeoIpJson;
@@ -11,32 +9,21 @@ use crate::solve::GeoIpJson;
 /// An open GeoIP City database.
 pub struct GeoIp {
     path: PathBuf,
-    reader: Reader<Vec<u8>>,
+    db: geoloc_geoip::GeoIpDb,
 }
 
 impl GeoIp {
     pub fn open(path: &Path) -> Result<GeoIp> {
-        let reader = Reader::open_readfile(path)
+        let db = geoloc_geoip::GeoIpDb::open(path)
             .map_err(|e| CoordinatorError::GeoIp { path: path.to_path_buf(), message: e.to_string() })?;
-        Ok(GeoIp { path: path.to_path_buf(), reader })
+        Ok(GeoIp { path: path.to_path_buf(), db })
     }
 
     /// The record for `ip`, if the database has a position for it. Lookup errors are
     /// logged and treated as "no record".
     pub fn lookup(&self, ip: IpAddr) -> Option<GeoIpJson> {
-        let found = self.reader.lookup(ip).and_then(|r| r.decode::<geoip2::City>());
-        match found {
-            Ok(Some(c)) => {
-                let (lat, lon) = (c.location.latitude?, c.location.longitude?);
-                Some(GeoIpJson {
-                    lat,
-                    lon,
-                    city: c.city.names.english.map(str::to_string),
-                    country: c.country.iso_code.map(str::to_string),
-                    accuracy_radius_km: c.location.accuracy_radius.map(f64::from),
-                })
-            }
-            Ok(None) => None,
+        match self.db.lookup(ip) {
+            Ok(r) => r.as_ref().map(GeoIpJson::from),
             Err(e) => {
                 tracing::warn!(path = %self.path.display(), %ip, error = %e, "GeoIP lookup failed");
                 None
