@@ -19,7 +19,13 @@ fn main() -> anyhow::Result<()> {
     let targets: usize = arg(2).and_then(|s| s.parse().ok()).unwrap_or(5);
     let mode = arg(3).unwrap_or_else(|| "all".into());
     geoloc_lab::netns::check_privileges()?;
-    let a = DemoArgs { probes, targets: targets + 4, seed: 11, jitter_ms: 0.05, ..DemoArgs::default() };
+    let a = DemoArgs {
+        probes,
+        targets: targets + 4,
+        seed: 11,
+        jitter_ms: 0.05,
+        ..DemoArgs::default()
+    };
     let w = DemoWorld::up(&a)?;
     let topo = w.lab.topology();
     let coord = topo.index(COORDINATOR_HOST).expect("coordinator");
@@ -28,12 +34,28 @@ fn main() -> anyhow::Result<()> {
         PING_INTERVAL_MS,
         PING_COUNT - 1.0
     );
-    println!("{:<4} {:>10} {:>10} {:>9} {:>10} {:>10} {:>7} {:>12}", "tgt", "locate ms", "max RTT", "floor", "paced", "control", "ratio", "target<=");
+    println!(
+        "{:<4} {:>10} {:>10} {:>9} {:>10} {:>10} {:>7} {:>12}",
+        "tgt", "locate ms", "max RTT", "floor", "paced", "control", "ratio", "target<="
+    );
     let mut ratios = Vec::new();
-    for t in w.plans.iter().filter(|p| p.kind == TargetKind::Normal).take(targets) {
+    for t in w
+        .plans
+        .iter()
+        .filter(|p| p.kind == TargetKind::Normal)
+        .take(targets)
+    {
         let ti = topo.index(&t.name).expect("target");
-        let max_rtt = w.probes.iter().map(|p| 2.0 * topo.one_way_ms(topo.index(p).unwrap(), ti)).fold(0.0, f64::max);
-        let control = w.probes.iter().map(|p| 2.0 * topo.one_way_ms(topo.index(p).unwrap(), coord)).fold(0.0, f64::max);
+        let max_rtt = w
+            .probes
+            .iter()
+            .map(|p| 2.0 * topo.one_way_ms(topo.index(p).unwrap(), ti))
+            .fold(0.0, f64::max);
+        let control = w
+            .probes
+            .iter()
+            .map(|p| 2.0 * topo.one_way_ms(topo.index(p).unwrap(), coord))
+            .fold(0.0, f64::max);
         let r = w.locate_with(t, &["--mode", &mode])?;
         if let Some(e) = &r.error {
             println!("{}: failed: {e}", t.name);
@@ -55,7 +77,10 @@ fn main() -> anyhow::Result<()> {
         ratios.push((r.locate_ms, floor));
     }
     let within = ratios.iter().filter(|(t, f)| *t <= 1.2 * f + 50.0).count();
-    println!("\n{within} of {} located within 1.2 x floor + 50 ms", ratios.len());
+    println!(
+        "\n{within} of {} located within 1.2 x floor + 50 ms",
+        ratios.len()
+    );
     w.down()?;
     Ok(())
 }

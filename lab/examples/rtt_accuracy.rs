@@ -19,20 +19,38 @@ fn cpu_s() -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let arg = |i: usize, d: f64| std::env::args().nth(i).and_then(|s| s.parse().ok()).unwrap_or(d);
-    let (hosts, pairs, pings, interval) = (arg(1, 12.0) as usize, arg(2, 24.0) as usize, arg(3, 50.0) as usize, arg(4, 0.02));
+    let arg = |i: usize, d: f64| {
+        std::env::args()
+            .nth(i)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let (hosts, pairs, pings, interval) = (
+        arg(1, 12.0) as usize,
+        arg(2, 24.0) as usize,
+        arg(3, 50.0) as usize,
+        arg(4, 0.02),
+    );
     geoloc_lab::netns::check_privileges()?;
     let cities = spread(&builtin_cities(), hosts, 1)?;
     let placements = cities
         .into_iter()
         .enumerate()
-        .map(|(i, city)| Placement { name: format!("h{i}"), city, behaviour: Behaviour::Normal, anycast_group: None })
+        .map(|(i, city)| Placement {
+            name: format!("h{i}"),
+            city,
+            behaviour: Behaviour::Normal,
+            anycast_group: None,
+        })
         .collect();
     let world = World::build(placements, &DelayModel::default(), 1, 0.0)?;
     let lab = Lab::up(world.topology.clone(), 1)?;
     let n = lab.hosts().len();
-    let chosen: Vec<(usize, usize)> =
-        (0..n).flat_map(|a| ((a + 1)..n).map(move |b| (a, b))).step_by(3).take(pairs).collect();
+    let chosen: Vec<(usize, usize)> = (0..n)
+        .flat_map(|a| ((a + 1)..n).map(move |b| (a, b)))
+        .step_by(3)
+        .take(pairs)
+        .collect();
     let (cpu0, wall0, rx0) = (cpu_s(), Instant::now(), lab.stats().received);
     let mut errors = Vec::new();
     for batch in chosen.chunks(4) {
@@ -42,7 +60,16 @@ fn main() -> anyhow::Result<()> {
                 let cmd = lab.command(
                     &lab.hosts()[a].name,
                     "ping",
-                    ["-n", "-c", &pings.to_string(), "-i", &interval.to_string(), "-W", "2", &lab.hosts()[b].v4.to_string()],
+                    [
+                        "-n",
+                        "-c",
+                        &pings.to_string(),
+                        "-i",
+                        &interval.to_string(),
+                        "-W",
+                        "2",
+                        &lab.hosts()[b].v4.to_string(),
+                    ],
                 );
                 let mut cmd = cmd.expect("host");
                 cmd.stdout(std::process::Stdio::piped());
@@ -58,7 +85,15 @@ fn main() -> anyhow::Result<()> {
                 .lines()
                 .find(|l| l.contains("min/avg/max"))
                 .and_then(|l| l.split('=').nth(1))
-                .map(|v| v.split(" ms").next().unwrap_or("").trim().split('/').filter_map(|x| x.parse().ok()).collect())
+                .map(|v| {
+                    v.split(" ms")
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .split('/')
+                        .filter_map(|x| x.parse().ok())
+                        .collect()
+                })
                 .unwrap_or_default();
             let replies = text.lines().filter(|l| l.contains("time=")).count();
             let want = 2.0 * lab.topology().one_way_ms(a, b);

@@ -72,7 +72,9 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
 
 /// A tokio runtime whose only job is to wait for Ctrl-C / SIGTERM.
 pub(crate) fn wait_for_signal(limit: Option<Duration>) -> anyhow::Result<bool> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let sleep = async {
@@ -92,13 +94,15 @@ pub(crate) fn wait_for_signal(limit: Option<Duration>) -> anyhow::Result<bool> {
 /// Starts a thread that, on SIGINT or SIGTERM, kills the lab's child processes, deletes
 /// its namespaces and exits with 130.
 pub(crate) fn cleanup_on_signal() -> anyhow::Result<()> {
-    std::thread::Builder::new().name("lab-signals".into()).spawn(|| {
-        if let Ok(true) = wait_for_signal(None) {
-            eprintln!("geoloc lab: interrupted, cleaning up");
-            netns::cleanup_registered();
-            std::process::exit(130);
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("lab-signals".into())
+        .spawn(|| {
+            if let Ok(true) = wait_for_signal(None) {
+                eprintln!("geoloc lab: interrupted, cleaning up");
+                netns::cleanup_registered();
+                std::process::exit(130);
+            }
+        })?;
     Ok(())
 }
 
@@ -107,22 +111,39 @@ fn up(a: UpArgs) -> anyhow::Result<()> {
     let placements = cities
         .into_iter()
         .enumerate()
-        .map(|(i, city)| Placement { name: format!("h{i}"), city, behaviour: Behaviour::Normal, anycast_group: None })
+        .map(|(i, city)| Placement {
+            name: format!("h{i}"),
+            city,
+            behaviour: Behaviour::Normal,
+            anycast_group: None,
+        })
         .collect::<Vec<_>>();
     let w = World::build(placements, &DelayModel::default(), a.seed, a.jitter_ms)?;
     cleanup_on_signal()?;
     let lab = Lab::up(w.topology.clone(), a.seed).context("bringing the lab up")?;
-    println!("{:<5} {:<16} {:<34} {:<12} {:<18} namespace", "host", "city", "", "ipv4", "ipv6");
+    println!(
+        "{:<5} {:<16} {:<34} {:<12} {:<18} namespace",
+        "host", "city", "", "ipv4", "ipv6"
+    );
     for (h, p) in lab.hosts().iter().zip(&w.placements) {
-        println!("{:<5} {:<16} ({:>8.3}, {:>9.3}) {:>10} {:<12} {:<18} {}", h.name, p.city.name, p.city.pos.lat, p.city.pos.lon, "", h.v4, h.v6, h.ns);
+        println!(
+            "{:<5} {:<16} ({:>8.3}, {:>9.3}) {:>10} {:<12} {:<18} {}",
+            h.name, p.city.name, p.city.pos.lat, p.city.pos.lon, "", h.v4, h.v6, h.ns
+        );
     }
     println!("\none-way delays, ms:");
     let n = lab.hosts().len();
     for i in 0..n {
-        let row: Vec<String> = (0..n).map(|j| format!("{:7.2}", w.topology.one_way_ms(i, j))).collect();
+        let row: Vec<String> = (0..n)
+            .map(|j| format!("{:7.2}", w.topology.one_way_ms(i, j)))
+            .collect();
         println!("  {:<5}{}", lab.hosts()[i].name, row.join(""));
     }
-    println!("\ntry: ip netns exec {} ping {}   (Ctrl-C to stop and clean up)", lab.hosts()[0].ns, lab.hosts()[n - 1].v4);
+    println!(
+        "\ntry: ip netns exec {} ping {}   (Ctrl-C to stop and clean up)",
+        lab.hosts()[0].ns,
+        lab.hosts()[n - 1].v4
+    );
     wait_for_signal(a.for_secs.map(Duration::from_secs))?;
     let stats = lab.stats();
     lab.down()?;

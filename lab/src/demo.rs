@@ -190,13 +190,23 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 /// Plans the targets: kinds in the order ICMP-silent, silent, anycast,
 /// IPv6, then normal; cities drawn (seeded) from `pool`; every third MaxMind entry
 /// (index 1, 4, 7, ...) deliberately put at a city at least 5,000 km away.
-pub fn plan_targets(pool: &[City], m: usize, anycast_instances: usize, seed: u64) -> anyhow::Result<Vec<TargetPlan>> {
+pub fn plan_targets(
+    pool: &[City],
+    m: usize,
+    anycast_instances: usize,
+    seed: u64,
+) -> anyhow::Result<Vec<TargetPlan>> {
     if pool.len() < 10 {
         bail!("need at least 10 candidate cities, have {}", pool.len());
     }
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x7a26_e75);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x07a2_6e75);
     let pick = |rng: &mut StdRng| pool[rng.random_range(0..pool.len())].clone();
-    let kinds = [TargetKind::DropIcmp, TargetKind::Silent, TargetKind::Anycast, TargetKind::Ipv6];
+    let kinds = [
+        TargetKind::DropIcmp,
+        TargetKind::Silent,
+        TargetKind::Anycast,
+        TargetKind::Ipv6,
+    ];
     let mut out = Vec::with_capacity(m);
     for i in 0..m {
         let kind = kinds.get(i).copied().unwrap_or(TargetKind::Normal);
@@ -217,7 +227,13 @@ pub fn plan_targets(pool: &[City], m: usize, anycast_instances: usize, seed: u64
         } else {
             cities[0].clone()
         };
-        out.push(TargetPlan { name: format!("t{i}"), kind, cities, maxmind, maxmind_wrong: wrong });
+        out.push(TargetPlan {
+            name: format!("t{i}"),
+            kind,
+            cities,
+            maxmind,
+            maxmind_wrong: wrong,
+        });
     }
     Ok(out)
 }
@@ -230,8 +246,14 @@ pub fn write_mmdb(path: &Path, entries: &[(IpAddr, &City)]) -> anyhow::Result<()
         // integer would be written as a wider type readers reject.
         use mmdb_writer::Value as V;
         let record = V::map([
-            ("city", V::map([("names", V::map([("en", V::from(city.name.as_str()))]))])),
-            ("country", V::map([("iso_code", V::from(city.country.as_str()))])),
+            (
+                "city",
+                V::map([("names", V::map([("en", V::from(city.name.as_str()))]))]),
+            ),
+            (
+                "country",
+                V::map([("iso_code", V::from(city.country.as_str()))]),
+            ),
             (
                 "location",
                 V::map([
@@ -242,7 +264,8 @@ pub fn write_mmdb(path: &Path, entries: &[(IpAddr, &City)]) -> anyhow::Result<()
                 ]),
             ),
         ]);
-        w.insert_value(*ip, record).with_context(|| format!("mmdb entry for {ip}"))?;
+        w.insert_value(*ip, record)
+            .with_context(|| format!("mmdb entry for {ip}"))?;
     }
     std::fs::write(path, w.to_bytes()?).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
@@ -269,14 +292,21 @@ pub fn find_binary(name: &str, bin_dir: Option<&Path>) -> anyhow::Result<PathBuf
     dirs.iter()
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-        .ok_or_else(|| anyhow::anyhow!("`{name}` not found (build it: cargo build --workspace --bins; or pass --bin-dir)"))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "`{name}` not found (build it: cargo build --workspace --bins; or pass --bin-dir)"
+            )
+        })
 }
 
 /// Point in polygon (ray casting on lon/lat) for a GeoJSON Polygon or MultiPolygon; a
 /// region crossing the antimeridian is tested with the point's longitude shifted by 360°.
 pub fn region_contains(region: &Value, p: LatLon) -> bool {
     fn ring_contains(ring: &[Value], x: f64, y: f64) -> bool {
-        let pts: Vec<(f64, f64)> = ring.iter().filter_map(|c| Some((c.get(0)?.as_f64()?, c.get(1)?.as_f64()?))).collect();
+        let pts: Vec<(f64, f64)> = ring
+            .iter()
+            .filter_map(|c| Some((c.get(0)?.as_f64()?, c.get(1)?.as_f64()?)))
+            .collect();
         let mut inside = false;
         let n = pts.len();
         for i in 0..n {
@@ -289,14 +319,20 @@ pub fn region_contains(region: &Value, p: LatLon) -> bool {
         inside
     }
     fn polygon_contains(poly: &Value, x: f64, y: f64) -> bool {
-        let Some(rings) = poly.as_array() else { return false };
+        let Some(rings) = poly.as_array() else {
+            return false;
+        };
         let mut it = rings.iter().filter_map(Value::as_array);
         let Some(outer) = it.next() else { return false };
         ring_contains(outer, x, y) && !it.any(|hole| ring_contains(hole, x, y))
     }
     let polys: Vec<&Value> = match region.get("type").and_then(Value::as_str) {
         Some("Polygon") => region.get("coordinates").into_iter().collect(),
-        Some("MultiPolygon") => region.get("coordinates").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default(),
+        Some("MultiPolygon") => region
+            .get("coordinates")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().collect())
+            .unwrap_or_default(),
         Some("GeometryCollection") => {
             return region
                 .get("geometries")
@@ -305,7 +341,9 @@ pub fn region_contains(region: &Value, p: LatLon) -> bool {
         }
         _ => Vec::new(),
     };
-    [p.lon, p.lon + 360.0, p.lon - 360.0].iter().any(|&x| polys.iter().any(|poly| polygon_contains(poly, x, p.lat)))
+    [p.lon, p.lon + 360.0, p.lon - 360.0]
+        .iter()
+        .any(|&x| polys.iter().any(|poly| polygon_contains(poly, x, p.lat)))
 }
 
 /// Runs a command with a hard timeout, returning its stdout (error with stderr on failure).
@@ -368,7 +406,10 @@ impl DemoWorld {
     /// Brings everything up and waits until every probe is healthy.
     pub fn up(a: &DemoArgs) -> anyhow::Result<Self> {
         if a.probes < 3 {
-            bail!("--probes {} is too few: at least 3 are needed to locate anything", a.probes);
+            bail!(
+                "--probes {} is too few: at least 3 are needed to locate anything",
+                a.probes
+            );
         }
         let geoloc = find_binary("geoloc", a.bin_dir.as_deref())?;
         let coordinator_bin = find_binary("geoloc-coordinator", a.bin_dir.as_deref())?;
@@ -386,21 +427,42 @@ impl DemoWorld {
                 reference.extend(pool.iter().cloned());
                 let nodes = geo::rtt_set_cities(set, &reference);
                 let probe_cities = world::spread(&nodes, a.probes, a.seed)?;
-                let rest: Vec<City> = nodes.into_iter().filter(|c| !probe_cities.iter().any(|p| p.name == c.name)).collect();
+                let rest: Vec<City> = nodes
+                    .into_iter()
+                    .filter(|c| !probe_cities.iter().any(|p| p.name == c.name))
+                    .collect();
                 (probe_cities, rest)
             }
             None => {
-                let probe_pool = if a.probes <= builtin.len() { builtin.clone() } else { pool.clone() };
+                let probe_pool = if a.probes <= builtin.len() {
+                    builtin.clone()
+                } else {
+                    pool.clone()
+                };
                 (world::spread(&probe_pool, a.probes, a.seed)?, pool.clone())
             }
         };
         let plans = plan_targets(&target_pool, a.targets, a.anycast_instances, a.seed)?;
-        let coord_city = builtin.iter().find(|c| c.name == "Frankfurt").cloned().unwrap_or_else(|| builtin[0].clone());
+        let coord_city = builtin
+            .iter()
+            .find(|c| c.name == "Frankfurt")
+            .cloned()
+            .unwrap_or_else(|| builtin[0].clone());
 
-        let mut placements = vec![Placement { name: COORDINATOR_HOST.into(), city: coord_city, behaviour: Behaviour::Normal, anycast_group: None }];
+        let mut placements = vec![Placement {
+            name: COORDINATOR_HOST.into(),
+            city: coord_city,
+            behaviour: Behaviour::Normal,
+            anycast_group: None,
+        }];
         let probes: Vec<String> = (0..a.probes).map(|i| format!("p{i:03}")).collect();
         for (name, city) in probes.iter().zip(&probe_cities) {
-            placements.push(Placement { name: name.clone(), city: city.clone(), behaviour: Behaviour::Normal, anycast_group: None });
+            placements.push(Placement {
+                name: name.clone(),
+                city: city.clone(),
+                behaviour: Behaviour::Normal,
+                anycast_group: None,
+            });
         }
         for t in &plans {
             let behaviour = match t.kind {
@@ -409,27 +471,52 @@ impl DemoWorld {
                 _ => Behaviour::Normal,
             };
             for (k, city) in t.cities.iter().enumerate() {
-                let name = if t.cities.len() > 1 { format!("{}-{k}", t.name) } else { t.name.clone() };
+                let name = if t.cities.len() > 1 {
+                    format!("{}-{k}", t.name)
+                } else {
+                    t.name.clone()
+                };
                 let anycast_group = (t.kind == TargetKind::Anycast).then(|| t.name.clone());
-                placements.push(Placement { name, city: city.clone(), behaviour, anycast_group });
+                placements.push(Placement {
+                    name,
+                    city: city.clone(),
+                    behaviour,
+                    anycast_group,
+                });
             }
         }
         let world = match (&replay, &a.replay) {
             (Some(set), Some(dir)) => {
                 let names: std::collections::HashMap<String, usize> =
-                    geo::rtt_set_cities(set, &builtin).into_iter().enumerate().map(|(i, c)| (c.name, i)).collect();
-                let node_of: Vec<Option<usize>> = placements.iter().map(|p| names.get(&p.city.name).copied()).collect();
+                    geo::rtt_set_cities(set, &builtin)
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, c)| (c.name, i))
+                        .collect();
+                let node_of: Vec<Option<usize>> = placements
+                    .iter()
+                    .map(|p| names.get(&p.city.name).copied())
+                    .collect();
                 eprintln!(
                     "replaying {}: {} of {} hosts at measured nodes",
                     dir.display(),
                     node_of.iter().flatten().count(),
                     placements.len()
                 );
-                World::replayed(placements, set, &node_of, &DelayModel::default(), a.seed, a.jitter_ms)?
+                World::replayed(
+                    placements,
+                    set,
+                    &node_of,
+                    &DelayModel::default(),
+                    a.seed,
+                    a.jitter_ms,
+                )?
             }
             _ => World::build(placements, &DelayModel::default(), a.seed, a.jitter_ms)?,
         };
-        let tmp = tempfile::Builder::new().prefix("geoloc-lab-demo-").tempdir()?;
+        let tmp = tempfile::Builder::new()
+            .prefix("geoloc-lab-demo-")
+            .tempdir()?;
         let mut timings = Timings::default();
 
         let t = Instant::now();
@@ -447,8 +534,24 @@ impl DemoWorld {
         write_mmdb(&mmdb, &entries)?;
 
         let token = format!("lab-{}-{}", std::process::id(), a.seed);
-        let locate_flags = a.mode.iter().flat_map(|m| ["--mode".to_string(), m.clone()]).collect();
-        let mut me = Self { lab, world, plans, probes, geoloc, coordinator_bin, agent_bin, token, tmp, timings, locate_flags };
+        let locate_flags = a
+            .mode
+            .iter()
+            .flat_map(|m| ["--mode".to_string(), m.clone()])
+            .collect();
+        let mut me = Self {
+            lab,
+            world,
+            plans,
+            probes,
+            geoloc,
+            coordinator_bin,
+            agent_bin,
+            token,
+            tmp,
+            timings,
+            locate_flags,
+        };
         let t = Instant::now();
         me.start_coordinator(&mmdb)?;
         me.wait_coordinator(Duration::from_secs(60))?;
@@ -463,7 +566,10 @@ impl DemoWorld {
     }
 
     pub fn coordinator_url(&self) -> anyhow::Result<String> {
-        Ok(format!("http://{}:{COORDINATOR_PORT}", self.lab.host(COORDINATOR_HOST)?.v4))
+        Ok(format!(
+            "http://{}:{COORDINATOR_PORT}",
+            self.lab.host(COORDINATOR_HOST)?.v4
+        ))
     }
 
     /// The lab's `.mmdb`.
@@ -473,7 +579,8 @@ impl DemoWorld {
 
     /// SIGKILLs the coordinator and starts it again on the same database.
     pub fn restart_coordinator(&self) -> anyhow::Result<()> {
-        self.lab.signal_child(COORDINATOR_HOST, nix::sys::signal::Signal::SIGKILL)?;
+        self.lab
+            .signal_child(COORDINATOR_HOST, nix::sys::signal::Signal::SIGKILL)?;
         self.start_coordinator(&self.mmdb_path())?;
         self.wait_coordinator(Duration::from_secs(60))
     }
@@ -481,7 +588,10 @@ impl DemoWorld {
     /// Starts (or restarts) the coordinator in its namespace; its log goes to the temp dir.
     pub fn start_coordinator(&self, mmdb: &Path) -> anyhow::Result<()> {
         let db = self.tmp.path().join("geoloc.sqlite");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.tmp.path().join("coordinator.log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.tmp.path().join("coordinator.log"))?;
         let args: Vec<String> = vec![
             "--listen".into(),
             format!("0.0.0.0:{COORDINATOR_PORT}"),
@@ -493,17 +603,28 @@ impl DemoWorld {
             self.token.clone(),
             "--allow-private".into(),
         ];
-        let mut cmd = self.lab.command(COORDINATOR_HOST, &self.coordinator_bin, &args)?;
-        cmd.stdout(Stdio::null()).stderr(log).env("RUST_LOG", "warn");
+        let mut cmd = self
+            .lab
+            .command(COORDINATOR_HOST, &self.coordinator_bin, &args)?;
+        cmd.stdout(Stdio::null())
+            .stderr(log)
+            .env("RUST_LOG", "warn");
         self.lab.spawn(COORDINATOR_HOST, cmd)?;
         Ok(())
     }
 
     /// Starts the probe agent of host `name` at its city's position.
     pub fn start_agent(&self, name: &str) -> anyhow::Result<()> {
-        let i = self.lab.topology().index(name).ok_or_else(|| anyhow::anyhow!("no host {name}"))?;
+        let i = self
+            .lab
+            .topology()
+            .index(name)
+            .ok_or_else(|| anyhow::anyhow!("no host {name}"))?;
         let pos = self.world.placements[i].city.pos;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.tmp.path().join(format!("{name}.log")))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.tmp.path().join(format!("{name}.log")))?;
         let h = self.lab.host(name)?;
         let args: Vec<String> = vec![
             "run".into(),
@@ -520,7 +641,10 @@ impl DemoWorld {
             "--allow-private".into(),
         ];
         let mut cmd = self.lab.command(name, &self.agent_bin, &args)?;
-        cmd.stdout(Stdio::null()).stderr(log).env("RUST_LOG", "warn").env("GEOLOC_PROBE_TOKEN", &self.token);
+        cmd.stdout(Stdio::null())
+            .stderr(log)
+            .env("RUST_LOG", "warn")
+            .env("GEOLOC_PROBE_TOKEN", &self.token);
         self.lab.spawn(name, cmd)?;
         Ok(())
     }
@@ -530,7 +654,10 @@ impl DemoWorld {
         let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         all.push("--coordinator".into());
         all.push(format!("http://127.0.0.1:{COORDINATOR_PORT}"));
-        output_within(self.lab.command(COORDINATOR_HOST, &self.geoloc, &all)?, limit)
+        output_within(
+            self.lab.command(COORDINATOR_HOST, &self.geoloc, &all)?,
+            limit,
+        )
     }
 
     pub fn wait_coordinator(&self, limit: Duration) -> anyhow::Result<()> {
@@ -539,7 +666,10 @@ impl DemoWorld {
             match self.geoloc(&["probes", "--json"], Duration::from_secs(10)) {
                 Ok(_) => return Ok(()),
                 Err(e) if start.elapsed() > limit => {
-                    bail!("coordinator not answering after {limit:?}: {e:#}\nlog:\n{}", self.log_tail("coordinator"))
+                    bail!(
+                        "coordinator not answering after {limit:?}: {e:#}\nlog:\n{}",
+                        self.log_tail("coordinator")
+                    )
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
@@ -553,7 +683,11 @@ impl DemoWorld {
         while start.elapsed() < limit {
             if let Ok(out) = self.geoloc(&["probes", "--json"], Duration::from_secs(10)) {
                 let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
-                healthy = v.as_array().map_or(0, |a| a.iter().filter(|p| p["healthy"] == Value::Bool(true)).count());
+                healthy = v.as_array().map_or(0, |a| {
+                    a.iter()
+                        .filter(|p| p["healthy"] == Value::Bool(true))
+                        .count()
+                });
                 if healthy >= n {
                     return Ok(());
                 }
@@ -568,7 +702,8 @@ impl DemoWorld {
 
     /// The last lines of a host's log.
     pub fn log_tail(&self, name: &str) -> String {
-        let s = std::fs::read_to_string(self.tmp.path().join(format!("{name}.log"))).unwrap_or_default();
+        let s = std::fs::read_to_string(self.tmp.path().join(format!("{name}.log")))
+            .unwrap_or_default();
         let lines: Vec<&str> = s.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
@@ -576,7 +711,11 @@ impl DemoWorld {
     /// The address a target is located at (IPv6 for the IPv6 target).
     pub fn target_ip(&self, t: &TargetPlan) -> anyhow::Result<IpAddr> {
         let h = self.lab.host(&host_of(t))?;
-        Ok(if t.kind == TargetKind::Ipv6 { IpAddr::V6(h.v6) } else { IpAddr::V4(h.v4) })
+        Ok(if t.kind == TargetKind::Ipv6 {
+            IpAddr::V6(h.v6)
+        } else {
+            IpAddr::V4(h.v4)
+        })
     }
 
     /// Locates one target with `geoloc locate --json` and compares with the truth.
@@ -596,10 +735,20 @@ impl DemoWorld {
         let out = self.geoloc(&args, Duration::from_secs(240));
         let locate_ms = start.elapsed().as_secs_f64() * 1e3;
         let v: Value = match &out {
-            Ok(s) => s.lines().find(|l| l.trim_start().starts_with('{')).and_then(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null),
+            Ok(s) => s
+                .lines()
+                .find(|l| l.trim_start().starts_with('{'))
+                .and_then(|l| serde_json::from_str(l).ok())
+                .unwrap_or(Value::Null),
             Err(_) => Value::Null,
         };
-        Ok(compare(t, ip, &v, locate_ms, out.err().map(|e| format!("{e:#}"))))
+        Ok(compare(
+            t,
+            ip,
+            &v,
+            locate_ms,
+            out.err().map(|e| format!("{e:#}")),
+        ))
     }
 
     /// Locates every target in turn.
@@ -608,7 +757,15 @@ impl DemoWorld {
         let mut rows = Vec::new();
         for t in self.plans.clone() {
             let row = self.locate(&t)?;
-            eprintln!("  {} {:<10} {}", row.name, row.ip, row.error_km.map_or_else(|| row.error.clone().unwrap_or_default(), |e| format!("{e:.0} km off")));
+            eprintln!(
+                "  {} {:<10} {}",
+                row.name,
+                row.ip,
+                row.error_km.map_or_else(
+                    || row.error.clone().unwrap_or_default(),
+                    |e| format!("{e:.0} km off")
+                )
+            );
             rows.push(row);
         }
         self.timings.locate_total_ms = start.elapsed().as_secs_f64() * 1e3;
@@ -638,23 +795,45 @@ pub fn host_of(t: &TargetPlan) -> String {
 }
 
 /// Checks one `geoloc locate --json` object against the plan.
-pub fn compare(t: &TargetPlan, ip: IpAddr, v: &Value, locate_ms: f64, error: Option<String>) -> TargetRow {
+pub fn compare(
+    t: &TargetPlan,
+    ip: IpAddr,
+    v: &Value,
+    locate_ms: f64,
+    error: Option<String>,
+) -> TargetRow {
     let s = &v["solution"];
     let est = match (s["estimate"]["lat"].as_f64(), s["estimate"]["lon"].as_f64()) {
         (Some(lat), Some(lon)) => Some(LatLon { lat, lon }),
         _ => None,
     };
-    let error_km = est.map(|e| t.cities.iter().map(|c| distance_km(e, c.pos)).fold(f64::INFINITY, f64::min));
-    let contained = !s["region"].is_null() && t.cities.iter().any(|c| region_contains(&s["region"], c.pos));
-    let tz = s["timezone"]["iana"].as_str().map(String::from);
-    let error = error.or_else(|| v["error"]["message"].as_str().map(String::from)).or_else(|| {
-        est.is_none().then(|| "no estimate in the answer".to_string())
+    let error_km = est.map(|e| {
+        t.cities
+            .iter()
+            .map(|c| distance_km(e, c.pos))
+            .fold(f64::INFINITY, f64::min)
     });
+    let contained = !s["region"].is_null()
+        && t.cities
+            .iter()
+            .any(|c| region_contains(&s["region"], c.pos));
+    let tz = s["timezone"]["iana"].as_str().map(String::from);
+    let error = error
+        .or_else(|| v["error"]["message"].as_str().map(String::from))
+        .or_else(|| {
+            est.is_none()
+                .then(|| "no estimate in the answer".to_string())
+        });
     TargetRow {
         name: t.name.clone(),
         ip: ip.to_string(),
         kind: t.kind,
-        true_city: t.cities.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(" + "),
+        true_city: t
+            .cities
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" + "),
         true_lat: t.cities[0].pos.lat,
         true_lon: t.cities[0].pos.lon,
         true_tz: t.cities[0].tz.clone(),
@@ -665,7 +844,9 @@ pub fn compare(t: &TargetPlan, ip: IpAddr, v: &Value, locate_ms: f64, error: Opt
         radius_km: s["radius_km"].as_f64(),
         region_km2: s["region_km2"].as_f64(),
         contained,
-        tz_match: tz.as_deref().is_some_and(|z| t.cities.iter().any(|c| c.tz == z)),
+        tz_match: tz
+            .as_deref()
+            .is_some_and(|z| t.cities.iter().any(|c| c.tz == z)),
         tz,
         anycast_reported: s["anycast"].as_bool().unwrap_or(false),
         instances_true: t.cities.len(),
@@ -680,8 +861,17 @@ pub fn compare(t: &TargetPlan, ip: IpAddr, v: &Value, locate_ms: f64, error: Opt
 }
 
 /// Builds the summary from the rows.
-pub fn summarize(a: &DemoArgs, rows: Vec<TargetRow>, timings: Timings, emulator: crate::emulator::StatsSnapshot) -> DemoReport {
-    let mut errs: Vec<f64> = rows.iter().filter(|r| r.kind != TargetKind::Anycast).filter_map(|r| r.error_km).collect();
+pub fn summarize(
+    a: &DemoArgs,
+    rows: Vec<TargetRow>,
+    timings: Timings,
+    emulator: crate::emulator::StatsSnapshot,
+) -> DemoReport {
+    let mut errs: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.kind != TargetKind::Anycast)
+        .filter_map(|r| r.error_km)
+        .collect();
     errs.sort_by(f64::total_cmp);
     DemoReport {
         seed: a.seed,
@@ -692,7 +882,10 @@ pub fn summarize(a: &DemoArgs, rows: Vec<TargetRow>, timings: Timings, emulator:
         p80_km: percentile(&errs, 0.8),
         contained: rows.iter().filter(|r| r.contained).count(),
         tz_match: rows.iter().filter(|r| r.tz_match).count(),
-        maxmind_flagged: rows.iter().filter(|r| r.maxmind_verdict.as_deref() == Some("provably-wrong")).count(),
+        maxmind_flagged: rows
+            .iter()
+            .filter(|r| r.maxmind_verdict.as_deref() == Some("provably-wrong"))
+            .count(),
         maxmind_wrong: rows.iter().filter(|r| r.maxmind_wrong).count(),
         rows,
         timings,
@@ -726,13 +919,20 @@ fn print_table(report: &DemoReport) {
         "tgt", "kind", "true city", "estimate", "err km", "region km2", "tz", "MaxMind (verdict)"
     );
     for r in &report.rows {
-        let kind = serde_json::to_value(r.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        let kind = serde_json::to_value(r.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
         let est = match (r.estimate_city.as_deref(), r.estimate_lat) {
             (Some(c), _) => c.to_string(),
             (None, Some(lat)) => format!("{lat:.2},{:.2}", r.estimate_lon.unwrap_or(0.0)),
             _ => format!("FAILED: {}", r.error.as_deref().unwrap_or("?")),
         };
-        let mut est = if r.anycast_reported { format!("anycast x{} ({est})", r.instances_reported) } else { est };
+        let mut est = if r.anycast_reported {
+            format!("anycast x{} ({est})", r.instances_reported)
+        } else {
+            est
+        };
         est.truncate(24);
         let mut city = r.true_city.clone();
         city.truncate(22);
@@ -745,7 +945,12 @@ fn print_table(report: &DemoReport) {
             r.error_km.map_or("-".into(), |e| format!("{e:.0}")),
             r.region_km2.map_or("-".into(), |a| format!("{a:.0}")),
             if r.tz_match { "ok" } else { "wrong" },
-            format!("{}{} ({})", r.maxmind_city, if r.maxmind_wrong { "*" } else { "" }, r.maxmind_verdict.as_deref().unwrap_or("-")),
+            format!(
+                "{}{} ({})",
+                r.maxmind_city,
+                if r.maxmind_wrong { "*" } else { "" },
+                r.maxmind_verdict.as_deref().unwrap_or("-")
+            ),
         );
     }
     let f = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.0} km"));
@@ -778,9 +983,16 @@ pub fn run_demo(a: &DemoArgs) -> anyhow::Result<(DemoReport, Value)> {
     for t in &plans {
         let ip = w.target_ip(t)?.to_string();
         let v: Value = w
-            .geoloc(&["locate", "--json", "--reuse", &ip], Duration::from_secs(60))
+            .geoloc(
+                &["locate", "--json", "--reuse", &ip],
+                Duration::from_secs(60),
+            )
             .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with('{')).and_then(|l| serde_json::from_str(l).ok()))
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with('{'))
+                    .and_then(|l| serde_json::from_str(l).ok())
+            })
             .unwrap_or(Value::Null);
         regions.push(v["solution"]["region"].clone());
     }
@@ -809,11 +1021,13 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     };
     print_table(&report);
     if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
         println!("summary: {}", p.display());
     }
     if let Some(p) = &a.geojson {
-        std::fs::write(p, serde_json::to_string(&gj)?).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(p, serde_json::to_string(&gj)?)
+            .with_context(|| format!("writing {}", p.display()))?;
         println!("geojson: {}", p.display());
     }
     Ok(())
@@ -829,11 +1043,25 @@ mod tests {
         let plans = plan_targets(&pool, 8, 3, 1).unwrap();
         assert_eq!(plans.len(), 8);
         let kinds: Vec<TargetKind> = plans.iter().map(|p| p.kind).collect();
-        assert_eq!(&kinds[..5], &[TargetKind::DropIcmp, TargetKind::Silent, TargetKind::Anycast, TargetKind::Ipv6, TargetKind::Normal]);
+        assert_eq!(
+            &kinds[..5],
+            &[
+                TargetKind::DropIcmp,
+                TargetKind::Silent,
+                TargetKind::Anycast,
+                TargetKind::Ipv6,
+                TargetKind::Normal
+            ]
+        );
         assert_eq!(plans[2].cities.len(), 3);
         for p in &plans {
             if p.maxmind_wrong {
-                assert!(p.cities.iter().all(|c| distance_km(c.pos, p.maxmind.pos) >= 5000.0), "{p:?}");
+                assert!(
+                    p.cities
+                        .iter()
+                        .all(|c| distance_km(c.pos, p.maxmind.pos) >= 5000.0),
+                    "{p:?}"
+                );
             } else {
                 assert_eq!(p.maxmind, p.cities[0]);
             }
@@ -845,10 +1073,28 @@ mod tests {
     fn region_contains_points() {
         let square = json!({"type": "Polygon", "coordinates": [[[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0], [0.0, 0.0]]]});
         assert!(region_contains(&square, LatLon { lat: 5.0, lon: 5.0 }));
-        assert!(!region_contains(&square, LatLon { lat: 15.0, lon: 5.0 }));
+        assert!(!region_contains(
+            &square,
+            LatLon {
+                lat: 15.0,
+                lon: 5.0
+            }
+        ));
         let multi = json!({"type": "MultiPolygon", "coordinates": [[[[170.0, -20.0], [190.0, -20.0], [190.0, -10.0], [170.0, -10.0], [170.0, -20.0]]]]});
-        assert!(region_contains(&multi, LatLon { lat: -15.0, lon: -175.0 }), "across the antimeridian");
-        assert!(!region_contains(&Value::Null, LatLon { lat: 0.0, lon: 0.0 }));
+        assert!(
+            region_contains(
+                &multi,
+                LatLon {
+                    lat: -15.0,
+                    lon: -175.0
+                }
+            ),
+            "across the antimeridian"
+        );
+        assert!(!region_contains(
+            &Value::Null,
+            LatLon { lat: 0.0, lon: 0.0 }
+        ));
     }
 
     #[test]
@@ -867,9 +1113,28 @@ mod tests {
         assert!((row.error_km.unwrap() - 55.6).abs() < 1.0, "{row:?}");
         assert!(row.contained && row.tz_match && row.error.is_none());
         assert_eq!(row.maxmind_verdict.as_deref(), Some("provably-wrong"));
-        let report = summarize(&DemoArgs::default(), vec![row.clone(), row], Timings::default(), Default::default());
-        assert_eq!((report.contained, report.tz_match, report.maxmind_flagged, report.located), (2, 2, 2, 2));
-        let failed = compare(&t, "10.77.1.9".parse().unwrap(), &Value::Null, 5.0, Some("timeout".into()));
+        let report = summarize(
+            &DemoArgs::default(),
+            vec![row.clone(), row],
+            Timings::default(),
+            Default::default(),
+        );
+        assert_eq!(
+            (
+                report.contained,
+                report.tz_match,
+                report.maxmind_flagged,
+                report.located
+            ),
+            (2, 2, 2, 2)
+        );
+        let failed = compare(
+            &t,
+            "10.77.1.9".parse().unwrap(),
+            &Value::Null,
+            5.0,
+            Some("timeout".into()),
+        );
         assert_eq!(failed.error.as_deref(), Some("timeout"));
         assert!(failed.error_km.is_none() && !failed.contained);
     }
@@ -888,12 +1153,46 @@ mod tests {
                 "maxmind": {"verdict": verdict}, "region": null}})
         };
         let rows = vec![
-            compare(&plans[0], "10.77.1.10".parse().unwrap(), &answer(&plans[0], 0.5, "consistent"), 1200.0, None),
-            compare(&plans[1], "10.77.1.11".parse().unwrap(), &answer(&plans[1], 2.0, "provably-wrong"), 1500.0, None),
-            compare(&plans[2], "10.77.1.12".parse().unwrap(), &Value::Null, 3000.0, Some("no-probes: none".into())),
+            compare(
+                &plans[0],
+                "10.77.1.10".parse().unwrap(),
+                &answer(&plans[0], 0.5, "consistent"),
+                1200.0,
+                None,
+            ),
+            compare(
+                &plans[1],
+                "10.77.1.11".parse().unwrap(),
+                &answer(&plans[1], 2.0, "provably-wrong"),
+                1500.0,
+                None,
+            ),
+            compare(
+                &plans[2],
+                "10.77.1.12".parse().unwrap(),
+                &Value::Null,
+                3000.0,
+                Some("no-probes: none".into()),
+            ),
         ];
-        let timings = Timings { lab_up_ms: 500.0, coordinator_ready_ms: 250.0, probes_ready_ms: 2000.0, locate_total_ms: 5700.0, locate_median_ms: 1500.0, teardown_ms: 900.0 };
-        let report = summarize(&DemoArgs { targets: 3, seed: 9, ..DemoArgs::default() }, rows, timings, Default::default());
+        let timings = Timings {
+            lab_up_ms: 500.0,
+            coordinator_ready_ms: 250.0,
+            probes_ready_ms: 2000.0,
+            locate_total_ms: 5700.0,
+            locate_median_ms: 1500.0,
+            teardown_ms: 900.0,
+        };
+        let report = summarize(
+            &DemoArgs {
+                targets: 3,
+                seed: 9,
+                ..DemoArgs::default()
+            },
+            rows,
+            timings,
+            Default::default(),
+        );
         insta::assert_json_snapshot!(report);
     }
 
@@ -902,15 +1201,42 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("lab.mmdb");
         let pool = geo::builtin_cities();
-        write_mmdb(&p, &[("10.77.1.5".parse().unwrap(), &pool[0]), ("fd77:0:0:1::5".parse().unwrap(), &pool[1])]).unwrap();
+        write_mmdb(
+            &p,
+            &[
+                ("10.77.1.5".parse().unwrap(), &pool[0]),
+                ("fd77:0:0:1::5".parse().unwrap(), &pool[1]),
+            ],
+        )
+        .unwrap();
         let r = maxminddb::Reader::open_readfile(&p).unwrap();
-        let v: Value = r.lookup("10.77.1.5".parse().unwrap()).unwrap().decode().unwrap().unwrap();
+        let v: Value = r
+            .lookup("10.77.1.5".parse().unwrap())
+            .unwrap()
+            .decode()
+            .unwrap()
+            .unwrap();
         assert_eq!(v["city"]["names"]["en"], pool[0].name.as_str());
-        let v6: Value = r.lookup("fd77:0:0:1::5".parse().unwrap()).unwrap().decode().unwrap().unwrap();
+        let v6: Value = r
+            .lookup("fd77:0:0:1::5".parse().unwrap())
+            .unwrap()
+            .decode()
+            .unwrap()
+            .unwrap();
         assert_eq!(v6["location"]["latitude"].as_f64(), Some(pool[1].pos.lat));
-        assert!(r.lookup("10.77.1.6".parse().unwrap()).unwrap().decode::<Value>().unwrap().is_none());
+        assert!(r
+            .lookup("10.77.1.6".parse().unwrap())
+            .unwrap()
+            .decode::<Value>()
+            .unwrap()
+            .is_none());
         // The typed GeoIP2 City schema, as the coordinator reads it.
-        let city: maxminddb::geoip2::City = r.lookup("10.77.1.5".parse().unwrap()).unwrap().decode().unwrap().unwrap();
+        let city: maxminddb::geoip2::City = r
+            .lookup("10.77.1.5".parse().unwrap())
+            .unwrap()
+            .decode()
+            .unwrap()
+            .unwrap();
         assert_eq!(city.location.latitude, Some(pool[0].pos.lat));
         assert_eq!(city.location.accuracy_radius, Some(20));
         assert_eq!(city.country.iso_code, Some(pool[0].country.as_str()));

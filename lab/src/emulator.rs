@@ -124,8 +124,21 @@ pub(crate) struct Emulator {
 }
 
 impl Emulator {
-    pub(crate) fn new(topo: Arc<Topology>, tuns: Vec<File>, shared: Arc<Shared>, seed: u64) -> Self {
-        Self { topo, tuns, shared, heap: BinaryHeap::new(), seq: 0, rng: StdRng::seed_from_u64(seed), last: HashMap::new() }
+    pub(crate) fn new(
+        topo: Arc<Topology>,
+        tuns: Vec<File>,
+        shared: Arc<Shared>,
+        seed: u64,
+    ) -> Self {
+        Self {
+            topo,
+            tuns,
+            shared,
+            heap: BinaryHeap::new(),
+            seq: 0,
+            rng: StdRng::seed_from_u64(seed),
+            last: HashMap::new(),
+        }
     }
 
     /// Runs until `shared.stop` is set.
@@ -140,11 +153,17 @@ impl Emulator {
             let timeout = self
                 .heap
                 .peek()
-                .map_or(Duration::from_millis(50), |p| p.0.at.saturating_duration_since(now).saturating_sub(SPIN))
+                .map_or(Duration::from_millis(50), |p| {
+                    p.0.at.saturating_duration_since(now).saturating_sub(SPIN)
+                })
                 .min(Duration::from_millis(50));
             let mut ready = vec![false; self.tuns.len()];
             {
-                let mut fds: Vec<PollFd> = self.tuns.iter().map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN)).collect();
+                let mut fds: Vec<PollFd> = self
+                    .tuns
+                    .iter()
+                    .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN))
+                    .collect();
                 if !timeout.is_zero() {
                     match nix::poll::ppoll(&mut fds, Some(timeout.into()), None) {
                         Ok(_) | Err(nix::errno::Errno::EINTR) => {}
@@ -157,7 +176,9 @@ impl Emulator {
                     let _ = nix::poll::ppoll(&mut fds, Some(Duration::ZERO.into()), None);
                 }
                 for (i, fd) in fds.iter().enumerate() {
-                    ready[i] = fd.revents().is_some_and(|r| r.intersects(PollFlags::POLLIN));
+                    ready[i] = fd
+                        .revents()
+                        .is_some_and(|r| r.intersects(PollFlags::POLLIN));
                 }
             }
             for (i, is_ready) in ready.iter().enumerate() {
@@ -171,7 +192,12 @@ impl Emulator {
                             let t0 = Instant::now();
                             self.on_packet(i, &buf[..n], t0);
                         }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => break,
+                        Err(e)
+                            if e.kind() == ErrorKind::WouldBlock
+                                || e.kind() == ErrorKind::Interrupted =>
+                        {
+                            break
+                        }
                         Err(e) => {
                             tracing::debug!(host = i, error = %e, "TUN read failed");
                             break;
@@ -191,13 +217,16 @@ impl Emulator {
                 Some(p) if p.0.at <= now => {}
                 _ => break,
             }
-            let Some(Reverse(p)) = self.heap.pop() else { break };
+            let Some(Reverse(p)) = self.heap.pop() else {
+                break;
+            };
             if self.shared.cut[p.out].load(Ordering::Relaxed) {
                 stats.dropped_policy.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            // A TUN write takes the whole packet or fails; a short count is a dropped packet.
             match (&self.tuns[p.out]).write(&p.pkt) {
-                Ok(_) => {
+                Ok(n) if n == p.pkt.len() => {
                     let late = now.duration_since(p.at).as_nanos() as u64;
                     stats.lateness_ns_sum.fetch_add(late, Ordering::Relaxed);
                     stats.lateness_ns_max.fetch_max(late, Ordering::Relaxed);
@@ -207,7 +236,7 @@ impl Emulator {
                         stats.delivered.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Err(_) => {
+                Ok(_) | Err(_) => {
                     stats.dropped_write.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -225,7 +254,13 @@ impl Emulator {
 
     fn schedule(&mut self, at: Instant, out: usize, pkt: Vec<u8>, is_te: bool) {
         self.seq += 1;
-        self.heap.push(Reverse(Pending { at, seq: self.seq, out, pkt, is_te }));
+        self.heap.push(Reverse(Pending {
+            at,
+            seq: self.seq,
+            out,
+            pkt,
+            is_te,
+        }));
     }
 
     /// Decides what happens to one packet read from host `src`'s TUN at `t0`.

@@ -12,7 +12,12 @@ pub enum LabError {
     #[error("`{command}` failed: {detail}")]
     Command { command: String, detail: String },
     #[error("network namespace {ns}: {what}: {source}")]
-    Namespace { ns: String, what: &'static str, #[source] source: std::io::Error },
+    Namespace {
+        ns: String,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("address {0} is outside the lab's ranges (10.77.0.0/17 and fd77::/48 for hosts)")]
     AddressOutsideLab(IpAddr),
     #[error("bad topology: {0}")]
@@ -20,7 +25,11 @@ pub enum LabError {
     #[error("unknown host {0:?}")]
     UnknownHost(String),
     #[error("reading {path}: {source}")]
-    Read { path: String, #[source] source: std::io::Error },
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path}: {detail}")]
     Data { path: String, detail: String },
     #[error("emulator thread: {0}")]

@@ -76,7 +76,10 @@ pub fn builtin_cities() -> Vec<City> {
             Some(City {
                 name: r.get(0)?.to_string(),
                 country: r.get(1)?.to_string(),
-                pos: LatLon { lat: r.get(2)?.parse().ok()?, lon: r.get(3)?.parse().ok()? },
+                pos: LatLon {
+                    lat: r.get(2)?.parse().ok()?,
+                    lon: r.get(3)?.parse().ok()?,
+                },
                 tz: r.get(4)?.to_string(),
                 population: 0,
             })
@@ -93,16 +96,25 @@ pub fn geonames_cities(path: &Path, min_population: u64) -> Result<Vec<City>> {
             .arg("-p")
             .arg(path)
             .output()
-            .map_err(|source| LabError::Read { path: path.display().to_string(), source })?;
+            .map_err(|source| LabError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
         if !out.status.success() {
             return Err(LabError::Data {
                 path: path.display().to_string(),
-                detail: format!("unzip failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+                detail: format!(
+                    "unzip failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
             });
         }
         String::from_utf8_lossy(&out.stdout).into_owned()
     } else {
-        std::fs::read_to_string(path).map_err(|source| LabError::Read { path: path.display().to_string(), source })?
+        std::fs::read_to_string(path).map_err(|source| LabError::Read {
+            path: path.display().to_string(),
+            source,
+        })?
     };
     let mut cities = Vec::new();
     for line in text.lines() {
@@ -110,15 +122,26 @@ pub fn geonames_cities(path: &Path, min_population: u64) -> Result<Vec<City>> {
         if f.len() < 18 {
             continue;
         }
-        let (Ok(lat), Ok(lon)) = (f[4].parse::<f64>(), f[5].parse::<f64>()) else { continue };
+        let (Ok(lat), Ok(lon)) = (f[4].parse::<f64>(), f[5].parse::<f64>()) else {
+            continue;
+        };
         let population = f[14].parse().unwrap_or(0);
         if population < min_population || f[17].is_empty() {
             continue;
         }
-        cities.push(City { name: f[1].to_string(), country: f[8].to_string(), pos: LatLon { lat, lon }, tz: f[17].to_string(), population });
+        cities.push(City {
+            name: f[1].to_string(),
+            country: f[8].to_string(),
+            pos: LatLon { lat, lon },
+            tz: f[17].to_string(),
+            population,
+        });
     }
     if cities.is_empty() {
-        return Err(LabError::Data { path: path.display().to_string(), detail: "no city rows found".into() });
+        return Err(LabError::Data {
+            path: path.display().to_string(),
+            detail: "no city rows found".into(),
+        });
     }
     Ok(cities)
 }
@@ -133,7 +156,11 @@ pub struct DelayModel {
 
 impl Default for DelayModel {
     fn default() -> Self {
-        Self { ln_mu: INFLATION_LN_MU, ln_sigma: INFLATION_LN_SIGMA, access_ms: ACCESS_MS }
+        Self {
+            ln_mu: INFLATION_LN_MU,
+            ln_sigma: INFLATION_LN_SIGMA,
+            access_ms: ACCESS_MS,
+        }
     }
 }
 
@@ -163,7 +190,8 @@ impl DelayModel {
         let mut d = vec![0.0; n * n];
         for i in 0..n {
             for j in (i + 1)..n {
-                let prop = distance_km(positions[i], positions[j]) / FIBRE_KM_PER_MS * self.draw_inflation(&mut rng);
+                let prop = distance_km(positions[i], positions[j]) / FIBRE_KM_PER_MS
+                    * self.draw_inflation(&mut rng);
                 let v = access[i] + access[j] + prop;
                 d[i * n + j] = v;
                 d[j * n + i] = v;
@@ -185,17 +213,27 @@ pub struct RttSet {
 pub fn read_rtt_set(dir: &Path) -> Result<RttSet> {
     let np = dir.join("nodes.csv");
     let rp = dir.join("rtts.csv");
-    let bad = |p: &Path, d: String| LabError::Data { path: p.display().to_string(), detail: d };
+    let bad = |p: &Path, d: String| LabError::Data {
+        path: p.display().to_string(),
+        detail: d,
+    };
     let mut rdr = csv::Reader::from_path(&np).map_err(|e| bad(&np, e.to_string()))?;
     let mut nodes = Vec::new();
     let mut index = HashMap::new();
     for (line, rec) in rdr.records().enumerate() {
         let rec = rec.map_err(|e| bad(&np, e.to_string()))?;
         let field = |k: usize| rec.get(k).unwrap_or("").trim().to_string();
-        let lat: f64 = field(1).parse().map_err(|_| bad(&np, format!("row {}: bad lat {:?}", line + 2, field(1))))?;
-        let lon: f64 = field(2).parse().map_err(|_| bad(&np, format!("row {}: bad lon {:?}", line + 2, field(2))))?;
+        let lat: f64 = field(1)
+            .parse()
+            .map_err(|_| bad(&np, format!("row {}: bad lat {:?}", line + 2, field(1))))?;
+        let lon: f64 = field(2)
+            .parse()
+            .map_err(|_| bad(&np, format!("row {}: bad lon {:?}", line + 2, field(2))))?;
         if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
-            return Err(bad(&np, format!("row {}: position {lat},{lon} out of range", line + 2)));
+            return Err(bad(
+                &np,
+                format!("row {}: position {lat},{lon} out of range", line + 2),
+            ));
         }
         index.insert(field(0), nodes.len());
         nodes.push((field(0), LatLon { lat, lon }, field(3)));
@@ -204,12 +242,23 @@ pub fn read_rtt_set(dir: &Path) -> Result<RttSet> {
     let mut rtt_ms: HashMap<(usize, usize), f64> = HashMap::new();
     for (line, rec) in rdr.records().enumerate() {
         let rec = rec.map_err(|e| bad(&rp, e.to_string()))?;
-        let (Some(&a), Some(&b)) = (index.get(rec.get(0).unwrap_or("").trim()), index.get(rec.get(1).unwrap_or("").trim())) else {
+        let (Some(&a), Some(&b)) = (
+            index.get(rec.get(0).unwrap_or("").trim()),
+            index.get(rec.get(1).unwrap_or("").trim()),
+        ) else {
             return Err(bad(&rp, format!("row {}: unknown node id", line + 2)));
         };
-        let v: f64 = rec.get(2).unwrap_or("").trim().parse().map_err(|_| bad(&rp, format!("row {}: bad rtt_ms", line + 2)))?;
+        let v: f64 = rec
+            .get(2)
+            .unwrap_or("")
+            .trim()
+            .parse()
+            .map_err(|_| bad(&rp, format!("row {}: bad rtt_ms", line + 2)))?;
         if !(v.is_finite() && v >= 0.0) || a == b {
-            return Err(bad(&rp, format!("row {}: rtt_ms {v} (or a node measuring itself)", line + 2)));
+            return Err(bad(
+                &rp,
+                format!("row {}: rtt_ms {v} (or a node measuring itself)", line + 2),
+            ));
         }
         let key = (a.min(b), a.max(b));
         let e = rtt_ms.entry(key).or_insert(v);
@@ -249,7 +298,10 @@ pub fn fit_inflation(set: &RttSet) -> Result<Fit> {
         }
     }
     if r.len() < 10 {
-        return Err(LabError::Data { path: "rtts.csv".into(), detail: format!("only {} usable pairs", r.len()) });
+        return Err(LabError::Data {
+            path: "rtts.csv".into(),
+            detail: format!("only {} usable pairs", r.len()),
+        });
     }
     r.sort_by(f64::total_cmp);
     let logs: Vec<f64> = r.iter().map(|x| (x - 1.0).ln()).collect();
@@ -264,7 +316,11 @@ pub fn fit_inflation(set: &RttSet) -> Result<Fit> {
         ln_mu: mu,
         ln_sigma: sigma,
         data_p10_p50_p90: [q(0.1), q(0.5), q(0.9)],
-        model_p10_p50_p90: [1.0 + (mu - z * sigma).exp(), 1.0 + mu.exp(), 1.0 + (mu + z * sigma).exp()],
+        model_p10_p50_p90: [
+            1.0 + (mu - z * sigma).exp(),
+            1.0 + mu.exp(),
+            1.0 + (mu + z * sigma).exp(),
+        ],
     })
 }
 
@@ -275,10 +331,20 @@ pub fn rtt_set_cities(set: &RttSet, reference: &[City]) -> Vec<City> {
     set.nodes
         .iter()
         .map(|(id, pos, label)| {
-            let base = if label.is_empty() { id.clone() } else { label.clone() };
-            let name = if seen.insert(base.clone()) { base } else { format!("{base} #{id}") };
+            let base = if label.is_empty() {
+                id.clone()
+            } else {
+                label.clone()
+            };
+            let name = if seen.insert(base.clone()) {
+                base
+            } else {
+                format!("{base} #{id}")
+            };
             seen.insert(name.clone());
-            let near = reference.iter().min_by(|a, b| distance_km(a.pos, *pos).total_cmp(&distance_km(b.pos, *pos)));
+            let near = reference
+                .iter()
+                .min_by(|a, b| distance_km(a.pos, *pos).total_cmp(&distance_km(b.pos, *pos)));
             City {
                 name,
                 country: near.map_or_else(String::new, |c| c.country.clone()),
@@ -313,14 +379,26 @@ mod tests {
 
     #[test]
     fn distance_london_paris() {
-        let london = LatLon { lat: 51.5074, lon: -0.1278 };
-        let paris = LatLon { lat: 48.8566, lon: 2.3522 };
+        let london = LatLon {
+            lat: 51.5074,
+            lon: -0.1278,
+        };
+        let paris = LatLon {
+            lat: 48.8566,
+            lon: 2.3522,
+        };
         let d = distance_km(london, paris);
         assert!((d - 343.5).abs() < 2.0, "{d}");
         assert_eq!(distance_km(london, london), 0.0);
         // Across the antimeridian: Suva to Honolulu is about 5,070 km, not the long way.
-        let suva = LatLon { lat: -18.1248, lon: 178.4501 };
-        let hnl = LatLon { lat: 21.3069, lon: -157.8583 };
+        let suva = LatLon {
+            lat: -18.1248,
+            lon: 178.4501,
+        };
+        let hnl = LatLon {
+            lat: 21.3069,
+            lon: -157.8583,
+        };
         assert!((distance_km(suva, hnl) - 5070.0).abs() < 100.0);
     }
 
@@ -329,7 +407,10 @@ mod tests {
         let c = builtin_cities();
         assert!(c.len() >= 60, "{}", c.len());
         for city in &c {
-            assert!((-90.0..=90.0).contains(&city.pos.lat) && (-180.0..=180.0).contains(&city.pos.lon), "{city:?}");
+            assert!(
+                (-90.0..=90.0).contains(&city.pos.lat) && (-180.0..=180.0).contains(&city.pos.lon),
+                "{city:?}"
+            );
             assert!(city.tz.contains('/'), "{city:?}");
             assert_eq!(city.country.len(), 2, "{city:?}");
         }
@@ -369,7 +450,8 @@ mod tests {
     /// Refits on the real data when `../shared` is there, and checks the constants above.
     #[test]
     fn constants_match_a_refit_on_wondernetwork() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/wondernetwork-train");
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/wondernetwork-train");
         if !dir.join("rtts.csv").exists() {
             eprintln!("SKIPPED: {} not found", dir.display());
             return;
@@ -382,13 +464,25 @@ mod tests {
     #[test]
     fn replay_uses_measured_pairs() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("nodes.csv"), "id,lat,lon,label,ip\n1,51.5,-0.12,London,\n2,48.85,2.35,Paris,\n3,40.7,-74.0,NYC,\n").unwrap();
-        std::fs::write(dir.path().join("rtts.csv"), "src,dst,rtt_ms\n1,2,9.0\n2,1,8.0\n").unwrap();
+        std::fs::write(
+            dir.path().join("nodes.csv"),
+            "id,lat,lon,label,ip\n1,51.5,-0.12,London,\n2,48.85,2.35,Paris,\n3,40.7,-74.0,NYC,\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("rtts.csv"),
+            "src,dst,rtt_ms\n1,2,9.0\n2,1,8.0\n",
+        )
+        .unwrap();
         let set = read_rtt_set(dir.path()).unwrap();
         let d = replay(&set, &[0, 1, 2], &DelayModel::default(), 1);
         assert_eq!(d[1], 4.0, "min of both directions, halved");
         assert_eq!(d[3], 4.0);
-        assert!(d[2] > 5570.0 / FIBRE_KM_PER_MS, "modelled pair London-NYC {}", d[2]);
+        assert!(
+            d[2] > 5570.0 / FIBRE_KM_PER_MS,
+            "modelled pair London-NYC {}",
+            d[2]
+        );
         std::fs::write(dir.path().join("rtts.csv"), "src,dst,rtt_ms\n1,9,9.0\n").unwrap();
         assert!(read_rtt_set(dir.path()).is_err());
     }

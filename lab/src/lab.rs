@@ -42,7 +42,12 @@ impl Lab {
         netns::check_privileges()?;
         let topo = Arc::new(topo);
         let n = topo.hosts().len();
-        let id = format!("{}{}-{}", netns::NS_PREFIX, std::process::id(), LAB_SEQ.fetch_add(1, Ordering::Relaxed));
+        let id = format!(
+            "{}{}-{}",
+            netns::NS_PREFIX,
+            std::process::id(),
+            LAB_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             cut: (0..n).map(|_| AtomicBool::new(false)).collect(),
@@ -63,7 +68,12 @@ impl Lab {
             lab.namespaces.push(ns.clone());
             tuns.push(netns::open_tun_in(&ns)?);
             netns::configure(&ns, h.v4, h.v6)?;
-            lab.hosts.push(LabHost { name: h.name.clone(), ns, v4: h.v4, v6: h.v6 });
+            lab.hosts.push(LabHost {
+                name: h.name.clone(),
+                ns,
+                v4: h.v4,
+                v6: h.v6,
+            });
         }
         let emu = Emulator::new(topo, tuns, shared, seed);
         let thread = std::thread::Builder::new()
@@ -83,7 +93,10 @@ impl Lab {
     }
 
     pub fn host(&self, name: &str) -> Result<&LabHost> {
-        self.hosts.iter().find(|h| h.name == name).ok_or_else(|| LabError::UnknownHost(name.into()))
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .ok_or_else(|| LabError::UnknownHost(name.into()))
     }
 
     /// `ip netns exec <host's namespace> program args...`, not started.
@@ -94,27 +107,44 @@ impl Lab {
     {
         let h = self.host(host)?;
         let mut c = Command::new("ip");
-        c.arg("netns").arg("exec").arg(&h.ns).arg(program).args(args);
+        c.arg("netns")
+            .arg("exec")
+            .arg(&h.ns)
+            .arg(program)
+            .args(args);
         Ok(c)
     }
 
     /// Starts `cmd` (from [`Lab::command`]) and keeps it: it is killed when the lab goes
     /// down. `ip netns exec` execs the program, so the child's pid is the program's.
     pub fn spawn(&self, label: &str, mut cmd: Command) -> Result<u32> {
-        let child = cmd.spawn().map_err(|e| LabError::Command { command: format!("{cmd:?}"), detail: e.to_string() })?;
+        let child = cmd.spawn().map_err(|e| LabError::Command {
+            command: format!("{cmd:?}"),
+            detail: e.to_string(),
+        })?;
         let pid = child.id();
         netns::register_pid(pid);
-        self.children.lock().unwrap_or_else(|e| e.into_inner()).push((label.to_string(), child));
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((label.to_string(), child));
         Ok(pid)
     }
 
     /// Sends `signal` to the child started under `label`; with SIGKILL, also reaps it.
     pub fn signal_child(&self, label: &str, signal: nix::sys::signal::Signal) -> Result<()> {
         let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
-        let pos = children.iter().position(|(l, _)| l == label).ok_or_else(|| LabError::UnknownHost(label.into()))?;
+        let pos = children
+            .iter()
+            .position(|(l, _)| l == label)
+            .ok_or_else(|| LabError::UnknownHost(label.into()))?;
         let pid = children[pos].1.id();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
-            .map_err(|e| LabError::Command { command: format!("kill -{signal} {pid}"), detail: e.to_string() })?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).map_err(|e| {
+            LabError::Command {
+                command: format!("kill -{signal} {pid}"),
+                detail: e.to_string(),
+            }
+        })?;
         if signal == nix::sys::signal::Signal::SIGKILL {
             let (_, mut child) = children.remove(pos);
             let _ = child.wait();
@@ -125,7 +155,10 @@ impl Lab {
 
     /// Cuts a host off (every packet from or to it dropped) or reconnects it.
     pub fn set_cut(&self, host: &str, cut: bool) -> Result<()> {
-        let i = self.topo.index(host).ok_or_else(|| LabError::UnknownHost(host.into()))?;
+        let i = self
+            .topo
+            .index(host)
+            .ok_or_else(|| LabError::UnknownHost(host.into()))?;
         self.shared.cut[i].store(cut, Ordering::Relaxed);
         Ok(())
     }
@@ -140,10 +173,14 @@ impl Lab {
     }
 
     fn teardown(&mut self) -> Result<()> {
-        let mut children = std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut children =
+            std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
         // Ask nicely, then insist.
         for (_, c) in &children {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
         let deadline = Instant::now() + Duration::from_secs(2);
         for (_, c) in &mut children {

@@ -18,7 +18,10 @@ pub const TUN_NAME: &str = "lab0";
 
 /// Namespaces and child processes created by this process and not yet removed, so a
 /// signal handler can remove them all ([`cleanup_registered`]).
-static LIVE: Mutex<Live> = Mutex::new(Live { namespaces: Vec::new(), pids: Vec::new() });
+static LIVE: Mutex<Live> = Mutex::new(Live {
+    namespaces: Vec::new(),
+    pids: Vec::new(),
+});
 
 struct Live {
     namespaces: Vec<String>,
@@ -26,13 +29,22 @@ struct Live {
 }
 
 pub(crate) fn register_ns(ns: &str) {
-    LIVE.lock().unwrap_or_else(|e| e.into_inner()).namespaces.push(ns.to_string());
+    LIVE.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .namespaces
+        .push(ns.to_string());
 }
 pub(crate) fn register_pid(pid: u32) {
-    LIVE.lock().unwrap_or_else(|e| e.into_inner()).pids.push(pid as i32);
+    LIVE.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pids
+        .push(pid as i32);
 }
 pub(crate) fn unregister_pid(pid: u32) {
-    LIVE.lock().unwrap_or_else(|e| e.into_inner()).pids.retain(|p| *p != pid as i32);
+    LIVE.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pids
+        .retain(|p| *p != pid as i32);
 }
 
 /// Kills every child process the lab started (SIGKILL) and deletes every namespace it
@@ -40,10 +52,16 @@ pub(crate) fn unregister_pid(pid: u32) {
 pub fn cleanup_registered() {
     let (pids, namespaces) = {
         let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-        (std::mem::take(&mut live.pids), std::mem::take(&mut live.namespaces))
+        (
+            std::mem::take(&mut live.pids),
+            std::mem::take(&mut live.namespaces),
+        )
     };
     for pid in pids {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     for ns in namespaces {
         let _ = delete(&ns);
@@ -51,11 +69,18 @@ pub fn cleanup_registered() {
 }
 
 pub(crate) fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd.output().map_err(|e| LabError::Command { command: format!("{cmd:?}"), detail: e.to_string() })?;
+    let out = cmd.output().map_err(|e| LabError::Command {
+        command: format!("{cmd:?}"),
+        detail: e.to_string(),
+    })?;
     if !out.status.success() {
         return Err(LabError::Command {
             command: format!("{cmd:?}"),
-            detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+            detail: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         });
     }
     Ok(())
@@ -71,7 +96,11 @@ pub fn check_privileges() -> Result<()> {
     if uid != 0 {
         return Err(LabError::NotRoot(uid));
     }
-    std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun").map_err(LabError::NoTun)?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .map_err(LabError::NoTun)?;
     Ok(())
 }
 
@@ -84,7 +113,10 @@ pub fn create(ns: &str) -> Result<()> {
 
 /// `ip netns del NAME`.
 pub fn delete(ns: &str) -> Result<()> {
-    LIVE.lock().unwrap_or_else(|e| e.into_inner()).namespaces.retain(|n| n != ns);
+    LIVE.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .namespaces
+        .retain(|n| n != ns);
     run(Command::new("ip").args(["netns", "del", ns]))
 }
 
@@ -107,7 +139,11 @@ pub fn open_tun_in(ns: &str) -> Result<File> {
     let handle = std::thread::spawn(move || -> Result<File> {
         let ns = ns_owned;
         let path = format!("/run/netns/{ns}");
-        let nsfd = File::open(&path).map_err(|source| LabError::Namespace { ns: ns.clone(), what: "open", source })?;
+        let nsfd = File::open(&path).map_err(|source| LabError::Namespace {
+            ns: ns.clone(),
+            what: "open",
+            source,
+        })?;
         nix::sched::setns(&nsfd, CloneFlags::CLONE_NEWNET).map_err(|e| LabError::Namespace {
             ns: ns.clone(),
             what: "setns",
@@ -115,15 +151,23 @@ pub fn open_tun_in(ns: &str) -> Result<File> {
         })?;
         // /proc/sys/net is resolved against the network namespace of the opening thread.
         for (key, value) in SYSCTLS {
-            std::fs::write(format!("/proc/sys/{key}"), value).map_err(|source| LabError::Namespace {
-                ns: ns.clone(),
-                what: "sysctl",
-                source,
+            std::fs::write(format!("/proc/sys/{key}"), value).map_err(|source| {
+                LabError::Namespace {
+                    ns: ns.clone(),
+                    what: "sysctl",
+                    source,
+                }
             })?;
         }
-        crate::sys::open_tun(TUN_NAME).map_err(|source| LabError::Namespace { ns: ns.clone(), what: "TUNSETIFF", source })
+        crate::sys::open_tun(TUN_NAME).map_err(|source| LabError::Namespace {
+            ns: ns.clone(),
+            what: "TUNSETIFF",
+            source,
+        })
     });
-    handle.join().map_err(|_| LabError::Emulator("namespace thread panicked".into()))?
+    handle
+        .join()
+        .map_err(|_| LabError::Emulator("namespace thread panicked".into()))?
 }
 
 /// Brings up `lo` and the TUN device with the host's addresses and default routes.
@@ -131,9 +175,43 @@ pub fn configure(ns: &str, v4: Ipv4Addr, v6: Ipv6Addr) -> Result<()> {
     ip(ns, &["link", "set", "lo", "up"])?;
     ip(ns, &["link", "set", TUN_NAME, "mtu", "1500", "up"])?;
     ip(ns, &["addr", "add", &format!("{v4}/32"), "dev", TUN_NAME])?;
-    ip(ns, &["-6", "addr", "add", &format!("{v6}/128"), "dev", TUN_NAME, "nodad"])?;
-    ip(ns, &["route", "add", "default", "dev", TUN_NAME, "src", &v4.to_string()])?;
-    ip(ns, &["-6", "route", "add", "default", "dev", TUN_NAME, "src", &v6.to_string()])?;
+    ip(
+        ns,
+        &[
+            "-6",
+            "addr",
+            "add",
+            &format!("{v6}/128"),
+            "dev",
+            TUN_NAME,
+            "nodad",
+        ],
+    )?;
+    ip(
+        ns,
+        &[
+            "route",
+            "add",
+            "default",
+            "dev",
+            TUN_NAME,
+            "src",
+            &v4.to_string(),
+        ],
+    )?;
+    ip(
+        ns,
+        &[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "dev",
+            TUN_NAME,
+            "src",
+            &v6.to_string(),
+        ],
+    )?;
     Ok(())
 }
 
@@ -142,7 +220,12 @@ pub fn list_lab_namespaces() -> Result<Vec<String>> {
     let dir = match std::fs::read_dir("/run/netns") {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(LabError::Read { path: "/run/netns".into(), source }),
+        Err(source) => {
+            return Err(LabError::Read {
+                path: "/run/netns".into(),
+                source,
+            })
+        }
     };
     let mut out: Vec<String> = dir
         .filter_map(|e| e.ok())
@@ -171,7 +254,8 @@ pub struct CleanupReport {
 pub fn cleanup_stale(all: bool, kill: bool) -> Result<CleanupReport> {
     let mut report = CleanupReport::default();
     for ns in list_lab_namespaces()? {
-        let alive = owner_pid(&ns).is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+        let alive =
+            owner_pid(&ns).is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
         if alive && !all {
             report.kept_live.push(ns);
             continue;
@@ -179,8 +263,16 @@ pub fn cleanup_stale(all: bool, kill: bool) -> Result<CleanupReport> {
         if kill {
             let out = Command::new("ip").args(["netns", "pids", &ns]).output();
             if let Ok(out) = out {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
-                    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).is_ok() {
+                for pid in String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok())
+                {
+                    if nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    )
+                    .is_ok()
+                    {
                         report.killed.push(pid);
                     }
                 }

@@ -42,7 +42,10 @@ impl Header {
 
     /// Any ICMP / ICMPv6 message.
     pub fn is_icmp(&self) -> bool {
-        matches!((self.src, self.proto), (IpAddr::V4(_), PROTO_ICMP) | (IpAddr::V6(_), PROTO_ICMPV6))
+        matches!(
+            (self.src, self.proto),
+            (IpAddr::V4(_), PROTO_ICMP) | (IpAddr::V6(_), PROTO_ICMPV6)
+        )
     }
 
     /// An ICMP error message (never answered with another ICMP error, RFC 1812 / RFC 4443).
@@ -198,7 +201,13 @@ pub fn time_exceeded(expired: &[u8], router: IpAddr) -> Option<Vec<u8>> {
 /// ICMPv6 checksum: over the IPv6 pseudo-header and the message (checksum field zero).
 pub fn icmpv6_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, msg: &[u8]) -> u16 {
     let len = (msg.len() as u32).to_be_bytes();
-    checksum(&[&src.octets(), &dst.octets(), &len, &[0, 0, 0, PROTO_ICMPV6], msg])
+    checksum(&[
+        &src.octets(),
+        &dst.octets(),
+        &len,
+        &[0, 0, 0, PROTO_ICMPV6],
+        msg,
+    ])
 }
 
 #[cfg(test)]
@@ -232,9 +241,15 @@ mod tests {
     #[test]
     fn checksum_of_rfc1071_example() {
         // RFC 1071 section 3 example: sum of 0001 f203 f4f5 f6f7 is ddf2, checksum 220d.
-        assert_eq!(checksum(&[&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]]), 0x220d);
+        assert_eq!(
+            checksum(&[&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]]),
+            0x220d
+        );
         // Odd split across parts gives the same answer.
-        assert_eq!(checksum(&[&[0x00, 0x01, 0xf2], &[0x03, 0xf4, 0xf5, 0xf6, 0xf7]]), 0x220d);
+        assert_eq!(
+            checksum(&[&[0x00, 0x01, 0xf2], &[0x03, 0xf4, 0xf5, 0xf6, 0xf7]]),
+            0x220d
+        );
     }
 
     #[test]
@@ -242,7 +257,10 @@ mod tests {
         let h = parse(&udp_v4(5)).unwrap();
         assert_eq!(h.src, "10.77.1.10".parse::<IpAddr>().unwrap());
         assert_eq!(h.dst, "10.77.1.11".parse::<IpAddr>().unwrap());
-        assert_eq!((h.ttl, h.proto, h.payload_offset, h.len), (5, PROTO_UDP, 20, 32));
+        assert_eq!(
+            (h.ttl, h.proto, h.payload_offset, h.len),
+            (5, PROTO_UDP, 20, 32)
+        );
         let p6 = echo_v6(9);
         let h6 = parse(&p6).unwrap();
         assert!(h6.is_echo_request(&p6));
@@ -283,7 +301,10 @@ mod tests {
         assert_eq!((te[20], te[21]), (11, 0));
         assert_eq!(&te[28..], &orig[..28], "quotes the header and 8 bytes");
         assert!(h.is_icmp_error(&te));
-        assert!(time_exceeded(&te, router).is_none(), "no error about an error");
+        assert!(
+            time_exceeded(&te, router).is_none(),
+            "no error about an error"
+        );
     }
 
     #[test]
@@ -298,6 +319,9 @@ mod tests {
         assert_eq!(&te[48..], &orig[..]);
         let dst: Ipv6Addr = "fd77::1:a".parse().unwrap();
         assert_eq!(icmpv6_checksum(&router, &dst, &te[40..]), 0);
-        assert!(time_exceeded(&orig, "10.0.0.1".parse().unwrap()).is_none(), "family mismatch");
+        assert!(
+            time_exceeded(&orig, "10.0.0.1".parse().unwrap()).is_none(),
+            "family mismatch"
+        );
     }
 }

@@ -43,7 +43,13 @@ pub(crate) fn open_tun(name: &str) -> std::io::Result<File> {
     // reads (and may write back the name into) a `struct ifreq`, and `req` is a properly
     // aligned, fully initialised `#[repr(C)]` value of the same size (40 bytes) that lives
     // until the call returns. No pointer is kept by the kernel after the ioctl.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req as *mut IfReqFlags) };
+    let rc = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            libc::TUNSETIFF,
+            &mut req as *mut IfReqFlags,
+        )
+    };
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
     }

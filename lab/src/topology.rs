@@ -128,7 +128,9 @@ impl Topology {
     pub fn new(hosts: Vec<HostSpec>, one_way_ms: Vec<f64>, jitter_ms: f64) -> Result<Self> {
         let n = hosts.len();
         if n == 0 || n > MAX_HOSTS {
-            return Err(LabError::Topology(format!("{n} hosts (1..={MAX_HOSTS} allowed)")));
+            return Err(LabError::Topology(format!(
+                "{n} hosts (1..={MAX_HOSTS} allowed)"
+            )));
         }
         if one_way_ms.len() != n * n {
             return Err(LabError::Topology(format!(
@@ -147,21 +149,32 @@ impl Topology {
             }
         }
         if !(jitter_ms.is_finite() && jitter_ms >= 0.0) {
-            return Err(LabError::Topology(format!("jitter {jitter_ms} ms must be >= 0")));
+            return Err(LabError::Topology(format!(
+                "jitter {jitter_ms} ms must be >= 0"
+            )));
         }
         let mut by_addr: HashMap<IpAddr, Vec<usize>> = HashMap::new();
         let mut names = std::collections::HashSet::new();
         for (i, h) in hosts.iter().enumerate() {
             if h.name.is_empty()
-                || !h.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                || !h
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
                 return Err(LabError::Topology(format!("bad host name {:?}", h.name)));
             }
             if !names.insert(h.name.clone()) {
-                return Err(LabError::Topology(format!("host name {:?} used twice", h.name)));
+                return Err(LabError::Topology(format!(
+                    "host name {:?} used twice",
+                    h.name
+                )));
             }
             if !(h.access_ms.is_finite() && h.access_ms >= 0.0) {
-                return Err(LabError::Topology(format!("{}: access_ms {} must be >= 0", h.name, h.access_ms)));
+                return Err(LabError::Topology(format!(
+                    "{}: access_ms {} must be >= 0",
+                    h.name, h.access_ms
+                )));
             }
             for a in [IpAddr::V4(h.v4), IpAddr::V6(h.v6)] {
                 if !is_lab_host_addr(a) {
@@ -174,14 +187,22 @@ impl Topology {
         for (a, group) in &by_addr {
             if group.len() > 1 {
                 let (v4, v6) = (hosts[group[0]].v4, hosts[group[0]].v6);
-                if group.iter().any(|&g| hosts[g].v4 != v4 || hosts[g].v6 != v6) {
+                if group
+                    .iter()
+                    .any(|&g| hosts[g].v4 != v4 || hosts[g].v6 != v6)
+                {
                     return Err(LabError::Topology(format!(
                         "address {a} is shared by hosts that do not share both their addresses"
                     )));
                 }
             }
         }
-        Ok(Self { hosts, one_way_ms, jitter_ms, by_addr })
+        Ok(Self {
+            hosts,
+            one_way_ms,
+            jitter_ms,
+            by_addr,
+        })
     }
 
     pub fn hosts(&self) -> &[HostSpec] {
@@ -226,13 +247,21 @@ impl Topology {
         let middle = total - a_src - a_dst;
         let eps = (middle / 3.0).min(0.05);
         let delays = [a_src, a_src + eps, total - a_dst - eps, total - a_dst];
-        let routers = [access_router(src), core_router(src), core_router(dst), access_router(dst)];
+        let routers = [
+            access_router(src),
+            core_router(src),
+            core_router(dst),
+            access_router(dst),
+        ];
         let hops = std::array::from_fn(|k| Hop {
             v4: routers[k].0,
             v6: routers[k].1,
             one_way_ms: delays[k],
         });
-        Path { hops, one_way_ms: total }
+        Path {
+            hops,
+            one_way_ms: total,
+        }
     }
 }
 
@@ -241,17 +270,31 @@ mod tests {
     use super::*;
 
     fn host(i: usize, name: &str) -> HostSpec {
-        HostSpec { name: name.into(), v4: host_v4(i), v6: host_v6(i), behaviour: Behaviour::Normal, access_ms: 1.0 }
+        HostSpec {
+            name: name.into(),
+            v4: host_v4(i),
+            v6: host_v6(i),
+            behaviour: Behaviour::Normal,
+            access_ms: 1.0,
+        }
     }
 
     #[test]
     fn paths_are_monotonic_and_end_at_the_target_delay() {
-        let t = Topology::new(vec![host(0, "a"), host(1, "b")], vec![0.0, 20.0, 20.0, 0.0], 0.0).unwrap();
+        let t = Topology::new(
+            vec![host(0, "a"), host(1, "b")],
+            vec![0.0, 20.0, 20.0, 0.0],
+            0.0,
+        )
+        .unwrap();
         let p = t.path(0, 1);
         assert_eq!(p.one_way_ms, 20.0);
         assert_eq!(p.hops[0].one_way_ms, 1.0);
         assert_eq!(p.hops[3].one_way_ms, 19.0);
-        assert!(p.hops.windows(2).all(|w| w[0].one_way_ms <= w[1].one_way_ms));
+        assert!(p
+            .hops
+            .windows(2)
+            .all(|w| w[0].one_way_ms <= w[1].one_way_ms));
         for h in p.hops {
             assert!(!is_lab_host_addr(IpAddr::V4(h.v4)) && !is_lab_host_addr(IpAddr::V6(h.v6)));
         }
@@ -286,12 +329,18 @@ mod tests {
         assert!(Topology::new(ok(), vec![0.0, f64::NAN, 1.0, 0.0], 0.0).is_err());
         let mut outside = ok();
         outside[1].v4 = "192.168.1.1".parse().unwrap();
-        assert!(matches!(Topology::new(outside, vec![0.0; 4], 0.0), Err(LabError::AddressOutsideLab(_))));
+        assert!(matches!(
+            Topology::new(outside, vec![0.0; 4], 0.0),
+            Err(LabError::AddressOutsideLab(_))
+        ));
         let mut dup = ok();
         dup[1].name = "a".into();
         assert!(Topology::new(dup, vec![0.0; 4], 0.0).is_err());
         let mut half = ok();
         half[1].v4 = half[0].v4;
-        assert!(Topology::new(half, vec![0.0; 4], 0.0).is_err(), "anycast must share both addresses");
+        assert!(
+            Topology::new(half, vec![0.0; 4], 0.0).is_err(),
+            "anycast must share both addresses"
+        );
     }
 }

@@ -27,7 +27,10 @@ pub struct World {
 /// city farthest from all already chosen (farthest-point sampling).
 pub fn spread(cities: &[City], n: usize, seed: u64) -> Result<Vec<City>> {
     if n > cities.len() {
-        return Err(LabError::Topology(format!("{n} places asked, only {} cities known", cities.len())));
+        return Err(LabError::Topology(format!(
+            "{n} places asked, only {} cities known",
+            cities.len()
+        )));
     }
     let mut rng = StdRng::seed_from_u64(seed);
     let mut chosen: Vec<usize> = Vec::with_capacity(n);
@@ -53,7 +56,12 @@ impl World {
     /// Places the hosts, draws access delays and path inflations with `model` (seeded)
     /// and builds the topology. Hosts of one anycast group share the address of the
     /// group's first host.
-    pub fn build(placements: Vec<Placement>, model: &DelayModel, seed: u64, jitter_ms: f64) -> Result<Self> {
+    pub fn build(
+        placements: Vec<Placement>,
+        model: &DelayModel,
+        seed: u64,
+        jitter_ms: f64,
+    ) -> Result<Self> {
         let positions: Vec<LatLon> = placements.iter().map(|p| p.city.pos).collect();
         let (access, delays) = model.matrix(&positions, seed);
         Self::with_delays(placements, access, delays, jitter_ms)
@@ -86,7 +94,12 @@ impl World {
     }
 
     /// Like [`World::build`] with given access delays and one-way matrix (e.g. a replay).
-    pub fn with_delays(placements: Vec<Placement>, access: Vec<f64>, delays: Vec<f64>, jitter_ms: f64) -> Result<Self> {
+    pub fn with_delays(
+        placements: Vec<Placement>,
+        access: Vec<f64>,
+        delays: Vec<f64>,
+        jitter_ms: f64,
+    ) -> Result<Self> {
         let mut groups: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         let hosts = placements
             .iter()
@@ -106,7 +119,10 @@ impl World {
             })
             .collect();
         let topology = Topology::new(hosts, delays, jitter_ms)?;
-        Ok(Self { placements, topology })
+        Ok(Self {
+            placements,
+            topology,
+        })
     }
 }
 
@@ -130,21 +146,42 @@ mod tests {
                 }
             }
         }
-        assert!(min_km > 2000.0, "spread cities closer than 2000 km: {min_km}");
+        assert!(
+            min_km > 2000.0,
+            "spread cities closer than 2000 km: {min_km}"
+        );
         assert!(spread(&cities, 1000, 1).is_err());
     }
 
     #[test]
     fn replayed_worlds_use_measured_delays() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("nodes.csv"), "id,lat,lon,label,ip\n1,51.5,-0.12,London,\n2,48.85,2.35,,\n").unwrap();
+        std::fs::write(
+            dir.path().join("nodes.csv"),
+            "id,lat,lon,label,ip\n1,51.5,-0.12,London,\n2,48.85,2.35,,\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("rtts.csv"), "src,dst,rtt_ms\n1,2,9.0\n").unwrap();
         let set = crate::geo::read_rtt_set(dir.path()).unwrap();
         let cities = crate::geo::rtt_set_cities(&set, &builtin_cities());
-        assert_eq!((cities[0].name.as_str(), cities[1].name.as_str()), ("London", "2"));
-        assert_eq!((cities[0].tz.as_str(), cities[1].tz.as_str()), ("Europe/London", "Europe/Paris"));
-        let p = |name: &str, city: &City| Placement { name: name.into(), city: city.clone(), behaviour: Behaviour::Normal, anycast_group: None };
-        let tokyo = builtin_cities().into_iter().find(|c| c.name == "Tokyo").unwrap();
+        assert_eq!(
+            (cities[0].name.as_str(), cities[1].name.as_str()),
+            ("London", "2")
+        );
+        assert_eq!(
+            (cities[0].tz.as_str(), cities[1].tz.as_str()),
+            ("Europe/London", "Europe/Paris")
+        );
+        let p = |name: &str, city: &City| Placement {
+            name: name.into(),
+            city: city.clone(),
+            behaviour: Behaviour::Normal,
+            anycast_group: None,
+        };
+        let tokyo = builtin_cities()
+            .into_iter()
+            .find(|c| c.name == "Tokyo")
+            .unwrap();
         let w = World::replayed(
             vec![p("a", &cities[0]), p("b", &cities[1]), p("c", &tokyo)],
             &set,
@@ -156,7 +193,10 @@ mod tests {
         .unwrap();
         assert_eq!(w.topology.one_way_ms(0, 1), 4.5);
         assert_eq!(w.topology.one_way_ms(1, 0), 4.5);
-        assert!(w.topology.one_way_ms(0, 2) > 9500.0 / crate::geo::FIBRE_KM_PER_MS, "modelled");
+        assert!(
+            w.topology.one_way_ms(0, 2) > 9500.0 / crate::geo::FIBRE_KM_PER_MS,
+            "modelled"
+        );
     }
 
     #[test]
@@ -168,7 +208,17 @@ mod tests {
             behaviour: Behaviour::Normal,
             anycast_group: g.map(String::from),
         };
-        let w = World::build(vec![p("a", 0, None), p("x1", 1, Some("x")), p("x2", 20, Some("x"))], &DelayModel::default(), 1, 0.0).unwrap();
+        let w = World::build(
+            vec![
+                p("a", 0, None),
+                p("x1", 1, Some("x")),
+                p("x2", 20, Some("x")),
+            ],
+            &DelayModel::default(),
+            1,
+            0.0,
+        )
+        .unwrap();
         let h = w.topology.hosts();
         assert_eq!(h[1].v4, h[2].v4);
         assert_ne!(h[0].v4, h[1].v4);

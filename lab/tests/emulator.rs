@@ -34,12 +34,22 @@ macro_rules! require {
 }
 
 fn host(i: usize, name: &str, behaviour: Behaviour) -> HostSpec {
-    HostSpec { name: name.into(), v4: host_v4(i), v6: host_v6(i), behaviour, access_ms: 0.5 }
+    HostSpec {
+        name: name.into(),
+        v4: host_v4(i),
+        v6: host_v6(i),
+        behaviour,
+        access_ms: 0.5,
+    }
 }
 
 /// a, b, c with one-way delays a-b 10 ms, a-c 25 ms, b-c 5 ms, plus extra hosts.
 fn triangle(extra: Vec<(HostSpec, [f64; 3])>) -> Topology {
-    let mut hosts = vec![host(0, "a", Behaviour::Normal), host(1, "b", Behaviour::Normal), host(2, "c", Behaviour::Normal)];
+    let mut hosts = vec![
+        host(0, "a", Behaviour::Normal),
+        host(1, "b", Behaviour::Normal),
+        host(2, "c", Behaviour::Normal),
+    ];
     let base = [[0.0, 10.0, 25.0], [10.0, 0.0, 5.0], [25.0, 5.0, 0.0]];
     let n = 3 + extra.len();
     let mut d = vec![0.0; n * n];
@@ -64,13 +74,17 @@ fn triangle(extra: Vec<(HostSpec, [f64; 3])>) -> Topology {
 
 /// Runs a command with a hard timeout; returns (success, stdout).
 fn run(mut cmd: Command, timeout: Duration) -> (bool, String) {
-    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
     let start = std::time::Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let out = child.wait_with_output().unwrap();
-            return (status.success(), String::from_utf8_lossy(&out.stdout).into_owned());
+            return (
+                status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            );
         }
         if start.elapsed() > timeout {
             let _ = child.kill();
@@ -84,7 +98,20 @@ fn run(mut cmd: Command, timeout: Duration) -> (bool, String) {
 /// RTTs (ms) printed by iputils ping.
 fn ping(lab: &Lab, from: &str, to: IpAddr, count: usize) -> Vec<f64> {
     let cmd = lab
-        .command(from, "ping", ["-n", "-c", &count.to_string(), "-i", "0.05", "-W", "1", &to.to_string()])
+        .command(
+            from,
+            "ping",
+            [
+                "-n",
+                "-c",
+                &count.to_string(),
+                "-i",
+                "0.05",
+                "-W",
+                "1",
+                &to.to_string(),
+            ],
+        )
         .unwrap();
     let (_, out) = run(cmd, Duration::from_secs(20));
     out.lines()
@@ -103,14 +130,29 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn ping_rtts_match_configured_delays_v4_and_v6() {
     require!("ping");
     let lab = Lab::up(triangle(vec![]), 1).unwrap();
-    for (from, to, want) in [("a", "b", 20.0), ("a", "c", 50.0), ("b", "c", 10.0), ("c", "a", 50.0)] {
+    for (from, to, want) in [
+        ("a", "b", 20.0),
+        ("a", "c", 50.0),
+        ("b", "c", 10.0),
+        ("c", "a", 50.0),
+    ] {
         let h = lab.host(to).unwrap().clone();
         for addr in [IpAddr::V4(h.v4), IpAddr::V6(h.v6)] {
             let rtts = ping(&lab, from, addr, 20);
-            assert!(rtts.len() >= 18, "{from} -> {addr}: {} replies of 20", rtts.len());
+            assert!(
+                rtts.len() >= 18,
+                "{from} -> {addr}: {} replies of 20",
+                rtts.len()
+            );
             let m = median(rtts);
-            eprintln!("{from} -> {to} ({addr}): median {m:.3} ms, configured {want} ms; {:?}", lab.stats());
-            assert!((m - want).abs() < 0.5, "{from} -> {addr}: median {m} ms, configured {want} ms");
+            eprintln!(
+                "{from} -> {to} ({addr}): median {m:.3} ms, configured {want} ms; {:?}",
+                lab.stats()
+            );
+            assert!(
+                (m - want).abs() < 0.5,
+                "{from} -> {addr}: median {m} ms, configured {want} ms"
+            );
         }
     }
     let s = lab.stats();
@@ -125,23 +167,40 @@ fn traceroute_sees_the_virtual_routers() {
     let c = lab.host("c").unwrap().clone();
     let path = lab.topology().path(0, 2);
     for v6 in [false, true] {
-        let target = if v6 { IpAddr::V6(c.v6) } else { IpAddr::V4(c.v4) };
+        let target = if v6 {
+            IpAddr::V6(c.v6)
+        } else {
+            IpAddr::V4(c.v4)
+        };
         let mut args = vec!["-n", "-q", "1", "-w", "1", "-m", "8"];
         if v6 {
             args.insert(0, "-6");
         }
         let t = target.to_string();
         args.push(&t);
-        let (ok, out) = run(lab.command("a", "traceroute", &args).unwrap(), Duration::from_secs(30));
+        let (ok, out) = run(
+            lab.command("a", "traceroute", &args).unwrap(),
+            Duration::from_secs(30),
+        );
         eprintln!("{out}");
         assert!(ok, "traceroute failed:\n{out}");
         let lines: Vec<&str> = out.lines().skip(1).collect();
         assert_eq!(lines.len(), 5, "4 routers then the target:\n{out}");
         for (k, hop) in path.hops.iter().enumerate() {
             let addr = hop.addr(v6).to_string();
-            assert!(lines[k].contains(&format!(" {addr} ")), "hop {} should be {addr}: {}", k + 1, lines[k]);
+            assert!(
+                lines[k].contains(&format!(" {addr} ")),
+                "hop {} should be {addr}: {}",
+                k + 1,
+                lines[k]
+            );
             let rtt: f64 = lines[k].split_whitespace().nth(2).unwrap().parse().unwrap();
-            assert!((rtt - 2.0 * hop.one_way_ms).abs() < 1.0, "hop {} rtt {rtt} vs {}", k + 1, 2.0 * hop.one_way_ms);
+            assert!(
+                (rtt - 2.0 * hop.one_way_ms).abs() < 1.0,
+                "hop {} rtt {rtt} vs {}",
+                k + 1,
+                2.0 * hop.one_way_ms
+            );
         }
         assert!(lines[4].contains(&format!(" {t} ")), "{}", lines[4]);
         // tracepath (UDP, unprivileged style) reaches the target too.
@@ -150,10 +209,19 @@ fn traceroute_sees_the_virtual_routers() {
             tp.insert(0, "-6");
         }
         tp.push(&t);
-        let (_, out) = run(lab.command("a", "tracepath", &tp).unwrap(), Duration::from_secs(30));
+        let (_, out) = run(
+            lab.command("a", "tracepath", &tp).unwrap(),
+            Duration::from_secs(30),
+        );
         eprintln!("{out}");
-        assert!(out.contains(&path.hops[0].addr(v6).to_string()), "tracepath misses the first router:\n{out}");
-        assert!(out.contains("reached"), "tracepath did not reach the target:\n{out}");
+        assert!(
+            out.contains(&path.hops[0].addr(v6).to_string()),
+            "tracepath misses the first router:\n{out}"
+        );
+        assert!(
+            out.contains("reached"),
+            "tracepath did not reach the target:\n{out}"
+        );
     }
 }
 
@@ -177,27 +245,67 @@ fn behaviours_drop_icmp_drop_tcp_silent_and_anycast() {
     )
     .unwrap();
     let d = lab.host("d").unwrap().clone();
-    assert!(ping(&lab, "a", IpAddr::V4(d.v4), 3).is_empty(), "drop-icmp target answered ping");
-    assert!(ping(&lab, "a", IpAddr::V6(d.v6), 3).is_empty(), "drop-icmp target answered ping6");
+    assert!(
+        ping(&lab, "a", IpAddr::V4(d.v4), 3).is_empty(),
+        "drop-icmp target answered ping"
+    );
+    assert!(
+        ping(&lab, "a", IpAddr::V6(d.v6), 3).is_empty(),
+        "drop-icmp target answered ping6"
+    );
     // TCP still reaches it: a SYN to a closed port comes back as a RST ("-T" traceroute).
     let t = d.v4.to_string();
-    let (_, out) = run(lab.command("a", "traceroute", ["-n", "-T", "-p", "80", "-q", "1", "-w", "1", "-m", "8", &t]).unwrap(), Duration::from_secs(30));
-    assert!(out.lines().last().unwrap_or("").contains(&format!(" {t} ")), "TCP traceroute did not reach the drop-icmp target:\n{out}");
+    let (_, out) = run(
+        lab.command(
+            "a",
+            "traceroute",
+            ["-n", "-T", "-p", "80", "-q", "1", "-w", "1", "-m", "8", &t],
+        )
+        .unwrap(),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.lines().last().unwrap_or("").contains(&format!(" {t} ")),
+        "TCP traceroute did not reach the drop-icmp target:\n{out}"
+    );
 
     let e = lab.host("e").unwrap().clone();
-    assert!(ping(&lab, "a", IpAddr::V4(e.v4), 3).is_empty(), "silent target answered");
+    assert!(
+        ping(&lab, "a", IpAddr::V4(e.v4), 3).is_empty(),
+        "silent target answered"
+    );
     let te = e.v4.to_string();
-    let (_, out) = run(lab.command("a", "traceroute", ["-n", "-q", "1", "-w", "1", "-m", "6", &te]).unwrap(), Duration::from_secs(30));
+    let (_, out) = run(
+        lab.command(
+            "a",
+            "traceroute",
+            ["-n", "-q", "1", "-w", "1", "-m", "6", &te],
+        )
+        .unwrap(),
+        Duration::from_secs(30),
+    );
     let last_router = lab.topology().path(0, 4).hops[3];
-    assert!(out.contains(&format!(" {} ", last_router.v4)), "silent target's last router missing:\n{out}");
-    assert!(!out.lines().skip(1).any(|l| l.contains(&format!(" {te} "))), "silent target answered traceroute:\n{out}");
+    assert!(
+        out.contains(&format!(" {} ", last_router.v4)),
+        "silent target's last router missing:\n{out}"
+    );
+    assert!(
+        !out.lines().skip(1).any(|l| l.contains(&format!(" {te} "))),
+        "silent target answered traceroute:\n{out}"
+    );
 
     // Anycast: b reaches instance f (2 ms away), a reaches instance g (3 ms away).
     let any = IpAddr::V4(host_v4(5));
     let from_b = median(ping(&lab, "b", any, 10));
     let from_a = median(ping(&lab, "a", any, 10));
-    assert!((from_b - 4.0).abs() < 0.5, "b -> anycast: {from_b} ms, nearest instance is 4 ms RTT away");
-    assert!((from_a - 6.0).abs() < 0.5, "a -> anycast: {from_a} ms, nearest instance is 6 ms RTT away");
+    assert!(
+        (from_b - 4.0).abs() < 0.5,
+        "b -> anycast: {from_b} ms, nearest instance is 4 ms RTT away"
+    );
+    assert!(
+        (from_a - 6.0).abs() < 0.5,
+        "a -> anycast: {from_a} ms, nearest instance is 6 ms RTT away"
+    );
 
     // Cutting a host off makes it unreachable; reconnecting restores it.
     lab.set_cut("b", true).unwrap();
@@ -215,7 +323,10 @@ fn namespaces_are_removed_on_down_and_drop() {
     assert!(names.iter().all(|n| listed.contains(n)));
     drop(lab);
     let listed = geoloc_lab::netns::list_lab_namespaces().unwrap();
-    assert!(names.iter().all(|n| !listed.contains(n)), "left behind: {listed:?}");
+    assert!(
+        names.iter().all(|n| !listed.contains(n)),
+        "left behind: {listed:?}"
+    );
 }
 
 #[test]
@@ -230,7 +341,11 @@ fn cleanup_removes_namespaces_of_dead_processes_only() {
     let listed = geoloc_lab::netns::list_lab_namespaces().unwrap();
     assert!(!listed.contains(&stale));
     for h in live.hosts() {
-        assert!(listed.contains(&h.ns), "a live lab's namespace was removed: {}", h.ns);
+        assert!(
+            listed.contains(&h.ns),
+            "a live lab's namespace was removed: {}",
+            h.ns
+        );
         assert!(report.kept_live.contains(&h.ns));
     }
 }

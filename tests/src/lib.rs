@@ -40,5 +40,13 @@ macro_rules! require_lab {
 
 /// Demo arguments for a small, fast world.
 pub fn small(probes: usize, targets: usize, seed: u64) -> DemoArgs {
-    DemoArgs { probes, targets, seed, jitter_ms: 0.05, timeout_secs: 300, anycast_instances: 2, ..DemoArgs::default() }
+    DemoArgs {
+        probes,
+        targets,
+        seed,
+        jitter_ms: 0.05,
+        timeout_secs: 300,
+        anycast_instances: 2,
+        ..DemoArgs::default()
+    }
 }

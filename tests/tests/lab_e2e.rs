@@ -11,8 +11,10 @@ use geoloc_e2e::{require_lab, serial, small};
 use geoloc_lab::demo::{DemoWorld, TargetKind, TargetRow, COORDINATOR_HOST, COORDINATOR_PORT};
 use serde_json::Value;
 
-fn row<'a>(rows: &'a [TargetRow], kind: TargetKind) -> &'a TargetRow {
-    rows.iter().find(|r| r.kind == kind).unwrap_or_else(|| panic!("no {kind:?} target"))
+fn row(rows: &[TargetRow], kind: TargetKind) -> &TargetRow {
+    rows.iter()
+        .find(|r| r.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind:?} target"))
 }
 
 /// ICMP-silent via TCP, silent via its last hop, anycast, IPv6, MaxMind verdicts.
@@ -26,23 +28,50 @@ fn every_kind_of_target_is_located() {
         eprintln!("{r:?}");
     }
     for r in &rows {
-        assert!(r.error.is_none(), "{} ({:?}) failed: {:?}", r.name, r.kind, r.error);
+        assert!(
+            r.error.is_none(),
+            "{} ({:?}) failed: {:?}",
+            r.name,
+            r.kind,
+            r.error
+        );
         assert!(r.error_km.is_some(), "{} has no estimate", r.name);
         if r.kind != TargetKind::Anycast {
-            assert!(r.contained, "{} ({:?}): truth outside the reported region, {:?} km off", r.name, r.kind, r.error_km);
+            assert!(
+                r.contained,
+                "{} ({:?}): truth outside the reported region, {:?} km off",
+                r.name, r.kind, r.error_km
+            );
         }
     }
     let icmp_silent = row(&rows, TargetKind::DropIcmp);
-    assert!(icmp_silent.probes_used.unwrap_or(0) >= 3, "ICMP-silent target: {icmp_silent:?}");
+    assert!(
+        icmp_silent.probes_used.unwrap_or(0) >= 3,
+        "ICMP-silent target: {icmp_silent:?}"
+    );
     let silent = row(&rows, TargetKind::Silent);
-    assert!(silent.probes_used.unwrap_or(0) >= 3, "silent target: {silent:?}");
+    assert!(
+        silent.probes_used.unwrap_or(0) >= 3,
+        "silent target: {silent:?}"
+    );
     // Anycast needs probes near every instance: two-stage scheduling (the coordinator's
     // default) narrows to the probes nearest one instance, so ask for every probe.
-    let plan = w.plans.iter().find(|p| p.kind == TargetKind::Anycast).unwrap().clone();
+    let plan = w
+        .plans
+        .iter()
+        .find(|p| p.kind == TargetKind::Anycast)
+        .unwrap()
+        .clone();
     let anycast = &w.locate_with(&plan, &["--mode", "all"]).unwrap();
     eprintln!("{anycast:?}");
-    assert!(anycast.anycast_reported, "anycast not reported: {anycast:?}");
-    assert!(anycast.instances_reported >= 2, "anycast instances: {anycast:?}");
+    assert!(
+        anycast.anycast_reported,
+        "anycast not reported: {anycast:?}"
+    );
+    assert!(
+        anycast.instances_reported >= 2,
+        "anycast instances: {anycast:?}"
+    );
     let v6 = row(&rows, TargetKind::Ipv6);
     assert!(v6.ip.contains(':'), "{v6:?}");
     // MaxMind: right entries are consistent; deliberately wrong ones (>= 5000 km off) on
@@ -51,11 +80,22 @@ fn every_kind_of_target_is_located() {
         if !r.maxmind_wrong && r.kind != TargetKind::Anycast {
             assert_eq!(r.maxmind_verdict.as_deref(), Some("consistent"), "{r:?}");
         }
-        if r.maxmind_wrong && matches!(r.kind, TargetKind::Normal | TargetKind::Ipv6 | TargetKind::DropIcmp) {
-            assert_eq!(r.maxmind_verdict.as_deref(), Some("provably-wrong"), "{r:?}");
+        if r.maxmind_wrong
+            && matches!(
+                r.kind,
+                TargetKind::Normal | TargetKind::Ipv6 | TargetKind::DropIcmp
+            )
+        {
+            assert_eq!(
+                r.maxmind_verdict.as_deref(),
+                Some("provably-wrong"),
+                "{r:?}"
+            );
         }
     }
-    assert!(rows.iter().any(|r| r.maxmind_wrong && r.maxmind_verdict.as_deref() == Some("provably-wrong")));
+    assert!(rows
+        .iter()
+        .any(|r| r.maxmind_wrong && r.maxmind_verdict.as_deref() == Some("provably-wrong")));
     let stats = w.lab.stats();
     let timings = w.down().expect("down");
     eprintln!("{timings:?} {stats:?}");
@@ -69,7 +109,12 @@ fn located_errors_match_geoloc_eval_for_the_same_delays() {
     let w = DemoWorld::up(&small(12, 7, 2)).expect("world up");
     let topo = w.lab.topology();
     let idx = |name: &str| topo.index(name).expect("host");
-    let plans: Vec<_> = w.plans.iter().filter(|p| matches!(p.kind, TargetKind::Normal | TargetKind::Ipv6)).cloned().collect();
+    let plans: Vec<_> = w
+        .plans
+        .iter()
+        .filter(|p| matches!(p.kind, TargetKind::Normal | TargetKind::Ipv6))
+        .cloned()
+        .collect();
     assert!(plans.len() >= 3);
     // Data set: probes and targets at their true positions, RTT = 2 x configured one-way.
     let dir = tempfile::tempdir().unwrap();
@@ -80,15 +125,25 @@ fn located_errors_match_geoloc_eval_for_the_same_delays() {
         nodes.push_str(&format!("{p},{},{},{},\n", c.pos.lat, c.pos.lon, c.name));
         for q in &w.probes {
             if p != q {
-                rtts.push_str(&format!("{p},{q},{:.3}\n", 2.0 * topo.one_way_ms(idx(p), idx(q))));
+                rtts.push_str(&format!(
+                    "{p},{q},{:.3}\n",
+                    2.0 * topo.one_way_ms(idx(p), idx(q))
+                ));
             }
         }
     }
     for t in &plans {
         let c = &t.cities[0];
-        nodes.push_str(&format!("{},{},{},{},\n", t.name, c.pos.lat, c.pos.lon, c.name));
+        nodes.push_str(&format!(
+            "{},{},{},{},\n",
+            t.name, c.pos.lat, c.pos.lon, c.name
+        ));
         for p in &w.probes {
-            rtts.push_str(&format!("{p},{},{:.3}\n", t.name, 2.0 * topo.one_way_ms(idx(p), idx(&t.name))));
+            rtts.push_str(&format!(
+                "{p},{},{:.3}\n",
+                t.name,
+                2.0 * topo.one_way_ms(idx(p), idx(&t.name))
+            ));
         }
     }
     std::fs::write(dir.path().join("nodes.csv"), nodes).unwrap();
@@ -114,7 +169,12 @@ fn located_errors_match_geoloc_eval_for_the_same_delays() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| (r["id"].as_str().unwrap().to_string(), r["error_km"].as_f64().unwrap()))
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().to_string(),
+                    r["error_km"].as_f64().unwrap(),
+                )
+            })
             .collect()
     };
     let (cbg, bestline) = (eval_errors("cbg"), eval_errors("bestline"));
@@ -122,9 +182,14 @@ fn located_errors_match_geoloc_eval_for_the_same_delays() {
     let mut matches = HashMap::new();
     for t in &plans {
         let live = w.locate_with(t, &["--mode", "all"]).unwrap();
-        let live_km = live.error_km.unwrap_or_else(|| panic!("{} not located: {:?}", t.name, live.error));
+        let live_km = live
+            .error_km
+            .unwrap_or_else(|| panic!("{} not located: {:?}", t.name, live.error));
         let (c, b) = (cbg[&t.name], bestline[&t.name]);
-        eprintln!("{} ({}): live {live_km:.0} km; geoloc eval: cbg {c:.0} km, bestline {b:.0} km", t.name, t.cities[0].name);
+        eprintln!(
+            "{} ({}): live {live_km:.0} km; geoloc eval: cbg {c:.0} km, bestline {b:.0} km",
+            t.name, t.cities[0].name
+        );
         *matches.entry("cbg").or_insert(0) += usize::from(close(live_km, c));
         *matches.entry("bestline").or_insert(0) += usize::from(close(live_km, b));
     }
@@ -137,10 +202,21 @@ fn located_errors_match_geoloc_eval_for_the_same_delays() {
 }
 
 fn healthy(w: &DemoWorld) -> HashMap<String, bool> {
-    let out = w.geoloc(&["probes", "--json"], Duration::from_secs(10)).unwrap_or_default();
+    let out = w
+        .geoloc(&["probes", "--json"], Duration::from_secs(10))
+        .unwrap_or_default();
     let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
     v.as_array()
-        .map(|a| a.iter().map(|p| (p["probe_id"].as_str().unwrap_or("").to_string(), p["healthy"] == Value::Bool(true))).collect())
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    (
+                        p["probe_id"].as_str().unwrap_or("").to_string(),
+                        p["healthy"] == Value::Bool(true),
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -164,16 +240,23 @@ fn probe_cut_off_times_out_then_rejoins() {
     let victim = w.probes[2].clone();
     w.lab.set_cut(&victim, true).unwrap();
     assert!(
-        wait_until(Duration::from_secs(90), || healthy(&w).get(&victim) == Some(&false)),
+        wait_until(Duration::from_secs(90), || healthy(&w).get(&victim)
+            == Some(&false)),
         "{victim} still healthy 90 s after being cut off"
     );
-    let t = w.plans.iter().find(|p| p.kind == TargetKind::Normal).unwrap().clone();
+    let t = w
+        .plans
+        .iter()
+        .find(|p| p.kind == TargetKind::Normal)
+        .unwrap()
+        .clone();
     let r = w.locate(&t).unwrap();
     assert!(r.error.is_none() && r.error_km.is_some(), "{r:?}");
     assert!(r.probes_used.unwrap_or(0) <= 7, "{r:?}");
     w.lab.set_cut(&victim, false).unwrap();
     assert!(
-        wait_until(Duration::from_secs(90), || healthy(&w).get(&victim) == Some(&true)),
+        wait_until(Duration::from_secs(90), || healthy(&w).get(&victim)
+            == Some(&true)),
         "{victim} did not rejoin within 90 s:\n{}",
         w.log_tail(&victim)
     );
@@ -188,7 +271,19 @@ fn start_audit(w: &DemoWorld, ips: &[String], out: &std::path::Path) -> std::pro
         writeln!(f, "{ip}").unwrap();
     }
     let coord = format!("http://127.0.0.1:{COORDINATOR_PORT}");
-    let args = ["audit", "--file", input.to_str().unwrap(), "--output", out.to_str().unwrap(), "--columns", "ip,lat,lon,probes_used,error", "--coordinator", &coord, "--retry-for-s", "120"];
+    let args = [
+        "audit",
+        "--file",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--columns",
+        "ip,lat,lon,probes_used,error",
+        "--coordinator",
+        &coord,
+        "--retry-for-s",
+        "120",
+    ];
     let mut cmd = w.lab.command(COORDINATOR_HOST, &w.geoloc, args).unwrap();
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     cmd.spawn().unwrap()
@@ -221,13 +316,19 @@ fn audit_rows(out: &std::path::Path) -> Vec<(String, bool)> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let f: Vec<&str> = l.splitn(4, ',').collect();
-            (f[0].to_string(), f.get(1).is_some_and(|x| x.parse::<f64>().is_ok()))
+            (
+                f[0].to_string(),
+                f.get(1).is_some_and(|x| x.parse::<f64>().is_ok()),
+            )
         })
         .collect()
 }
 
 fn target_ips(w: &DemoWorld) -> Vec<String> {
-    w.plans.iter().map(|t| w.target_ip(t).unwrap().to_string()).collect()
+    w.plans
+        .iter()
+        .map(|t| w.target_ip(t).unwrap().to_string())
+        .collect()
 }
 
 /// A probe agent SIGKILLed in the middle of a batch: the batch finishes, no row lost.
@@ -240,17 +341,30 @@ fn probe_killed_mid_batch_loses_no_row() {
     let out = w.tmp.path().join("audit.csv");
     let mut audit = start_audit(&w, &ips, &out);
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(audit.try_wait().unwrap().is_none(), "the batch finished before the kill: make it longer");
-    w.lab.signal_child(&w.probes[0], nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert!(
+        audit.try_wait().unwrap().is_none(),
+        "the batch finished before the kill: make it longer"
+    );
+    w.lab
+        .signal_child(&w.probes[0], nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
     let (ok, err) = wait_child(audit, Duration::from_secs(240));
     assert!(ok, "audit failed: {err}");
     let rows = audit_rows(&out);
     let got: Vec<&String> = rows.iter().map(|r| &r.0).collect();
     for ip in &ips {
-        assert_eq!(got.iter().filter(|g| **g == ip).count(), 1, "{ip} should appear once in {rows:?}");
+        assert_eq!(
+            got.iter().filter(|g| **g == ip).count(),
+            1,
+            "{ip} should appear once in {rows:?}"
+        );
     }
     let located = rows.iter().filter(|r| r.1).count();
-    assert_eq!(located, ips.len(), "every target located despite the killed probe: {rows:?}\n{err}");
+    assert_eq!(
+        located,
+        ips.len(),
+        "every target located despite the killed probe: {rows:?}\n{err}"
+    );
     w.down().unwrap();
 }
 
@@ -266,15 +380,23 @@ fn coordinator_restarted_mid_batch_resumes() {
     let mut audit = start_audit(&w, &ips, &out);
     // Restart once some rows are written and others are not.
     wait_until(Duration::from_secs(60), || audit_rows(&out).len() >= 2);
-    assert!(audit.try_wait().unwrap().is_none(), "the batch finished before the restart: make it longer");
+    assert!(
+        audit.try_wait().unwrap().is_none(),
+        "the batch finished before the restart: make it longer"
+    );
     let before = audit_rows(&out).len();
     w.restart_coordinator().expect("restart");
-    w.wait_probes(w.probes.len(), Duration::from_secs(90)).expect("probes back");
+    w.wait_probes(w.probes.len(), Duration::from_secs(90))
+        .expect("probes back");
     let (ok, err) = wait_child(audit, Duration::from_secs(300));
     assert!(ok, "audit failed: {err}");
     let rows = audit_rows(&out);
     for ip in &ips {
-        assert_eq!(rows.iter().filter(|r| &r.0 == ip).count(), 1, "{ip} should appear once in {rows:?}");
+        assert_eq!(
+            rows.iter().filter(|r| &r.0 == ip).count(),
+            1,
+            "{ip} should appear once in {rows:?}"
+        );
     }
     assert_eq!(
         rows.iter().filter(|r| r.1).count(),
@@ -283,7 +405,10 @@ fn coordinator_restarted_mid_batch_resumes() {
         std::fs::read_to_string(&out).unwrap_or_default()
     );
     eprintln!("{before} of {} rows written before the restart", ips.len());
-    assert!(before < ips.len(), "every row was written before the restart");
+    assert!(
+        before < ips.len(),
+        "every row was written before the restart"
+    );
     w.down().unwrap();
 }
 
@@ -291,7 +416,9 @@ fn coordinator_restarted_mid_batch_resumes() {
 fn processes_mentioning(needle: &str) -> Vec<i32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         for f in ["cmdline", "environ"] {
             if let Ok(b) = std::fs::read(e.path().join(f)) {
                 if String::from_utf8_lossy(&b).contains(needle) {
@@ -312,10 +439,30 @@ fn interrupted_demo_and_up_leave_nothing_behind() {
     let _g = serial();
     let geoloc = geoloc_lab::demo::find_binary("geoloc", None).unwrap();
     for (args, signal) in [
-        (vec!["lab", "demo", "--probes", "4", "--targets", "4", "--seed", "7"], nix::sys::signal::Signal::SIGINT),
-        (vec!["lab", "up", "--hosts", "3"], nix::sys::signal::Signal::SIGTERM),
+        (
+            vec![
+                "lab",
+                "demo",
+                "--probes",
+                "4",
+                "--targets",
+                "4",
+                "--seed",
+                "7",
+            ],
+            nix::sys::signal::Signal::SIGINT,
+        ),
+        (
+            vec!["lab", "up", "--hosts", "3"],
+            nix::sys::signal::Signal::SIGTERM,
+        ),
     ] {
-        let mut child = std::process::Command::new(&geoloc).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = std::process::Command::new(&geoloc)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let pid = child.id();
         let ours = move || {
             geoloc_lab::netns::list_lab_namespaces()
@@ -333,7 +480,11 @@ fn interrupted_demo_and_up_leave_nothing_behind() {
         assert!(up, "{args:?} did not come up");
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
         let (_, _) = wait_child_status(&mut child, Duration::from_secs(30));
-        assert!(ours().is_empty(), "{args:?} left namespaces behind: {:?}", ours());
+        assert!(
+            ours().is_empty(),
+            "{args:?} left namespaces behind: {:?}",
+            ours()
+        );
         let left = processes_mentioning(&token);
         assert!(left.is_empty(), "{args:?} left processes behind: {left:?}");
     }
