@@ -81,6 +81,9 @@ pub enum Behaviour {
     TargetSilent,
 }
 
+/// RTT from a fake probe to a target address, ms.
+pub type RttFn = Arc<dyn Fn(&str) -> Option<f64> + Send + Sync>;
+
 /// Where every address really is (what the fake probes use to compute RTTs).
 pub type World = Arc<Mutex<HashMap<String, LatLon>>>;
 
@@ -113,6 +116,13 @@ impl FakeProbe {
         world: World,
         behaviour: Behaviour,
     ) -> FakeProbe {
+        let real = LatLon { lat: real.0, lon: real.1 };
+        let rtt: RttFn = Arc::new(move |target: &str| world.lock().unwrap().get(target).map(|t| fake_rtt_ms(real, *t)));
+        Self::start_with(url, id, declared, ipv4, rtt, behaviour).await
+    }
+
+    /// Like [`FakeProbe::start`] with RTTs from `rtt(target)` (None = the target is silent).
+    pub async fn start_with(url: &str, id: &str, declared: (f64, f64), ipv4: &str, rtt: RttFn, behaviour: Behaviour) -> FakeProbe {
         let mut pc = pb::probe_service_client::ProbeServiceClient::connect(url.to_string()).await.unwrap();
         let reply = pc
             .register(pb::RegisterRequest {
@@ -140,7 +150,6 @@ impl FakeProbe {
         assert!(matches!(first.kind, Some(pb::coordinator_message::Kind::Ack(_))), "{first:?}");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let reqs = Arc::clone(&requests);
-        let real = LatLon { lat: real.0, lon: real.1 };
         let hb_interval = Duration::from_millis(u64::from(reply.heartbeat_interval_ms));
         let task = tokio::spawn(async move {
             let mut hb = tokio::time::interval(hb_interval);
@@ -155,8 +164,7 @@ impl FakeProbe {
                         let Some(pb::coordinator_message::Kind::MeasurementRequest(req)) = msg.kind else { continue };
                         reqs.lock().unwrap().push(req.clone());
                         if behaviour == Behaviour::Silent { continue; }
-                        let target = world.lock().unwrap().get(&req.target).copied();
-                        let answer = answer(&req, real, target, behaviour);
+                        let answer = answer(&req, rtt(&req.target), behaviour);
                         if tx.send(pb::ProbeMessage { kind: Some(PKind::MeasurementResult(answer)) }).await.is_err() { break; }
                     }
                 }
@@ -181,9 +189,8 @@ impl Drop for FakeProbe {
     }
 }
 
-fn answer(req: &pb::MeasurementRequest, real: LatLon, target: Option<LatLon>, b: Behaviour) -> pb::MeasurementResult {
+fn answer(req: &pb::MeasurementRequest, rtt: Option<f64>, b: Behaviour) -> pb::MeasurementResult {
     let mut r = pb::MeasurementResult { request_id: req.request_id.clone(), target: req.target.clone(), ..Default::default() };
-    let rtt = target.map(|t| fake_rtt_ms(real, t));
     for k in &req.kinds {
         match pb::MeasurementKind::try_from(*k) {
             Ok(pb::MeasurementKind::Ping) => {

@@ -1,0 +1,136 @@
+//! The real `geoloc-coordinator` binary on loopback: configuration errors, start, serving
+//! FAKE probes (protocol-level, tests/common), SIGTERM, restart on the same database.
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use geoloc_engine::LatLon;
+use geoloc_proto::v1 as pb;
+
+const BIN: &str = env!("CARGO_BIN_EXE_geoloc-coordinator");
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary; returns it and its URL (read from the "listening on" line).
+fn start(db: &str, extra: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--database", db, "--allow-private", "--probe-token", TOKEN])
+        .args(["--heartbeat-interval-ms", "300", "--probe-timeout-ms", "1500", "--ping-interval-ms", "0"])
+        .args(extra)
+        .env_remove("GEOLOC_COORDINATOR_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn geoloc-coordinator");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(a) = line.strip_prefix("listening on ") {
+                let _ = tx.send(a.to_string());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("coordinator printed its address");
+    (Proc(child), format!("http://{addr}"))
+}
+
+fn wait_exit(p: &mut Proc, within: Duration) -> Option<std::process::ExitStatus> {
+    let t0 = Instant::now();
+    while t0.elapsed() < within {
+        if let Some(s) = p.0.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn bad_configuration_exits_64_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "lissten = \"127.0.0.1:1\"\n").unwrap();
+    let out = Command::new(BIN).args(["--config", cfg.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("c.toml") && err.contains("unknown field `lissten`"), "{err}");
+    let out = Command::new(BIN).args(["--database", "mysql://x/y"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected sqlite://FILE or postgres://"));
+    let lm = dir.path().join("lm.csv");
+    std::fs::write(&lm, "id,lat,lon,ip,kind\nx,100,0,,probe\n").unwrap();
+    let db = format!("sqlite://{}", dir.path().join("x.sqlite").display());
+    let out = Command::new(BIN).args(["--listen", "127.0.0.1:0", "--database", &db, "--landmarks", lm.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lm.csv:2: position 100,0 out of range"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_serves_stops_on_sigterm_and_keeps_results_across_restart() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite_url(&dir);
+        let landmarks = concat!(env!("CARGO_MANIFEST_DIR"), "/../landmarks/landmarks.csv");
+        let (mut p, url) = start(&db, &["--landmarks", landmarks]);
+        let w = world(&[("127.0.0.50", 45.764, 4.8357)]);
+        let mut probes = Vec::new();
+        for &(id, lat, lon, ip) in &FLEET[..5] {
+            w.lock().unwrap().insert(ip.to_string(), LatLon { lat, lon });
+            probes.push(FakeProbe::start(&url, id, (lat, lon), (lat, lon), ip, w.clone(), Behaviour::Honest).await);
+        }
+        let mut c = geoloc_coordinator::client::connect(&url).await.unwrap();
+        // Wait for the fleet to be healthy.
+        for _ in 0..100 {
+            let ps = c.list_probes(pb::ListProbesRequest {}).await.unwrap().into_inner().probes;
+            if ps.iter().filter(|p| p.healthy).count() == 5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut s = c.locate(pb::LocateRequest { ip: "127.0.0.50".into(), ..Default::default() }).await.unwrap().into_inner();
+        let mut result = None;
+        while let Some(ev) = s.message().await.unwrap() {
+            if let Some(pb::locate_event::Event::Result(r)) = ev.event {
+                result = Some(r);
+            }
+        }
+        let result = result.expect("located");
+        assert_eq!(result.nearest_probe, "paris");
+        // SIGTERM with probe sessions open: a clean, prompt exit.
+        let t0 = Instant::now();
+        let st = Command::new("kill").args(["-TERM", &p.0.id().to_string()]).status().unwrap();
+        assert!(st.success());
+        let status = tokio::task::block_in_place(|| wait_exit(&mut p, Duration::from_secs(10))).expect("exits after SIGTERM");
+        assert!(status.success(), "{status:?}");
+        assert!(t0.elapsed() < Duration::from_secs(8));
+        drop(probes);
+        // Restart on the same database: the stored result is there, probes are remembered.
+        let (_p2, url2) = start(&db, &[]);
+        let mut c2 = geoloc_coordinator::client::connect(&url2).await.unwrap();
+        let got = c2
+            .get_result(pb::GetResultRequest { key: Some(pb::get_result_request::Key::Ip("127.0.0.50".into())) })
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+            .unwrap();
+        assert_eq!(got.result_id, result.result_id);
+        assert_eq!(got.solution_json, result.solution_json);
+        let ps = c2.list_probes(pb::ListProbesRequest {}).await.unwrap().into_inner().probes;
+        assert_eq!(ps.len(), 5);
+        assert!(ps.iter().all(|p| !p.connected && !p.healthy && p.last_seen_unix_ms > 0));
+    })
+    .await
+    .expect("bounded");
+}
