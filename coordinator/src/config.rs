@@ -17,8 +17,8 @@ pub mod defaults {
     pub const PROBE_TIMEOUT_MS: u32 = 5_000;
     pub const PING_COUNT: u32 = 3;
     pub const PING_INTERVAL_MS: u32 = 200;
-    pub const TWO_STAGE_FIRST: u32 = 4;
-    pub const TWO_STAGE_K: u32 = 6;
+    pub const TWO_STAGE_FIRST: u32 = 8;
+    pub const TWO_STAGE_K: u32 = 12;
     pub const BATCH_CONCURRENCY: u32 = 4;
 }
 
@@ -82,10 +82,10 @@ pub struct Args {
     /// Default scheduling mode [default: all].
     #[arg(long, env = "GEOLOC_COORDINATOR_MODE", value_enum)]
     pub mode: Option<Mode>,
-    /// Two-stage: probes in the first, world-spread stage [default: 4].
+    /// Two-stage: probes in the first, world-spread stage [default: 8].
     #[arg(long, env = "GEOLOC_COORDINATOR_TWO_STAGE_FIRST", value_name = "N")]
     pub two_stage_first: Option<u32>,
-    /// Two-stage: probes nearest the first region in the second stage [default: 6].
+    /// Two-stage: probes nearest the first region in the second stage [default: 12].
     #[arg(long, env = "GEOLOC_COORDINATOR_TWO_STAGE_K", value_name = "K")]
     pub two_stage_k: Option<u32>,
     /// Addresses of a batch measured at the same time [default: 4].

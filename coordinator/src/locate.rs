@@ -182,13 +182,12 @@ impl Coordinator {
             Mode::TwoStage => {
                 let first = schedule::spread(&probes, self.config.two_stage_first as usize);
                 self.run_stage(&mut run, &probes, &first, 1).await;
-                let centre = stage_one_centre(&run.rows, &geoip, created);
-                let second = match centre {
-                    Some(c) => schedule::nearest(&probes, c, k, &first),
-                    None => {
-                        let more = schedule::spread(&probes, first.len() + k);
-                        more.into_iter().filter(|i| !first.contains(i)).take(k).collect()
-                    }
+                let seen = stage_one_rtts(&run.rows);
+                let second = if seen.is_empty() {
+                    let more = schedule::spread(&probes, first.len() + k);
+                    more.into_iter().filter(|i| !first.contains(i)).take(k).collect()
+                } else {
+                    schedule::nearest_by_rtt_fit(&probes, &seen, k, &first)
                 };
                 self.run_stage(&mut run, &probes, &second, 2).await;
             }
@@ -365,7 +364,7 @@ impl Coordinator {
         let outcome = self.registry.measure(&probe.probe_id, req, budget + grace).await;
         let (outcome_s, error, raw) = match outcome {
             Outcome::Answer(r) => {
-                let raw = RawResult::from(&r);
+                let raw = RawResult::from(r.as_ref());
                 let o = if r.request_id != request_id {
                     "probe-error"
                 } else if raw.best_rtt().is_some() {
@@ -434,17 +433,10 @@ pub async fn recompute(storage: &crate::storage::Storage, result_id: &str) -> cr
     crate::solve::solve(&inputs, &geoip, r.created_at_unix_ms / 1000).map_err(CoordinatorError::Engine)
 }
 
-/// Where the second stage looks: the first stage's estimate, else the position of the probe
-/// with the smallest RTT.
-fn stage_one_centre(rows: &[MeasurementRow], geoip: &GeoIpLookup, created: i64) -> Option<LatLon> {
-    let inputs = inputs_from_rows(rows).ok()?;
-    if inputs.measurements.is_empty() {
-        return None;
-    }
-    // The GeoIP record does not steer the choice of probes: solve without it.
-    let _ = geoip;
-    match crate::solve::solve(&inputs, &None, created / 1000) {
-        Ok(sol) => Some(sol.estimate),
-        Err(_) => inputs.per_probe.iter().min_by(|a, b| a.rtt_ms.total_cmp(&b.rtt_ms)).map(|p| p.pos),
+/// First-stage (probe position, best RTT) pairs.
+fn stage_one_rtts(rows: &[MeasurementRow]) -> Vec<(LatLon, f64)> {
+    match inputs_from_rows(rows) {
+        Ok(i) => i.per_probe.iter().map(|p| (p.pos, p.rtt_ms)).collect(),
+        Err(_) => Vec::new(),
     }
 }

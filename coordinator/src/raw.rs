@@ -84,7 +84,7 @@ pub enum RttKind {
 
 /// A usable RTT is finite and non-negative (loopback can legitimately give 0).
 fn usable(rtt_ms: f64) -> bool {
-    rtt_ms.is_finite() && rtt_ms >= 0.0 && rtt_ms < 60_000.0
+    (0.0..60_000.0).contains(&rtt_ms)
 }
 
 fn min_of(it: impl Iterator<Item = f64>) -> Option<f64> {

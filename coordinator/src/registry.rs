@@ -16,7 +16,7 @@ pub type Outbound = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
 /// What came back for one measurement request.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Answer(pb::MeasurementResult),
+    Answer(Box<pb::MeasurementResult>),
     /// The probe reported it could not carry out the request.
     ProbeError(String),
     /// No answer within the budget.

@@ -224,7 +224,7 @@ impl ProbeService for ProbeSvc {
                     Some(pb::probe_message::Kind::Heartbeat(_)) | Some(pb::probe_message::Kind::Hello(_)) | None => {}
                     Some(pb::probe_message::Kind::MeasurementResult(r)) => {
                         let id = r.request_id.clone();
-                        if !coord.registry.deliver(&probe_id, session_id, &id, Outcome::Answer(r)) {
+                        if !coord.registry.deliver(&probe_id, session_id, &id, Outcome::Answer(Box::new(r))) {
                             tracing::debug!(probe = %probe_id, request_id = %id, "late or unknown result dropped");
                         }
                     }

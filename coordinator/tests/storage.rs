@@ -28,7 +28,7 @@ impl Store {
 
     async fn postgres(test: &str) -> Option<Store> {
         let url = pg_url();
-        let schema = format!("geoloc_t_{test}_{}_{}", std::process::id(), geoloc_coordinator::new_id()[..8].to_string());
+        let schema = format!("geoloc_t_{test}_{}_{}", std::process::id(), &geoloc_coordinator::new_id()[..8]);
         match tokio::time::timeout(std::time::Duration::from_secs(20), Storage::connect_in_schema(&url, Some(&schema))).await {
             Ok(Ok(storage)) => Some(Store { storage, _dir: None, schema: Some(schema) }),
             Ok(Err(e)) if e.to_string().contains("database ") => {

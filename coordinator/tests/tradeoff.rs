@@ -62,6 +62,12 @@ async fn two_stage_tradeoff_on_wondernetwork() {
         c.probe_timeout_ms = 5000;
         c.heartbeat_interval_ms = 5000;
         c.batch_concurrency = 1;
+        if let Some(v) = std::env::var("GEOLOC_TRADEOFF_FIRST").ok().and_then(|v| v.parse().ok()) {
+            c.two_stage_first = v;
+        }
+        if let Some(v) = std::env::var("GEOLOC_TRADEOFF_K").ok().and_then(|v| v.parse().ok()) {
+            c.two_stage_k = v;
+        }
     })
     .await;
     let mut probes = Vec::new();
@@ -80,7 +86,8 @@ async fn two_stage_tradeoff_on_wondernetwork() {
     let step = (eligible.len() / targets_wanted.max(1)).max(1);
     let targets: Vec<usize> = eligible.iter().step_by(step).take(targets_wanted).copied().collect();
 
-    let mut stats: Vec<(&str, Vec<f64>, Vec<f64>, Vec<f64>)> = Vec::new();
+    type Stat = (&'static str, Vec<f64>, Vec<f64>, Vec<f64>);
+    let mut stats: Vec<Stat> = Vec::new();
     for (mode, name) in [(pb::LocateMode::All, "all"), (pb::LocateMode::TwoStage, "two-stage")] {
         let (mut err, mut packets, mut asked) = (Vec::new(), Vec::new(), Vec::new());
         for &t in &targets {
