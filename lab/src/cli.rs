@@ -42,6 +42,10 @@ pub struct UpArgs {
     /// Stop after this many seconds instead of waiting for Ctrl-C.
     #[arg(long)]
     pub for_secs: Option<u64>,
+    /// Place the hosts at nodes of a measured RTT matrix (folder with nodes.csv/rtts.csv)
+    /// and replay its delays.
+    #[arg(long, value_name = "DIR")]
+    pub replay: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -107,7 +111,17 @@ pub(crate) fn cleanup_on_signal() -> anyhow::Result<()> {
 }
 
 fn up(a: UpArgs) -> anyhow::Result<()> {
-    let cities = world::spread(&geo::builtin_cities(), a.hosts, a.seed)?;
+    let builtin = geo::builtin_cities();
+    let replay = a.replay.as_deref().map(geo::read_rtt_set).transpose()?;
+    let pool = match &replay {
+        Some(set) => geo::rtt_set_cities(set, &builtin),
+        None => builtin,
+    };
+    let cities = world::spread(&pool, a.hosts, a.seed)?;
+    let node_of: Vec<Option<usize>> = cities
+        .iter()
+        .map(|c| pool.iter().position(|p| p.name == c.name))
+        .collect();
     let placements = cities
         .into_iter()
         .enumerate()
@@ -118,7 +132,17 @@ fn up(a: UpArgs) -> anyhow::Result<()> {
             anycast_group: None,
         })
         .collect::<Vec<_>>();
-    let w = World::build(placements, &DelayModel::default(), a.seed, a.jitter_ms)?;
+    let w = match &replay {
+        Some(set) => World::replayed(
+            placements,
+            set,
+            &node_of,
+            &DelayModel::default(),
+            a.seed,
+            a.jitter_ms,
+        )?,
+        None => World::build(placements, &DelayModel::default(), a.seed, a.jitter_ms)?,
+    };
     cleanup_on_signal()?;
     let lab = Lab::up(w.topology.clone(), a.seed).context("bringing the lab up")?;
     println!(
