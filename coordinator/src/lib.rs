@@ -57,6 +57,7 @@ pub struct Coordinator {
     pub geoip: Option<geoip::GeoIp>,
     /// Serialises speed-of-light evaluations.
     ftl_lock: tokio::sync::Mutex<()>,
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 impl Coordinator {
@@ -84,6 +85,21 @@ impl Coordinator {
         }
         let registry = Registry::new(Duration::from_millis(u64::from(config.heartbeat_interval_ms)));
         registry.load(storage.list_probes().await?);
-        Ok(Arc::new(Coordinator { config, storage, registry, landmarks, geoip, ftl_lock: tokio::sync::Mutex::new(()) }))
+        Ok(Arc::new(Coordinator { config, storage, registry, landmarks,
+            geoip,
+            ftl_lock: tokio::sync::Mutex::new(()),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    /// Starts stopping: no new locate runs, probe sessions closed; runs in flight end as
+    /// `interrupted` (clients see UNAVAILABLE and retry; their finished results are stored).
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.registry.close_all();
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
     }
 }

@@ -69,6 +69,10 @@ impl LocateFailure {
     fn new(code: &str, message: impl Into<String>) -> Self {
         LocateFailure { code: code.to_string(), message: message.into() }
     }
+    /// The coordinator stopped during the run: the client should retry later.
+    pub fn is_interrupted(&self) -> bool {
+        self.code == "interrupted"
+    }
     /// The request itself is wrong (bad address, bogon, bad parameter).
     pub fn is_invalid_input(&self) -> bool {
         matches!(self.code.as_str(), "invalid-address" | "bogon" | "invalid-argument")
@@ -124,6 +128,9 @@ impl Coordinator {
             return Err(LocateFailure::new("invalid-argument", format!("ping_count {} above {MAX_PING_COUNT}", p.ping_count)));
         }
         let ip_s = target::canonical(ip);
+        if self.is_shutting_down() {
+            return Err(LocateFailure::new("interrupted", "the coordinator is shutting down"));
+        }
         if p.reuse_stored {
             if let Some(r) = self.storage.latest_done_result(&ip_s).await? {
                 return Ok(result_to_pb(&r, true));
@@ -193,6 +200,15 @@ impl Coordinator {
             }
         }
 
+        if self.is_shutting_down() {
+            // Answers were cut short by the shutdown: do not store a misleading failure.
+            row.status = ResultStatus::Interrupted;
+            row.error_code = "interrupted".into();
+            row.error = "coordinator stopped during the measurement".into();
+            row.finished_unix_ms = Some(unix_ms());
+            self.storage.update_result(&row).await?;
+            return Err(LocateFailure::new("interrupted", "the coordinator is shutting down"));
+        }
         let outcome = self.finish(&mut row, &run.rows, &geoip).await;
         self.storage.update_result(&row).await?;
         match outcome {

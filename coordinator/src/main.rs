@@ -67,7 +67,7 @@ async fn run(config: Config) -> geoloc_coordinator::Result<()> {
         async move {
             let _ = rx.wait_for(|v| *v).await;
             tracing::info!("stopping: closing probe sessions");
-            coord.registry.close_all();
+            coord.begin_shutdown();
         }
     };
     let hard = {

@@ -282,6 +282,10 @@ impl LocateService for LocateSvc {
                     let _ = tx.send(Err(Status::invalid_argument(f.message))).await;
                     return;
                 }
+                Err(f) if f.is_interrupted() => {
+                    let _ = tx.send(Err(Status::unavailable(f.message))).await;
+                    return;
+                }
                 Err(f) => failure_event(&ip, 0, f),
             };
             // The client may be gone; the result is stored anyway.
@@ -323,6 +327,10 @@ impl LocateService for LocateSvc {
             for key in order {
                 let indices = groups.remove(&key).unwrap_or_default();
                 let Ok(permit) = Arc::clone(&sem).acquire_owned().await else { break };
+                if coord.is_shutting_down() {
+                    let _ = tx.send(Err(Status::unavailable("the coordinator is shutting down"))).await;
+                    break;
+                }
                 if tx.is_closed() {
                     // Client gone: do not start measuring more addresses.
                     break;
@@ -347,6 +355,13 @@ impl LocateService for LocateSvc {
                         let _ = ptx.try_send(Ok(event(&pip, first, pb::locate_event::Event::Progress(p))));
                     };
                     let outcome = coord.locate(params, &progress).await;
+                    if let Err(f) = &outcome {
+                        if f.is_interrupted() {
+                            // Ends the stream: the client retries what is left.
+                            let _ = tx.send(Err(Status::unavailable(f.message.clone()))).await;
+                            return;
+                        }
+                    }
                     for &i in &indices {
                         let ip = &ips[i as usize];
                         let ev = match &outcome {

@@ -194,3 +194,63 @@ fn locate_json_schema_snapshot() {
     insta::assert_snapshot!(error_json("10.0.0.1", "bogon", "10.0.0.1 is a private address").to_string(),
         @r###"{"error":{"code":"bogon","message":"10.0.0.1 is a private address"},"ip":"10.0.0.1"}"###);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_restarted_mid_batch_loses_nothing_and_measures_nothing_twice() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite_url(&dir);
+        let ips: Vec<String> = (60..66).map(|i| format!("127.0.0.{i}")).collect();
+        let w = world(&[]);
+        for (k, ip) in ips.iter().enumerate() {
+            w.lock().unwrap().insert(ip.clone(), LatLon { lat: 10.0 * k as f64, lon: 20.0 * k as f64 });
+        }
+        let start_fleet = |url: String, w: World| async move {
+            let mut v = Vec::new();
+            for &(id, lat, lon, ip) in &FLEET[..4] {
+                w.lock().unwrap().insert(ip.to_string(), LatLon { lat, lon });
+                v.push(FakeProbe::start(&url, id, (lat, lon), (lat, lon), ip, w.clone(), Behaviour::Delayed(300)).await);
+            }
+            v
+        };
+        let srv = Server::start(&db, |c| c.batch_concurrency = 1).await;
+        let addr = srv.addr;
+        let p1 = start_fleet(srv.url.clone(), w.clone()).await;
+        wait_healthy(&srv.coord, 4).await;
+        let input = dir.path().join("ips.txt");
+        std::fs::write(&input, ips.join("\n")).unwrap();
+        let out = dir.path().join("out.csv");
+        let mut args = audit_args(&srv.url, &input, &out);
+        args.concurrency = Some(1);
+        args.retry_for_s = 30;
+        let audit = tokio::spawn(run_audit(args));
+        // Wait for two rows, then stop the coordinator in the middle of the batch.
+        for _ in 0..200 {
+            if std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0) >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        srv.stop().await;
+        drop(p1);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let srv = Server::start_at(addr, &db, |c| c.batch_concurrency = 1).await;
+        let _p2 = start_fleet(srv.url.clone(), w.clone()).await;
+        audit.await.unwrap().expect("audit finishes after the restart");
+        let rows = read_rows(&out);
+        assert_eq!(rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>(), ips);
+        assert!(rows.iter().all(|r| r.last().unwrap().is_empty()), "{rows:?}");
+        let geoloc_coordinator::storage::Storage::Sqlite(pool) = &srv.coord.storage else { unreachable!() };
+        let done: Vec<(String, i64)> =
+            sqlx::query_as("SELECT ip, COUNT(*) FROM results WHERE status = 'done' GROUP BY ip ORDER BY ip").fetch_all(pool).await.unwrap();
+        assert_eq!(done.len(), 6);
+        assert!(done.iter().all(|(_, n)| *n == 1), "each address solved exactly once: {done:?}");
+        let interrupted: (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM results WHERE status = 'interrupted'").fetch_one(pool).await.unwrap();
+        assert!(interrupted.0 <= 1, "at most the run in flight was cut: {interrupted:?}");
+        println!("restart mid-batch: 6 rows, 6 addresses solved once each, {} run interrupted and redone", interrupted.0);
+        srv.stop().await;
+    })
+    .await
+    .expect("bounded");
+}

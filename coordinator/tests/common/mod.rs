@@ -29,6 +29,11 @@ pub struct Server {
 
 impl Server {
     pub async fn start(database: &str, tweak: impl FnOnce(&mut Config)) -> Server {
+        Self::start_at("127.0.0.1:0".parse().unwrap(), database, tweak).await
+    }
+
+    /// Like [`Server::start`] on a given address (to restart on the same port).
+    pub async fn start_at(addr: SocketAddr, database: &str, tweak: impl FnOnce(&mut Config)) -> Server {
         let mut config = Config::merge(Args::default(), FileConfig::default()).unwrap();
         config.database = database.to_string();
         config.listen = "127.0.0.1:0".parse().unwrap();
@@ -41,14 +46,14 @@ impl Server {
         config.landmark_checks = false;
         tweak(&mut config);
         let coord = Coordinator::new(config).await.expect("coordinator starts");
-        let (listener, addr) = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (listener, addr) = server::bind(addr).await.unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let c = Arc::clone(&coord);
         let task = tokio::spawn(async move {
             let c2 = Arc::clone(&c);
             let shutdown = async move {
                 let _ = rx.await;
-                c2.registry.close_all();
+                c2.begin_shutdown();
             };
             server::serve(c, listener, shutdown).await.expect("serve");
         });
@@ -79,6 +84,8 @@ pub enum Behaviour {
     Silent,
     /// Answers pings with no reply (target silent) and traceroutes with a last hop.
     TargetSilent,
+    /// Honest, after this many ms.
+    Delayed(u64),
 }
 
 /// RTT from a fake probe to a target address, ms.
@@ -165,7 +172,14 @@ impl FakeProbe {
                         reqs.lock().unwrap().push(req.clone());
                         if behaviour == Behaviour::Silent { continue; }
                         let answer = answer(&req, rtt(&req.target), behaviour);
-                        if tx.send(pb::ProbeMessage { kind: Some(PKind::MeasurementResult(answer)) }).await.is_err() { break; }
+                        let msg = pb::ProbeMessage { kind: Some(PKind::MeasurementResult(answer)) };
+                        if let Behaviour::Delayed(ms) = behaviour {
+                            let tx = tx.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(Duration::from_millis(ms)).await;
+                                let _ = tx.send(msg).await;
+                            });
+                        } else if tx.send(msg).await.is_err() { break; }
                     }
                 }
             }
@@ -195,7 +209,7 @@ fn answer(req: &pb::MeasurementRequest, rtt: Option<f64>, b: Behaviour) -> pb::M
         match pb::MeasurementKind::try_from(*k) {
             Ok(pb::MeasurementKind::Ping) => {
                 let rtts: Vec<f64> = match (rtt, b) {
-                    (Some(x), Behaviour::Honest) => (0..req.ping_count).map(|i| x + 0.1 * f64::from(i)).collect(),
+                    (Some(x), Behaviour::Honest | Behaviour::Delayed(_)) => (0..req.ping_count).map(|i| x + 0.1 * f64::from(i)).collect(),
                     _ => Vec::new(),
                 };
                 r.ping = Some(pb::PingResult {
