@@ -322,3 +322,51 @@ async fn restart_keeps_results_and_does_not_measure_twice() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn locate_and_restart_on_postgres() {
+    bounded(async {
+        use geoloc_coordinator::storage::Storage;
+        let url = std::env::var("GEOLOC_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let schema = format!("geoloc_t_grpc_{}_{}", std::process::id(), &geoloc_coordinator::new_id()[..8]);
+        let storage = match tokio::time::timeout(Duration::from_secs(20), Storage::connect_in_schema(&url, Some(&schema))).await {
+            Ok(Ok(s)) => s,
+            other => {
+                eprintln!("SKIP locate_and_restart_on_postgres: PostgreSQL unreachable at {url}: {:?}", other.map(|r| r.err()));
+                return;
+            }
+        };
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let srv = Server::start_with(any, storage, |_| {}).await;
+        assert_eq!(srv.coord.storage.backend(), "postgres");
+        let w = world(&[(TARGET, LYON.0, LYON.1)]);
+        let probes = fleet(&srv.url, &w, 5).await;
+        wait_healthy(&srv.coord, 5).await;
+        let mut c = srv.client().await;
+        let (progress, r) = locate(&mut c, req(TARGET)).await;
+        let r = r.unwrap();
+        assert_eq!(progress.len(), 5);
+        let again = srv.coord.recompute(&r.result_id).await.unwrap();
+        assert_eq!(serde_json::to_string(&again).unwrap(), r.solution_json);
+        srv.stop().await;
+        drop(probes);
+        // Restart on the same schema, selected through the URL alone (as the binary would).
+        let url2 = format!("{url}?options=-csearch_path%3D{schema}");
+        let srv = Server::start_with(any, Storage::connect(&url2).await.unwrap(), |_| {}).await;
+        let mut c = srv.client().await;
+        let got = c
+            .get_result(pb::GetResultRequest { key: Some(pb::get_result_request::Key::Ip(TARGET.into())) })
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+            .unwrap();
+        assert_eq!(got.result_id, r.result_id);
+        assert_eq!(srv.coord.registry.snapshot().len(), 5);
+        if let Storage::Postgres(pool) = &srv.coord.storage {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(pool).await.unwrap();
+        }
+        srv.stop().await;
+    })
+    .await;
+}

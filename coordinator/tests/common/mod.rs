@@ -34,6 +34,13 @@ impl Server {
 
     /// Like [`Server::start`] on a given address (to restart on the same port).
     pub async fn start_at(addr: SocketAddr, database: &str, tweak: impl FnOnce(&mut Config)) -> Server {
+        let storage = geoloc_coordinator::storage::Storage::connect(database).await.expect("database");
+        Self::start_with(addr, storage, tweak).await
+    }
+
+    /// Like [`Server::start`] with an already opened store.
+    pub async fn start_with(addr: SocketAddr, storage: geoloc_coordinator::storage::Storage, tweak: impl FnOnce(&mut Config)) -> Server {
+        let database = "sqlite://unused";
         let mut config = Config::merge(Args::default(), FileConfig::default()).unwrap();
         config.database = database.to_string();
         config.listen = "127.0.0.1:0".parse().unwrap();
@@ -45,7 +52,7 @@ impl Server {
         config.ping_interval_ms = 0;
         config.landmark_checks = false;
         tweak(&mut config);
-        let coord = Coordinator::new(config).await.expect("coordinator starts");
+        let coord = Coordinator::with_storage(config, storage).await.expect("coordinator starts");
         let (listener, addr) = server::bind(addr).await.unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let c = Arc::clone(&coord);
