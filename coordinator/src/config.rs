@@ -95,6 +95,10 @@ pub struct Args {
     #[arg(long, env = "GEOLOC_COORDINATOR_LANDMARK_CHECKS", value_name = "BOOL",
           value_parser = clap::builder::BoolishValueParser::new())]
     pub landmark_checks: Option<bool>,
+    /// Fit per-probe delay models on probe-to-landmark RTTs and solve with them [default: true].
+    #[arg(long, env = "GEOLOC_COORDINATOR_CALIBRATE", value_name = "BOOL",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub calibrate: Option<bool>,
 }
 
 /// The TOML file; every key optional.
@@ -116,6 +120,7 @@ pub struct FileConfig {
     pub two_stage_k: Option<u32>,
     pub batch_concurrency: Option<u32>,
     pub landmark_checks: Option<bool>,
+    pub calibrate: Option<bool>,
 }
 
 /// The effective configuration.
@@ -136,6 +141,7 @@ pub struct Config {
     pub two_stage_k: u32,
     pub batch_concurrency: u32,
     pub landmark_checks: bool,
+    pub calibrate: bool,
 }
 
 impl Default for Config {
@@ -179,6 +185,7 @@ impl Config {
             two_stage_k: a.two_stage_k.or(f.two_stage_k).unwrap_or(defaults::TWO_STAGE_K),
             batch_concurrency: a.batch_concurrency.or(f.batch_concurrency).unwrap_or(defaults::BATCH_CONCURRENCY),
             landmark_checks: a.landmark_checks.or(f.landmark_checks).unwrap_or(true),
+            calibrate: a.calibrate.or(f.calibrate).unwrap_or(true),
         };
         c.validate()?;
         Ok(c)

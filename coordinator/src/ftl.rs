@@ -8,13 +8,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use geoloc_engine::{distance_km, violates_speed_of_light, LatLon, FIBRE_KM_PER_MS_RTT};
+use geoloc_engine::delay::MIN_CALIBRATION_POINTS;
+use geoloc_engine::{distance_km, violates_speed_of_light, Calibration, LandmarkRtt, LatLon, FIBRE_KM_PER_MS_RTT};
 use geoloc_proto::v1 as pb;
 
 use crate::landmarks::LandmarkKind;
 use crate::raw::{RawResult, RttKind};
 use crate::registry::ProbeSnapshot;
 use crate::storage::MeasurementRow;
+
+/// (landmark a, landmark b) with a < b -> (min RTT ms, position of a, position of b).
+type PairMap = BTreeMap<(String, String), (f64, LatLon, LatLon)>;
 use crate::{new_id, target, unix_ms, Coordinator};
 
 /// Echo requests per landmark measurement.
@@ -137,10 +141,10 @@ impl Coordinator {
         }
     }
 
-    /// Re-reads all landmark measurements and flags the landmarks to blame. Flags are only
-    /// ever added here; `ClearFlag` removes them. Returns the probes newly flagged.
-    pub async fn evaluate_flags(&self) -> crate::Result<Vec<String>> {
-        let _g = self.ftl_lock.lock().await;
+    /// Minimum echo RTT per unordered landmark pair, from the stored landmark measurements
+    /// that are about the current declared positions and newer than both flag epochs.
+    /// Values: (RTT ms, position of the first, position of the second).
+    async fn current_pairs(&self) -> crate::Result<(PairMap, BTreeMap<String, ProbeSnapshot>)> {
         let rows = self.storage.landmark_measurements().await?;
         let probes: BTreeMap<String, ProbeSnapshot> =
             self.registry.snapshot().into_iter().map(|p| (p.probe_id.clone(), p)).collect();
@@ -150,7 +154,7 @@ impl Coordinator {
             }
             self.landmarks.iter().find(|l| l.id == id).map(|l| (LatLon { lat: l.lat, lon: l.lon }, 0))
         };
-        let mut best: BTreeMap<(String, String), (f64, LatLon, LatLon)> = BTreeMap::new();
+        let mut best: PairMap = BTreeMap::new();
         for r in &rows {
             let Some(to) = r.target_landmark.as_deref() else { continue };
             let (Some(to_lat), Some(to_lon)) = (r.target_lat, r.target_lon) else { continue };
@@ -175,11 +179,41 @@ impl Coordinator {
             } else {
                 (to.to_string(), r.probe_id.clone())
             };
-            let e = best.entry(key).or_insert((rtt, from_pos, to_pos));
+            let (pa, pb) = if r.probe_id.as_str() < to { (from_pos, to_pos) } else { (to_pos, from_pos) };
+            let e = best.entry(key).or_insert((rtt, pa, pb));
             if rtt < e.0 {
-                *e = (rtt, from_pos, to_pos);
+                *e = (rtt, pa, pb);
             }
         }
+        Ok((best, probes))
+    }
+
+    /// The delay model fitted on the landmark RTTs (pairs with a flagged probe or a
+    /// faster-than-light RTT left out); None when calibration is off or there are fewer than
+    /// `MIN_CALIBRATION_POINTS` pairs.
+    pub async fn calibration(&self) -> crate::Result<Option<Calibration>> {
+        if !self.config.calibrate {
+            return Ok(None);
+        }
+        let (pairs, probes) = self.current_pairs().await?;
+        let flagged = |id: &str| probes.get(id).is_some_and(|p| p.flagged);
+        let rtts: Vec<LandmarkRtt> = pairs
+            .into_iter()
+            .filter(|((a, b), (rtt, pa, pb))| !flagged(a) && !flagged(b) && !violates_speed_of_light(*pa, *pb, *rtt))
+            .map(|((a, b), (rtt, pa, pb))| LandmarkRtt { from: a, from_pos: pa, to: b, to_pos: pb, rtt_ms: rtt })
+            .collect();
+        if rtts.len() < MIN_CALIBRATION_POINTS {
+            return Ok(None);
+        }
+        let cal = Calibration::fit(&rtts);
+        Ok((!cal.is_empty()).then_some(cal))
+    }
+
+    /// Re-reads all landmark measurements and flags the landmarks to blame. Flags are only
+    /// ever added here; `ClearFlag` removes them. Returns the probes newly flagged.
+    pub async fn evaluate_flags(&self) -> crate::Result<Vec<String>> {
+        let _g = self.ftl_lock.lock().await;
+        let (best, probes) = self.current_pairs().await?;
         let violations: Vec<Violation> = best
             .into_iter()
             .filter(|(_, (rtt, a, b))| violates_speed_of_light(*a, *b, *rtt))

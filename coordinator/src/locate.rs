@@ -151,6 +151,7 @@ impl Coordinator {
 
         let created = unix_ms();
         let geoip: GeoIpLookup = self.geoip.as_ref().map(|g| g.lookup(ip));
+        let calibration = self.calibration().await?;
         let mut row = ResultRow {
             result_id: new_id(),
             ip: ip_s.clone(),
@@ -160,6 +161,7 @@ impl Coordinator {
             error_code: String::new(),
             error: String::new(),
             geoip_json: geoip.as_ref().map(|g| serde_json::to_string(g).unwrap_or_else(|_| "null".into())),
+            calibration_json: calibration.as_ref().and_then(|c| serde_json::to_string(c).ok()),
             probes_asked: 0,
             probes_used: 0,
             packets_sent: 0,
@@ -209,7 +211,7 @@ impl Coordinator {
             self.storage.update_result(&row).await?;
             return Err(LocateFailure::new("interrupted", "the coordinator is shutting down"));
         }
-        let outcome = self.finish(&mut row, &run.rows, &geoip).await;
+        let outcome = self.finish(&mut row, &run.rows, &geoip, calibration).await;
         self.storage.update_result(&row).await?;
         match outcome {
             Ok(()) => {
@@ -224,7 +226,13 @@ impl Coordinator {
     }
 
     /// Solves from the rows and fills `row` (status, solution, counters).
-    async fn finish(&self, row: &mut ResultRow, rows: &[MeasurementRow], geoip: &GeoIpLookup) -> Result<(), LocateFailure> {
+    async fn finish(
+        &self,
+        row: &mut ResultRow,
+        rows: &[MeasurementRow],
+        geoip: &GeoIpLookup,
+        calibration: Option<geoloc_engine::Calibration>,
+    ) -> Result<(), LocateFailure> {
         row.finished_unix_ms = Some(unix_ms());
         let inputs = match inputs_from_rows(rows) {
             Ok(i) => i,
@@ -258,7 +266,7 @@ impl Coordinator {
             row.error = msg.clone();
             return Err(LocateFailure::new("no-answer", msg));
         }
-        match crate::solve::solve(&inputs, geoip, row.created_at_unix_ms / 1000) {
+        match crate::solve::solve(&inputs, geoip, row.created_at_unix_ms / 1000, calibration) {
             Ok(sol) => {
                 row.status = ResultStatus::Done;
                 row.probes_used = sol.used as i64;
@@ -446,7 +454,14 @@ pub async fn recompute(storage: &crate::storage::Storage, result_id: &str) -> cr
             serde_json::from_str(s).map_err(|e| CoordinatorError::Corrupt { what: "results.geoip_json", detail: e.to_string() })?,
         ),
     };
-    crate::solve::solve(&inputs, &geoip, r.created_at_unix_ms / 1000).map_err(CoordinatorError::Engine)
+    let calibration: Option<geoloc_engine::Calibration> = match &r.calibration_json {
+        None => None,
+        Some(s) => Some(
+            serde_json::from_str(s)
+                .map_err(|e| CoordinatorError::Corrupt { what: "results.calibration_json", detail: e.to_string() })?,
+        ),
+    };
+    crate::solve::solve(&inputs, &geoip, r.created_at_unix_ms / 1000, calibration).map_err(CoordinatorError::Engine)
 }
 
 /// First-stage (probe position, best RTT) pairs.

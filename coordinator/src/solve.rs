@@ -138,7 +138,12 @@ pub type GeoIpLookup = Option<Option<GeoIpJson>>;
 
 /// Runs the engine. `at_unix_s` fixes the instant of UTC offsets, so recomputing gives the
 /// same answer.
-pub fn solve(inputs: &Inputs, geoip: &GeoIpLookup, at_unix_s: i64) -> Result<Solution, String> {
+pub fn solve(
+    inputs: &Inputs,
+    geoip: &GeoIpLookup,
+    at_unix_s: i64,
+    calibration: Option<geoloc_engine::Calibration>,
+) -> Result<Solution, String> {
     if inputs.measurements.is_empty() {
         return Err("no probe got an answer from the target".into());
     }
@@ -146,6 +151,7 @@ pub fn solve(inputs: &Inputs, geoip: &GeoIpLookup, at_unix_s: i64) -> Result<Sol
         geoip: geoip.as_ref().and_then(|g| g.as_ref()).map(GeoIpRecord::from),
         geoip_checked: geoip.is_some(),
         at_unix_s: Some(at_unix_s),
+        calibration,
         ..Default::default()
     };
     geoloc_engine::solve(&inputs.measurements, &opts).map_err(|e| e.to_string())

@@ -89,6 +89,8 @@ pub struct ResultRow {
     pub error_code: String,
     pub error: String,
     pub geoip_json: Option<String>,
+    /// Engine `Calibration` used (JSON), if any.
+    pub calibration_json: Option<String>,
     pub probes_asked: i64,
     pub probes_used: i64,
     pub packets_sent: i64,
@@ -126,7 +128,8 @@ pub struct MeasurementRow {
 const PROBE_COLS: &str = "probe_id, lat, lon, ipv4, ipv6, agent_version, flagged, flag_reason, \
      flag_epoch_unix_ms, first_seen_unix_ms, last_seen_unix_ms";
 const RESULT_COLS: &str = "result_id, ip, mode, status, solution_json, error_code, error, geoip_json, \
-     probes_asked, probes_used, packets_sent, min_rtt_ms, nearest_probe, created_at_unix_ms, finished_unix_ms";
+     probes_asked, probes_used, packets_sent, min_rtt_ms, nearest_probe, created_at_unix_ms, finished_unix_ms, \
+     calibration_json";
 const MEAS_COLS: &str = "measurement_id, result_id, purpose, stage, request_id, probe_id, probe_lat, \
      probe_lon, target, target_landmark, target_lat, target_lon, outcome, error, excluded, packets_sent, \
      raw_json, created_unix_ms";
@@ -166,6 +169,7 @@ macro_rules! result_from_row {
                     error_code: r.try_get("error_code")?,
                     error: r.try_get("error")?,
                     geoip_json: r.try_get("geoip_json")?,
+                    calibration_json: r.try_get("calibration_json")?,
                     probes_asked: r.try_get("probes_asked")?,
                     probes_used: r.try_get("probes_used")?,
                     packets_sent: r.try_get("packets_sent")?,
@@ -359,13 +363,13 @@ impl Storage {
 
     pub async fn insert_result(&self, r: &ResultRow) -> Result<()> {
         let sql = format!(
-            "INSERT INTO results ({RESULT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+            "INSERT INTO results ({RESULT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         );
         with_pool!(self, pool => sqlx::query(AssertSqlSafe(sql.clone()))
             .bind(&r.result_id).bind(&r.ip).bind(&r.mode).bind(r.status.as_str()).bind(&r.solution_json)
             .bind(&r.error_code).bind(&r.error).bind(&r.geoip_json).bind(r.probes_asked).bind(r.probes_used)
             .bind(r.packets_sent).bind(r.min_rtt_ms).bind(&r.nearest_probe).bind(r.created_at_unix_ms)
-            .bind(r.finished_unix_ms)
+            .bind(r.finished_unix_ms).bind(&r.calibration_json)
             .execute(pool).await.map_err(q("insert result"))?.rows_affected());
         Ok(())
     }
@@ -374,11 +378,11 @@ impl Storage {
     pub async fn update_result(&self, r: &ResultRow) -> Result<()> {
         let sql = "UPDATE results SET status = $1, solution_json = $2, error_code = $3, error = $4, geoip_json = $5, \
                    probes_asked = $6, probes_used = $7, packets_sent = $8, min_rtt_ms = $9, nearest_probe = $10, \
-                   finished_unix_ms = $11 WHERE result_id = $12";
+                   finished_unix_ms = $11, calibration_json = $12 WHERE result_id = $13";
         with_pool!(self, pool => sqlx::query(sql)
             .bind(r.status.as_str()).bind(&r.solution_json).bind(&r.error_code).bind(&r.error).bind(&r.geoip_json)
             .bind(r.probes_asked).bind(r.probes_used).bind(r.packets_sent).bind(r.min_rtt_ms).bind(&r.nearest_probe)
-            .bind(r.finished_unix_ms).bind(&r.result_id)
+            .bind(r.finished_unix_ms).bind(&r.calibration_json).bind(&r.result_id)
             .execute(pool).await.map_err(q("update result"))?.rows_affected());
         Ok(())
     }

@@ -213,7 +213,8 @@ async fn faster_than_light_probe_is_flagged_and_left_out_until_cleared() {
         assert!(p.flag_reason.contains("faster than light"), "{}", p.flag_reason);
         let (progress, r) = locate(&mut c, req(TARGET)).await;
         assert!(progress.iter().all(|p| p.probe_id != "liar"));
-        assert_eq!(r.unwrap().probes_asked, 4);
+        let r = r.unwrap();
+        assert_eq!(r.probes_asked, 4);
         // Flag persisted in the database.
         assert!(srv.coord.storage.get_probe("liar").await.unwrap().unwrap().flagged);
         let cleared = c.clear_flag(pb::ClearFlagRequest { probe_id: "liar".into() }).await.unwrap().into_inner();
@@ -366,6 +367,42 @@ async fn locate_and_restart_on_postgres() {
         if let Storage::Postgres(pool) = &srv.coord.storage {
             sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(pool).await.unwrap();
         }
+        srv.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn probe_to_probe_rtts_calibrate_the_solution_and_recompute_uses_them() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |c| c.landmark_checks = true).await;
+        let w = world(&[(TARGET, LYON.0, LYON.1)]);
+        let _probes = fleet(&srv.url, &w, 7).await;
+        wait_healthy(&srv.coord, 7).await;
+        // Every probe measured the others when it connected.
+        let mut cal = None;
+        for _ in 0..100 {
+            cal = srv.coord.calibration().await.unwrap();
+            if cal.as_ref().is_some_and(|c| c.len() == 7) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let cal = cal.expect("calibrated");
+        assert_eq!(cal.len(), 7, "a bestline per probe");
+        assert!(srv.coord.registry.snapshot().iter().all(|p| !p.flagged), "honest probes are not flagged");
+        let mut c = srv.client().await;
+        let (_, r) = locate(&mut c, req(TARGET)).await;
+        let r = r.unwrap();
+        let row = srv.coord.storage.get_result(&r.result_id).await.unwrap().unwrap();
+        assert!(row.calibration_json.is_some());
+        let again = srv.coord.recompute(&r.result_id).await.unwrap();
+        assert_eq!(serde_json::to_string(&again).unwrap(), r.solution_json);
+        let sol: Solution = serde_json::from_str(&r.solution_json).unwrap();
+        let err = distance_km(sol.estimate, LatLon { lat: LYON.0, lon: LYON.1 });
+        println!("calibrated: error {err:.0} km, radius {:.0} km", sol.radius_km);
+        assert!(err < 500.0, "{err:.0} km");
         srv.stop().await;
     })
     .await;

@@ -100,6 +100,7 @@ fn result(id: &str, ip: &str, created: i64) -> ResultRow {
         error_code: String::new(),
         error: String::new(),
         geoip_json: None,
+        calibration_json: None,
         probes_asked: 0,
         probes_used: 0,
         packets_sent: 0,
@@ -236,7 +237,24 @@ async fn measurements_and_recompute(s: &Storage) {
     assert_eq!(inputs.nearest(), Some(("london", 1.2)));
     assert_eq!(inputs.packets_sent, 9);
     let geoip = serde_json::from_str(r.geoip_json.as_deref().unwrap()).unwrap();
-    let sol = solve(&inputs, &Some(geoip), r.created_at_unix_ms / 1000).unwrap();
+    // A calibration stored with the result is used again by recompute.
+    let cal = geoloc_engine::Calibration::fit(&[
+        ("london", 51.5074, -0.1278, "paris", 48.8566, 2.3522, 4.9),
+        ("london", 51.5074, -0.1278, "newyork", 40.7128, -74.006, 70.0),
+        ("paris", 48.8566, 2.3522, "newyork", 40.7128, -74.006, 76.0),
+        ("london", 51.5074, -0.1278, "paris", 48.8566, 2.3522, 5.3),
+        ("london", 51.5074, -0.1278, "newyork", 40.7128, -74.006, 72.0),
+        ("paris", 48.8566, 2.3522, "newyork", 40.7128, -74.006, 78.0),
+    ]
+    .map(|(a, alat, alon, b, blat, blon, rtt)| geoloc_engine::LandmarkRtt {
+        from: a.into(),
+        from_pos: geoloc_engine::LatLon { lat: alat, lon: alon },
+        to: b.into(),
+        to_pos: geoloc_engine::LatLon { lat: blat, lon: blon },
+        rtt_ms: rtt,
+    }));
+    r.calibration_json = Some(serde_json::to_string(&cal).unwrap());
+    let sol = solve(&inputs, &Some(geoip), r.created_at_unix_ms / 1000, Some(cal)).unwrap();
     r.status = ResultStatus::Done;
     r.solution_json = Some(serde_json::to_string(&sol).unwrap());
     s.update_result(&r).await.unwrap();
