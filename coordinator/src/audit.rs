@@ -41,6 +41,9 @@ pub const COLUMNS: &[&str] = &[
     "error",
 ];
 
+/// Error codes of rows that a resumed run measures again.
+pub const TRANSIENT_CODES: &[&str] = &["no-probes", "internal", "interrupted"];
+
 /// Longest input line, bytes. Longer lines become an error row (the rest of the line is
 /// skipped without being held in memory).
 pub const MAX_LINE_BYTES: usize = 4096;
@@ -302,8 +305,13 @@ fn previous_rows(path: &Path, cols: &[String], inputs: &[Input], retry_failed: b
         if i >= inputs.len() || rec.get(ip_col) != Some(inputs[i].ip.as_str()) {
             break;
         }
-        if retry_failed && err_col.is_some_and(|c| !rec.get(c).unwrap_or("").is_empty()) {
-            break;
+        if let Some(c) = err_col {
+            let err = rec.get(c).unwrap_or("");
+            // Failures that say nothing about the address (no probe was available, the
+            // coordinator failed) are always retried; the others only with --retry-failed.
+            if TRANSIENT_CODES.iter().any(|t| err.starts_with(&format!("{t}: "))) || (retry_failed && !err.is_empty()) {
+                break;
+            }
         }
         kept.push(rec.iter().map(String::from).collect());
     }

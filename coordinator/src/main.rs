@@ -54,6 +54,9 @@ async fn run(config: Config) -> geoloc_coordinator::Result<()> {
     let (listener, addr) = server::bind(listen).await?;
     tracing::info!(%addr, database = %db, backend = coord.storage.backend(), landmarks = coord.landmarks.len(),
         geoip = coord.geoip.is_some(), allow_private = coord.config.allow_private, "geoloc-coordinator listening");
+    if coord.config.probe_token.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "no --probe-token: any host that reaches this address can register as a probe");
+    }
     // Tests and scripts read this line to learn the port when --listen uses port 0.
     println!("listening on {addr}");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -92,6 +92,15 @@ async fn audit_writes_every_row_in_order_and_resumes_without_measuring_twice() {
         assert_eq!(std::fs::read_to_string(&out).unwrap(), full);
         assert_eq!(asked(&probes), after_first, "nothing measured twice");
 
+        // A row that failed for lack of probes is redone on resume; one with a bad address is kept.
+        let mut lines: Vec<String> = full.lines().map(String::from).collect();
+        let cells = COLUMNS.len() - 2;
+        lines[1] = format!("127.0.0.50{}no-probes: no healthy probe to measure from", ",".repeat(cells + 1));
+        std::fs::write(&out, lines.join("\n") + "\n").unwrap();
+        run_audit(audit_args(&srv.url, &input, &out)).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), full);
+        assert_eq!(asked(&probes), after_first, "redone from the stored result, not measured");
+
         // Other columns than the existing file: refused with a clear message.
         let mut a = audit_args(&srv.url, &input, &out);
         a.columns = Some("ip,city".into());
