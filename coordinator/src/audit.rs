@@ -111,7 +111,11 @@ fn shorten(s: &str) -> String {
 
 /// Reads one line of at most `max` bytes into `buf`; returns None at end of input, else the
 /// full length of the line (which may exceed `max`: then only the first `max` bytes are kept).
-fn read_line_bounded(r: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
+fn read_line_bounded(
+    r: &mut impl BufRead,
+    max: usize,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<usize>> {
     buf.clear();
     let mut total = 0usize;
     let mut any = false;
@@ -136,7 +140,9 @@ fn read_line_bounded(r: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> std
 }
 
 fn split_fields(line: &str) -> Vec<String> {
-    line.split(',').map(|f| f.trim().trim_matches('"').trim().to_string()).collect()
+    line.split(',')
+        .map(|f| f.trim().trim_matches('"').trim().to_string())
+        .collect()
 }
 
 /// Parses the input: blank lines and `#` comments are skipped; a first line with an `ip`
@@ -147,14 +153,18 @@ pub fn read_inputs(r: impl Read) -> anyhow::Result<Vec<Input>> {
     let mut out = Vec::new();
     let mut line_no = 0usize;
     let mut col: Option<usize> = None;
-    while let Some(len) = read_line_bounded(&mut r, MAX_LINE_BYTES, &mut buf).context("reading the input")? {
+    while let Some(len) =
+        read_line_bounded(&mut r, MAX_LINE_BYTES, &mut buf).context("reading the input")?
+    {
         line_no += 1;
         if len > MAX_LINE_BYTES {
             let head = String::from_utf8_lossy(&buf[..buf.len().min(40)]).to_string();
             out.push(Input {
                 line: line_no,
                 ip: format!("{}...", head.trim()),
-                error: Some(format!("line {line_no} is {len} bytes long (limit {MAX_LINE_BYTES} bytes)")),
+                error: Some(format!(
+                    "line {line_no} is {len} bytes long (limit {MAX_LINE_BYTES} bytes)"
+                )),
             });
             continue;
         }
@@ -177,7 +187,9 @@ pub fn read_inputs(r: impl Read) -> anyhow::Result<Vec<Input>> {
         let c = match col {
             Some(c) => c,
             None => {
-                let header = fields.iter().position(|f| f.eq_ignore_ascii_case("ip") || f.eq_ignore_ascii_case("address"));
+                let header = fields.iter().position(|f| {
+                    f.eq_ignore_ascii_case("ip") || f.eq_ignore_ascii_case("address")
+                });
                 col = Some(header.unwrap_or(0));
                 if header.is_some() {
                     continue;
@@ -193,22 +205,37 @@ pub fn read_inputs(r: impl Read) -> anyhow::Result<Vec<Input>> {
             });
             continue;
         };
-        let error = crate::target::check(field, true).err().map(|e| format!("{}: {}", e.code, e.message));
-        out.push(Input { line: line_no, ip: shorten(field), error });
+        let error = crate::target::check(field, true)
+            .err()
+            .map(|e| format!("{}: {}", e.code, e.message));
+        out.push(Input {
+            line: line_no,
+            ip: shorten(field),
+            error,
+        });
     }
     Ok(out)
 }
 
 /// Validates `--columns`.
 pub fn parse_columns(list: Option<&str>) -> anyhow::Result<Vec<String>> {
-    let Some(list) = list else { return Ok(COLUMNS.iter().map(|c| c.to_string()).collect()) };
-    let cols: Vec<String> = list.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
+    let Some(list) = list else {
+        return Ok(COLUMNS.iter().map(|c| c.to_string()).collect());
+    };
+    let cols: Vec<String> = list
+        .split(',')
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect();
     if cols.is_empty() {
         bail!("--columns is empty; known columns: {}", COLUMNS.join(","));
     }
     for c in &cols {
         if !COLUMNS.contains(&c.as_str()) {
-            bail!("unknown column {c:?} in --columns; known columns: {}", COLUMNS.join(","));
+            bail!(
+                "unknown column {c:?} in --columns; known columns: {}",
+                COLUMNS.join(",")
+            );
         }
     }
     for (i, c) in cols.iter().enumerate() {
@@ -223,7 +250,8 @@ pub fn parse_columns(list: Option<&str>) -> anyhow::Result<Vec<String>> {
 }
 
 fn num(v: &Value, decimals: usize) -> String {
-    v.as_f64().map_or(String::new(), |x| format!("{x:.decimals$}"))
+    v.as_f64()
+        .map_or(String::new(), |x| format!("{x:.decimals$}"))
 }
 
 fn text(v: &Value) -> String {
@@ -231,8 +259,12 @@ fn text(v: &Value) -> String {
 }
 
 /// All column values of a row for `ip`: a located result, or an error message.
-pub fn row_values(ip: &str, outcome: &Result<pb::LocateResult, String>) -> BTreeMap<&'static str, String> {
-    let mut m: BTreeMap<&'static str, String> = COLUMNS.iter().map(|c| (*c, String::new())).collect();
+pub fn row_values(
+    ip: &str,
+    outcome: &Result<pb::LocateResult, String>,
+) -> BTreeMap<&'static str, String> {
+    let mut m: BTreeMap<&'static str, String> =
+        COLUMNS.iter().map(|c| (*c, String::new())).collect();
     m.insert("ip", ip.to_string());
     match outcome {
         Err(e) => {
@@ -247,9 +279,17 @@ pub fn row_values(ip: &str, outcome: &Result<pb::LocateResult, String>) -> BTree
             m.insert("country", text(&s["place"]["country"]));
             m.insert("timezone", text(&s["timezone"]["iana"]));
             m.insert("utc_offset", text(&s["timezone"]["utc_offset"]));
-            m.insert("anycast", s["anycast"].as_bool().map_or(String::new(), |b| b.to_string()));
+            m.insert(
+                "anycast",
+                s["anycast"]
+                    .as_bool()
+                    .map_or(String::new(), |b| b.to_string()),
+            );
             m.insert("probes_used", r.probes_used.to_string());
-            m.insert("min_rtt_ms", r.min_rtt_ms.map_or(String::new(), |x| format!("{x:.2}")));
+            m.insert(
+                "min_rtt_ms",
+                r.min_rtt_ms.map_or(String::new(), |x| format!("{x:.2}")),
+            );
             m.insert("nearest_probe", r.nearest_probe.clone());
             let mm = &s["maxmind"];
             if !mm.is_null() {
@@ -267,13 +307,20 @@ pub fn row_values(ip: &str, outcome: &Result<pb::LocateResult, String>) -> BTree
 }
 
 fn project(values: &BTreeMap<&'static str, String>, cols: &[String]) -> Vec<String> {
-    cols.iter().map(|c| values.get(c.as_str()).cloned().unwrap_or_default()).collect()
+    cols.iter()
+        .map(|c| values.get(c.as_str()).cloned().unwrap_or_default())
+        .collect()
 }
 
 /// Rows of a previous run that can be kept: the longest prefix whose `ip` matches the input
 /// line at the same position (rows are written in input order). With `retry_failed`, the
 /// prefix stops at the first row with an error.
-fn previous_rows(path: &Path, cols: &[String], inputs: &[Input], retry_failed: bool) -> anyhow::Result<Vec<Vec<String>>> {
+fn previous_rows(
+    path: &Path,
+    cols: &[String],
+    inputs: &[Input],
+    retry_failed: bool,
+) -> anyhow::Result<Vec<Vec<String>>> {
     let f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -282,8 +329,16 @@ fn previous_rows(path: &Path, cols: &[String], inputs: &[Input], retry_failed: b
     if f.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
         return Ok(Vec::new());
     }
-    let mut rd = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(f);
-    let header: Vec<String> = rd.headers().with_context(|| format!("reading {}", path.display()))?.iter().map(String::from).collect();
+    let mut rd = csv::ReaderBuilder::new()
+        .flexible(true)
+        .has_headers(true)
+        .from_reader(f);
+    let header: Vec<String> = rd
+        .headers()
+        .with_context(|| format!("reading {}", path.display()))?
+        .iter()
+        .map(String::from)
+        .collect();
     if header != cols {
         bail!(
             "{} exists with columns {} but this run writes {}; use the same --columns or another --output",
@@ -309,7 +364,11 @@ fn previous_rows(path: &Path, cols: &[String], inputs: &[Input], retry_failed: b
             let err = rec.get(c).unwrap_or("");
             // Failures that say nothing about the address (no probe was available, the
             // coordinator failed) are always retried; the others only with --retry-failed.
-            if TRANSIENT_CODES.iter().any(|t| err.starts_with(&format!("{t}: "))) || (retry_failed && !err.is_empty()) {
+            if TRANSIENT_CODES
+                .iter()
+                .any(|t| err.starts_with(&format!("{t}: ")))
+                || (retry_failed && !err.is_empty())
+            {
                 break;
             }
         }
@@ -320,7 +379,11 @@ fn previous_rows(path: &Path, cols: &[String], inputs: &[Input], retry_failed: b
 
 /// Writes `rows` as a fresh file (atomically: temp file + rename), then reopens it for
 /// appending.
-fn rewrite(path: &Path, cols: &[String], rows: &[Vec<String>]) -> anyhow::Result<csv::Writer<File>> {
+fn rewrite(
+    path: &Path,
+    cols: &[String],
+    rows: &[Vec<String>],
+) -> anyhow::Result<csv::Writer<File>> {
     let tmp = path.with_extension("csv.partial");
     {
         let f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -330,10 +393,16 @@ fn rewrite(path: &Path, cols: &[String], rows: &[Vec<String>]) -> anyhow::Result
             w.write_record(r)?;
         }
         w.flush()?;
-        w.into_inner().map_err(|e| anyhow!("writing {}: {e}", tmp.display()))?.sync_all()?;
+        w.into_inner()
+            .map_err(|e| anyhow!("writing {}: {e}", tmp.display()))?
+            .sync_all()?;
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    let f = std::fs::OpenOptions::new().append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
     Ok(csv::WriterBuilder::new().has_headers(false).from_writer(f))
 }
 
@@ -342,10 +411,15 @@ pub fn run_audit(args: AuditArgs) -> anyhow::Result<()> {
     let inputs = if args.file.as_os_str() == "-" {
         read_inputs(std::io::stdin().lock())?
     } else {
-        let f = File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
+        let f =
+            File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
         read_inputs(f).with_context(|| format!("reading {}", args.file.display()))?
     };
-    let src = if args.file.as_os_str() == "-" { "standard input".to_string() } else { args.file.display().to_string() };
+    let src = if args.file.as_os_str() == "-" {
+        "standard input".to_string()
+    } else {
+        args.file.display().to_string()
+    };
     if inputs.is_empty() {
         bail!("{src} contains no addresses (one IP per line, or a CSV with an `ip` column)");
     }
@@ -354,14 +428,25 @@ pub fn run_audit(args: AuditArgs) -> anyhow::Result<()> {
     }
     let kept = previous_rows(&args.output, &cols, &inputs, args.retry_failed)?;
     if !kept.is_empty() {
-        eprintln!("resuming: {} of {} rows already in {}", kept.len(), inputs.len(), args.output.display());
+        eprintln!(
+            "resuming: {} of {} rows already in {}",
+            kept.len(),
+            inputs.len(),
+            args.output.display()
+        );
     }
     let start = kept.len();
     let mut w = rewrite(&args.output, &cols, &kept)?;
     crate::client::runtime()?.block_on(audit(args, cols, inputs, start, &mut w))
 }
 
-async fn audit(args: AuditArgs, cols: Vec<String>, inputs: Vec<Input>, start: usize, w: &mut csv::Writer<File>) -> anyhow::Result<()> {
+async fn audit(
+    args: AuditArgs,
+    cols: Vec<String>,
+    inputs: Vec<Input>,
+    start: usize,
+    w: &mut csv::Writer<File>,
+) -> anyhow::Result<()> {
     let total = inputs.len();
     let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(
@@ -384,7 +469,10 @@ async fn audit(args: AuditArgs, cols: Vec<String>, inputs: Vec<Input>, start: us
             None => pending.push(i),
         }
     }
-    let flush = |ready: &mut BTreeMap<usize, Vec<String>>, next: &mut usize, w: &mut csv::Writer<File>| -> anyhow::Result<()> {
+    let flush = |ready: &mut BTreeMap<usize, Vec<String>>,
+                 next: &mut usize,
+                 w: &mut csv::Writer<File>|
+     -> anyhow::Result<()> {
         while let Some(row) = ready.remove(next) {
             w.write_record(&row)?;
             *next += 1;
@@ -398,10 +486,19 @@ async fn audit(args: AuditArgs, cols: Vec<String>, inputs: Vec<Input>, start: us
     let retry_until = std::time::Instant::now() + Duration::from_secs(args.retry_for_s);
     let mut backoff = Duration::from_millis(500);
     while !pending.is_empty() {
-        let err = match batch_once(&args, &inputs, &mut pending, &cols, &mut ready, &mut failures, &bar, |ready| {
-            flush(ready, &mut next, w)?;
-            Ok(next)
-        })
+        let err = match batch_once(
+            &args,
+            &inputs,
+            &mut pending,
+            &cols,
+            &mut ready,
+            &mut failures,
+            &bar,
+            |ready| {
+                flush(ready, &mut next, w)?;
+                Ok(next)
+            },
+        )
         .await
         {
             Ok(()) => break,
@@ -414,13 +511,19 @@ async fn audit(args: AuditArgs, cols: Vec<String>, inputs: Vec<Input>, start: us
                 args.retry_for_s, next
             )));
         }
-        bar.println(format!("coordinator: {err:#}; retrying in {} ms", backoff.as_millis()));
+        bar.println(format!(
+            "coordinator: {err:#}; retrying in {} ms",
+            backoff.as_millis()
+        ));
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(8));
     }
     flush(&mut ready, &mut next, w)?;
     bar.finish_and_clear();
-    eprintln!("{total} rows in {} ({failures} failed)", args.output.display());
+    eprintln!(
+        "{total} rows in {} ({failures} failed)",
+        args.output.display()
+    );
     if next != total {
         bail!("internal error: {next} of {total} rows written");
     }
@@ -451,13 +554,22 @@ async fn batch_once(
         concurrency: args.concurrency.unwrap_or(0),
     };
     let batch: Vec<usize> = pending.clone();
-    let mut stream = client.locate_batch(req).await.map_err(|s| anyhow!(status_msg(&s)))?.into_inner();
+    let mut stream = client
+        .locate_batch(req)
+        .await
+        .map_err(|s| anyhow!(status_msg(&s)))?
+        .into_inner();
     let mut finished: Vec<bool> = vec![false; batch.len()];
     loop {
         let msg = match tokio::time::timeout(Duration::from_secs(600), stream.message()).await {
             Err(_) => bail!("no news from the coordinator for 600 s"),
             Ok(Err(s)) => {
-                pending.retain(|i| batch.iter().position(|b| b == i).is_none_or(|k| !finished[k]));
+                pending.retain(|i| {
+                    batch
+                        .iter()
+                        .position(|b| b == i)
+                        .is_none_or(|k| !finished[k])
+                });
                 bail!(status_msg(&s));
             }
             Ok(Ok(None)) => break,
@@ -482,9 +594,17 @@ async fn batch_once(
         bar.set_position(written as u64);
         bar.set_message(inputs[i].ip.clone());
     }
-    pending.retain(|i| batch.iter().position(|b| b == i).is_none_or(|k| !finished[k]));
+    pending.retain(|i| {
+        batch
+            .iter()
+            .position(|b| b == i)
+            .is_none_or(|k| !finished[k])
+    });
     if !pending.is_empty() {
-        bail!("the coordinator ended the batch with {} addresses unanswered", pending.len());
+        bail!(
+            "the coordinator ended the batch with {} addresses unanswered",
+            pending.len()
+        );
     }
     Ok(())
 }
@@ -497,9 +617,19 @@ mod tests {
     fn plain_list_and_csv_with_header() {
         let i = read_inputs("81.2.69.142\n\n# comment\n2001:db8::1\nnope\n".as_bytes()).unwrap();
         assert_eq!(i.len(), 3);
-        assert_eq!(i[0], Input { line: 1, ip: "81.2.69.142".into(), error: None });
+        assert_eq!(
+            i[0],
+            Input {
+                line: 1,
+                ip: "81.2.69.142".into(),
+                error: None
+            }
+        );
         assert_eq!(i[1].error, None);
-        assert_eq!(i[2].error.as_deref(), Some("invalid-address: not an IP address: \"nope\""));
+        assert_eq!(
+            i[2].error.as_deref(),
+            Some("invalid-address: not an IP address: \"nope\"")
+        );
         let i = read_inputs("name,IP\nfoo,\"1.1.1.1\"\nbar\n".as_bytes()).unwrap();
         assert_eq!(i.len(), 2);
         assert_eq!(i[0].ip, "1.1.1.1");
@@ -513,7 +643,10 @@ mod tests {
         data.extend(b"\n8.8.8.8\n");
         let i = read_inputs(&data[..]).unwrap();
         assert_eq!(i.len(), 3);
-        assert_eq!(i[1].error.as_deref(), Some("line 2 is 10485760 bytes long (limit 4096 bytes)"));
+        assert_eq!(
+            i[1].error.as_deref(),
+            Some("line 2 is 10485760 bytes long (limit 4096 bytes)")
+        );
         assert!(i[1].ip.len() < 70);
         assert_eq!(i[2].ip, "8.8.8.8");
     }
@@ -521,7 +654,9 @@ mod tests {
     #[test]
     fn empty_input_has_no_rows() {
         assert!(read_inputs("".as_bytes()).unwrap().is_empty());
-        assert!(read_inputs("\n# only a comment\n".as_bytes()).unwrap().is_empty());
+        assert!(read_inputs("\n# only a comment\n".as_bytes())
+            .unwrap()
+            .is_empty());
         assert!(read_inputs("ip\n".as_bytes()).unwrap().is_empty());
     }
 
@@ -529,8 +664,14 @@ mod tests {
     fn columns_are_checked() {
         assert_eq!(parse_columns(None).unwrap().len(), COLUMNS.len());
         assert_eq!(parse_columns(Some("ip, city")).unwrap(), ["ip", "city"]);
-        assert!(parse_columns(Some("ip,citty")).unwrap_err().to_string().contains("unknown column \"citty\""));
-        assert!(parse_columns(Some("city")).unwrap_err().to_string().contains("must include ip"));
+        assert!(parse_columns(Some("ip,citty"))
+            .unwrap_err()
+            .to_string()
+            .contains("unknown column \"citty\""));
+        assert!(parse_columns(Some("city"))
+            .unwrap_err()
+            .to_string()
+            .contains("must include ip"));
         assert!(parse_columns(Some("ip,ip")).is_err());
     }
 }

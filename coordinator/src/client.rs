@@ -67,13 +67,19 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Connects to a coordinator, with a clear error when it cannot be reached.
 pub async fn connect(url: &str) -> anyhow::Result<LocateServiceClient<Channel>> {
     let ep = Endpoint::from_shared(url.to_string())
-        .map_err(|e| anyhow::anyhow!("bad coordinator URL {url:?}: {e} (expected e.g. {DEFAULT_COORDINATOR})"))?
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "bad coordinator URL {url:?}: {e} (expected e.g. {DEFAULT_COORDINATOR})"
+            )
+        })?
         .connect_timeout(Duration::from_secs(5))
         .tcp_keepalive(Some(Duration::from_secs(30)));
-    let ch = ep
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the coordinator at {url}: {e}{}", source_chain(&e)))?;
+    let ch = ep.connect().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach the coordinator at {url}: {e}{}",
+            source_chain(&e)
+        )
+    })?;
     Ok(LocateServiceClient::new(ch).max_decoding_message_size(64 << 20))
 }
 
@@ -138,9 +144,15 @@ fn human(ip: &str, r: &pb::LocateResult) -> String {
         st(&s["place"]["country"]),
         f(&s["estimate"]["lat"]),
         f(&s["estimate"]["lon"]),
-        s["radius_km"].as_f64().map_or("?".into(), |x| format!("{x:.0}")),
+        s["radius_km"]
+            .as_f64()
+            .map_or("?".into(), |x| format!("{x:.0}")),
     );
-    out.push_str(&format!("\n  time zone: {} (UTC{})", st(&s["timezone"]["iana"]), st(&s["timezone"]["utc_offset"])));
+    out.push_str(&format!(
+        "\n  time zone: {} (UTC{})",
+        st(&s["timezone"]["iana"]),
+        st(&s["timezone"]["utc_offset"])
+    ));
     if s["anycast"].as_bool() == Some(true) {
         let n = s["instances"].as_array().map_or(0, Vec::len);
         out.push_str(&format!("\n  anycast: yes, {n} instances"));
@@ -160,12 +172,17 @@ fn human(ip: &str, r: &pb::LocateResult) -> String {
             st(&m["country"]),
             f(&m["lat"]),
             f(&m["lon"]),
-            m["distance_km"].as_f64().map_or("?".into(), |x| format!("{x:.0}")),
+            m["distance_km"]
+                .as_f64()
+                .map_or("?".into(), |x| format!("{x:.0}")),
             st(&m["verdict"])
         ));
     }
     if r.cached {
-        out.push_str(&format!("\n  (stored result {} from {} ms since epoch)", r.result_id, r.created_at_unix_ms));
+        out.push_str(&format!(
+            "\n  (stored result {} from {} ms since epoch)",
+            r.result_id, r.created_at_unix_ms
+        ));
     }
     out
 }
@@ -236,10 +253,16 @@ async fn locate_all(args: LocateArgs) -> anyhow::Result<()> {
         }
     }
     if args.geojson {
-        println!("{}", json!({"type": "FeatureCollection", "features": features}));
+        println!(
+            "{}",
+            json!({"type": "FeatureCollection", "features": features})
+        );
     }
     if failed > 0 {
-        anyhow::bail!("{failed} of {} addresses could not be located", args.ips.len());
+        anyhow::bail!(
+            "{failed} of {} addresses could not be located",
+            args.ips.len()
+        );
     }
     Ok(())
 }
@@ -251,16 +274,33 @@ async fn locate_one(
 ) -> Result<pb::LocateResult, (String, String)> {
     let mut stream = match client.locate(req).await {
         Ok(s) => s.into_inner(),
-        Err(s) if s.code() == tonic::Code::InvalidArgument => return Err(("invalid-argument".into(), s.message().into())),
+        Err(s) if s.code() == tonic::Code::InvalidArgument => {
+            return Err(("invalid-argument".into(), s.message().into()))
+        }
         Err(s) => return Err(("unreachable".into(), status_msg(&s))),
     };
     loop {
         let next = tokio::time::timeout(EVENT_TIMEOUT, stream.message()).await;
         let msg = match next {
-            Err(_) => return Err(("timeout".into(), format!("no news from the coordinator for {} s", EVENT_TIMEOUT.as_secs()))),
-            Ok(Err(s)) if s.code() == tonic::Code::InvalidArgument => return Err(("invalid-argument".into(), s.message().into())),
+            Err(_) => {
+                return Err((
+                    "timeout".into(),
+                    format!(
+                        "no news from the coordinator for {} s",
+                        EVENT_TIMEOUT.as_secs()
+                    ),
+                ))
+            }
+            Ok(Err(s)) if s.code() == tonic::Code::InvalidArgument => {
+                return Err(("invalid-argument".into(), s.message().into()))
+            }
             Ok(Err(s)) => return Err(("unreachable".into(), status_msg(&s))),
-            Ok(Ok(None)) => return Err(("internal".into(), "the coordinator ended the stream without an answer".into())),
+            Ok(Ok(None)) => {
+                return Err((
+                    "internal".into(),
+                    "the coordinator ended the stream without an answer".into(),
+                ))
+            }
             Ok(Ok(Some(m))) => m,
         };
         match msg.event {
@@ -269,7 +309,10 @@ async fn locate_one(
                     Some(r) => format!("{r:.2} ms"),
                     None => format!("no RTT ({})", p.error),
                 };
-                eprintln!("  [{}/{}] stage {} {}: {what}", p.done, p.total, p.stage, p.probe_id);
+                eprintln!(
+                    "  [{}/{}] stage {} {}: {what}",
+                    p.done, p.total, p.stage, p.probe_id
+                );
             }
             Some(pb::locate_event::Event::Result(r)) => return Ok(r),
             Some(pb::locate_event::Event::Error(e)) => return Err((e.code, e.message)),
@@ -288,10 +331,16 @@ pub fn run_probes(args: ProbesArgs) -> anyhow::Result<()> {
             .into_inner();
         let now = crate::unix_ms();
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&probes_json(&reply.probes))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&probes_json(&reply.probes))?
+            );
             return Ok(());
         }
-        println!("{:<20} {:>9} {:>10} {:<12} {:>10} {:<10} note", "probe", "lat", "lon", "status", "last seen", "version");
+        println!(
+            "{:<20} {:>9} {:>10} {:<12} {:>10} {:<10} note",
+            "probe", "lat", "lon", "status", "last seen", "version"
+        );
         for p in &reply.probes {
             let status = probe_status(p);
             let seen = if p.last_seen_unix_ms == 0 {
@@ -304,7 +353,11 @@ pub fn run_probes(args: ProbesArgs) -> anyhow::Result<()> {
                 p.probe_id, p.lat, p.lon, status, seen, p.agent_version, p.flag_reason
             );
         }
-        eprintln!("{} probes, {} healthy", reply.probes.len(), reply.probes.iter().filter(|p| p.healthy).count());
+        eprintln!(
+            "{} probes, {} healthy",
+            reply.probes.len(),
+            reply.probes.iter().filter(|p| p.healthy).count()
+        );
         Ok(())
     })
 }

@@ -43,7 +43,11 @@ impl Mode {
 
 /// Command line of `geoloc-coordinator`.
 #[derive(Debug, Default, Parser)]
-#[command(name = "geoloc-coordinator", version, about = "geoloc coordinator: probe registry, scheduling, storage and solving over gRPC")]
+#[command(
+    name = "geoloc-coordinator",
+    version,
+    about = "geoloc coordinator: probe registry, scheduling, storage and solving over gRPC"
+)]
 pub struct Args {
     /// TOML configuration file (flags and environment override it).
     #[arg(long, env = "GEOLOC_COORDINATOR_CONFIG", value_name = "FILE")]
@@ -68,7 +72,11 @@ pub struct Args {
     #[arg(long, env = "GEOLOC_COORDINATOR_LANDMARKS", value_name = "FILE")]
     pub landmarks: Option<PathBuf>,
     /// Heartbeat interval asked of probes, ms [default: 5000].
-    #[arg(long, env = "GEOLOC_COORDINATOR_HEARTBEAT_INTERVAL_MS", value_name = "MS")]
+    #[arg(
+        long,
+        env = "GEOLOC_COORDINATOR_HEARTBEAT_INTERVAL_MS",
+        value_name = "MS"
+    )]
     pub heartbeat_interval_ms: Option<u32>,
     /// Default per-probe timeout, ms [default: 5000].
     #[arg(long, env = "GEOLOC_COORDINATOR_PROBE_TIMEOUT_MS", value_name = "MS")]
@@ -152,9 +160,14 @@ impl Default for Config {
 
 impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| CoordinatorError::Io { path: path.to_path_buf(), source })?;
-        toml::from_str(&text).map_err(|e| CoordinatorError::Config { path: path.to_path_buf(), message: e.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|source| CoordinatorError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| CoordinatorError::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
     }
 }
 
@@ -170,20 +183,47 @@ impl Config {
 
     pub fn merge(a: Args, f: FileConfig) -> Result<Config> {
         let c = Config {
-            listen: a.listen.or(f.listen).unwrap_or_else(|| defaults::LISTEN.parse().expect("valid default")),
-            database: a.database.or(f.database).unwrap_or_else(|| defaults::DATABASE.to_string()),
+            listen: a
+                .listen
+                .or(f.listen)
+                .unwrap_or_else(|| defaults::LISTEN.parse().expect("valid default")),
+            database: a
+                .database
+                .or(f.database)
+                .unwrap_or_else(|| defaults::DATABASE.to_string()),
             geoip: a.geoip.or(f.geoip),
             probe_token: a.probe_token.or(f.probe_token).filter(|t| !t.is_empty()),
             allow_private: a.allow_private.or(f.allow_private).unwrap_or(false),
             landmarks: a.landmarks.or(f.landmarks),
-            heartbeat_interval_ms: a.heartbeat_interval_ms.or(f.heartbeat_interval_ms).unwrap_or(defaults::HEARTBEAT_INTERVAL_MS),
-            probe_timeout_ms: a.probe_timeout_ms.or(f.probe_timeout_ms).unwrap_or(defaults::PROBE_TIMEOUT_MS),
-            ping_count: a.ping_count.or(f.ping_count).unwrap_or(defaults::PING_COUNT),
-            ping_interval_ms: a.ping_interval_ms.or(f.ping_interval_ms).unwrap_or(defaults::PING_INTERVAL_MS),
+            heartbeat_interval_ms: a
+                .heartbeat_interval_ms
+                .or(f.heartbeat_interval_ms)
+                .unwrap_or(defaults::HEARTBEAT_INTERVAL_MS),
+            probe_timeout_ms: a
+                .probe_timeout_ms
+                .or(f.probe_timeout_ms)
+                .unwrap_or(defaults::PROBE_TIMEOUT_MS),
+            ping_count: a
+                .ping_count
+                .or(f.ping_count)
+                .unwrap_or(defaults::PING_COUNT),
+            ping_interval_ms: a
+                .ping_interval_ms
+                .or(f.ping_interval_ms)
+                .unwrap_or(defaults::PING_INTERVAL_MS),
             mode: a.mode.or(f.mode).unwrap_or(Mode::All),
-            two_stage_first: a.two_stage_first.or(f.two_stage_first).unwrap_or(defaults::TWO_STAGE_FIRST),
-            two_stage_k: a.two_stage_k.or(f.two_stage_k).unwrap_or(defaults::TWO_STAGE_K),
-            batch_concurrency: a.batch_concurrency.or(f.batch_concurrency).unwrap_or(defaults::BATCH_CONCURRENCY),
+            two_stage_first: a
+                .two_stage_first
+                .or(f.two_stage_first)
+                .unwrap_or(defaults::TWO_STAGE_FIRST),
+            two_stage_k: a
+                .two_stage_k
+                .or(f.two_stage_k)
+                .unwrap_or(defaults::TWO_STAGE_K),
+            batch_concurrency: a
+                .batch_concurrency
+                .or(f.batch_concurrency)
+                .unwrap_or(defaults::BATCH_CONCURRENCY),
             landmark_checks: a.landmark_checks.or(f.landmark_checks).unwrap_or(true),
             calibrate: a.calibrate.or(f.calibrate).unwrap_or(true),
         };
@@ -194,25 +234,43 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(CoordinatorError::InvalidConfig(m));
         if !(100..=600_000).contains(&self.heartbeat_interval_ms) {
-            return bad(format!("heartbeat-interval-ms {} not in 100..=600000", self.heartbeat_interval_ms));
+            return bad(format!(
+                "heartbeat-interval-ms {} not in 100..=600000",
+                self.heartbeat_interval_ms
+            ));
         }
         if !(50..=600_000).contains(&self.probe_timeout_ms) {
-            return bad(format!("probe-timeout-ms {} not in 50..=600000", self.probe_timeout_ms));
+            return bad(format!(
+                "probe-timeout-ms {} not in 50..=600000",
+                self.probe_timeout_ms
+            ));
         }
         if !(1..=100).contains(&self.ping_count) {
             return bad(format!("ping-count {} not in 1..=100", self.ping_count));
         }
         if self.ping_interval_ms > 10_000 {
-            return bad(format!("ping-interval-ms {} above 10000", self.ping_interval_ms));
+            return bad(format!(
+                "ping-interval-ms {} above 10000",
+                self.ping_interval_ms
+            ));
         }
         if self.two_stage_first == 0 || self.two_stage_k == 0 {
             return bad("two-stage-first and two-stage-k must be at least 1".into());
         }
         if !(1..=256).contains(&self.batch_concurrency) {
-            return bad(format!("batch-concurrency {} not in 1..=256", self.batch_concurrency));
+            return bad(format!(
+                "batch-concurrency {} not in 1..=256",
+                self.batch_concurrency
+            ));
         }
-        if !(self.database.starts_with("sqlite:") || self.database.starts_with("postgres:") || self.database.starts_with("postgresql:")) {
-            return bad(format!("database {:?}: expected sqlite://FILE or postgres://...", crate::storage::redact(&self.database)));
+        if !(self.database.starts_with("sqlite:")
+            || self.database.starts_with("postgres:")
+            || self.database.starts_with("postgresql:"))
+        {
+            return bad(format!(
+                "database {:?}: expected sqlite://FILE or postgres://...",
+                crate::storage::redact(&self.database)
+            ));
         }
         Ok(())
     }
@@ -224,8 +282,12 @@ mod tests {
 
     #[test]
     fn precedence_flag_over_file_over_default() {
-        let file: FileConfig = toml::from_str("listen = \"127.0.0.1:9000\"\nping-count = 5\nmode = \"two-stage\"\n").unwrap();
-        let args = Args::try_parse_from(["geoloc-coordinator", "--ping-count", "7", "--allow-private"]).unwrap();
+        let file: FileConfig =
+            toml::from_str("listen = \"127.0.0.1:9000\"\nping-count = 5\nmode = \"two-stage\"\n")
+                .unwrap();
+        let args =
+            Args::try_parse_from(["geoloc-coordinator", "--ping-count", "7", "--allow-private"])
+                .unwrap();
         let c = Config::merge(args, file).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
         assert_eq!(c.ping_count, 7);
@@ -236,10 +298,14 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_rejected() {
-        let e = toml::from_str::<FileConfig>("lissten = \"x\"").unwrap_err().to_string();
+        let e = toml::from_str::<FileConfig>("lissten = \"x\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field"), "{e}");
         let file: FileConfig = toml::from_str("ping-count = 0").unwrap();
-        let e = Config::merge(Args::default(), file).unwrap_err().to_string();
+        let e = Config::merge(Args::default(), file)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ping-count 0"), "{e}");
         let file: FileConfig = toml::from_str("database = \"mysql://x\"").unwrap();
         assert!(Config::merge(Args::default(), file).is_err());

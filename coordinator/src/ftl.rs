@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use geoloc_engine::delay::MIN_CALIBRATION_POINTS;
-use geoloc_engine::{distance_km, violates_speed_of_light, Calibration, LandmarkRtt, LatLon, FIBRE_KM_PER_MS_RTT};
+use geoloc_engine::{
+    distance_km, violates_speed_of_light, Calibration, LandmarkRtt, LatLon, FIBRE_KM_PER_MS_RTT,
+};
 use geoloc_proto::v1 as pb;
 
 use crate::landmarks::LandmarkKind;
@@ -68,9 +70,17 @@ pub fn blame(violations: &[Violation]) -> BTreeMap<String, Vec<Violation>> {
             *count.entry(&v.b).or_default() += 1;
         }
         let max = count.values().copied().max().unwrap_or(0);
-        let worst: BTreeSet<String> = count.iter().filter(|(_, &c)| c == max).map(|(k, _)| k.to_string()).collect();
+        let worst: BTreeSet<String> = count
+            .iter()
+            .filter(|(_, &c)| c == max)
+            .map(|(k, _)| k.to_string())
+            .collect();
         for w in &worst {
-            let vs: Vec<Violation> = left.iter().filter(|v| &v.a == w || &v.b == w).map(|v| (*v).clone()).collect();
+            let vs: Vec<Violation> = left
+                .iter()
+                .filter(|v| &v.a == w || &v.b == w)
+                .map(|v| (*v).clone())
+                .collect();
             out.insert(w.clone(), vs);
         }
         left.retain(|v| !worst.contains(&v.a) && !worst.contains(&v.b));
@@ -83,13 +93,24 @@ impl Coordinator {
         let mut out: Vec<Measurable> = Vec::new();
         for p in self.registry.snapshot() {
             if let Some(ip) = p.address() {
-                out.push(Measurable { id: p.probe_id.clone(), pos: p.pos(), ip });
+                out.push(Measurable {
+                    id: p.probe_id.clone(),
+                    pos: p.pos(),
+                    ip,
+                });
             }
         }
         for l in &self.landmarks {
             if l.kind == LandmarkKind::Passive && !out.iter().any(|m| m.id == l.id) {
                 if let Some(ip) = l.ip {
-                    out.push(Measurable { id: l.id.clone(), pos: LatLon { lat: l.lat, lon: l.lon }, ip });
+                    out.push(Measurable {
+                        id: l.id.clone(),
+                        pos: LatLon {
+                            lat: l.lat,
+                            lon: l.lon,
+                        },
+                        ip,
+                    });
                 }
             }
         }
@@ -100,7 +121,9 @@ impl Coordinator {
     /// After `probe_id` connected: it measures every other landmark, every other live probe
     /// measures it; then flags are re-evaluated. Bounded by `budget` per measurement.
     pub async fn check_landmarks_for(self: &Arc<Self>, probe_id: &str, budget: Duration) {
-        let Some(me) = self.registry.get(probe_id) else { return };
+        let Some(me) = self.registry.get(probe_id) else {
+            return;
+        };
         let targets = self.measurables();
         let live = self.registry.live();
         let mut jobs: Vec<(ProbeSnapshot, Measurable)> = Vec::new();
@@ -132,7 +155,8 @@ impl Coordinator {
                     allow_private: this.config.allow_private,
                     purpose: pb::MeasurementPurpose::Landmark as i32,
                 };
-                this.ask(&from, req, budget, None, 1, Some((&to.id, to.pos))).await
+                this.ask(&from, req, budget, None, 1, Some((&to.id, to.pos)))
+                    .await
             }
         });
         let _rows: Vec<MeasurementRow> = futures::future::join_all(futs).await;
@@ -146,26 +170,55 @@ impl Coordinator {
     /// Values: (RTT ms, position of the first, position of the second).
     async fn current_pairs(&self) -> crate::Result<(PairMap, BTreeMap<String, ProbeSnapshot>)> {
         let rows = self.storage.landmark_measurements().await?;
-        let probes: BTreeMap<String, ProbeSnapshot> =
-            self.registry.snapshot().into_iter().map(|p| (p.probe_id.clone(), p)).collect();
+        let probes: BTreeMap<String, ProbeSnapshot> = self
+            .registry
+            .snapshot()
+            .into_iter()
+            .map(|p| (p.probe_id.clone(), p))
+            .collect();
         let position_of = |id: &str| -> Option<(LatLon, i64)> {
             if let Some(p) = probes.get(id) {
                 return Some((p.pos(), p.flag_epoch_unix_ms));
             }
-            self.landmarks.iter().find(|l| l.id == id).map(|l| (LatLon { lat: l.lat, lon: l.lon }, 0))
+            self.landmarks.iter().find(|l| l.id == id).map(|l| {
+                (
+                    LatLon {
+                        lat: l.lat,
+                        lon: l.lon,
+                    },
+                    0,
+                )
+            })
         };
         let mut best: PairMap = BTreeMap::new();
         for r in &rows {
-            let Some(to) = r.target_landmark.as_deref() else { continue };
-            let (Some(to_lat), Some(to_lon)) = (r.target_lat, r.target_lon) else { continue };
+            let Some(to) = r.target_landmark.as_deref() else {
+                continue;
+            };
+            let (Some(to_lat), Some(to_lon)) = (r.target_lat, r.target_lon) else {
+                continue;
+            };
             let raw: RawResult = match serde_json::from_str(&r.raw_json) {
                 Ok(raw) => raw,
                 Err(_) => continue,
             };
-            let Some((rtt, RttKind::Echo)) = raw.best_rtt() else { continue };
-            let (from_pos, to_pos) = (LatLon { lat: r.probe_lat, lon: r.probe_lon }, LatLon { lat: to_lat, lon: to_lon });
+            let Some((rtt, RttKind::Echo)) = raw.best_rtt() else {
+                continue;
+            };
+            let (from_pos, to_pos) = (
+                LatLon {
+                    lat: r.probe_lat,
+                    lon: r.probe_lon,
+                },
+                LatLon {
+                    lat: to_lat,
+                    lon: to_lon,
+                },
+            );
             // Only evidence about the current declared positions, newer than the epochs.
-            let (Some((cur_from, ep_from)), Some((cur_to, ep_to))) = (position_of(&r.probe_id), position_of(to)) else {
+            let (Some((cur_from, ep_from)), Some((cur_to, ep_to))) =
+                (position_of(&r.probe_id), position_of(to))
+            else {
                 continue;
             };
             if r.created_unix_ms < ep_from.max(ep_to)
@@ -179,7 +232,11 @@ impl Coordinator {
             } else {
                 (to.to_string(), r.probe_id.clone())
             };
-            let (pa, pb) = if r.probe_id.as_str() < to { (from_pos, to_pos) } else { (to_pos, from_pos) };
+            let (pa, pb) = if r.probe_id.as_str() < to {
+                (from_pos, to_pos)
+            } else {
+                (to_pos, from_pos)
+            };
             let e = best.entry(key).or_insert((rtt, pa, pb));
             if rtt < e.0 {
                 *e = (rtt, pa, pb);
@@ -199,8 +256,16 @@ impl Coordinator {
         let flagged = |id: &str| probes.get(id).is_some_and(|p| p.flagged);
         let rtts: Vec<LandmarkRtt> = pairs
             .into_iter()
-            .filter(|((a, b), (rtt, pa, pb))| !flagged(a) && !flagged(b) && !violates_speed_of_light(*pa, *pb, *rtt))
-            .map(|((a, b), (rtt, pa, pb))| LandmarkRtt { from: a, from_pos: pa, to: b, to_pos: pb, rtt_ms: rtt })
+            .filter(|((a, b), (rtt, pa, pb))| {
+                !flagged(a) && !flagged(b) && !violates_speed_of_light(*pa, *pb, *rtt)
+            })
+            .map(|((a, b), (rtt, pa, pb))| LandmarkRtt {
+                from: a,
+                from_pos: pa,
+                to: b,
+                to_pos: pb,
+                rtt_ms: rtt,
+            })
             .collect();
         if rtts.len() < MIN_CALIBRATION_POINTS {
             return Ok(None);
@@ -217,7 +282,12 @@ impl Coordinator {
         let violations: Vec<Violation> = best
             .into_iter()
             .filter(|(_, (rtt, a, b))| violates_speed_of_light(*a, *b, *rtt))
-            .map(|((a, b), (rtt, pa, pb))| Violation { a, b, rtt_ms: rtt, distance_km: distance_km(pa, pb) })
+            .map(|((a, b), (rtt, pa, pb))| Violation {
+                a,
+                b,
+                rtt_ms: rtt,
+                distance_km: distance_km(pa, pb),
+            })
             .collect();
         let mut newly = Vec::new();
         for (id, vs) in blame(&violations) {
@@ -228,9 +298,15 @@ impl Coordinator {
             if p.flagged {
                 continue;
             }
-            let reason = vs.iter().map(|v| v.describe(&id)).collect::<Vec<_>>().join("; ");
+            let reason = vs
+                .iter()
+                .map(|v| v.describe(&id))
+                .collect::<Vec<_>>()
+                .join("; ");
             tracing::warn!(probe = %id, %reason, "probe flagged");
-            self.storage.set_probe_flag(&id, true, &reason, None).await?;
+            self.storage
+                .set_probe_flag(&id, true, &reason, None)
+                .await?;
             self.registry.set_flag(&id, true, &reason, None);
             newly.push(id);
         }
@@ -241,9 +317,13 @@ impl Coordinator {
     /// it was flagged, None for an unknown probe.
     pub async fn clear_flag(&self, probe_id: &str) -> crate::Result<Option<bool>> {
         let _g = self.ftl_lock.lock().await;
-        let Some(p) = self.registry.get(probe_id) else { return Ok(None) };
+        let Some(p) = self.registry.get(probe_id) else {
+            return Ok(None);
+        };
         let now = unix_ms();
-        self.storage.set_probe_flag(probe_id, false, "", Some(now)).await?;
+        self.storage
+            .set_probe_flag(probe_id, false, "", Some(now))
+            .await?;
         self.registry.set_flag(probe_id, false, "", Some(now));
         Ok(Some(p.flagged))
     }
@@ -254,12 +334,21 @@ mod tests {
     use super::*;
 
     fn v(a: &str, b: &str) -> Violation {
-        Violation { a: a.into(), b: b.into(), rtt_ms: 1.0, distance_km: 5000.0 }
+        Violation {
+            a: a.into(),
+            b: b.into(),
+            rtt_ms: 1.0,
+            distance_km: 5000.0,
+        }
     }
 
     #[test]
     fn one_liar_takes_the_blame() {
-        let b = blame(&[v("honest1", "liar"), v("honest2", "liar"), v("honest3", "liar")]);
+        let b = blame(&[
+            v("honest1", "liar"),
+            v("honest2", "liar"),
+            v("honest3", "liar"),
+        ]);
         assert_eq!(b.keys().collect::<Vec<_>>(), ["liar"]);
         assert_eq!(b["liar"].len(), 3);
     }

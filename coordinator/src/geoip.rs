@@ -14,9 +14,14 @@ pub struct GeoIp {
 
 impl GeoIp {
     pub fn open(path: &Path) -> Result<GeoIp> {
-        let db = geoloc_geoip::GeoIpDb::open(path)
-            .map_err(|e| CoordinatorError::GeoIp { path: path.to_path_buf(), message: e.to_string() })?;
-        Ok(GeoIp { path: path.to_path_buf(), db })
+        let db = geoloc_geoip::GeoIpDb::open(path).map_err(|e| CoordinatorError::GeoIp {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(GeoIp {
+            path: path.to_path_buf(),
+            db,
+        })
     }
 
     /// The record for `ip`, if the database has a position for it. Lookup errors are
@@ -45,7 +50,10 @@ mod tests {
         assert_eq!(r.country.as_deref(), Some("GB"));
         assert_eq!(r.accuracy_radius_km, Some(10.0));
         assert!(db.lookup("127.0.0.1".parse().unwrap()).is_none());
-        let e = GeoIp::open(Path::new("/nonexistent.mmdb")).err().unwrap().to_string();
+        let e = GeoIp::open(Path::new("/nonexistent.mmdb"))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("/nonexistent.mmdb"), "{e}");
     }
 }

@@ -81,11 +81,20 @@ impl Coordinator {
         };
         let interrupted = storage.mark_interrupted(unix_ms()).await?;
         if interrupted > 0 {
-            tracing::warn!(interrupted, "runs left unfinished by a previous coordinator marked interrupted");
+            tracing::warn!(
+                interrupted,
+                "runs left unfinished by a previous coordinator marked interrupted"
+            );
         }
-        let registry = Registry::new(Duration::from_millis(u64::from(config.heartbeat_interval_ms)));
+        let registry = Registry::new(Duration::from_millis(u64::from(
+            config.heartbeat_interval_ms,
+        )));
         registry.load(storage.list_probes().await?);
-        Ok(Arc::new(Coordinator { config, storage, registry, landmarks,
+        Ok(Arc::new(Coordinator {
+            config,
+            storage,
+            registry,
+            landmarks,
             geoip,
             ftl_lock: tokio::sync::Mutex::new(()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
@@ -95,7 +104,8 @@ impl Coordinator {
     /// Starts stopping: no new locate runs, probe sessions closed; runs in flight end as
     /// `interrupted` (clients see UNAVAILABLE and retry; their finished results are stored).
     pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.registry.close_all();
     }
 

@@ -67,7 +67,10 @@ pub struct LocateFailure {
 
 impl LocateFailure {
     fn new(code: &str, message: impl Into<String>) -> Self {
-        LocateFailure { code: code.to_string(), message: message.into() }
+        LocateFailure {
+            code: code.to_string(),
+            message: message.into(),
+        }
     }
     /// The coordinator stopped during the run: the client should retry later.
     pub fn is_interrupted(&self) -> bool {
@@ -75,7 +78,10 @@ impl LocateFailure {
     }
     /// The request itself is wrong (bad address, bogon, bad parameter).
     pub fn is_invalid_input(&self) -> bool {
-        matches!(self.code.as_str(), "invalid-address" | "bogon" | "invalid-argument")
+        matches!(
+            self.code.as_str(),
+            "invalid-address" | "bogon" | "invalid-argument"
+        )
     }
 }
 
@@ -120,16 +126,26 @@ impl Coordinator {
         p: LocateParams,
         progress: &(dyn Fn(pb::Progress) + Send + Sync),
     ) -> Result<pb::LocateResult, LocateFailure> {
-        let ip = target::check(&p.ip, self.config.allow_private).map_err(|r| LocateFailure::new(r.code, r.message))?;
+        let ip = target::check(&p.ip, self.config.allow_private)
+            .map_err(|r| LocateFailure::new(r.code, r.message))?;
         if p.timeout_ms > MAX_TIMEOUT_MS {
-            return Err(LocateFailure::new("invalid-argument", format!("timeout_ms {} above {MAX_TIMEOUT_MS}", p.timeout_ms)));
+            return Err(LocateFailure::new(
+                "invalid-argument",
+                format!("timeout_ms {} above {MAX_TIMEOUT_MS}", p.timeout_ms),
+            ));
         }
         if p.ping_count > MAX_PING_COUNT {
-            return Err(LocateFailure::new("invalid-argument", format!("ping_count {} above {MAX_PING_COUNT}", p.ping_count)));
+            return Err(LocateFailure::new(
+                "invalid-argument",
+                format!("ping_count {} above {MAX_PING_COUNT}", p.ping_count),
+            ));
         }
         let ip_s = target::canonical(ip);
         if self.is_shutting_down() {
-            return Err(LocateFailure::new("interrupted", "the coordinator is shutting down"));
+            return Err(LocateFailure::new(
+                "interrupted",
+                "the coordinator is shutting down",
+            ));
         }
         if p.reuse_stored {
             if let Some(r) = self.storage.latest_done_result(&ip_s).await? {
@@ -145,9 +161,21 @@ impl Coordinator {
             ));
         }
         let mode = p.mode.unwrap_or(self.config.mode);
-        let timeout_ms = if p.timeout_ms == 0 { self.config.probe_timeout_ms } else { p.timeout_ms };
-        let ping_count = if p.ping_count == 0 { self.config.ping_count } else { p.ping_count };
-        let k = if p.k == 0 { self.config.two_stage_k } else { p.k } as usize;
+        let timeout_ms = if p.timeout_ms == 0 {
+            self.config.probe_timeout_ms
+        } else {
+            p.timeout_ms
+        };
+        let ping_count = if p.ping_count == 0 {
+            self.config.ping_count
+        } else {
+            p.ping_count
+        };
+        let k = if p.k == 0 {
+            self.config.two_stage_k
+        } else {
+            p.k
+        } as usize;
 
         let created = unix_ms();
         let geoip: GeoIpLookup = self.geoip.as_ref().map(|g| g.lookup(ip));
@@ -160,8 +188,12 @@ impl Coordinator {
             solution_json: None,
             error_code: String::new(),
             error: String::new(),
-            geoip_json: geoip.as_ref().map(|g| serde_json::to_string(g).unwrap_or_else(|_| "null".into())),
-            calibration_json: calibration.as_ref().and_then(|c| serde_json::to_string(c).ok()),
+            geoip_json: geoip
+                .as_ref()
+                .map(|g| serde_json::to_string(g).unwrap_or_else(|_| "null".into())),
+            calibration_json: calibration
+                .as_ref()
+                .and_then(|c| serde_json::to_string(c).ok()),
             probes_asked: 0,
             probes_used: 0,
             packets_sent: 0,
@@ -194,7 +226,10 @@ impl Coordinator {
                 let seen = stage_one_rtts(&run.rows);
                 let second = if seen.is_empty() {
                     let more = schedule::spread(&probes, first.len() + k);
-                    more.into_iter().filter(|i| !first.contains(i)).take(k).collect()
+                    more.into_iter()
+                        .filter(|i| !first.contains(i))
+                        .take(k)
+                        .collect()
                 } else {
                     schedule::nearest_by_rtt_fit(&probes, &seen, k, &first)
                 };
@@ -209,7 +244,10 @@ impl Coordinator {
             row.error = "coordinator stopped during the measurement".into();
             row.finished_unix_ms = Some(unix_ms());
             self.storage.update_result(&row).await?;
-            return Err(LocateFailure::new("interrupted", "the coordinator is shutting down"));
+            return Err(LocateFailure::new(
+                "interrupted",
+                "the coordinator is shutting down",
+            ));
         }
         let outcome = self.finish(&mut row, &run.rows, &geoip, calibration).await;
         self.storage.update_result(&row).await?;
@@ -250,7 +288,8 @@ impl Coordinator {
             row.nearest_probe = probe.to_string();
         }
         if inputs.measurements.is_empty() {
-            let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+            let mut counts: std::collections::BTreeMap<&str, usize> =
+                std::collections::BTreeMap::new();
             for r in rows {
                 *counts.entry(r.outcome.as_str()).or_default() += 1;
             }
@@ -270,7 +309,10 @@ impl Coordinator {
             Ok(sol) => {
                 row.status = ResultStatus::Done;
                 row.probes_used = sol.used as i64;
-                row.solution_json = Some(serde_json::to_string(&sol).map_err(|e| LocateFailure::new("internal", e.to_string()))?);
+                row.solution_json = Some(
+                    serde_json::to_string(&sol)
+                        .map_err(|e| LocateFailure::new("internal", e.to_string()))?,
+                );
                 Ok(())
             }
             Err(e) => {
@@ -282,16 +324,25 @@ impl Coordinator {
         }
     }
 
-    async fn run_stage(self: &Arc<Self>, run: &mut Run<'_>, probes: &[ProbeSnapshot], chosen: &[usize], stage: u32) {
+    async fn run_stage(
+        self: &Arc<Self>,
+        run: &mut Run<'_>,
+        probes: &[ProbeSnapshot],
+        chosen: &[usize],
+        stage: u32,
+    ) {
         run.total += chosen.len() as u32;
         let mut tasks: FuturesUnordered<_> = chosen
             .iter()
             .map(|&i| {
                 let probe = probes[i].clone();
                 let this = Arc::clone(self);
-                let (result_id, ip, budget, pings) = (run.result_id.clone(), run.ip, run.budget, run.ping_count);
+                let (result_id, ip, budget, pings) =
+                    (run.result_id.clone(), run.ip, run.budget, run.ping_count);
                 async move {
-                    let rows = this.measure_target(&probe, ip, &result_id, stage, budget, pings).await;
+                    let rows = this
+                        .measure_target(&probe, ip, &result_id, stage, budget, pings)
+                        .await;
                     (probe, rows)
                 }
             })
@@ -306,7 +357,11 @@ impl Coordinator {
                     best = Some(best.map_or(rtt, |b: f64| b.min(rtt)));
                 }
                 if error.is_empty() && r.outcome != "answered" {
-                    error = if r.error.is_empty() { r.outcome.clone() } else { format!("{}: {}", r.outcome, r.error) };
+                    error = if r.error.is_empty() {
+                        r.outcome.clone()
+                    } else {
+                        format!("{}: {}", r.outcome, r.error)
+                    };
                 }
             }
             if best.is_some() {
@@ -350,7 +405,9 @@ impl Coordinator {
             allow_private: self.config.allow_private,
             purpose: pb::MeasurementPurpose::Locate as i32,
         };
-        let first = self.ask(probe, ping, budget, Some(result_id), stage, None).await;
+        let first = self
+            .ask(probe, ping, budget, Some(result_id), stage, None)
+            .await;
         let target_silent = first.outcome == "no-reply";
         rows.push(first);
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -367,7 +424,10 @@ impl Coordinator {
                 allow_private: self.config.allow_private,
                 purpose: pb::MeasurementPurpose::Locate as i32,
             };
-            rows.push(self.ask(probe, trace, left, Some(result_id), stage, None).await);
+            rows.push(
+                self.ask(probe, trace, left, Some(result_id), stage, None)
+                    .await,
+            );
         }
         rows
     }
@@ -385,7 +445,10 @@ impl Coordinator {
         let grace = (budget / 5).min(Duration::from_millis(1000));
         let request_id = req.request_id.clone();
         let target = req.target.clone();
-        let outcome = self.registry.measure(&probe.probe_id, req, budget + grace).await;
+        let outcome = self
+            .registry
+            .measure(&probe.probe_id, req, budget + grace)
+            .await;
         let (outcome_s, error, raw) = match outcome {
             Outcome::Answer(r) => {
                 let raw = RawResult::from(r.as_ref());
@@ -398,10 +461,29 @@ impl Coordinator {
                 };
                 (o, raw.error.clone(), raw)
             }
-            Outcome::ProbeError(m) => ("probe-error", m.clone(), RawResult { error: m, ..Default::default() }),
-            Outcome::Timeout => ("timeout", format!("no answer within {} ms", budget.as_millis()), RawResult::default()),
-            Outcome::Disconnected => ("disconnected", "probe session ended".to_string(), RawResult::default()),
-            Outcome::NotConnected => ("disconnected", "probe not connected".to_string(), RawResult::default()),
+            Outcome::ProbeError(m) => (
+                "probe-error",
+                m.clone(),
+                RawResult {
+                    error: m,
+                    ..Default::default()
+                },
+            ),
+            Outcome::Timeout => (
+                "timeout",
+                format!("no answer within {} ms", budget.as_millis()),
+                RawResult::default(),
+            ),
+            Outcome::Disconnected => (
+                "disconnected",
+                "probe session ended".to_string(),
+                RawResult::default(),
+            ),
+            Outcome::NotConnected => (
+                "disconnected",
+                "probe not connected".to_string(),
+                RawResult::default(),
+            ),
         };
         let mut raw = raw;
         if raw.request_id.is_empty() {
@@ -413,7 +495,12 @@ impl Coordinator {
         let row = MeasurementRow {
             measurement_id: new_id(),
             result_id: result_id.map(str::to_string),
-            purpose: if landmark.is_some() { "landmark" } else { "locate" }.to_string(),
+            purpose: if landmark.is_some() {
+                "landmark"
+            } else {
+                "locate"
+            }
+            .to_string(),
             stage: i64::from(stage),
             request_id,
             probe_id: probe.probe_id.clone(),
@@ -444,24 +531,39 @@ impl Coordinator {
 }
 
 /// See [`Coordinator::recompute`]; needs only the store.
-pub async fn recompute(storage: &crate::storage::Storage, result_id: &str) -> crate::Result<geoloc_engine::Solution> {
-    let r = storage.get_result(result_id).await?.ok_or_else(|| CoordinatorError::NotFound(result_id.to_string()))?;
+pub async fn recompute(
+    storage: &crate::storage::Storage,
+    result_id: &str,
+) -> crate::Result<geoloc_engine::Solution> {
+    let r = storage
+        .get_result(result_id)
+        .await?
+        .ok_or_else(|| CoordinatorError::NotFound(result_id.to_string()))?;
     let rows = storage.measurements_for_result(result_id).await?;
-    let inputs = inputs_from_rows(&rows).map_err(|detail| CoordinatorError::Corrupt { what: "measurements.raw_json", detail })?;
+    let inputs = inputs_from_rows(&rows).map_err(|detail| CoordinatorError::Corrupt {
+        what: "measurements.raw_json",
+        detail,
+    })?;
     let geoip: GeoIpLookup = match &r.geoip_json {
         None => None,
         Some(s) => Some(
-            serde_json::from_str(s).map_err(|e| CoordinatorError::Corrupt { what: "results.geoip_json", detail: e.to_string() })?,
+            serde_json::from_str(s).map_err(|e| CoordinatorError::Corrupt {
+                what: "results.geoip_json",
+                detail: e.to_string(),
+            })?,
         ),
     };
     let calibration: Option<geoloc_engine::Calibration> = match &r.calibration_json {
         None => None,
         Some(s) => Some(
-            serde_json::from_str(s)
-                .map_err(|e| CoordinatorError::Corrupt { what: "results.calibration_json", detail: e.to_string() })?,
+            serde_json::from_str(s).map_err(|e| CoordinatorError::Corrupt {
+                what: "results.calibration_json",
+                detail: e.to_string(),
+            })?,
         ),
     };
-    crate::solve::solve(&inputs, &geoip, r.created_at_unix_ms / 1000, calibration).map_err(CoordinatorError::Engine)
+    crate::solve::solve(&inputs, &geoip, r.created_at_unix_ms / 1000, calibration)
+        .map_err(CoordinatorError::Engine)
 }
 
 /// First-stage (probe position, best RTT) pairs.

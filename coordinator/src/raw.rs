@@ -88,16 +88,18 @@ fn usable(rtt_ms: f64) -> bool {
 }
 
 fn min_of(it: impl Iterator<Item = f64>) -> Option<f64> {
-    it.filter(|r| usable(*r)).fold(None, |acc, r| Some(acc.map_or(r, |a: f64| a.min(r))))
+    it.filter(|r| usable(*r))
+        .fold(None, |acc, r| Some(acc.map_or(r, |a: f64| a.min(r))))
 }
 
 impl RawResult {
     /// Best RTT to the target in this answer: the minimum echo RTT (ping replies, TCP
     /// SYN-ACK/RST, traceroute hop that is the target), else the traceroute's last hop.
     pub fn best_rtt(&self) -> Option<(f64, RttKind)> {
-        let ping = self.ping.as_ref().and_then(|p| {
-            min_of(p.rtts_ms.iter().copied().chain(p.min_rtt_ms))
-        });
+        let ping = self
+            .ping
+            .as_ref()
+            .and_then(|p| min_of(p.rtts_ms.iter().copied().chain(p.min_rtt_ms)));
         let tcp = min_of(
             self.tcp
                 .iter()
@@ -108,12 +110,21 @@ impl RawResult {
             if !t.reached {
                 return None;
             }
-            min_of(t.hops.iter().filter(|h| h.address == self.target).filter_map(|h| h.rtt_ms))
+            min_of(
+                t.hops
+                    .iter()
+                    .filter(|h| h.address == self.target)
+                    .filter_map(|h| h.rtt_ms),
+            )
         });
         if let Some(echo) = min_of([ping, tcp, trace_echo].into_iter().flatten()) {
             return Some((echo, RttKind::Echo));
         }
-        let last = self.traceroute.as_ref().and_then(|t| t.last_hop_rtt_ms).filter(|r| usable(*r));
+        let last = self
+            .traceroute
+            .as_ref()
+            .and_then(|t| t.last_hop_rtt_ms)
+            .filter(|r| usable(*r));
         last.map(|r| (r, RttKind::LastHop))
     }
 
@@ -172,7 +183,11 @@ impl From<&pb::MeasurementResult> for RawResult {
                 hops: t
                     .hops
                     .iter()
-                    .map(|h| RawHop { ttl: h.ttl, address: h.address.clone(), rtt_ms: h.rtt_ms })
+                    .map(|h| RawHop {
+                        ttl: h.ttl,
+                        address: h.address.clone(),
+                        rtt_ms: h.rtt_ms,
+                    })
                     .collect(),
                 reached: t.reached,
                 last_hop_address: t.last_hop.as_ref().map(|l| l.address.clone()),
@@ -205,7 +220,10 @@ mod tests {
 
     #[test]
     fn echo_is_minimum_of_replies_and_zero_is_allowed() {
-        assert_eq!(ping(&[12.0, 10.5, 11.0]).best_rtt(), Some((10.5, RttKind::Echo)));
+        assert_eq!(
+            ping(&[12.0, 10.5, 11.0]).best_rtt(),
+            Some((10.5, RttKind::Echo))
+        );
         assert_eq!(ping(&[0.0]).best_rtt(), Some((0.0, RttKind::Echo)));
         assert_eq!(ping(&[f64::NAN, -1.0]).best_rtt(), None);
     }
@@ -215,14 +233,23 @@ mod tests {
         let mut r = ping(&[]);
         r.traceroute = Some(RawTraceroute {
             protocol: "icmp".into(),
-            hops: vec![RawHop { ttl: 1, address: "10.0.0.1".into(), rtt_ms: Some(4.0) }],
+            hops: vec![RawHop {
+                ttl: 1,
+                address: "10.0.0.1".into(),
+                rtt_ms: Some(4.0),
+            }],
             reached: false,
             last_hop_address: Some("10.0.0.1".into()),
             last_hop_rtt_ms: Some(4.0),
             error: String::new(),
         });
         assert_eq!(r.best_rtt(), Some((4.0, RttKind::LastHop)));
-        r.tcp.push(RawTcp { port: 443, rtt_ms: Some(9.0), outcome: "rst".into(), error: String::new() });
+        r.tcp.push(RawTcp {
+            port: 443,
+            rtt_ms: Some(9.0),
+            outcome: "rst".into(),
+            error: String::new(),
+        });
         assert_eq!(r.best_rtt(), Some((9.0, RttKind::Echo)));
         assert_eq!(r.packets_sent(), 3 + 1 + 1);
     }

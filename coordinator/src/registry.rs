@@ -46,7 +46,10 @@ pub struct ProbeSnapshot {
 
 impl ProbeSnapshot {
     pub fn pos(&self) -> geoloc_engine::LatLon {
-        geoloc_engine::LatLon { lat: self.lat, lon: self.lon }
+        geoloc_engine::LatLon {
+            lat: self.lat,
+            lon: self.lon,
+        }
     }
     /// Address at which this probe can be measured (IPv4 preferred).
     pub fn address(&self) -> Option<std::net::IpAddr> {
@@ -80,7 +83,13 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(heartbeat_interval: Duration) -> Registry {
-        Registry { inner: std::sync::Mutex::new(Inner { probes: BTreeMap::new(), next_session: 1 }), heartbeat_interval }
+        Registry {
+            inner: std::sync::Mutex::new(Inner {
+                probes: BTreeMap::new(),
+                next_session: 1,
+            }),
+            heartbeat_interval,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -92,7 +101,12 @@ impl Registry {
     pub fn load(&self, rows: Vec<ProbeRow>) {
         let mut g = self.lock();
         for row in rows {
-            g.probes.entry(row.probe_id.clone()).or_insert(ProbeState { row, token: None, session: None, last_seen: None });
+            g.probes.entry(row.probe_id.clone()).or_insert(ProbeState {
+                row,
+                token: None,
+                session: None,
+                last_seen: None,
+            });
         }
     }
 
@@ -123,7 +137,11 @@ impl Registry {
         let id = g.next_session;
         g.next_session += 1;
         let p = g.probes.get_mut(probe_id)?;
-        p.session = Some(Session { id, tx, pending: HashMap::new() });
+        p.session = Some(Session {
+            id,
+            tx,
+            pending: HashMap::new(),
+        });
         p.last_seen = Some(Instant::now());
         p.row.last_seen_unix_ms = unix_ms();
         Some(id)
@@ -160,7 +178,13 @@ impl Registry {
 
     /// Hands an answer to whoever waits for `request_id`. False if nobody waits (late,
     /// cancelled or unknown).
-    pub fn deliver(&self, probe_id: &str, session_id: u64, request_id: &str, outcome: Outcome) -> bool {
+    pub fn deliver(
+        &self,
+        probe_id: &str,
+        session_id: u64,
+        request_id: &str,
+        outcome: Outcome,
+    ) -> bool {
         let tx = {
             let mut g = self.lock();
             g.probes
@@ -172,7 +196,13 @@ impl Registry {
         tx.is_some_and(|tx| tx.send(outcome).is_ok())
     }
 
-    pub fn set_flag(&self, probe_id: &str, flagged: bool, reason: &str, epoch_unix_ms: Option<i64>) {
+    pub fn set_flag(
+        &self,
+        probe_id: &str,
+        flagged: bool,
+        reason: &str,
+        epoch_unix_ms: Option<i64>,
+    ) {
         let mut g = self.lock();
         if let Some(p) = g.probes.get_mut(probe_id) {
             p.row.flagged = flagged;
@@ -185,7 +215,9 @@ impl Registry {
 
     fn snapshot_of(&self, p: &ProbeState) -> ProbeSnapshot {
         let connected = p.session.is_some();
-        let fresh = p.last_seen.is_some_and(|t| t.elapsed() < self.heartbeat_interval * 3);
+        let fresh = p
+            .last_seen
+            .is_some_and(|t| t.elapsed() < self.heartbeat_interval * 3);
         ProbeSnapshot {
             probe_id: p.row.probe_id.clone(),
             lat: p.row.lat,
@@ -221,12 +253,20 @@ impl Registry {
     /// Probes with an open session and fresh heartbeats, flagged or not (landmark checks
     /// still use flagged probes).
     pub fn live(&self) -> Vec<ProbeSnapshot> {
-        self.snapshot().into_iter().filter(|p| p.connected && (p.healthy || p.flagged)).collect()
+        self.snapshot()
+            .into_iter()
+            .filter(|p| p.connected && (p.healthy || p.flagged))
+            .collect()
     }
 
     /// Sends `req` to the probe and waits at most `budget` for its answer; on timeout the
     /// probe is told to cancel.
-    pub async fn measure(&self, probe_id: &str, req: pb::MeasurementRequest, budget: Duration) -> Outcome {
+    pub async fn measure(
+        &self,
+        probe_id: &str,
+        req: pb::MeasurementRequest,
+        budget: Duration,
+    ) -> Outcome {
         let request_id = req.request_id.clone();
         let (otx, orx) = oneshot::channel();
         let (tx, session_id) = {
@@ -237,7 +277,9 @@ impl Registry {
             s.pending.insert(request_id.clone(), otx);
             (s.tx.clone(), s.id)
         };
-        let msg = pb::CoordinatorMessage { kind: Some(pb::coordinator_message::Kind::MeasurementRequest(req)) };
+        let msg = pb::CoordinatorMessage {
+            kind: Some(pb::coordinator_message::Kind::MeasurementRequest(req)),
+        };
         let deadline = tokio::time::Instant::now() + budget;
         match tokio::time::timeout_at(deadline, tx.send(Ok(msg))).await {
             Ok(Ok(())) => {}
@@ -269,7 +311,12 @@ impl Registry {
 
     fn forget(&self, probe_id: &str, session_id: u64, request_id: &str) {
         let mut g = self.lock();
-        if let Some(s) = g.probes.get_mut(probe_id).and_then(|p| p.session.as_mut()).filter(|s| s.id == session_id) {
+        if let Some(s) = g
+            .probes
+            .get_mut(probe_id)
+            .and_then(|p| p.session.as_mut())
+            .filter(|s| s.id == session_id)
+        {
             s.pending.remove(request_id);
         }
     }

@@ -13,13 +13,22 @@ pub fn spread(probes: &[ProbeSnapshot], n: usize) -> Vec<usize> {
     let n = n.min(probes.len());
     let mut chosen: Vec<usize> = Vec::with_capacity(n);
     // Start: lowest id, so results do not depend on the fleet's arrival order.
-    let first = (0..probes.len()).min_by(|&a, &b| probes[a].probe_id.cmp(&probes[b].probe_id)).unwrap_or(0);
+    let first = (0..probes.len())
+        .min_by(|&a, &b| probes[a].probe_id.cmp(&probes[b].probe_id))
+        .unwrap_or(0);
     chosen.push(first);
-    let mut min_d: Vec<f64> = probes.iter().map(|p| distance_km(p.pos(), probes[first].pos())).collect();
+    let mut min_d: Vec<f64> = probes
+        .iter()
+        .map(|p| distance_km(p.pos(), probes[first].pos()))
+        .collect();
     while chosen.len() < n {
         let next = (0..probes.len())
             .filter(|i| !chosen.contains(i))
-            .max_by(|&a, &b| min_d[a].total_cmp(&min_d[b]).then(probes[b].probe_id.cmp(&probes[a].probe_id)));
+            .max_by(|&a, &b| {
+                min_d[a]
+                    .total_cmp(&min_d[b])
+                    .then(probes[b].probe_id.cmp(&probes[a].probe_id))
+            });
         let Some(next) = next else { break };
         chosen.push(next);
         for (i, d) in min_d.iter_mut().enumerate() {
@@ -35,7 +44,10 @@ pub fn nearest(probes: &[ProbeSnapshot], point: LatLon, k: usize, exclude: &[usi
         .filter(|i| !exclude.contains(i))
         .map(|i| (distance_km(probes[i].pos(), point), i))
         .collect();
-    idx.sort_by(|a, b| a.0.total_cmp(&b.0).then(probes[a.1].probe_id.cmp(&probes[b.1].probe_id)));
+    idx.sort_by(|a, b| {
+        a.0.total_cmp(&b.0)
+            .then(probes[a.1].probe_id.cmp(&probes[b.1].probe_id))
+    });
     idx.into_iter().take(k).map(|(_, i)| i).collect()
 }
 
@@ -48,7 +60,12 @@ pub const TYPICAL_KM_PER_MS_RTT: f64 = 60.0;
 /// match the distances their RTTs suggest for the target (RTT x [`TYPICAL_KM_PER_MS_RTT`],
 /// relative error, closer probes weigh more); probes outside a first-stage sound-bound disc
 /// are ranked last. Skips `exclude`; indices into `probes`, best first.
-pub fn nearest_by_rtt_fit(probes: &[ProbeSnapshot], seen: &[(LatLon, f64)], k: usize, exclude: &[usize]) -> Vec<usize> {
+pub fn nearest_by_rtt_fit(
+    probes: &[ProbeSnapshot],
+    seen: &[(LatLon, f64)],
+    k: usize,
+    exclude: &[usize],
+) -> Vec<usize> {
     let score = |p: LatLon| -> (bool, f64) {
         let mut outside = false;
         let mut s = 0.0;
@@ -63,10 +80,15 @@ pub fn nearest_by_rtt_fit(probes: &[ProbeSnapshot], seen: &[(LatLon, f64)], k: u
         }
         (outside, s)
     };
-    let mut idx: Vec<((bool, f64), usize)> =
-        (0..probes.len()).filter(|i| !exclude.contains(i)).map(|i| (score(probes[i].pos()), i)).collect();
+    let mut idx: Vec<((bool, f64), usize)> = (0..probes.len())
+        .filter(|i| !exclude.contains(i))
+        .map(|i| (score(probes[i].pos()), i))
+        .collect();
     idx.sort_by(|a, b| {
-        a.0 .0.cmp(&b.0 .0).then(a.0 .1.total_cmp(&b.0 .1)).then(probes[a.1].probe_id.cmp(&probes[b.1].probe_id))
+        a.0 .0
+            .cmp(&b.0 .0)
+            .then(a.0 .1.total_cmp(&b.0 .1))
+            .then(probes[a.1].probe_id.cmp(&probes[b.1].probe_id))
     });
     idx.into_iter().take(k).map(|(_, i)| i).collect()
 }
@@ -110,10 +132,30 @@ mod tests {
 
     #[test]
     fn nearest_orders_by_distance_and_skips_excluded() {
-        let ps = vec![p("paris", 48.85, 2.35), p("london", 51.5, -0.12), p("sydney", -33.87, 151.2)];
-        let n = nearest(&ps, LatLon { lat: 51.0, lon: 0.0 }, 2, &[]);
+        let ps = vec![
+            p("paris", 48.85, 2.35),
+            p("london", 51.5, -0.12),
+            p("sydney", -33.87, 151.2),
+        ];
+        let n = nearest(
+            &ps,
+            LatLon {
+                lat: 51.0,
+                lon: 0.0,
+            },
+            2,
+            &[],
+        );
         assert_eq!(n, vec![1, 0]);
-        let n = nearest(&ps, LatLon { lat: 51.0, lon: 0.0 }, 2, &[1]);
+        let n = nearest(
+            &ps,
+            LatLon {
+                lat: 51.0,
+                lon: 0.0,
+            },
+            2,
+            &[1],
+        );
         assert_eq!(n, vec![0, 2]);
     }
 
@@ -129,7 +171,11 @@ mod tests {
             p("saopaulo", -23.55, -46.63),
             p("frankfurt", 50.11, 8.68),
         ];
-        let seen = [(ps[1].pos(), 80.0), (ps[2].pos(), 280.0), (ps[3].pos(), 230.0)];
+        let seen = [
+            (ps[1].pos(), 80.0),
+            (ps[2].pos(), 280.0),
+            (ps[3].pos(), 230.0),
+        ];
         let n = nearest_by_rtt_fit(&ps, &seen, 2, &[1, 2, 3]);
         let mut ids: Vec<&str> = n.iter().map(|&i| ps[i].probe_id.as_str()).collect();
         ids.sort();

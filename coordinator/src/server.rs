@@ -48,8 +48,12 @@ pub async fn serve(
 
 /// Binds `addr` (port 0 = any free port) and returns the listener and its real address.
 pub async fn bind(addr: SocketAddr) -> crate::Result<(tokio::net::TcpListener, SocketAddr)> {
-    let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| CoordinatorError::Listen { addr, source })?;
-    let a = l.local_addr().map_err(|source| CoordinatorError::Listen { addr, source })?;
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| CoordinatorError::Listen { addr, source })?;
+    let a = l
+        .local_addr()
+        .map_err(|source| CoordinatorError::Listen { addr, source })?;
     Ok((l, a))
 }
 
@@ -78,9 +82,15 @@ impl Coordinator {
                 truncate(&r.probe_id)
             )));
         }
-        let pos = LatLon::checked(r.lat, r.lon).map_err(|e| Status::invalid_argument(format!("bad position: {e}")))?;
-        if r.ipv4.len() > MAX_FIELD_LEN || r.ipv6.len() > MAX_FIELD_LEN || r.agent_version.len() > MAX_FIELD_LEN {
-            return Err(Status::invalid_argument("ipv4, ipv6 or agent_version longer than 256 bytes"));
+        let pos = LatLon::checked(r.lat, r.lon)
+            .map_err(|e| Status::invalid_argument(format!("bad position: {e}")))?;
+        if r.ipv4.len() > MAX_FIELD_LEN
+            || r.ipv6.len() > MAX_FIELD_LEN
+            || r.agent_version.len() > MAX_FIELD_LEN
+        {
+            return Err(Status::invalid_argument(
+                "ipv4, ipv6 or agent_version longer than 256 bytes",
+            ));
         }
         if !r.ipv4.is_empty() && r.ipv4.parse::<std::net::Ipv4Addr>().is_err() {
             return Err(Status::invalid_argument(format!("bad ipv4 {:?}", r.ipv4)));
@@ -89,16 +99,38 @@ impl Coordinator {
             return Err(Status::invalid_argument(format!("bad ipv6 {:?}", r.ipv6)));
         }
         let now = unix_ms();
-        let old = self.storage.get_probe(&r.probe_id).await.map_err(internal)?;
-        let moved = old.as_ref().is_some_and(|o| distance_km(LatLon { lat: o.lat, lon: o.lon }, pos) > 1.0);
+        let old = self
+            .storage
+            .get_probe(&r.probe_id)
+            .await
+            .map_err(internal)?;
+        let moved = old.as_ref().is_some_and(|o| {
+            distance_km(
+                LatLon {
+                    lat: o.lat,
+                    lon: o.lon,
+                },
+                pos,
+            ) > 1.0
+        });
         let (mut flagged, mut flag_reason, epoch) = match &old {
             // A move discards the old flag and evidence: the new position is checked afresh.
             Some(_) if moved => (false, String::new(), now),
             Some(o) => (o.flagged, o.flag_reason.clone(), o.flag_epoch_unix_ms),
             None => (false, String::new(), now),
         };
-        if let Some(l) = self.landmarks.iter().find(|l| l.id == r.probe_id && l.kind == LandmarkKind::Probe) {
-            let d = distance_km(LatLon { lat: l.lat, lon: l.lon }, pos);
+        if let Some(l) = self
+            .landmarks
+            .iter()
+            .find(|l| l.id == r.probe_id && l.kind == LandmarkKind::Probe)
+        {
+            let d = distance_km(
+                LatLon {
+                    lat: l.lat,
+                    lon: l.lon,
+                },
+                pos,
+            );
             if d > LANDMARK_FILE_TOLERANCE_KM && !flagged {
                 flagged = true;
                 flag_reason = format!(
@@ -122,7 +154,10 @@ impl Coordinator {
         };
         self.storage.upsert_probe(&row).await.map_err(internal)?;
         if moved || old.as_ref().is_some_and(|o| o.flagged != flagged) {
-            self.storage.set_probe_flag(&row.probe_id, flagged, &flag_reason, Some(epoch)).await.map_err(internal)?;
+            self.storage
+                .set_probe_flag(&row.probe_id, flagged, &flag_reason, Some(epoch))
+                .await
+                .map_err(internal)?;
         }
         let token = new_id();
         self.registry.register(row, token.clone());
@@ -156,13 +191,19 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 
 #[tonic::async_trait]
 impl ProbeService for ProbeSvc {
-    async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterReply>, Status> {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterReply>, Status> {
         self.0.register(req.get_ref()).await.map(Response::new)
     }
 
     type SessionStream = BoxStream<pb::CoordinatorMessage>;
 
-    async fn session(&self, req: Request<Streaming<pb::ProbeMessage>>) -> Result<Response<Self::SessionStream>, Status> {
+    async fn session(
+        &self,
+        req: Request<Streaming<pb::ProbeMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
         let coord = Arc::clone(&self.0);
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
@@ -170,9 +211,16 @@ impl ProbeService for ProbeSvc {
             .map_err(|_| Status::deadline_exceeded("no hello within 10 s"))??;
         let hello = match first.and_then(|m| m.kind) {
             Some(pb::probe_message::Kind::Hello(h)) => h,
-            _ => return Err(Status::failed_precondition("the first message of a session must be hello")),
+            _ => {
+                return Err(Status::failed_precondition(
+                    "the first message of a session must be hello",
+                ))
+            }
         };
-        if !coord.registry.check_token(&hello.probe_id, &hello.session_token) {
+        if !coord
+            .registry
+            .check_token(&hello.probe_id, &hello.session_token)
+        {
             return Err(Status::unauthenticated(format!(
                 "unknown session token for probe {:?}: call Register again",
                 truncate(&hello.probe_id)
@@ -221,10 +269,17 @@ impl ProbeService for ProbeSvc {
                     let _ = coord.storage.touch_probe(&probe_id, now).await;
                 }
                 match msg.kind {
-                    Some(pb::probe_message::Kind::Heartbeat(_)) | Some(pb::probe_message::Kind::Hello(_)) | None => {}
+                    Some(pb::probe_message::Kind::Heartbeat(_))
+                    | Some(pb::probe_message::Kind::Hello(_))
+                    | None => {}
                     Some(pb::probe_message::Kind::MeasurementResult(r)) => {
                         let id = r.request_id.clone();
-                        if !coord.registry.deliver(&probe_id, session_id, &id, Outcome::Answer(Box::new(r))) {
+                        if !coord.registry.deliver(
+                            &probe_id,
+                            session_id,
+                            &id,
+                            Outcome::Answer(Box::new(r)),
+                        ) {
                             tracing::debug!(probe = %probe_id, request_id = %id, "late or unknown result dropped");
                         }
                     }
@@ -232,7 +287,12 @@ impl ProbeService for ProbeSvc {
                         if e.request_id.is_empty() {
                             tracing::warn!(probe = %probe_id, message = %truncate(&e.message), "probe reported an error");
                         } else {
-                            coord.registry.deliver(&probe_id, session_id, &e.request_id, Outcome::ProbeError(e.message));
+                            coord.registry.deliver(
+                                &probe_id,
+                                session_id,
+                                &e.request_id,
+                                Outcome::ProbeError(e.message),
+                            );
                         }
                     }
                 }
@@ -251,22 +311,37 @@ impl ProbeService for ProbeSvc {
 pub struct LocateSvc(pub Arc<Coordinator>);
 
 fn event(ip: &str, index: u32, e: pb::locate_event::Event) -> pb::LocateEvent {
-    pb::LocateEvent { ip: ip.to_string(), index, event: Some(e) }
+    pb::LocateEvent {
+        ip: ip.to_string(),
+        index,
+        event: Some(e),
+    }
 }
 
 fn failure_event(ip: &str, index: u32, f: LocateFailure) -> pb::LocateEvent {
-    event(ip, index, pb::locate_event::Event::Error(pb::LocateError { code: f.code, message: f.message }))
+    event(
+        ip,
+        index,
+        pb::locate_event::Event::Error(pb::LocateError {
+            code: f.code,
+            message: f.message,
+        }),
+    )
 }
 
 #[tonic::async_trait]
 impl LocateService for LocateSvc {
     type LocateStream = BoxStream<pb::LocateEvent>;
 
-    async fn locate(&self, req: Request<pb::LocateRequest>) -> Result<Response<Self::LocateStream>, Status> {
+    async fn locate(
+        &self,
+        req: Request<pb::LocateRequest>,
+    ) -> Result<Response<Self::LocateStream>, Status> {
         let r = req.into_inner();
         let params = LocateParams::from_request(&r);
         // Bad input fails the call itself.
-        target::check(&r.ip, self.0.config.allow_private).map_err(|e| Status::invalid_argument(e.message))?;
+        target::check(&r.ip, self.0.config.allow_private)
+            .map_err(|e| Status::invalid_argument(e.message))?;
         let (tx, rx) = mpsc::channel(64);
         let coord = Arc::clone(&self.0);
         tokio::spawn(async move {
@@ -296,13 +371,23 @@ impl LocateService for LocateSvc {
 
     type LocateBatchStream = BoxStream<pb::LocateEvent>;
 
-    async fn locate_batch(&self, req: Request<pb::LocateBatchRequest>) -> Result<Response<Self::LocateBatchStream>, Status> {
+    async fn locate_batch(
+        &self,
+        req: Request<pb::LocateBatchRequest>,
+    ) -> Result<Response<Self::LocateBatchStream>, Status> {
         let r = req.into_inner();
         if r.ips.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!("{} addresses in one batch (at most {MAX_BATCH})", r.ips.len())));
+            return Err(Status::invalid_argument(format!(
+                "{} addresses in one batch (at most {MAX_BATCH})",
+                r.ips.len()
+            )));
         }
         let coord = Arc::clone(&self.0);
-        let concurrency = if r.concurrency == 0 { coord.config.batch_concurrency } else { r.concurrency.min(256) } as usize;
+        let concurrency = if r.concurrency == 0 {
+            coord.config.batch_concurrency
+        } else {
+            r.concurrency.min(256)
+        } as usize;
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
             // Same address twice in a batch: measured once, answered for each index.
@@ -312,7 +397,10 @@ impl LocateService for LocateSvc {
                 let key = match target::check(ip, coord.config.allow_private) {
                     Ok(a) => target::canonical(a),
                     Err(e) => {
-                        let f = LocateFailure { code: e.code.to_string(), message: e.message };
+                        let f = LocateFailure {
+                            code: e.code.to_string(),
+                            message: e.message,
+                        };
                         let _ = tx.send(Ok(failure_event(&truncate(ip), i as u32, f))).await;
                         continue;
                     }
@@ -326,9 +414,13 @@ impl LocateService for LocateSvc {
             let mut set = tokio::task::JoinSet::new();
             for key in order {
                 let indices = groups.remove(&key).unwrap_or_default();
-                let Ok(permit) = Arc::clone(&sem).acquire_owned().await else { break };
+                let Ok(permit) = Arc::clone(&sem).acquire_owned().await else {
+                    break;
+                };
                 if coord.is_shutting_down() {
-                    let _ = tx.send(Err(Status::unavailable("the coordinator is shutting down"))).await;
+                    let _ = tx
+                        .send(Err(Status::unavailable("the coordinator is shutting down")))
+                        .await;
                     break;
                 }
                 if tx.is_closed() {
@@ -352,7 +444,11 @@ impl LocateService for LocateSvc {
                     let ptx = tx.clone();
                     let pip = ips[first as usize].clone();
                     let progress = move |p: pb::Progress| {
-                        let _ = ptx.try_send(Ok(event(&pip, first, pb::locate_event::Event::Progress(p))));
+                        let _ = ptx.try_send(Ok(event(
+                            &pip,
+                            first,
+                            pb::locate_event::Event::Progress(p),
+                        )));
                     };
                     let outcome = coord.locate(params, &progress).await;
                     if let Err(f) = &outcome {
@@ -377,24 +473,36 @@ impl LocateService for LocateSvc {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn get_result(&self, req: Request<pb::GetResultRequest>) -> Result<Response<pb::GetResultReply>, Status> {
+    async fn get_result(
+        &self,
+        req: Request<pb::GetResultRequest>,
+    ) -> Result<Response<pb::GetResultReply>, Status> {
         let r = req.into_inner();
         let row = match r.key {
             Some(pb::get_result_request::Key::ResultId(id)) => {
                 if id.len() > 64 {
-                    return Err(Status::invalid_argument("result_id longer than 64 characters"));
+                    return Err(Status::invalid_argument(
+                        "result_id longer than 64 characters",
+                    ));
                 }
                 self.0.storage.get_result(&id).await.map_err(internal)?
             }
             Some(pb::get_result_request::Key::Ip(ip)) => {
-                let a = target::check(&ip, true).map_err(|e| Status::invalid_argument(e.message))?;
-                self.0.storage.latest_done_result(&target::canonical(a)).await.map_err(internal)?
+                let a =
+                    target::check(&ip, true).map_err(|e| Status::invalid_argument(e.message))?;
+                self.0
+                    .storage
+                    .latest_done_result(&target::canonical(a))
+                    .await
+                    .map_err(internal)?
             }
             None => return Err(Status::invalid_argument("give an ip or a result_id")),
         };
         match row {
             Some(row) if row.status == crate::storage::ResultStatus::Done => {
-                Ok(Response::new(pb::GetResultReply { result: Some(result_to_pb(&row, true)) }))
+                Ok(Response::new(pb::GetResultReply {
+                    result: Some(result_to_pb(&row, true)),
+                }))
             }
             Some(row) => Err(Status::not_found(format!(
                 "result {} is {}: {}",
@@ -406,7 +514,10 @@ impl LocateService for LocateSvc {
         }
     }
 
-    async fn list_probes(&self, _req: Request<pb::ListProbesRequest>) -> Result<Response<pb::ListProbesReply>, Status> {
+    async fn list_probes(
+        &self,
+        _req: Request<pb::ListProbesRequest>,
+    ) -> Result<Response<pb::ListProbesReply>, Status> {
         let probes = self
             .0
             .registry
@@ -429,11 +540,17 @@ impl LocateService for LocateSvc {
         Ok(Response::new(pb::ListProbesReply { probes }))
     }
 
-    async fn clear_flag(&self, req: Request<pb::ClearFlagRequest>) -> Result<Response<pb::ClearFlagReply>, Status> {
+    async fn clear_flag(
+        &self,
+        req: Request<pb::ClearFlagRequest>,
+    ) -> Result<Response<pb::ClearFlagReply>, Status> {
         let id = req.into_inner().probe_id;
         match self.0.clear_flag(&id).await.map_err(internal)? {
             Some(was_flagged) => Ok(Response::new(pb::ClearFlagReply { was_flagged })),
-            None => Err(Status::not_found(format!("unknown probe {:?}", truncate(&id)))),
+            None => Err(Status::not_found(format!(
+                "unknown probe {:?}",
+                truncate(&id)
+            ))),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! [`crate::Coordinator::recompute`], so a recomputed result equals the stored one.
 use std::collections::BTreeMap;
 
-use geoloc_engine::{GeoIpRecord, Kind, LatLon, Measurement, SolveOptions, Solution};
+use geoloc_engine::{GeoIpRecord, Kind, LatLon, Measurement, Solution, SolveOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::raw::{RawResult, RttKind};
@@ -70,7 +70,9 @@ impl Inputs {
             .chain(self.per_probe.iter().filter(|p| p.kind == RttKind::LastHop))
             .min_by(|a, b| {
                 // echo before last-hop at equal RTT
-                a.rtt_ms.total_cmp(&b.rtt_ms).then((a.kind == RttKind::LastHop).cmp(&(b.kind == RttKind::LastHop)))
+                a.rtt_ms
+                    .total_cmp(&b.rtt_ms)
+                    .then((a.kind == RttKind::LastHop).cmp(&(b.kind == RttKind::LastHop)))
             })
             .map(|p| (p.probe_id.as_str(), p.rtt_ms))
     }
@@ -94,10 +96,15 @@ pub fn inputs_from_rows(rows: &[MeasurementRow]) -> Result<Inputs, String> {
         if !row.excluded.is_empty() {
             continue;
         }
-        let Some((rtt_ms, kind)) = raw.best_rtt() else { continue };
+        let Some((rtt_ms, kind)) = raw.best_rtt() else {
+            continue;
+        };
         let cand = ProbeRtt {
             probe_id: row.probe_id.clone(),
-            pos: LatLon { lat: row.probe_lat, lon: row.probe_lon },
+            pos: LatLon {
+                lat: row.probe_lat,
+                lon: row.probe_lon,
+            },
             rtt_ms,
             kind,
         };
@@ -121,7 +128,12 @@ pub fn inputs_from_rows(rows: &[MeasurementRow]) -> Result<Inputs, String> {
             },
         })
         .collect();
-    Ok(Inputs { measurements, per_probe, packets_sent: packets, probes_asked: asked.len() })
+    Ok(Inputs {
+        measurements,
+        per_probe,
+        packets_sent: packets,
+        probes_asked: asked.len(),
+    })
 }
 
 fn better(a: &ProbeRtt, b: &ProbeRtt) -> bool {
@@ -148,7 +160,10 @@ pub fn solve(
         return Err("no probe got an answer from the target".into());
     }
     let opts = SolveOptions {
-        geoip: geoip.as_ref().and_then(|g| g.as_ref()).map(GeoIpRecord::from),
+        geoip: geoip
+            .as_ref()
+            .and_then(|g| g.as_ref())
+            .map(GeoIpRecord::from),
         geoip_checked: geoip.is_some(),
         at_unix_s: Some(at_unix_s),
         calibration,

@@ -7,7 +7,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::error::{q, CoordinatorError, Result};
@@ -72,7 +74,10 @@ impl ResultStatus {
             "failed" => ResultStatus::Failed,
             "interrupted" => ResultStatus::Interrupted,
             other => {
-                return Err(CoordinatorError::Corrupt { what: "results.status", detail: other.to_string() })
+                return Err(CoordinatorError::Corrupt {
+                    what: "results.status",
+                    detail: other.to_string(),
+                })
             }
         })
     }
@@ -228,7 +233,10 @@ impl Storage {
     /// Like [`Storage::connect`]; on PostgreSQL, `schema` (created if missing) becomes the
     /// `search_path`, so that several independent stores can share one database (tests).
     pub async fn connect_in_schema(url: &str, schema: Option<&str>) -> Result<Storage> {
-        let conn_err = |source| CoordinatorError::DatabaseConnect { url: redact(url), source };
+        let conn_err = |source| CoordinatorError::DatabaseConnect {
+            url: redact(url),
+            source,
+        };
         let storage = if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
                 .map_err(conn_err)?
@@ -246,8 +254,14 @@ impl Storage {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let mut opts = PgConnectOptions::from_str(url).map_err(conn_err)?;
             if let Some(schema) = schema {
-                if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || schema.is_empty() {
-                    return Err(CoordinatorError::InvalidConfig(format!("bad schema name {schema:?}")));
+                if !schema
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    || schema.is_empty()
+                {
+                    return Err(CoordinatorError::InvalidConfig(format!(
+                        "bad schema name {schema:?}"
+                    )));
                 }
                 let bootstrap = PgPoolOptions::new()
                     .max_connections(1)
@@ -255,10 +269,12 @@ impl Storage {
                     .connect_with(opts.clone())
                     .await
                     .map_err(conn_err)?;
-                sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
-                    .execute(&bootstrap)
-                    .await
-                    .map_err(q("create schema"))?;
+                sqlx::query(AssertSqlSafe(format!(
+                    "CREATE SCHEMA IF NOT EXISTS {schema}"
+                )))
+                .execute(&bootstrap)
+                .await
+                .map_err(q("create schema"))?;
                 bootstrap.close().await;
                 opts = opts.options([("search_path", schema)]);
             }
@@ -292,8 +308,13 @@ impl Storage {
     pub async fn sqlite_journal_mode(&self) -> Result<Option<String>> {
         match self {
             Storage::Sqlite(pool) => {
-                let row = sqlx::query("PRAGMA journal_mode").fetch_one(pool).await.map_err(q("journal_mode"))?;
-                Ok(Some(row.try_get::<String, _>(0).map_err(q("journal_mode"))?))
+                let row = sqlx::query("PRAGMA journal_mode")
+                    .fetch_one(pool)
+                    .await
+                    .map_err(q("journal_mode"))?;
+                Ok(Some(
+                    row.try_get::<String, _>(0).map_err(q("journal_mode"))?,
+                ))
             }
             Storage::Postgres(_) => Ok(None),
         }
@@ -327,7 +348,13 @@ impl Storage {
 
     /// Sets or clears the speed-of-light flag. Clearing also moves the probe's flag epoch to
     /// `epoch_unix_ms` so that older landmark measurements no longer count against it.
-    pub async fn set_probe_flag(&self, probe_id: &str, flagged: bool, reason: &str, epoch_unix_ms: Option<i64>) -> Result<bool> {
+    pub async fn set_probe_flag(
+        &self,
+        probe_id: &str,
+        flagged: bool,
+        reason: &str,
+        epoch_unix_ms: Option<i64>,
+    ) -> Result<bool> {
         let n = match epoch_unix_ms {
             Some(epoch) => {
                 let sql = "UPDATE probes SET flagged = $1, flag_reason = $2, flag_epoch_unix_ms = $3 WHERE probe_id = $4";
@@ -490,7 +517,10 @@ pub fn redact(url: &str) -> String {
 mod tests {
     #[test]
     fn redacts_passwords() {
-        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
     }

@@ -17,12 +17,18 @@ pub const MAX_ADDRESS_LEN: usize = 64;
 pub fn check(text: &str, allow_private: bool) -> Result<IpAddr, Refused> {
     let t = text.trim();
     if t.is_empty() {
-        return Err(Refused { code: "invalid-address", message: "empty address".into() });
+        return Err(Refused {
+            code: "invalid-address",
+            message: "empty address".into(),
+        });
     }
     if t.len() > MAX_ADDRESS_LEN {
         return Err(Refused {
             code: "invalid-address",
-            message: format!("not an IP address: {} bytes long (an address is at most {MAX_ADDRESS_LEN})", t.len()),
+            message: format!(
+                "not an IP address: {} bytes long (an address is at most {MAX_ADDRESS_LEN})",
+                t.len()
+            ),
         });
     }
     let ip: IpAddr = t.parse().map_err(|_| Refused {
@@ -30,7 +36,13 @@ pub fn check(text: &str, allow_private: bool) -> Result<IpAddr, Refused> {
         message: format!("not an IP address: {t:?}"),
     })?;
     if ip.is_unspecified() || ip.is_multicast() {
-        return Err(Refused { code: "bogon", message: format!("{ip} is {} and cannot be located", bogon_kind(ip).unwrap_or("special")) });
+        return Err(Refused {
+            code: "bogon",
+            message: format!(
+                "{ip} is {} and cannot be located",
+                bogon_kind(ip).unwrap_or("special")
+            ),
+        });
     }
     if !allow_private {
         if let Some(kind) = bogon_kind(ip) {
@@ -119,13 +131,28 @@ mod tests {
 
     #[test]
     fn public_addresses_pass() {
-        assert_eq!(check(" 81.2.69.142 ", false).unwrap().to_string(), "81.2.69.142");
+        assert_eq!(
+            check(" 81.2.69.142 ", false).unwrap().to_string(),
+            "81.2.69.142"
+        );
         assert!(check("2a00:1450:4007:80a::200e", false).is_ok());
     }
 
     #[test]
     fn bogons_refused_unless_allowed() {
-        for b in ["127.0.0.1", "10.1.2.3", "192.168.1.1", "100.64.0.1", "192.0.2.1", "::1", "fd00::1", "fe80::1", "2001:db8::1", "::ffff:10.0.0.1", "240.0.0.1"] {
+        for b in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.1.1",
+            "100.64.0.1",
+            "192.0.2.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "2001:db8::1",
+            "::ffff:10.0.0.1",
+            "240.0.0.1",
+        ] {
             let e = check(b, false).unwrap_err();
             assert_eq!(e.code, "bogon", "{b}");
             assert!(e.message.contains("--allow-private"), "{}", e.message);
@@ -138,7 +165,10 @@ mod tests {
     #[test]
     fn garbage_is_invalid() {
         assert_eq!(check("", false).unwrap_err().code, "invalid-address");
-        assert_eq!(check("1.2.3", false).unwrap_err().message, "not an IP address: \"1.2.3\"");
+        assert_eq!(
+            check("1.2.3", false).unwrap_err().message,
+            "not an IP address: \"1.2.3\""
+        );
         let long = "x".repeat(10 << 20);
         let e = check(&long, false).unwrap_err();
         assert!(e.message.contains("10485760 bytes"), "{}", e.message);

@@ -29,14 +29,20 @@ fn audit_args(url: &str, file: &Path, out: &Path) -> AuditArgs {
 
 /// `run_audit` builds its own runtime: run it on a plain thread.
 async fn run_audit(args: AuditArgs) -> anyhow::Result<()> {
-    tokio::task::spawn_blocking(move || std::thread::spawn(move || geoloc_coordinator::audit::run_audit(args)).join().unwrap())
-        .await
-        .unwrap()
+    tokio::task::spawn_blocking(move || {
+        std::thread::spawn(move || geoloc_coordinator::audit::run_audit(args))
+            .join()
+            .unwrap()
+    })
+    .await
+    .unwrap()
 }
 
 fn read_rows(p: &Path) -> Vec<Vec<String>> {
     let mut r = csv::Reader::from_path(p).unwrap();
-    r.records().map(|x| x.unwrap().iter().map(String::from).collect()).collect()
+    r.records()
+        .map(|x| x.unwrap().iter().map(String::from).collect())
+        .collect()
 }
 
 #[tokio::test]
@@ -135,10 +141,19 @@ async fn audit_without_a_coordinator_fails_clearly() {
     std::fs::write(&input, "81.2.69.142\n").unwrap();
     let mut a = audit_args("http://127.0.0.1:9", &input, &dir.path().join("o.csv"));
     a.retry_for_s = 1;
-    let e = tokio::time::timeout(Duration::from_secs(30), run_audit(a)).await.unwrap().unwrap_err();
+    let e = tokio::time::timeout(Duration::from_secs(30), run_audit(a))
+        .await
+        .unwrap()
+        .unwrap_err();
     let msg = format!("{e:#}");
-    assert!(msg.contains("cannot reach the coordinator at http://127.0.0.1:9"), "{msg}");
-    assert!(msg.contains("run the same command again to resume"), "{msg}");
+    assert!(
+        msg.contains("cannot reach the coordinator at http://127.0.0.1:9"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("run the same command again to resume"),
+        "{msg}"
+    );
 }
 
 /// A fixed result with a hand-written solution holding every field the columns read.
@@ -170,9 +185,14 @@ fn audit_csv_schema_snapshot() {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(COLUMNS).unwrap();
     let ok = row_values("81.2.69.142", &Ok(sample_result()));
-    w.write_record(COLUMNS.iter().map(|c| ok[c].as_str())).unwrap();
-    let bad = row_values("10.0.0.1", &Err("bogon: 10.0.0.1 is a private address".into()));
-    w.write_record(COLUMNS.iter().map(|c| bad[c].as_str())).unwrap();
+    w.write_record(COLUMNS.iter().map(|c| ok[c].as_str()))
+        .unwrap();
+    let bad = row_values(
+        "10.0.0.1",
+        &Err("bogon: 10.0.0.1 is a private address".into()),
+    );
+    w.write_record(COLUMNS.iter().map(|c| bad[c].as_str()))
+        .unwrap();
     let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
     insta::assert_snapshot!(text, @r###"
     ip,lat,lon,radius_km,city,country,timezone,utc_offset,anycast,probes_used,min_rtt_ms,nearest_probe,maxmind_lat,maxmind_lon,maxmind_city,maxmind_country,maxmind_accuracy_km,maxmind_distance_km,maxmind_verdict,error

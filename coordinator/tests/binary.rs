@@ -24,8 +24,23 @@ impl Drop for Proc {
 /// Starts the binary; returns it and its URL (read from the "listening on" line).
 fn start(db: &str, extra: &[&str]) -> (Proc, String) {
     let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--database", db, "--allow-private", "--probe-token", TOKEN])
-        .args(["--heartbeat-interval-ms", "300", "--probe-timeout-ms", "1500", "--ping-interval-ms", "0"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            db,
+            "--allow-private",
+            "--probe-token",
+            TOKEN,
+        ])
+        .args([
+            "--heartbeat-interval-ms",
+            "300",
+            "--probe-timeout-ms",
+            "1500",
+            "--ping-interval-ms",
+            "0",
+        ])
         .args(extra)
         .env_remove("GEOLOC_COORDINATOR_CONFIG")
         .stdout(Stdio::piped())
@@ -41,7 +56,9 @@ fn start(db: &str, extra: &[&str]) -> (Proc, String) {
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("coordinator printed its address");
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("coordinator printed its address");
     (Proc(child), format!("http://{addr}"))
 }
 
@@ -61,17 +78,36 @@ fn bad_configuration_exits_64_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, "lissten = \"127.0.0.1:1\"\n").unwrap();
-    let out = Command::new(BIN).args(["--config", cfg.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("c.toml") && err.contains("unknown field `lissten`"), "{err}");
-    let out = Command::new(BIN).args(["--database", "mysql://x/y"]).output().unwrap();
+    assert!(
+        err.contains("c.toml") && err.contains("unknown field `lissten`"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["--database", "mysql://x/y"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected sqlite://FILE or postgres://"));
     let lm = dir.path().join("lm.csv");
     std::fs::write(&lm, "id,lat,lon,ip,kind\nx,100,0,,probe\n").unwrap();
     let db = format!("sqlite://{}", dir.path().join("x.sqlite").display());
-    let out = Command::new(BIN).args(["--listen", "127.0.0.1:0", "--database", &db, "--landmarks", lm.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &db,
+            "--landmarks",
+            lm.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("lm.csv:2: position 100,0 out of range"));
 }
@@ -86,19 +122,44 @@ async fn binary_serves_stops_on_sigterm_and_keeps_results_across_restart() {
         let w = world(&[("127.0.0.50", 45.764, 4.8357)]);
         let mut probes = Vec::new();
         for &(id, lat, lon, ip) in &FLEET[..5] {
-            w.lock().unwrap().insert(ip.to_string(), LatLon { lat, lon });
-            probes.push(FakeProbe::start(&url, id, (lat, lon), (lat, lon), ip, w.clone(), Behaviour::Honest).await);
+            w.lock()
+                .unwrap()
+                .insert(ip.to_string(), LatLon { lat, lon });
+            probes.push(
+                FakeProbe::start(
+                    &url,
+                    id,
+                    (lat, lon),
+                    (lat, lon),
+                    ip,
+                    w.clone(),
+                    Behaviour::Honest,
+                )
+                .await,
+            );
         }
         let mut c = geoloc_coordinator::client::connect(&url).await.unwrap();
         // Wait for the fleet to be healthy.
         for _ in 0..100 {
-            let ps = c.list_probes(pb::ListProbesRequest {}).await.unwrap().into_inner().probes;
+            let ps = c
+                .list_probes(pb::ListProbesRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .probes;
             if ps.iter().filter(|p| p.healthy).count() == 5 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let mut s = c.locate(pb::LocateRequest { ip: "127.0.0.50".into(), ..Default::default() }).await.unwrap().into_inner();
+        let mut s = c
+            .locate(pb::LocateRequest {
+                ip: "127.0.0.50".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
         let mut result = None;
         while let Some(ev) = s.message().await.unwrap() {
             if let Some(pb::locate_event::Event::Result(r)) = ev.event {
@@ -109,9 +170,13 @@ async fn binary_serves_stops_on_sigterm_and_keeps_results_across_restart() {
         assert_eq!(result.nearest_probe, "paris");
         // SIGTERM with probe sessions open: a clean, prompt exit.
         let t0 = Instant::now();
-        let st = Command::new("kill").args(["-TERM", &p.0.id().to_string()]).status().unwrap();
+        let st = Command::new("kill")
+            .args(["-TERM", &p.0.id().to_string()])
+            .status()
+            .unwrap();
         assert!(st.success());
-        let status = tokio::task::block_in_place(|| wait_exit(&mut p, Duration::from_secs(10))).expect("exits after SIGTERM");
+        let status = tokio::task::block_in_place(|| wait_exit(&mut p, Duration::from_secs(10)))
+            .expect("exits after SIGTERM");
         assert!(status.success(), "{status:?}");
         assert!(t0.elapsed() < Duration::from_secs(8));
         drop(probes);
@@ -119,7 +184,9 @@ async fn binary_serves_stops_on_sigterm_and_keeps_results_across_restart() {
         let (_p2, url2) = start(&db, &[]);
         let mut c2 = geoloc_coordinator::client::connect(&url2).await.unwrap();
         let got = c2
-            .get_result(pb::GetResultRequest { key: Some(pb::get_result_request::Key::Ip("127.0.0.50".into())) })
+            .get_result(pb::GetResultRequest {
+                key: Some(pb::get_result_request::Key::Ip("127.0.0.50".into())),
+            })
             .await
             .unwrap()
             .into_inner()
@@ -127,9 +194,16 @@ async fn binary_serves_stops_on_sigterm_and_keeps_results_across_restart() {
             .unwrap();
         assert_eq!(got.result_id, result.result_id);
         assert_eq!(got.solution_json, result.solution_json);
-        let ps = c2.list_probes(pb::ListProbesRequest {}).await.unwrap().into_inner().probes;
+        let ps = c2
+            .list_probes(pb::ListProbesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .probes;
         assert_eq!(ps.len(), 5);
-        assert!(ps.iter().all(|p| !p.connected && !p.healthy && p.last_seen_unix_ms > 0));
+        assert!(ps
+            .iter()
+            .all(|p| !p.connected && !p.healthy && p.last_seen_unix_ms > 0));
     })
     .await
     .expect("bounded");

@@ -12,14 +12,29 @@ use geoloc_proto::v1 as pb;
 
 /// Every test is bounded.
 async fn bounded<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(60), f).await.expect("test took more than 60 s")
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .expect("test took more than 60 s")
 }
 
 async fn fleet(url: &str, w: &World, n: usize) -> Vec<FakeProbe> {
     let mut v = Vec::new();
     for &(id, lat, lon, ip) in &FLEET[..n] {
-        w.lock().unwrap().insert(ip.to_string(), LatLon { lat, lon });
-        v.push(FakeProbe::start(url, id, (lat, lon), (lat, lon), ip, w.clone(), Behaviour::Honest).await);
+        w.lock()
+            .unwrap()
+            .insert(ip.to_string(), LatLon { lat, lon });
+        v.push(
+            FakeProbe::start(
+                url,
+                id,
+                (lat, lon),
+                (lat, lon),
+                ip,
+                w.clone(),
+                Behaviour::Honest,
+            )
+            .await,
+        );
     }
     v
 }
@@ -41,7 +56,10 @@ async fn locate(
 }
 
 fn req(ip: &str) -> pb::LocateRequest {
-    pb::LocateRequest { ip: ip.into(), ..Default::default() }
+    pb::LocateRequest {
+        ip: ip.into(),
+        ..Default::default()
+    }
 }
 
 // Target: a host in Lyon at 127.0.0.50 (loopback: the fake probes send nothing).
@@ -61,25 +79,56 @@ async fn locate_all_with_progress_stores_and_recomputes() {
         let r = res.expect("located");
         assert_eq!(progress.len(), 6, "one progress event per probe");
         assert_eq!(progress.last().unwrap().done, 6);
-        assert!(progress.iter().all(|p| p.total == 6 && p.min_rtt_ms.is_some()));
+        assert!(progress
+            .iter()
+            .all(|p| p.total == 6 && p.min_rtt_ms.is_some()));
         assert_eq!(r.probes_asked, 6);
         assert_eq!(r.nearest_probe, "paris");
         assert_eq!(r.mode, "all");
         assert_eq!(r.packets_sent, 6 * 3);
         let sol: Solution = serde_json::from_str(&r.solution_json).unwrap();
-        let err = distance_km(sol.estimate, LatLon { lat: LYON.0, lon: LYON.1 });
-        assert!(err < 500.0, "estimate {:?} is {err:.0} km from Lyon", sol.estimate);
-        assert!(sol.region_contains(LatLon { lat: LYON.0, lon: LYON.1 }) || sol.radius_km > 0.0);
+        let err = distance_km(
+            sol.estimate,
+            LatLon {
+                lat: LYON.0,
+                lon: LYON.1,
+            },
+        );
+        assert!(
+            err < 500.0,
+            "estimate {:?} is {err:.0} km from Lyon",
+            sol.estimate
+        );
+        assert!(
+            sol.region_contains(LatLon {
+                lat: LYON.0,
+                lon: LYON.1
+            }) || sol.radius_km > 0.0
+        );
         // Stored: fetch by ip and by id; recompute from raw rows gives the same answer.
-        let by_ip = c.get_result(pb::GetResultRequest { key: Some(pb::get_result_request::Key::Ip(TARGET.into())) })
-            .await.unwrap().into_inner().result.unwrap();
+        let by_ip = c
+            .get_result(pb::GetResultRequest {
+                key: Some(pb::get_result_request::Key::Ip(TARGET.into())),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+            .unwrap();
         assert_eq!(by_ip.result_id, r.result_id);
         assert_eq!(by_ip.solution_json, r.solution_json);
         let again = srv.coord.recompute(&r.result_id).await.unwrap();
         assert_eq!(serde_json::to_string(&again).unwrap(), r.solution_json);
-        let rows = srv.coord.storage.measurements_for_result(&r.result_id).await.unwrap();
+        let rows = srv
+            .coord
+            .storage
+            .measurements_for_result(&r.result_id)
+            .await
+            .unwrap();
         assert_eq!(rows.len(), 6);
-        assert!(rows.iter().all(|m| m.outcome == "answered" && m.raw_json.contains("rtts_ms")));
+        assert!(rows
+            .iter()
+            .all(|m| m.outcome == "answered" && m.raw_json.contains("rtts_ms")));
         srv.stop().await;
     })
     .await;
@@ -132,7 +181,16 @@ async fn silent_and_killed_probes_time_out_and_the_rest_is_solved() {
         let w = world(&[(TARGET, LYON.0, LYON.1)]);
         let probes = fleet(&srv.url, &w, 4).await;
         let (id, lat, lon, ip) = FLEET[5];
-        let _silent = FakeProbe::start(&srv.url, id, (lat, lon), (lat, lon), ip, w.clone(), Behaviour::Silent).await;
+        let _silent = FakeProbe::start(
+            &srv.url,
+            id,
+            (lat, lon),
+            (lat, lon),
+            ip,
+            w.clone(),
+            Behaviour::Silent,
+        )
+        .await;
         wait_healthy(&srv.coord, 5).await;
         let mut c = srv.client().await;
         // Kill one probe while the request is in flight.
@@ -152,11 +210,21 @@ async fn silent_and_killed_probes_time_out_and_the_rest_is_solved() {
         let took = t0.elapsed();
         assert!(took < Duration::from_millis(3000), "took {took:?}");
         let silent = progress.iter().find(|p| p.probe_id == "london").unwrap();
-        assert!(silent.min_rtt_ms.is_none() && silent.error.starts_with("timeout"), "{silent:?}");
+        assert!(
+            silent.min_rtt_ms.is_none() && silent.error.starts_with("timeout"),
+            "{silent:?}"
+        );
         assert_eq!(progress.len(), 5);
         assert!(result.probes_used >= 3, "{result:?}");
-        let rows = srv.coord.storage.measurements_for_result(&result.result_id).await.unwrap();
-        assert!(rows.iter().any(|r| r.probe_id == "london" && r.outcome == "timeout"));
+        let rows = srv
+            .coord
+            .storage
+            .measurements_for_result(&result.result_id)
+            .await
+            .unwrap();
+        assert!(rows
+            .iter()
+            .any(|r| r.probe_id == "london" && r.outcome == "timeout"));
         srv.stop().await;
     })
     .await;
@@ -170,15 +238,36 @@ async fn silent_target_falls_back_to_traceroute_last_hop() {
         let w = world(&[(TARGET, LYON.0, LYON.1)]);
         let mut probes = Vec::new();
         for &(id, lat, lon, ip) in &FLEET[..4] {
-            probes.push(FakeProbe::start(&srv.url, id, (lat, lon), (lat, lon), ip, w.clone(), Behaviour::TargetSilent).await);
+            probes.push(
+                FakeProbe::start(
+                    &srv.url,
+                    id,
+                    (lat, lon),
+                    (lat, lon),
+                    ip,
+                    w.clone(),
+                    Behaviour::TargetSilent,
+                )
+                .await,
+            );
         }
         wait_healthy(&srv.coord, 4).await;
         let mut c = srv.client().await;
         let (_, r) = locate(&mut c, req(TARGET)).await;
         let r = r.unwrap();
         assert_eq!(r.probes_used, 4);
-        assert!(probes.iter().all(|p| p.requests.lock().unwrap().iter().any(|q| q.kinds == [pb::MeasurementKind::Traceroute as i32])));
-        let rows = srv.coord.storage.measurements_for_result(&r.result_id).await.unwrap();
+        assert!(probes.iter().all(|p| p
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|q| q.kinds == [pb::MeasurementKind::Traceroute as i32])));
+        let rows = srv
+            .coord
+            .storage
+            .measurements_for_result(&r.result_id)
+            .await
+            .unwrap();
         assert_eq!(rows.len(), 8, "a ping row and a traceroute row per probe");
         srv.stop().await;
     })
@@ -194,12 +283,32 @@ async fn faster_than_light_probe_is_flagged_and_left_out_until_cleared() {
         let _honest = fleet(&srv.url, &w, 4).await;
         // Declares Sydney, really sits in Brussels.
         let liar_ip = "127.0.1.99";
-        w.lock().unwrap().insert(liar_ip.into(), LatLon { lat: 50.85, lon: 4.35 });
-        let _liar = FakeProbe::start(&srv.url, "liar", (-33.87, 151.2), (50.85, 4.35), liar_ip, w.clone(), Behaviour::Honest).await;
+        w.lock().unwrap().insert(
+            liar_ip.into(),
+            LatLon {
+                lat: 50.85,
+                lon: 4.35,
+            },
+        );
+        let _liar = FakeProbe::start(
+            &srv.url,
+            "liar",
+            (-33.87, 151.2),
+            (50.85, 4.35),
+            liar_ip,
+            w.clone(),
+            Behaviour::Honest,
+        )
+        .await;
         let mut c = srv.client().await;
         let mut flagged = None;
         for _ in 0..100 {
-            let ps = c.list_probes(pb::ListProbesRequest {}).await.unwrap().into_inner().probes;
+            let ps = c
+                .list_probes(pb::ListProbesRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .probes;
             if let Some(p) = ps.iter().find(|p| p.flagged) {
                 flagged = Some((p.clone(), ps.iter().filter(|p| p.flagged).count()));
                 break;
@@ -210,17 +319,40 @@ async fn faster_than_light_probe_is_flagged_and_left_out_until_cleared() {
         assert_eq!(p.probe_id, "liar");
         assert_eq!(n, 1, "honest probes are not flagged");
         assert!(!p.healthy);
-        assert!(p.flag_reason.contains("faster than light"), "{}", p.flag_reason);
+        assert!(
+            p.flag_reason.contains("faster than light"),
+            "{}",
+            p.flag_reason
+        );
         let (progress, r) = locate(&mut c, req(TARGET)).await;
         assert!(progress.iter().all(|p| p.probe_id != "liar"));
         let r = r.unwrap();
         assert_eq!(r.probes_asked, 4);
         // Flag persisted in the database.
-        assert!(srv.coord.storage.get_probe("liar").await.unwrap().unwrap().flagged);
-        let cleared = c.clear_flag(pb::ClearFlagRequest { probe_id: "liar".into() }).await.unwrap().into_inner();
+        assert!(
+            srv.coord
+                .storage
+                .get_probe("liar")
+                .await
+                .unwrap()
+                .unwrap()
+                .flagged
+        );
+        let cleared = c
+            .clear_flag(pb::ClearFlagRequest {
+                probe_id: "liar".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         assert!(cleared.was_flagged);
         assert!(srv.coord.registry.get("liar").unwrap().healthy);
-        let e = c.clear_flag(pb::ClearFlagRequest { probe_id: "nobody".into() }).await.unwrap_err();
+        let e = c
+            .clear_flag(pb::ClearFlagRequest {
+                probe_id: "nobody".into(),
+            })
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), tonic::Code::NotFound);
         srv.stop().await;
     })
@@ -238,16 +370,32 @@ async fn invalid_input_gets_clear_errors() {
         assert_eq!(e.message(), "not an IP address: \"not-an-ip\"");
         let e = c.locate(req("10.0.0.1")).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        assert!(e.message().contains("private") && e.message().contains("--allow-private"), "{}", e.message());
+        assert!(
+            e.message().contains("private") && e.message().contains("--allow-private"),
+            "{}",
+            e.message()
+        );
         let huge = "1".repeat(10 << 20);
         let e = c.locate(req(&huge)).await.unwrap_err();
-        assert!(matches!(e.code(), tonic::Code::InvalidArgument | tonic::Code::OutOfRange | tonic::Code::ResourceExhausted | tonic::Code::Internal), "{e:?}");
+        assert!(
+            matches!(
+                e.code(),
+                tonic::Code::InvalidArgument
+                    | tonic::Code::OutOfRange
+                    | tonic::Code::ResourceExhausted
+                    | tonic::Code::Internal
+            ),
+            "{e:?}"
+        );
         // No probes: a clear error event, not a hang.
         let (_, r) = locate(&mut c, req("81.2.69.142")).await;
         assert_eq!(r.unwrap_err().code, "no-probes");
         // Batch: one event per index, bad ones included.
         let mut s = c
-            .locate_batch(pb::LocateBatchRequest { ips: vec!["1.2.3".into(), "192.168.0.1".into(), "81.2.69.142".into()], ..Default::default() })
+            .locate_batch(pb::LocateBatchRequest {
+                ips: vec!["1.2.3".into(), "192.168.0.1".into(), "81.2.69.142".into()],
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
@@ -261,23 +409,46 @@ async fn invalid_input_gets_clear_errors() {
         assert_eq!(errors.get(&1).map(String::as_str), Some("bogon"));
         assert_eq!(errors.get(&2).map(String::as_str), Some("no-probes"));
         // Wrong credential and bad registration fields.
-        let mut pc = pb::probe_service_client::ProbeServiceClient::connect(srv.url.clone()).await.unwrap();
-        let mut reg = pb::RegisterRequest { probe_id: "p1".into(), lat: 1.0, lon: 2.0, credential: "wrong".into(), ..Default::default() };
-        assert_eq!(pc.register(reg.clone()).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+        let mut pc = pb::probe_service_client::ProbeServiceClient::connect(srv.url.clone())
+            .await
+            .unwrap();
+        let mut reg = pb::RegisterRequest {
+            probe_id: "p1".into(),
+            lat: 1.0,
+            lon: 2.0,
+            credential: "wrong".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            pc.register(reg.clone()).await.unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
         reg.credential = TOKEN.into();
         reg.lat = 95.0;
-        assert_eq!(pc.register(reg.clone()).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            pc.register(reg.clone()).await.unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
         reg.lat = 1.0;
         reg.probe_id = "bad id!".into();
-        assert_eq!(pc.register(reg).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            pc.register(reg).await.unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
         // A session without hello/with a bogus token is refused.
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tx.send(pb::ProbeMessage {
-            kind: Some(pb::probe_message::Kind::Hello(pb::Hello { session_token: "forged".into(), probe_id: "p1".into() })),
+            kind: Some(pb::probe_message::Kind::Hello(pb::Hello {
+                session_token: "forged".into(),
+                probe_id: "p1".into(),
+            })),
         })
         .await
         .unwrap();
-        let e = pc.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap_err();
+        let e = pc
+            .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
         srv.stop().await;
     })
@@ -308,8 +479,15 @@ async fn restart_keeps_results_and_does_not_measure_twice() {
         let probes = fleet(&srv.url, &w, 4).await;
         wait_healthy(&srv.coord, 4).await;
         let mut c = srv.client().await;
-        let got = c.get_result(pb::GetResultRequest { key: Some(pb::get_result_request::Key::ResultId(first_id.clone())) })
-            .await.unwrap().into_inner().result.unwrap();
+        let got = c
+            .get_result(pb::GetResultRequest {
+                key: Some(pb::get_result_request::Key::ResultId(first_id.clone())),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+            .unwrap();
         assert_eq!(got.ip, TARGET);
         let mut r = req(TARGET);
         r.reuse_stored = true;
@@ -317,8 +495,18 @@ async fn restart_keeps_results_and_does_not_measure_twice() {
         let res = res.unwrap();
         assert!(res.cached && progress.is_empty());
         assert_eq!(res.result_id, first_id);
-        assert!(probes.iter().all(|p| p.count(TARGET) == 0), "nothing measured again");
-        assert_eq!(srv.coord.storage.count_locate_measurements(TARGET).await.unwrap(), 4);
+        assert!(
+            probes.iter().all(|p| p.count(TARGET) == 0),
+            "nothing measured again"
+        );
+        assert_eq!(
+            srv.coord
+                .storage
+                .count_locate_measurements(TARGET)
+                .await
+                .unwrap(),
+            4
+        );
         srv.stop().await;
     })
     .await;
@@ -328,12 +516,25 @@ async fn restart_keeps_results_and_does_not_measure_twice() {
 async fn locate_and_restart_on_postgres() {
     bounded(async {
         use geoloc_coordinator::storage::Storage;
-        let url = std::env::var("GEOLOC_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let schema = format!("geoloc_t_grpc_{}_{}", std::process::id(), &geoloc_coordinator::new_id()[..8]);
-        let storage = match tokio::time::timeout(Duration::from_secs(20), Storage::connect_in_schema(&url, Some(&schema))).await {
+        let url = std::env::var("GEOLOC_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let schema = format!(
+            "geoloc_t_grpc_{}_{}",
+            std::process::id(),
+            &geoloc_coordinator::new_id()[..8]
+        );
+        let storage = match tokio::time::timeout(
+            Duration::from_secs(20),
+            Storage::connect_in_schema(&url, Some(&schema)),
+        )
+        .await
+        {
             Ok(Ok(s)) => s,
             other => {
-                eprintln!("SKIP locate_and_restart_on_postgres: PostgreSQL unreachable at {url}: {:?}", other.map(|r| r.err()));
+                eprintln!(
+                    "SKIP locate_and_restart_on_postgres: PostgreSQL unreachable at {url}: {:?}",
+                    other.map(|r| r.err())
+                );
                 return;
             }
         };
@@ -356,7 +557,9 @@ async fn locate_and_restart_on_postgres() {
         let srv = Server::start_with(any, Storage::connect(&url2).await.unwrap(), |_| {}).await;
         let mut c = srv.client().await;
         let got = c
-            .get_result(pb::GetResultRequest { key: Some(pb::get_result_request::Key::Ip(TARGET.into())) })
+            .get_result(pb::GetResultRequest {
+                key: Some(pb::get_result_request::Key::Ip(TARGET.into())),
+            })
             .await
             .unwrap()
             .into_inner()
@@ -365,7 +568,10 @@ async fn locate_and_restart_on_postgres() {
         assert_eq!(got.result_id, r.result_id);
         assert_eq!(srv.coord.registry.snapshot().len(), 5);
         if let Storage::Postgres(pool) = &srv.coord.storage {
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(pool).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                .execute(pool)
+                .await
+                .unwrap();
         }
         srv.stop().await;
     })
@@ -391,17 +597,35 @@ async fn probe_to_probe_rtts_calibrate_the_solution_and_recompute_uses_them() {
         }
         let cal = cal.expect("calibrated");
         assert_eq!(cal.len(), 7, "a bestline per probe");
-        assert!(srv.coord.registry.snapshot().iter().all(|p| !p.flagged), "honest probes are not flagged");
+        assert!(
+            srv.coord.registry.snapshot().iter().all(|p| !p.flagged),
+            "honest probes are not flagged"
+        );
         let mut c = srv.client().await;
         let (_, r) = locate(&mut c, req(TARGET)).await;
         let r = r.unwrap();
-        let row = srv.coord.storage.get_result(&r.result_id).await.unwrap().unwrap();
+        let row = srv
+            .coord
+            .storage
+            .get_result(&r.result_id)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(row.calibration_json.is_some());
         let again = srv.coord.recompute(&r.result_id).await.unwrap();
         assert_eq!(serde_json::to_string(&again).unwrap(), r.solution_json);
         let sol: Solution = serde_json::from_str(&r.solution_json).unwrap();
-        let err = distance_km(sol.estimate, LatLon { lat: LYON.0, lon: LYON.1 });
-        println!("calibrated: error {err:.0} km, radius {:.0} km", sol.radius_km);
+        let err = distance_km(
+            sol.estimate,
+            LatLon {
+                lat: LYON.0,
+                lon: LYON.1,
+            },
+        );
+        println!(
+            "calibrated: error {err:.0} km, radius {:.0} km",
+            sol.radius_km
+        );
         assert!(err < 500.0, "{err:.0} km");
         srv.stop().await;
     })

@@ -23,21 +23,42 @@ impl Store {
     async fn sqlite() -> Store {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.sqlite").display());
-        Store { storage: Storage::connect(&url).await.unwrap(), _dir: Some(dir), schema: None }
+        Store {
+            storage: Storage::connect(&url).await.unwrap(),
+            _dir: Some(dir),
+            schema: None,
+        }
     }
 
     async fn postgres(test: &str) -> Option<Store> {
         let url = pg_url();
-        let schema = format!("geoloc_t_{test}_{}_{}", std::process::id(), &geoloc_coordinator::new_id()[..8]);
-        match tokio::time::timeout(std::time::Duration::from_secs(20), Storage::connect_in_schema(&url, Some(&schema))).await {
-            Ok(Ok(storage)) => Some(Store { storage, _dir: None, schema: Some(schema) }),
+        let schema = format!(
+            "geoloc_t_{test}_{}_{}",
+            std::process::id(),
+            &geoloc_coordinator::new_id()[..8]
+        );
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            Storage::connect_in_schema(&url, Some(&schema)),
+        )
+        .await
+        {
+            Ok(Ok(storage)) => Some(Store {
+                storage,
+                _dir: None,
+                schema: Some(schema),
+            }),
             Ok(Err(e)) if e.to_string().contains("database ") => {
-                eprintln!("SKIP postgres storage test {test}: PostgreSQL unreachable at {url}: {e}");
+                eprintln!(
+                    "SKIP postgres storage test {test}: PostgreSQL unreachable at {url}: {e}"
+                );
                 None
             }
             Ok(Err(e)) => panic!("postgres store: {e}"),
             Err(_) => {
-                eprintln!("SKIP postgres storage test {test}: PostgreSQL at {url} did not answer in 20 s");
+                eprintln!(
+                    "SKIP postgres storage test {test}: PostgreSQL at {url} did not answer in 20 s"
+                );
                 None
             }
         }
@@ -45,10 +66,12 @@ impl Store {
 
     async fn done(self) {
         if let (Storage::Postgres(pool), Some(schema)) = (&self.storage, &self.schema) {
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
-                .execute(pool)
-                .await
-                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE"
+            )))
+            .execute(pool)
+            .await
+            .unwrap();
         }
         self.storage.close().await;
     }
@@ -61,13 +84,19 @@ macro_rules! both_backends {
             #[tokio::test]
             async fn sqlite() {
                 let s = super::Store::sqlite().await;
-                tokio::time::timeout(std::time::Duration::from_secs(60), $body(&s.storage)).await.expect("bounded");
+                tokio::time::timeout(std::time::Duration::from_secs(60), $body(&s.storage))
+                    .await
+                    .expect("bounded");
                 s.done().await;
             }
             #[tokio::test]
             async fn postgres() {
-                let Some(s) = super::Store::postgres(stringify!($name)).await else { return };
-                tokio::time::timeout(std::time::Duration::from_secs(60), $body(&s.storage)).await.expect("bounded");
+                let Some(s) = super::Store::postgres(stringify!($name)).await else {
+                    return;
+                };
+                tokio::time::timeout(std::time::Duration::from_secs(60), $body(&s.storage))
+                    .await
+                    .expect("bounded");
                 s.done().await;
             }
         }
@@ -111,17 +140,33 @@ fn result(id: &str, ip: &str, created: i64) -> ResultRow {
     }
 }
 
-fn meas(id: &str, result_id: Option<&str>, probe: &ProbeRow, rtts: &[f64], created: i64) -> MeasurementRow {
+fn meas(
+    id: &str,
+    result_id: Option<&str>,
+    probe: &ProbeRow,
+    rtts: &[f64],
+    created: i64,
+) -> MeasurementRow {
     let raw = RawResult {
         request_id: format!("req-{id}"),
         target: "81.2.69.142".into(),
-        ping: Some(RawPing { rtts_ms: rtts.to_vec(), sent: 3, received: rtts.len() as u32, ..Default::default() }),
+        ping: Some(RawPing {
+            rtts_ms: rtts.to_vec(),
+            sent: 3,
+            received: rtts.len() as u32,
+            ..Default::default()
+        }),
         ..Default::default()
     };
     MeasurementRow {
         measurement_id: id.into(),
         result_id: result_id.map(str::to_string),
-        purpose: if result_id.is_some() { "locate" } else { "landmark" }.into(),
+        purpose: if result_id.is_some() {
+            "locate"
+        } else {
+            "landmark"
+        }
+        .into(),
         stage: 1,
         request_id: raw.request_id.clone(),
         probe_id: probe.probe_id.clone(),
@@ -131,7 +176,12 @@ fn meas(id: &str, result_id: Option<&str>, probe: &ProbeRow, rtts: &[f64], creat
         target_landmark: None,
         target_lat: None,
         target_lon: None,
-        outcome: if rtts.is_empty() { "no-reply" } else { "answered" }.into(),
+        outcome: if rtts.is_empty() {
+            "no-reply"
+        } else {
+            "answered"
+        }
+        .into(),
         error: String::new(),
         excluded: String::new(),
         packets_sent: 3,
@@ -145,7 +195,10 @@ async fn probes_roundtrip(s: &Storage) {
     let mut p = probe("paris", 48.8566, 2.3522);
     s.upsert_probe(&p).await.unwrap();
     assert_eq!(s.get_probe("paris").await.unwrap().unwrap(), p);
-    assert!(s.set_probe_flag("paris", true, "RTT 1.00 ms to x is faster than light", None).await.unwrap());
+    assert!(s
+        .set_probe_flag("paris", true, "RTT 1.00 ms to x is faster than light", None)
+        .await
+        .unwrap());
     // Re-registering keeps the flag and the first-seen time, updates the rest.
     p.agent_version = "2.0".into();
     p.first_seen_unix_ms = 5000;
@@ -154,15 +207,29 @@ async fn probes_roundtrip(s: &Storage) {
     let got = s.get_probe("paris").await.unwrap().unwrap();
     assert!(got.flagged);
     assert_eq!(got.flag_reason, "RTT 1.00 ms to x is faster than light");
-    assert_eq!((got.first_seen_unix_ms, got.last_seen_unix_ms, got.agent_version.as_str()), (1000, 6000, "2.0"));
-    s.set_probe_flag("paris", false, "", Some(7000)).await.unwrap();
+    assert_eq!(
+        (
+            got.first_seen_unix_ms,
+            got.last_seen_unix_ms,
+            got.agent_version.as_str()
+        ),
+        (1000, 6000, "2.0")
+    );
+    s.set_probe_flag("paris", false, "", Some(7000))
+        .await
+        .unwrap();
     let got = s.get_probe("paris").await.unwrap().unwrap();
     assert!(!got.flagged && got.flag_epoch_unix_ms == 7000);
     assert!(!s.set_probe_flag("nobody", true, "", None).await.unwrap());
-    s.upsert_probe(&probe("athens", 37.98, 23.73)).await.unwrap();
+    s.upsert_probe(&probe("athens", 37.98, 23.73))
+        .await
+        .unwrap();
     s.touch_probe("athens", 9999).await.unwrap();
     let all = s.list_probes().await.unwrap();
-    assert_eq!(all.iter().map(|p| p.probe_id.as_str()).collect::<Vec<_>>(), ["athens", "paris"]);
+    assert_eq!(
+        all.iter().map(|p| p.probe_id.as_str()).collect::<Vec<_>>(),
+        ["athens", "paris"]
+    );
     assert_eq!(all[0].last_seen_unix_ms, 9999);
     assert!(s.get_probe("nobody").await.unwrap().is_none());
 }
@@ -171,7 +238,10 @@ both_backends!(probes, super::probes_roundtrip);
 async fn results_lifecycle(s: &Storage) {
     let mut a = result("r1", "81.2.69.142", 1000);
     s.insert_result(&a).await.unwrap();
-    assert!(s.latest_done_result("81.2.69.142").await.unwrap().is_none(), "running is not done");
+    assert!(
+        s.latest_done_result("81.2.69.142").await.unwrap().is_none(),
+        "running is not done"
+    );
     a.status = ResultStatus::Done;
     a.solution_json = Some("{\"x\":1}".into());
     a.probes_used = 3;
@@ -187,15 +257,31 @@ async fn results_lifecycle(s: &Storage) {
     b.status = ResultStatus::Done;
     b.solution_json = Some("{}".into());
     s.insert_result(&b).await.unwrap();
-    assert_eq!(s.latest_done_result("81.2.69.142").await.unwrap().unwrap().result_id, "r2");
-    s.insert_result(&result("r3", "81.2.69.142", 3000)).await.unwrap();
+    assert_eq!(
+        s.latest_done_result("81.2.69.142")
+            .await
+            .unwrap()
+            .unwrap()
+            .result_id,
+        "r2"
+    );
+    s.insert_result(&result("r3", "81.2.69.142", 3000))
+        .await
+        .unwrap();
     assert_eq!(s.count_results("81.2.69.142").await.unwrap(), 3);
     // A restart marks unfinished runs interrupted.
     assert_eq!(s.mark_interrupted(4000).await.unwrap(), 1);
     let r3 = s.get_result("r3").await.unwrap().unwrap();
     assert_eq!(r3.status, ResultStatus::Interrupted);
     assert_eq!(r3.finished_unix_ms, Some(4000));
-    assert_eq!(s.latest_done_result("81.2.69.142").await.unwrap().unwrap().result_id, "r2");
+    assert_eq!(
+        s.latest_done_result("81.2.69.142")
+            .await
+            .unwrap()
+            .unwrap()
+            .result_id,
+        "r2"
+    );
     assert!(s.get_result("nope").await.unwrap().is_none());
     // Duplicate ids are refused.
     assert!(s.insert_result(&result("r1", "1.1.1.1", 1)).await.is_err());
@@ -203,7 +289,11 @@ async fn results_lifecycle(s: &Storage) {
 both_backends!(results, super::results_lifecycle);
 
 async fn measurements_and_recompute(s: &Storage) {
-    let probes = [probe("london", 51.5074, -0.1278), probe("paris", 48.8566, 2.3522), probe("newyork", 40.7128, -74.006)];
+    let probes = [
+        probe("london", 51.5074, -0.1278),
+        probe("paris", 48.8566, 2.3522),
+        probe("newyork", 40.7128, -74.006),
+    ];
     for p in &probes {
         s.upsert_probe(p).await.unwrap();
     }
@@ -230,7 +320,10 @@ async fn measurements_and_recompute(s: &Storage) {
     }
     let got = s.measurements_for_result("r1").await.unwrap();
     assert_eq!(got, rows[..3].to_vec());
-    assert_eq!(s.landmark_measurements().await.unwrap(), vec![rows[3].clone()]);
+    assert_eq!(
+        s.landmark_measurements().await.unwrap(),
+        vec![rows[3].clone()]
+    );
     assert_eq!(s.count_locate_measurements("81.2.69.142").await.unwrap(), 3);
     // Solve as the live path does, store, then recompute from the stored raw rows.
     let inputs = inputs_from_rows(&got).unwrap();
@@ -238,32 +331,63 @@ async fn measurements_and_recompute(s: &Storage) {
     assert_eq!(inputs.packets_sent, 9);
     let geoip = serde_json::from_str(r.geoip_json.as_deref().unwrap()).unwrap();
     // A calibration stored with the result is used again by recompute.
-    let cal = geoloc_engine::Calibration::fit(&[
-        ("london", 51.5074, -0.1278, "paris", 48.8566, 2.3522, 4.9),
-        ("london", 51.5074, -0.1278, "newyork", 40.7128, -74.006, 70.0),
-        ("paris", 48.8566, 2.3522, "newyork", 40.7128, -74.006, 76.0),
-        ("london", 51.5074, -0.1278, "paris", 48.8566, 2.3522, 5.3),
-        ("london", 51.5074, -0.1278, "newyork", 40.7128, -74.006, 72.0),
-        ("paris", 48.8566, 2.3522, "newyork", 40.7128, -74.006, 78.0),
-    ]
-    .map(|(a, alat, alon, b, blat, blon, rtt)| geoloc_engine::LandmarkRtt {
-        from: a.into(),
-        from_pos: geoloc_engine::LatLon { lat: alat, lon: alon },
-        to: b.into(),
-        to_pos: geoloc_engine::LatLon { lat: blat, lon: blon },
-        rtt_ms: rtt,
-    }));
+    let cal = geoloc_engine::Calibration::fit(
+        &[
+            ("london", 51.5074, -0.1278, "paris", 48.8566, 2.3522, 4.9),
+            (
+                "london", 51.5074, -0.1278, "newyork", 40.7128, -74.006, 70.0,
+            ),
+            ("paris", 48.8566, 2.3522, "newyork", 40.7128, -74.006, 76.0),
+            ("london", 51.5074, -0.1278, "paris", 48.8566, 2.3522, 5.3),
+            (
+                "london", 51.5074, -0.1278, "newyork", 40.7128, -74.006, 72.0,
+            ),
+            ("paris", 48.8566, 2.3522, "newyork", 40.7128, -74.006, 78.0),
+        ]
+        .map(
+            |(a, alat, alon, b, blat, blon, rtt)| geoloc_engine::LandmarkRtt {
+                from: a.into(),
+                from_pos: geoloc_engine::LatLon {
+                    lat: alat,
+                    lon: alon,
+                },
+                to: b.into(),
+                to_pos: geoloc_engine::LatLon {
+                    lat: blat,
+                    lon: blon,
+                },
+                rtt_ms: rtt,
+            },
+        ),
+    );
     r.calibration_json = Some(serde_json::to_string(&cal).unwrap());
-    let sol = solve(&inputs, &Some(geoip), r.created_at_unix_ms / 1000, Some(cal)).unwrap();
+    let sol = solve(
+        &inputs,
+        &Some(geoip),
+        r.created_at_unix_ms / 1000,
+        Some(cal),
+    )
+    .unwrap();
     r.status = ResultStatus::Done;
     r.solution_json = Some(serde_json::to_string(&sol).unwrap());
     s.update_result(&r).await.unwrap();
-    let again = geoloc_coordinator::locate::recompute(s, "r1").await.unwrap();
-    assert_eq!(serde_json::to_string(&again).unwrap(), r.solution_json.clone().unwrap());
+    let again = geoloc_coordinator::locate::recompute(s, "r1")
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_string(&again).unwrap(),
+        r.solution_json.clone().unwrap()
+    );
     assert_eq!(again.nearest_landmark, "london");
-    assert_eq!(again.maxmind.as_ref().map(|m| m.city.clone()), Some(Some("London".into())));
+    assert_eq!(
+        again.maxmind.as_ref().map(|m| m.city.clone()),
+        Some(Some("London".into()))
+    );
     // Recompute of an unknown result is a clear error.
-    let e = geoloc_coordinator::locate::recompute(s, "nope").await.unwrap_err().to_string();
+    let e = geoloc_coordinator::locate::recompute(s, "nope")
+        .await
+        .unwrap_err()
+        .to_string();
     assert_eq!(e, "no result nope");
 }
 both_backends!(measurements, super::measurements_and_recompute);
@@ -274,8 +398,13 @@ async fn sqlite_is_wal_and_survives_reopen() {
     let url = format!("sqlite://{}", dir.path().join("g.sqlite").display());
     {
         let s = Storage::connect(&url).await.unwrap();
-        assert_eq!(s.sqlite_journal_mode().await.unwrap().as_deref(), Some("wal"));
-        s.upsert_probe(&probe("paris", 48.8566, 2.3522)).await.unwrap();
+        assert_eq!(
+            s.sqlite_journal_mode().await.unwrap().as_deref(),
+            Some("wal")
+        );
+        s.upsert_probe(&probe("paris", 48.8566, 2.3522))
+            .await
+            .unwrap();
         s.close().await;
     }
     // Migrations are idempotent; data is still there.
@@ -286,10 +415,19 @@ async fn sqlite_is_wal_and_survives_reopen() {
 
 #[tokio::test]
 async fn bad_urls_are_clear_errors() {
-    let e = Storage::connect("mysql://x/y").await.unwrap_err().to_string();
+    let e = Storage::connect("mysql://x/y")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("unsupported database URL"), "{e}");
-    let e = Storage::connect("sqlite:///nonexistent-dir/x/y.sqlite").await.unwrap_err().to_string();
+    let e = Storage::connect("sqlite:///nonexistent-dir/x/y.sqlite")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("/nonexistent-dir/x/y.sqlite"), "{e}");
-    let e = Storage::connect("postgres://u:secret@127.0.0.1:1/db").await.unwrap_err().to_string();
+    let e = Storage::connect("postgres://u:secret@127.0.0.1:1/db")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(!e.contains("secret") && e.contains("u:***@"), "{e}");
 }

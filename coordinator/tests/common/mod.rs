@@ -33,13 +33,23 @@ impl Server {
     }
 
     /// Like [`Server::start`] on a given address (to restart on the same port).
-    pub async fn start_at(addr: SocketAddr, database: &str, tweak: impl FnOnce(&mut Config)) -> Server {
-        let storage = geoloc_coordinator::storage::Storage::connect(database).await.expect("database");
+    pub async fn start_at(
+        addr: SocketAddr,
+        database: &str,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Server {
+        let storage = geoloc_coordinator::storage::Storage::connect(database)
+            .await
+            .expect("database");
         Self::start_with(addr, storage, tweak).await
     }
 
     /// Like [`Server::start`] with an already opened store.
-    pub async fn start_with(addr: SocketAddr, storage: geoloc_coordinator::storage::Storage, tweak: impl FnOnce(&mut Config)) -> Server {
+    pub async fn start_with(
+        addr: SocketAddr,
+        storage: geoloc_coordinator::storage::Storage,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Server {
         let database = "sqlite://unused";
         let mut config = Config::merge(Args::default(), FileConfig::default()).unwrap();
         config.database = database.to_string();
@@ -52,7 +62,9 @@ impl Server {
         config.ping_interval_ms = 0;
         config.landmark_checks = false;
         tweak(&mut config);
-        let coord = Coordinator::with_storage(config, storage).await.expect("coordinator starts");
+        let coord = Coordinator::with_storage(config, storage)
+            .await
+            .expect("coordinator starts");
         let (listener, addr) = server::bind(addr).await.unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let c = Arc::clone(&coord);
@@ -64,7 +76,13 @@ impl Server {
             };
             server::serve(c, listener, shutdown).await.expect("serve");
         });
-        Server { addr, url: format!("http://{addr}"), coord, stop: Some(tx), task }
+        Server {
+            addr,
+            url: format!("http://{addr}"),
+            coord,
+            stop: Some(tx),
+            task,
+        }
     }
 
     /// Graceful stop; waits (bounded) for the server task to end.
@@ -77,8 +95,12 @@ impl Server {
         self.coord.storage.close().await;
     }
 
-    pub async fn client(&self) -> pb::locate_service_client::LocateServiceClient<tonic::transport::Channel> {
-        geoloc_coordinator::client::connect(&self.url).await.unwrap()
+    pub async fn client(
+        &self,
+    ) -> pb::locate_service_client::LocateServiceClient<tonic::transport::Channel> {
+        geoloc_coordinator::client::connect(&self.url)
+            .await
+            .unwrap()
     }
 }
 
@@ -102,7 +124,20 @@ pub type RttFn = Arc<dyn Fn(&str) -> Option<f64> + Send + Sync>;
 pub type World = Arc<Mutex<HashMap<String, LatLon>>>;
 
 pub fn world(entries: &[(&str, f64, f64)]) -> World {
-    Arc::new(Mutex::new(entries.iter().map(|(ip, lat, lon)| (ip.to_string(), LatLon { lat: *lat, lon: *lon })).collect()))
+    Arc::new(Mutex::new(
+        entries
+            .iter()
+            .map(|(ip, lat, lon)| {
+                (
+                    ip.to_string(),
+                    LatLon {
+                        lat: *lat,
+                        lon: *lon,
+                    },
+                )
+            })
+            .collect(),
+    ))
 }
 
 /// RTT the fake network gives between two points: fibre at 2/3 c, a 1.4 detour factor,
@@ -130,14 +165,32 @@ impl FakeProbe {
         world: World,
         behaviour: Behaviour,
     ) -> FakeProbe {
-        let real = LatLon { lat: real.0, lon: real.1 };
-        let rtt: RttFn = Arc::new(move |target: &str| world.lock().unwrap().get(target).map(|t| fake_rtt_ms(real, *t)));
+        let real = LatLon {
+            lat: real.0,
+            lon: real.1,
+        };
+        let rtt: RttFn = Arc::new(move |target: &str| {
+            world
+                .lock()
+                .unwrap()
+                .get(target)
+                .map(|t| fake_rtt_ms(real, *t))
+        });
         Self::start_with(url, id, declared, ipv4, rtt, behaviour).await
     }
 
     /// Like [`FakeProbe::start`] with RTTs from `rtt(target)` (None = the target is silent).
-    pub async fn start_with(url: &str, id: &str, declared: (f64, f64), ipv4: &str, rtt: RttFn, behaviour: Behaviour) -> FakeProbe {
-        let mut pc = pb::probe_service_client::ProbeServiceClient::connect(url.to_string()).await.unwrap();
+    pub async fn start_with(
+        url: &str,
+        id: &str,
+        declared: (f64, f64),
+        ipv4: &str,
+        rtt: RttFn,
+        behaviour: Behaviour,
+    ) -> FakeProbe {
+        let mut pc = pb::probe_service_client::ProbeServiceClient::connect(url.to_string())
+            .await
+            .unwrap();
         let reply = pc
             .register(pb::RegisterRequest {
                 probe_id: id.into(),
@@ -154,14 +207,28 @@ impl FakeProbe {
             .into_inner();
         let (tx, rx) = mpsc::channel::<pb::ProbeMessage>(64);
         tx.send(pb::ProbeMessage {
-            kind: Some(PKind::Hello(pb::Hello { session_token: reply.session_token.clone(), probe_id: id.into() })),
+            kind: Some(PKind::Hello(pb::Hello {
+                session_token: reply.session_token.clone(),
+                probe_id: id.into(),
+            })),
         })
         .await
         .unwrap();
-        let mut inbound = pc.session(ReceiverStream::new(rx)).await.unwrap().into_inner();
+        let mut inbound = pc
+            .session(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
         // First message: the ack of hello.
-        let first = tokio::time::timeout(Duration::from_secs(5), inbound.message()).await.unwrap().unwrap().unwrap();
-        assert!(matches!(first.kind, Some(pb::coordinator_message::Kind::Ack(_))), "{first:?}");
+        let first = tokio::time::timeout(Duration::from_secs(5), inbound.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(first.kind, Some(pb::coordinator_message::Kind::Ack(_))),
+            "{first:?}"
+        );
         let requests = Arc::new(Mutex::new(Vec::new()));
         let reqs = Arc::clone(&requests);
         let hb_interval = Duration::from_millis(u64::from(reply.heartbeat_interval_ms));
@@ -191,7 +258,11 @@ impl FakeProbe {
                 }
             }
         });
-        FakeProbe { id: id.into(), requests, task }
+        FakeProbe {
+            id: id.into(),
+            requests,
+            task,
+        }
     }
 
     /// Kills the probe (its session ends abruptly).
@@ -200,7 +271,12 @@ impl FakeProbe {
     }
 
     pub fn count(&self, target: &str) -> usize {
-        self.requests.lock().unwrap().iter().filter(|r| r.target == target).count()
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.target == target)
+            .count()
     }
 }
 
@@ -211,12 +287,18 @@ impl Drop for FakeProbe {
 }
 
 fn answer(req: &pb::MeasurementRequest, rtt: Option<f64>, b: Behaviour) -> pb::MeasurementResult {
-    let mut r = pb::MeasurementResult { request_id: req.request_id.clone(), target: req.target.clone(), ..Default::default() };
+    let mut r = pb::MeasurementResult {
+        request_id: req.request_id.clone(),
+        target: req.target.clone(),
+        ..Default::default()
+    };
     for k in &req.kinds {
         match pb::MeasurementKind::try_from(*k) {
             Ok(pb::MeasurementKind::Ping) => {
                 let rtts: Vec<f64> = match (rtt, b) {
-                    (Some(x), Behaviour::Honest | Behaviour::Delayed(_)) => (0..req.ping_count).map(|i| x + 0.1 * f64::from(i)).collect(),
+                    (Some(x), Behaviour::Honest | Behaviour::Delayed(_)) => (0..req.ping_count)
+                        .map(|i| x + 0.1 * f64::from(i))
+                        .collect(),
                     _ => Vec::new(),
                 };
                 r.ping = Some(pb::PingResult {
@@ -228,12 +310,19 @@ fn answer(req: &pb::MeasurementRequest, rtt: Option<f64>, b: Behaviour) -> pb::M
                 });
             }
             Ok(pb::MeasurementKind::Traceroute) => {
-                let last = rtt.map(|x| pb::LastHop { address: "10.9.9.9".into(), rtt_ms: (x - 0.3).max(0.0) });
+                let last = rtt.map(|x| pb::LastHop {
+                    address: "10.9.9.9".into(),
+                    rtt_ms: (x - 0.3).max(0.0),
+                });
                 r.traceroute = Some(pb::TracerouteResult {
                     protocol: pb::TracerouteProtocol::Icmp as i32,
                     hops: last
                         .iter()
-                        .map(|l| pb::Hop { ttl: 1, address: l.address.clone(), rtt_ms: Some(l.rtt_ms) })
+                        .map(|l| pb::Hop {
+                            ttl: 1,
+                            address: l.address.clone(),
+                            rtt_ms: Some(l.rtt_ms),
+                        })
                         .collect(),
                     reached: false,
                     last_hop: last,
@@ -254,7 +343,10 @@ pub async fn wait_healthy(coord: &Coordinator, n: usize) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("only {} probes healthy, wanted {n}", coord.registry.healthy().len());
+    panic!(
+        "only {} probes healthy, wanted {n}",
+        coord.registry.healthy().len()
+    );
 }
 
 /// A fleet around the world: (id, lat, lon, ipv4).
