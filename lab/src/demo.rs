@@ -65,6 +65,10 @@ pub struct DemoArgs {
     /// `geoloc locate --mode` (all | two-stage; default: the coordinator's).
     #[arg(long, value_name = "MODE")]
     pub mode: Option<String>,
+    /// Extra environment for the coordinator (e.g. `GEOLOC_COORDINATOR_CALIBRATE=false`);
+    /// for tests, not on the command line.
+    #[arg(skip)]
+    pub coordinator_env: Vec<(String, String)>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout_secs: u64,
@@ -83,6 +87,7 @@ impl Default for DemoArgs {
             geonames: geo::GEONAMES_DEFAULT.into(),
             mode: None,
             replay: None,
+            coordinator_env: Vec::new(),
             anycast_instances: 3,
             timeout_secs: 900,
         }
@@ -398,6 +403,8 @@ pub struct DemoWorld {
     pub timings: Timings,
     /// Extra `geoloc locate` flags for every locate of [`DemoWorld::locate`].
     pub locate_flags: Vec<String>,
+    /// Extra environment of the coordinator (kept for restarts).
+    pub coordinator_env: Vec<(String, String)>,
 }
 
 pub const COORDINATOR_HOST: &str = "coordinator";
@@ -551,6 +558,7 @@ impl DemoWorld {
             tmp,
             timings,
             locate_flags,
+            coordinator_env: a.coordinator_env.clone(),
         };
         let t = Instant::now();
         me.start_coordinator(&mmdb)?;
@@ -608,7 +616,8 @@ impl DemoWorld {
             .command(COORDINATOR_HOST, &self.coordinator_bin, &args)?;
         cmd.stdout(Stdio::null())
             .stderr(log)
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", "warn")
+            .envs(self.coordinator_env.iter().map(|(k, v)| (k, v)));
         self.lab.spawn(COORDINATOR_HOST, cmd)?;
         Ok(())
     }

@@ -104,6 +104,9 @@ impl Ord for Pending {
     }
 }
 
+/// `SCHED_FIFO` priority of the emulator thread (low among real-time threads).
+const REALTIME_PRIORITY: i32 = 10;
+
 /// How long before a scheduled delivery the loop stops sleeping and busy-polls.
 const SPIN: Duration = Duration::from_micros(300);
 
@@ -145,6 +148,10 @@ impl Emulator {
     pub(crate) fn run(mut self) {
         // Wake-ups within a microsecond of the requested time instead of the default 50 µs.
         let _ = nix::sys::prctl::set_timerslack(1_000);
+        // Deliveries on time even when the machine is busy (best effort: needs root).
+        if let Err(e) = crate::sys::set_realtime_priority(REALTIME_PRIORITY) {
+            tracing::warn!(error = %e, "emulator thread stays in the normal scheduling class");
+        }
         let mut buf = vec![0u8; 65536];
         while !self.shared.stop.load(Ordering::Relaxed) {
             let now = Instant::now();

@@ -1,4 +1,5 @@
-//! The only place in the lab that needs `unsafe`: the `TUNSETIFF` ioctl.
+//! The only place in the lab that needs `unsafe`: the `TUNSETIFF` ioctl and
+//! `sched_setscheduler`.
 //!
 //! Everything else (entering a namespace, polling, timer slack) goes through `nix`'s safe
 //! wrappers.
@@ -54,6 +55,22 @@ pub(crate) fn open_tun(name: &str) -> std::io::Result<File> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(file)
+}
+
+/// Moves the calling thread to the `SCHED_FIFO` real-time class at `priority` (1..=99), so
+/// packet deliveries are not delayed by ordinary processes competing for the CPU (the
+/// kernel still caps real-time threads at 95% of each second by default).
+pub(crate) fn set_realtime_priority(priority: i32) -> std::io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: `sched_setscheduler` reads one `sched_param` through the pointer during the
+    // call; `param` is a valid, initialised value on the stack. pid 0 = the calling thread.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -24,12 +24,17 @@ fn skip_reason(tools: &[&str]) -> Option<String> {
     None
 }
 
+/// One lab at a time: namespace creation and teardown in a parallel test would compete
+/// with the emulator for the 2 CPUs and the kernel's network locks.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 macro_rules! require {
     ($($tool:expr),*) => {
         if let Some(why) = skip_reason(&[$($tool),*]) {
             eprintln!("SKIPPED: {why}");
             return;
         }
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     };
 }
 
@@ -195,11 +200,13 @@ fn traceroute_sees_the_virtual_routers() {
                 lines[k]
             );
             let rtt: f64 = lines[k].split_whitespace().nth(2).unwrap().parse().unwrap();
+            // One probe per hop: never early, and late by at most a scheduling hiccup
+            // (the accuracy itself is checked on ping medians).
+            let want = 2.0 * hop.one_way_ms;
             assert!(
-                (rtt - 2.0 * hop.one_way_ms).abs() < 1.0,
-                "hop {} rtt {rtt} vs {}",
-                k + 1,
-                2.0 * hop.one_way_ms
+                rtt > want - 0.3 && rtt < want + 5.0,
+                "hop {} rtt {rtt} vs {want}",
+                k + 1
             );
         }
         assert!(lines[4].contains(&format!(" {t} ")), "{}", lines[4]);

@@ -36,11 +36,22 @@ fn every_kind_of_target_is_located() {
             r.error
         );
         assert!(r.error_km.is_some(), "{} has no estimate", r.name);
+        // Calibrated (bestline) regions are not guaranteed to contain the truth; the
+        // estimate must still be on the right side of the world.
         if r.kind != TargetKind::Anycast {
+            eprintln!(
+                "{} ({:?}): {:.0} km off, truth inside region: {}",
+                r.name,
+                r.kind,
+                r.error_km.unwrap_or(f64::NAN),
+                r.contained
+            );
             assert!(
-                r.contained,
-                "{} ({:?}): truth outside the reported region, {:?} km off",
-                r.name, r.kind, r.error_km
+                r.error_km.unwrap_or(f64::INFINITY) < 3000.0,
+                "{} ({:?}) is {:?} km off",
+                r.name,
+                r.kind,
+                r.error_km
             );
         }
     }
@@ -106,7 +117,12 @@ fn every_kind_of_target_is_located() {
 fn located_errors_match_geoloc_eval_for_the_same_delays() {
     require_lab!();
     let _g = serial();
-    let w = DemoWorld::up(&small(12, 7, 2)).expect("world up");
+    // Landmark calibration off: the coordinator fits it on the probe pairs measured so far,
+    // which changes from one locate to the next; `geoloc eval --method cbg` is the same
+    // engine on the same delays without calibration (sound bound only).
+    let mut args = small(12, 7, 2);
+    args.coordinator_env = vec![("GEOLOC_COORDINATOR_CALIBRATE".into(), "false".into())];
+    let w = DemoWorld::up(&args).expect("world up");
     let topo = w.lab.topology();
     let idx = |name: &str| topo.index(name).expect("host");
     let plans: Vec<_> = w
@@ -148,9 +164,6 @@ fn located_errors_match_geoloc_eval_for_the_same_delays() {
     }
     std::fs::write(dir.path().join("nodes.csv"), nodes).unwrap();
     std::fs::write(dir.path().join("rtts.csv"), rtts).unwrap();
-    // The coordinator solves without landmark calibration (bestline falls back to the
-    // sound bound, i.e. CBG); `geoloc eval` calibrates bestline on landmark pairs. The
-    // live answer must match eval under one of the two, for every target.
     let eval_errors = |method: &str| -> HashMap<String, f64> {
         let out = dir.path().join(format!("eval-{method}.json"));
         let st = std::process::Command::new(&w.geoloc)
@@ -177,27 +190,23 @@ fn located_errors_match_geoloc_eval_for_the_same_delays() {
             })
             .collect()
     };
-    let (cbg, bestline) = (eval_errors("cbg"), eval_errors("bestline"));
-    let close = |live: f64, eval: f64| (live - eval).abs() <= 0.2 * eval + 50.0;
-    let mut matches = HashMap::new();
+    let cbg = eval_errors("cbg");
     for t in &plans {
         let live = w.locate_with(t, &["--mode", "all"]).unwrap();
         let live_km = live
             .error_km
             .unwrap_or_else(|| panic!("{} not located: {:?}", t.name, live.error));
-        let (c, b) = (cbg[&t.name], bestline[&t.name]);
+        let eval_km = cbg[&t.name];
         eprintln!(
-            "{} ({}): live {live_km:.0} km; geoloc eval: cbg {c:.0} km, bestline {b:.0} km",
+            "{} ({}): live {live_km:.0} km, geoloc eval {eval_km:.0} km",
             t.name, t.cities[0].name
         );
-        *matches.entry("cbg").or_insert(0) += usize::from(close(live_km, c));
-        *matches.entry("bestline").or_insert(0) += usize::from(close(live_km, b));
+        assert!(
+            (live_km - eval_km).abs() <= 0.1 * eval_km + 50.0,
+            "{}: live error {live_km:.0} km, geoloc eval {eval_km:.0} km for the same delays",
+            t.name
+        );
     }
-    assert!(
-        matches.values().any(|&m| m == plans.len()),
-        "live errors match geoloc eval for {matches:?} of {} targets",
-        plans.len()
-    );
     w.down().unwrap();
 }
 
