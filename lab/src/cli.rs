@@ -198,11 +198,10 @@ fn fit(a: FitArgs) -> anyhow::Result<()> {
     let f = geo::fit_inflation(&set)?;
     println!("{}", serde_json::to_string_pretty(&f)?);
     println!(
-        "constants in lab/src/geo.rs: INFLATION_LN_MU = {:.4}, INFLATION_LN_SIGMA = {:.4} (fitted now: {:.4}, {:.4})",
+        "constants in lab/src/geo.rs: INFLATION_LN_MU = {:.4}, INFLATION_LN_SIGMA = {:.4}, INFLATION_LN_SIGMA_HOST = {:.4}",
         geo::INFLATION_LN_MU,
         geo::INFLATION_LN_SIGMA,
-        f.ln_mu,
-        f.ln_sigma
+        geo::INFLATION_LN_SIGMA_HOST
     );
     Ok(())
 }

@@ -65,6 +65,10 @@ pub struct DemoArgs {
     /// `geoloc locate --mode` (all | two-stage; default: the coordinator's).
     #[arg(long, value_name = "MODE")]
     pub mode: Option<String>,
+    /// Seconds to wait after every probe is healthy before locating (lets the coordinator
+    /// measure probe-to-probe RTTs for its calibration and faster-than-light checks).
+    #[arg(long, default_value_t = 0)]
+    pub settle_secs: u64,
     /// Extra environment for the coordinator (e.g. `GEOLOC_COORDINATOR_CALIBRATE=false`);
     /// for tests, not on the command line.
     #[arg(skip)]
@@ -88,6 +92,7 @@ impl Default for DemoArgs {
             mode: None,
             replay: None,
             coordinator_env: Vec::new(),
+            settle_secs: 0,
             anycast_instances: 3,
             timeout_secs: 900,
         }
@@ -216,7 +221,11 @@ pub fn plan_targets(
     for i in 0..m {
         let kind = kinds.get(i).copied().unwrap_or(TargetKind::Normal);
         let cities = if kind == TargetKind::Anycast {
-            world::spread(pool, anycast_instances.max(2), rng.random())?
+            world::spread(
+                &anycast_hubs(),
+                anycast_instances.clamp(2, ANYCAST_HUBS.len()),
+                rng.random(),
+            )?
         } else {
             vec![pick(&mut rng)]
         };
@@ -241,6 +250,18 @@ pub fn plan_targets(
         });
     }
     Ok(out)
+}
+
+/// Where anycast instances go: big interconnection hubs (built-in city names), spread
+/// over the world by farthest-point sampling. Real anycast networks sit where many networks
+/// meet, which is also where probes are dense enough to tell the instances apart.
+pub const ANYCAST_HUBS: &[&str] = &["Frankfurt", "Washington", "Singapore", "London", "Tokyo"];
+
+fn anycast_hubs() -> Vec<City> {
+    geo::builtin_cities()
+        .into_iter()
+        .filter(|c| ANYCAST_HUBS.contains(&c.name.as_str()))
+        .collect()
 }
 
 /// Writes a GeoIP2-City `.mmdb` with one /32 (and /128) per target.
@@ -570,6 +591,7 @@ impl DemoWorld {
         }
         me.wait_probes(me.probes.len(), Duration::from_secs(120))?;
         me.timings.probes_ready_ms = t.elapsed().as_secs_f64() * 1e3;
+        std::thread::sleep(Duration::from_secs(a.settle_secs));
         Ok(me)
     }
 

@@ -21,13 +21,17 @@ pub const FIBRE_KM_PER_MS: f64 = 299_792.458 * 2.0 / 3.0 / 1000.0;
 pub const EARTH_RADIUS_KM: f64 = 6371.0088;
 
 /// Path inflation `r = RTT / (2 * distance / FIBRE_KM_PER_MS)` is modelled as
-/// `r = 1 + exp(N(mu, sigma))`. Fitted by [`fit_inflation`] on
-/// `shared/data/wondernetwork-train` (148 servers, 21,742 RTTs; pairs at least 500 km
-/// apart with r > 1: 21,034 of 21,110, the 0.36% faster than light come from mislabelled
-/// servers). Data quantiles of r: p10 1.51, p50 2.00, p90 3.49; model: 1.47, 2.07, 3.45.
+/// `r = 1 + exp(mu + u_a + u_b + e_ab)`: `u` a per-host effect (some places are worse
+/// connected to everyone), `e` a per-pair one; marginally `ln(r - 1) ~ N(mu, sigma)`.
+/// Fitted by [`fit_inflation`] on `shared/data/wondernetwork-train` (148 servers; 10,519
+/// pairs at least 500 km apart with r > 1, min RTT of both directions; the 38 faster than
+/// light come from mislabelled servers). Data quantiles of r: p10 1.52, p50 2.00,
+/// p90 3.48; model: 1.47, 2.07, 3.45. The per-host standard deviation is the square root of
+/// the covariance of two pairs sharing a host (method of moments).
 /// Refit with `geoloc lab fit --data ../shared/data/wondernetwork-train`.
-pub const INFLATION_LN_MU: f64 = 0.0709;
-pub const INFLATION_LN_SIGMA: f64 = 0.6447;
+pub const INFLATION_LN_MU: f64 = 0.0681;
+pub const INFLATION_LN_SIGMA: f64 = 0.6445;
+pub const INFLATION_LN_SIGMA_HOST: f64 = 0.2616;
 /// Range of a host's one-way access delay, ms (WonderNetwork pairs 20-50 km apart show
 /// 1.4-3.5 ms RTT, i.e. about 0.3-1.5 ms of access each way).
 pub const ACCESS_MS: (f64, f64) = (0.25, 1.5);
@@ -150,7 +154,10 @@ pub fn geonames_cities(path: &Path, min_population: u64) -> Result<Vec<City>> {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct DelayModel {
     pub ln_mu: f64,
+    /// Standard deviation of `ln(r - 1)` over all pairs.
     pub ln_sigma: f64,
+    /// Standard deviation of the per-host part (at most `ln_sigma / sqrt(2)`).
+    pub ln_sigma_host: f64,
     pub access_ms: (f64, f64),
 }
 
@@ -159,6 +166,7 @@ impl Default for DelayModel {
         Self {
             ln_mu: INFLATION_LN_MU,
             ln_sigma: INFLATION_LN_SIGMA,
+            ln_sigma_host: INFLATION_LN_SIGMA_HOST,
             access_ms: ACCESS_MS,
         }
     }
@@ -172,8 +180,16 @@ fn std_normal(rng: &mut StdRng) -> f64 {
 }
 
 impl DelayModel {
+    /// One inflation from the marginal distribution (no host structure).
     pub fn draw_inflation(&self, rng: &mut StdRng) -> f64 {
         1.0 + (self.ln_mu + self.ln_sigma * std_normal(rng)).exp()
+    }
+
+    /// Standard deviation of the per-pair part.
+    fn ln_sigma_pair(&self) -> f64 {
+        (self.ln_sigma.powi(2) - 2.0 * self.ln_sigma_host.powi(2))
+            .max(0.0)
+            .sqrt()
     }
 
     pub fn draw_access_ms(&self, rng: &mut StdRng) -> f64 {
@@ -187,11 +203,16 @@ impl DelayModel {
         let mut rng = StdRng::seed_from_u64(seed);
         let n = positions.len();
         let access: Vec<f64> = (0..n).map(|_| self.draw_access_ms(&mut rng)).collect();
+        let host: Vec<f64> = (0..n)
+            .map(|_| self.ln_sigma_host * std_normal(&mut rng))
+            .collect();
+        let pair_sigma = self.ln_sigma_pair();
         let mut d = vec![0.0; n * n];
         for i in 0..n {
             for j in (i + 1)..n {
-                let prop = distance_km(positions[i], positions[j]) / FIBRE_KM_PER_MS
-                    * self.draw_inflation(&mut rng);
+                let ln = self.ln_mu + host[i] + host[j] + pair_sigma * std_normal(&mut rng);
+                let prop =
+                    distance_km(positions[i], positions[j]) / FIBRE_KM_PER_MS * (1.0 + ln.exp());
                 let v = access[i] + access[j] + prop;
                 d[i * n + j] = v;
                 d[j * n + i] = v;
@@ -274,6 +295,9 @@ pub struct Fit {
     pub pairs_faster_than_light: usize,
     pub ln_mu: f64,
     pub ln_sigma: f64,
+    /// Standard deviation of the per-host part of `ln(r - 1)` (method of moments: the
+    /// covariance of two pairs that share a host).
+    pub ln_sigma_host: f64,
     /// Quantiles p10, p50, p90 of the inflation in the data and in the fitted model.
     pub data_p10_p50_p90: [f64; 3],
     pub model_p10_p50_p90: [f64; 3],
@@ -284,6 +308,7 @@ pub struct Fit {
 /// pairs with `r <= 1`, faster than light, are counted and left out).
 pub fn fit_inflation(set: &RttSet) -> Result<Fit> {
     let mut r = Vec::new();
+    let mut pairs = Vec::new();
     let mut ftl = 0;
     for (&(a, b), &rtt) in &set.rtt_ms {
         let d = distance_km(set.nodes[a].1, set.nodes[b].1);
@@ -295,6 +320,7 @@ pub fn fit_inflation(set: &RttSet) -> Result<Fit> {
             ftl += 1;
         } else {
             r.push(ratio);
+            pairs.push((a, b, (ratio - 1.0).ln()));
         }
     }
     if r.len() < 10 {
@@ -307,6 +333,21 @@ pub fn fit_inflation(set: &RttSet) -> Result<Fit> {
     let logs: Vec<f64> = r.iter().map(|x| (x - 1.0).ln()).collect();
     let mu = logs.iter().sum::<f64>() / logs.len() as f64;
     let sigma = (logs.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / logs.len() as f64).sqrt();
+    // Per-host variance: for every host, the products of the residuals of its pairs taken
+    // two at a time, averaged over all hosts (sum^2 - sum of squares = 2 x sum of products).
+    let mut by_host: HashMap<usize, (f64, f64, f64)> = HashMap::new();
+    for &(a, b, v) in &pairs {
+        for h in [a, b] {
+            let e = by_host.entry(h).or_insert((0.0, 0.0, 0.0));
+            e.0 += v - mu;
+            e.1 += (v - mu).powi(2);
+            e.2 += 1.0;
+        }
+    }
+    let (num, cnt) = by_host.values().fold((0.0, 0.0), |(n, c), (s, ss, m)| {
+        (n + s * s - ss, c + m * (m - 1.0))
+    });
+    let var_host = if cnt > 0.0 { (num / cnt).max(0.0) } else { 0.0 };
     let q = |p: f64| r[((r.len() - 1) as f64 * p).round() as usize];
     // Standard normal quantiles for 0.1 and 0.9.
     let z = 1.281_551_565_5;
@@ -315,6 +356,7 @@ pub fn fit_inflation(set: &RttSet) -> Result<Fit> {
         pairs_faster_than_light: ftl,
         ln_mu: mu,
         ln_sigma: sigma,
+        ln_sigma_host: var_host.sqrt(),
         data_p10_p50_p90: [q(0.1), q(0.5), q(0.9)],
         model_p10_p50_p90: [
             1.0 + (mu - z * sigma).exp(),
@@ -447,6 +489,40 @@ mod tests {
         assert!(v[0] > 1.0);
     }
 
+    #[test]
+    fn matrix_reproduces_the_fitted_spread_and_host_structure() {
+        // 150 hosts on a ring of random positions; refit the model on its own matrix.
+        let mut rng = StdRng::seed_from_u64(5);
+        let nodes: Vec<(String, LatLon, String)> = (0..150)
+            .map(|i| {
+                let pos = LatLon {
+                    lat: rng.random_range(-60.0..60.0),
+                    lon: rng.random_range(-180.0..180.0),
+                };
+                (i.to_string(), pos, String::new())
+            })
+            .collect();
+        let positions: Vec<LatLon> = nodes.iter().map(|n| n.1).collect();
+        let m = DelayModel {
+            access_ms: (0.0, 0.0),
+            ..DelayModel::default()
+        };
+        let (_, d) = m.matrix(&positions, 3);
+        let mut rtt_ms = HashMap::new();
+        for i in 0..150 {
+            for j in (i + 1)..150 {
+                rtt_ms.insert((i, j), 2.0 * d[i * 150 + j]);
+            }
+        }
+        let fit = fit_inflation(&RttSet { nodes, rtt_ms }).unwrap();
+        assert!((fit.ln_mu - INFLATION_LN_MU).abs() < 0.1, "{fit:?}");
+        assert!((fit.ln_sigma - INFLATION_LN_SIGMA).abs() < 0.05, "{fit:?}");
+        assert!(
+            (fit.ln_sigma_host - INFLATION_LN_SIGMA_HOST).abs() < 0.07,
+            "{fit:?}"
+        );
+    }
+
     /// Refits on the real data when `../shared` is there, and checks the constants above.
     #[test]
     fn constants_match_a_refit_on_wondernetwork() {
@@ -459,6 +535,10 @@ mod tests {
         let fit = fit_inflation(&read_rtt_set(&dir).unwrap()).unwrap();
         assert!((fit.ln_mu - INFLATION_LN_MU).abs() < 0.005, "{fit:?}");
         assert!((fit.ln_sigma - INFLATION_LN_SIGMA).abs() < 0.005, "{fit:?}");
+        assert!(
+            (fit.ln_sigma_host - INFLATION_LN_SIGMA_HOST).abs() < 0.005,
+            "{fit:?}"
+        );
     }
 
     #[test]
