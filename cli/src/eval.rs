@@ -1,4 +1,64 @@
+//! `geoloc eval`: leave-one-out on a nodes.csv/rtts.csv data set.
+use std::path::PathBuf;
+
+use anyhow::Context;
 use clap::Args;
+use geoloc_engine::dataset::{self, Dataset};
+use geoloc_engine::eval::{leave_one_out, EvalOptions};
+use geoloc_engine::Method;
+
 #[derive(Debug, Args)]
-pub struct EvalArgs {}
-pub fn run(_a: EvalArgs) -> anyhow::Result<()> { anyhow::bail!("not yet") }
+pub struct EvalArgs {
+    /// nodes.csv: `id,lat,lon,label,ip`.
+    #[arg(long)]
+    nodes: PathBuf,
+    /// rtts.csv: `src,dst,rtt_ms` (src measured dst).
+    #[arg(long)]
+    rtts: PathBuf,
+    /// Method: bestline (default), cbg, shortest-ping.
+    #[arg(long, default_value = "bestline")]
+    method: String,
+    /// Skip targets measured by fewer landmarks.
+    #[arg(long, default_value_t = 3)]
+    min_landmarks: usize,
+    /// Write the summary and per-target rows as JSON here.
+    #[arg(long, value_name = "OUT")]
+    json: Option<PathBuf>,
+    /// Instant for UTC offsets (seconds since 1970 UTC); default now.
+    #[arg(long)]
+    at_unix_s: Option<i64>,
+}
+
+pub fn run(a: EvalArgs) -> anyhow::Result<()> {
+    let method: Method = a.method.parse()?;
+    let nodes_text = std::fs::read_to_string(&a.nodes).with_context(|| format!("reading {}", a.nodes.display()))?;
+    let rtts_text = std::fs::read_to_string(&a.rtts).with_context(|| format!("reading {}", a.rtts.display()))?;
+    let nodes = dataset::parse_nodes(&nodes_text, &a.nodes.display().to_string())?;
+    let rtts = dataset::parse_rtts(&rtts_text, &a.rtts.display().to_string(), &nodes)?;
+    let ds = Dataset { nodes, rtts };
+    let at = a.at_unix_s.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    });
+    let s = leave_one_out(&ds, &EvalOptions { method, min_landmarks: a.min_landmarks, at_unix_s: at });
+    println!("method         {}", method.name());
+    println!("targets        {}", s.targets);
+    println!("median_km      {:.1}", s.median_km);
+    println!("p80_km         {:.1}", s.p80_km);
+    println!("mean_km        {:.1}", s.mean_km);
+    println!("within_40km    {:.3}", s.within_40km);
+    println!("within_100km   {:.3}", s.within_100km);
+    println!("contained      {:.3}", s.contained);
+    println!("empty          {}", s.empty);
+    println!("anycast        {}", s.anycast);
+    println!("tz_match       {:.3}", s.tz_match);
+    println!("country_match  {:.3}", s.country_match);
+    println!("seconds        {:.3}", s.seconds);
+    for r in s.per_target.iter().filter(|r| r.anycast || !r.dropped.is_empty()) {
+        let names: Vec<&str> = r.dropped.iter().map(|d| d.landmark.as_str()).collect();
+        eprintln!("note: target {} ({}){}: dropped {:?}", r.id, r.label, if r.anycast { " called ANYCAST" } else { "" }, names);
+    }
+    if let Some(out) = &a.json {
+        std::fs::write(out, serde_json::to_string_pretty(&s)?).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}

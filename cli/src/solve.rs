@@ -1,4 +1,69 @@
+//! `geoloc solve`: one target from a CSV of landmark RTTs.
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
 use clap::Args;
+use geoloc_engine::{dataset, solve, Method, SolveOptions};
+
 #[derive(Debug, Args)]
-pub struct SolveArgs {}
-pub fn run(_a: SolveArgs) -> anyhow::Result<()> { anyhow::bail!("not yet") }
+pub struct SolveArgs {
+    /// CSV of `landmark,lat,lon,rtt_ms[,kind]` (kind: echo | last-hop); `-` for stdin.
+    #[arg(long)]
+    input: PathBuf,
+    /// The target's address, for the GeoIP comparison.
+    #[arg(long)]
+    ip: Option<IpAddr>,
+    /// A GeoIP2/GeoLite2 City database to compare with (needs --ip).
+    #[arg(long, value_name = "FILE.mmdb", requires = "ip")]
+    geoip: Option<PathBuf>,
+    /// Write the region's outline as a GeoJSON Feature to this file.
+    #[arg(long, value_name = "OUT")]
+    geojson: Option<PathBuf>,
+    /// Method: bestline (default; needs --calibration, else it uses the sound bound), cbg, shortest-ping.
+    #[arg(long, default_value = "bestline")]
+    method: String,
+    /// How far a silent target may be from its last responsive router, km.
+    #[arg(long, default_value_t = 50.0)]
+    last_hop_slack_km: f64,
+}
+
+pub(crate) fn read_input(path: &PathBuf) -> anyhow::Result<String> {
+    if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("reading stdin")?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    }
+}
+
+pub fn run(a: SolveArgs) -> anyhow::Result<()> {
+    let method: Method = a.method.parse()?;
+    anyhow::ensure!(
+        a.last_hop_slack_km.is_finite() && a.last_hop_slack_km >= 0.0,
+        "--last-hop-slack-km must be a non-negative number"
+    );
+    let text = read_input(&a.input)?;
+    let ms = dataset::parse_measurements(&text, &a.input.display().to_string())?;
+    let mut opts = SolveOptions { method, last_hop_slack_km: a.last_hop_slack_km, ..SolveOptions::default() };
+    if let (Some(db), Some(ip)) = (&a.geoip, a.ip) {
+        let db = geoloc_geoip::GeoIpDb::open(db)?;
+        opts.geoip = db.lookup(ip)?;
+        opts.geoip_checked = true;
+    }
+    let sol = solve(&ms, &opts)?;
+    if let Some(out) = &a.geojson {
+        let feature = serde_json::json!({
+            "type": "FeatureCollection",
+            "features": [
+                {"type": "Feature", "geometry": sol.region, "properties": {"kind": "region", "region_km2": sol.region_km2}},
+                {"type": "Feature", "geometry": {"type": "Point", "coordinates": [sol.estimate.lon, sol.estimate.lat]},
+                 "properties": {"kind": "estimate", "radius_km": sol.radius_km, "city": sol.place.city, "country": sol.place.country}},
+            ]
+        });
+        std::fs::write(out, serde_json::to_string_pretty(&feature)?).with_context(|| format!("writing {}", out.display()))?;
+    }
+    println!("{}", serde_json::to_string_pretty(&sol)?);
+    Ok(())
+}
