@@ -15,6 +15,9 @@ pub struct EvalArgs {
     /// rtts.csv: `src,dst,rtt_ms` (src measured dst).
     #[arg(long)]
     rtts: PathBuf,
+    /// Share of bestline discs allowed to miss the region (0–1).
+    #[arg(long, default_value_t = geoloc_engine::solve::DEFAULT_BESTLINE_TOLERANCE)]
+    bestline_tolerance: f64,
     /// Method: bestline (default), cbg, shortest-ping.
     #[arg(long, default_value = "bestline")]
     method: String,
@@ -39,7 +42,9 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let at = a.at_unix_s.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
     });
-    let s = leave_one_out(&ds, &EvalOptions { method, min_landmarks: a.min_landmarks, at_unix_s: at });
+    anyhow::ensure!((0.0..=1.0).contains(&a.bestline_tolerance), "--bestline-tolerance must be between 0 and 1");
+    let opts = EvalOptions { method, min_landmarks: a.min_landmarks, at_unix_s: at, bestline_tolerance: a.bestline_tolerance };
+    let s = leave_one_out(&ds, &opts);
     println!("method         {}", method.name());
     println!("targets        {}", s.targets);
     println!("median_km      {:.1}", s.median_km);

@@ -20,7 +20,11 @@ pub struct SolveArgs {
     /// Write the region's outline as a GeoJSON Feature to this file.
     #[arg(long, value_name = "OUT")]
     geojson: Option<PathBuf>,
-    /// Method: bestline (default; needs --calibration, else it uses the sound bound), cbg, shortest-ping.
+    /// Share of bestline discs allowed to miss the region (0–1).
+    #[arg(long, default_value_t = geoloc_engine::solve::DEFAULT_BESTLINE_TOLERANCE)]
+    bestline_tolerance: f64,
+    /// Method: bestline (default; `solve` has no landmark-to-landmark RTTs to calibrate
+    /// with, so each landmark falls back to the sound bound), cbg, shortest-ping.
     #[arg(long, default_value = "bestline")]
     method: String,
     /// How far a silent target may be from its last responsive router, km.
@@ -46,7 +50,13 @@ pub fn run(a: SolveArgs) -> anyhow::Result<()> {
     );
     let text = read_input(&a.input)?;
     let ms = dataset::parse_measurements(&text, &a.input.display().to_string())?;
-    let mut opts = SolveOptions { method, last_hop_slack_km: a.last_hop_slack_km, ..SolveOptions::default() };
+    anyhow::ensure!((0.0..=1.0).contains(&a.bestline_tolerance), "--bestline-tolerance must be between 0 and 1");
+    let mut opts = SolveOptions {
+        method,
+        last_hop_slack_km: a.last_hop_slack_km,
+        bestline_tolerance: a.bestline_tolerance,
+        ..SolveOptions::default()
+    };
     if let (Some(db), Some(ip)) = (&a.geoip, a.ip) {
         let db = geoloc_geoip::GeoIpDb::open(db)?;
         opts.geoip = db.lookup(ip)?;

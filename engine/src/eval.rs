@@ -71,6 +71,8 @@ pub struct EvalOptions {
     pub min_landmarks: usize,
     /// Instant for UTC offsets, seconds since 1970 UTC.
     pub at_unix_s: i64,
+    /// See [`SolveOptions::bestline_tolerance`].
+    pub bestline_tolerance: f64,
 }
 
 /// Percentile (nearest rank on the sorted values), `q` in 0–1.
@@ -144,6 +146,7 @@ pub fn leave_one_out(ds: &Dataset, opts: &EvalOptions) -> Summary {
             method: opts.method,
             calibration,
             region_geometry: false,
+            bestline_tolerance: opts.bestline_tolerance,
             at_unix_s: Some(opts.at_unix_s),
             ..SolveOptions::default()
         };

@@ -283,40 +283,55 @@ pub fn intersect(cs: &[Constraint], max_res: Resolution) -> Region {
 
 /// The cells where every constraint in `subset` (indices into the prepared set) holds.
 pub(crate) fn intersect_subset(p: &Prepared, subset: &[usize]) -> Region {
+    intersect_tolerant(p, subset, 0)
+}
+
+/// The cells where the constraints of `subset` that do **not** hold weigh at most
+/// `tolerance` in total (0: every constraint holds). A constraint heavier than `tolerance`
+/// is therefore hard.
+pub(crate) fn intersect_tolerant(p: &Prepared, subset: &[usize], tolerance: u64) -> Region {
     let mut out = Vec::new();
-    let mut stack: Vec<(CellIndex, Vec<usize>)> = CellIndex::base_cells().map(|c| (c, subset.to_vec())).collect();
+    let mut stack: Vec<(CellIndex, u64, Vec<usize>)> =
+        CellIndex::base_cells().map(|c| (c, 0, subset.to_vec())).collect();
     let max_res = u8::from(p.max_res) as usize;
-    while let Some((cell, active)) = stack.pop() {
+    while let Some((cell, violated, active)) = stack.pop() {
         let res = u8::from(cell.resolution()) as usize;
         let v = cell_vec(cell);
         if res == max_res {
-            if active.iter().all(|&i| p.point_in(i, v)) {
+            let miss: u64 = active.iter().filter(|&&i| !p.point_in(i, v)).map(|&i| p.weights[i] as u64).sum();
+            if violated + miss <= tolerance {
                 out.push(cell);
             }
             continue;
         }
         let mut crossed = Vec::with_capacity(active.len());
-        let mut outside = false;
+        let mut crossed_w = 0u64;
+        let mut violated = violated;
         for &i in &active {
             match p.classify(i, res, v) {
                 Class::Outside => {
-                    outside = true;
-                    break;
+                    violated += p.weights[i] as u64;
+                    if violated > tolerance {
+                        break;
+                    }
                 }
-                Class::Crossed => crossed.push(i),
+                Class::Crossed => {
+                    crossed.push(i);
+                    crossed_w += p.weights[i] as u64;
+                }
                 Class::Inside => {}
             }
         }
-        if outside {
+        if violated > tolerance {
             continue;
         }
-        if crossed.is_empty() {
+        if violated + crossed_w <= tolerance {
             out.push(cell);
             continue;
         }
         let child_res = Resolution::try_from(res as u8 + 1).expect("below max resolution");
         for child in cell.children(child_res) {
-            stack.push((child, crossed.clone()));
+            stack.push((child, violated, crossed.clone()));
         }
     }
     Region { cells: out, max_res: Some(p.max_res) }
@@ -530,6 +545,23 @@ mod tests {
         let best = heaviest_consistent_point(&cs, Resolution::Five).unwrap();
         assert_eq!(best.satisfied, vec![1, 2]);
         assert_eq!(best.weight, 2);
+    }
+
+    #[test]
+    fn tolerant_intersection_allows_k_violations() {
+        let paris = LatLon::new(48.86, 2.35);
+        let tokyo = LatLon::new(35.68, 139.69);
+        let cs = [Constraint::disc(paris, 500.0), Constraint::disc(tokyo, 500.0)];
+        let p = Prepared::new(&cs, Resolution::Four);
+        assert!(intersect_tolerant(&p, &[0, 1], 0).is_empty());
+        let union = intersect_tolerant(&p, &[0, 1], 1);
+        let expect = 2.0 * area_of_cap_km2(500.0);
+        assert!((union.area_km2() - expect).abs() / expect < 0.03);
+        // A heavy constraint stays hard.
+        let cs = [Constraint::disc(paris, 500.0), Constraint { weight: 2, ..Constraint::disc(tokyo, 500.0) }];
+        let p = Prepared::new(&cs, Resolution::Four);
+        let r = intersect_tolerant(&p, &[0, 1], 1);
+        assert!(distance_km(r.centroid().unwrap(), tokyo) < 10.0);
     }
 
     #[test]
