@@ -134,7 +134,16 @@ pub async fn ping(
         let seq = PingSequence(seq_base.wrapping_add(i as u16));
         out.sent += 1;
         tasks.push(tokio::spawn(async move {
-            pinger.ping(seq, &payload).await.map(|(_, rtt)| rtt)
+            // surge-ping stamps the send *after* `send_to` returns, so a task descheduled
+            // in between reports an RTT below the physical one (seen: 67 ms on a 70 ms
+            // path under load). A too-low RTT would make a sound bound unsound, so the
+            // RTT is taken from before the send: never below the truth, at worst the
+            // wake-up latency above it. surge-ping's own figure is only a lower limit.
+            let started = Instant::now();
+            pinger
+                .ping(seq, &payload)
+                .await
+                .map(|(_, rtt)| started.elapsed().max(rtt))
         }));
     }
     let mut errors = Vec::new();
