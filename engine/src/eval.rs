@@ -122,6 +122,11 @@ pub fn leave_one_out(ds: &Dataset, opts: &EvalOptions) -> Summary {
         let started = Instant::now();
         let mut landmarks: Vec<usize> = incoming[t].keys().copied().collect();
         landmarks.sort_unstable();
+        // Landmarks whose RTTs to other landmarks are faster than light for their declared
+        // positions are left out, as the coordinator does with its probes (RTTs among the
+        // landmarks only, never the target's).
+        let flagged = faster_than_light(&by_node, &ds.nodes, t);
+        landmarks.retain(|l| !flagged.contains(l));
         let calibration = (opts.method == Method::Bestline).then(|| {
             let lines = landmarks
                 .iter()
@@ -153,10 +158,18 @@ pub fn leave_one_out(ds: &Dataset, opts: &EvalOptions) -> Summary {
         let result = solve(&ms, &so);
         let elapsed = started.elapsed().as_secs_f64();
         seconds += elapsed;
-        let Ok(sol) = result else {
+        let Ok(mut sol) = result else {
             empty += 1;
             continue;
         };
+        for &f in &flagged {
+            if incoming[t].contains_key(&f) {
+                sol.dropped.push(crate::solve::Dropped {
+                    landmark: ds.nodes[f].id.clone(),
+                    reason: "its RTTs to other landmarks are faster than light for the declared positions".into(),
+                });
+            }
+        }
         let truth = ds.nodes[t].pos;
         let tz_true = e.tz_name(truth).to_string();
         let off = |z: &str| utc_offset_s(z, opts.at_unix_s);
@@ -188,6 +201,40 @@ pub fn leave_one_out(ds: &Dataset, opts: &EvalOptions) -> Summary {
     summarize(opts.method, rows, empty, seconds)
 }
 
+/// Landmarks to leave out because their RTTs to other landmarks (pairs not involving
+/// `target`) are faster than light for the declared positions: the landmark in the most
+/// violating pairs is blamed first, its pairs set aside, and so on; a pair violating alone
+/// flags both of its landmarks.
+pub fn faster_than_light(by_node: &[Vec<(usize, f64, f64)>], nodes: &[crate::dataset::Node], target: usize) -> Vec<usize> {
+    let mut bad: Vec<(usize, usize)> = Vec::new();
+    for (a, pairs) in by_node.iter().enumerate() {
+        for &(b, _, rtt) in pairs {
+            if a < b && a != target && b != target && crate::delay::violates_speed_of_light(nodes[a].pos, nodes[b].pos, rtt) {
+                bad.push((a, b));
+            }
+        }
+    }
+    let mut flagged = Vec::new();
+    while !bad.is_empty() {
+        let mut count: HashMap<usize, usize> = HashMap::new();
+        for &(a, b) in &bad {
+            *count.entry(a).or_default() += 1;
+            *count.entry(b).or_default() += 1;
+        }
+        let (&worst, &n) = count.iter().max_by_key(|(k, v)| (**v, std::cmp::Reverse(**k))).expect("non-empty");
+        if n == 1 {
+            // Only isolated pairs remain: nothing says which side is wrong.
+            flagged.extend(bad.iter().flat_map(|&(a, b)| [a, b]));
+            break;
+        }
+        flagged.push(worst);
+        bad.retain(|&(a, b)| a != worst && b != worst);
+    }
+    flagged.sort_unstable();
+    flagged.dedup();
+    flagged
+}
+
 /// Aggregates per-target rows.
 pub fn summarize(method: Method, rows: Vec<TargetRow>, empty: usize, seconds: f64) -> Summary {
     let mut errs: Vec<f64> = rows.iter().map(|r| r.error_km).collect();
@@ -209,5 +256,38 @@ pub fn summarize(method: Method, rows: Vec<TargetRow>, empty: usize, seconds: f6
         country_match: share(&|r| r.country_match),
         seconds: (seconds * 1000.0).round() / 1000.0,
         per_target: rows,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::Node;
+    use crate::sphere::LatLon;
+
+    fn node(id: &str, lat: f64, lon: f64) -> Node {
+        Node { id: id.into(), pos: LatLon::new(lat, lon), label: String::new(), ip: String::new() }
+    }
+
+    #[test]
+    fn the_landmark_in_most_impossible_pairs_is_flagged() {
+        // "hn" claims Honduras but answers Paris, London and Madrid in a few ms.
+        let nodes = vec![node("par", 48.86, 2.35), node("lon", 51.5, -0.12), node("mad", 40.4, -3.7), node("hn", 15.8, -86.8), node("tgt", 50.0, 8.0)];
+        let d = |a: usize, b: usize| distance_km(nodes[a].pos, nodes[b].pos);
+        let mut by_node: Vec<Vec<(usize, f64, f64)>> = vec![Vec::new(); nodes.len()];
+        let mut add = |a: usize, b: usize, rtt: f64| {
+            by_node[a].push((b, d(a, b), rtt));
+            by_node[b].push((a, d(a, b), rtt));
+        };
+        add(0, 1, 8.0);
+        add(0, 2, 20.0);
+        add(1, 2, 25.0);
+        add(3, 0, 5.0);
+        add(3, 1, 6.0);
+        add(3, 2, 9.0);
+        add(4, 3, 1.0); // involves the target: never used
+        assert_eq!(faster_than_light(&by_node, &nodes, 4), vec![3]);
+        // With the target itself mislabelled, its pairs are ignored: nothing to flag.
+        assert_eq!(faster_than_light(&by_node, &nodes, 3), Vec::<usize>::new());
     }
 }
