@@ -111,6 +111,7 @@ pub fn leave_one_out(ds: &Dataset, opts: &EvalOptions) -> Summary {
             *e = e.min(r.rtt_ms);
         }
     }
+    let impossible = impossible_pairs(&by_node, &ds.nodes);
     let e = enricher();
     let mut rows = Vec::new();
     let mut empty = 0;
@@ -125,7 +126,7 @@ pub fn leave_one_out(ds: &Dataset, opts: &EvalOptions) -> Summary {
         // Landmarks whose RTTs to other landmarks are faster than light for their declared
         // positions are left out, as the coordinator does with its probes (RTTs among the
         // landmarks only, never the target's).
-        let flagged = faster_than_light(&by_node, &ds.nodes, t);
+        let flagged = blame(impossible.iter().copied().filter(|&(a, b)| a != t && b != t).collect());
         landmarks.retain(|l| !flagged.contains(l));
         let calibration = (opts.method == Method::Bestline).then(|| {
             let lines = landmarks
@@ -206,14 +207,24 @@ pub fn leave_one_out(ds: &Dataset, opts: &EvalOptions) -> Summary {
 /// violating pairs is blamed first, its pairs set aside, and so on; a pair violating alone
 /// flags both of its landmarks.
 pub fn faster_than_light(by_node: &[Vec<(usize, f64, f64)>], nodes: &[crate::dataset::Node], target: usize) -> Vec<usize> {
-    let mut bad: Vec<(usize, usize)> = Vec::new();
+    blame(impossible_pairs(by_node, nodes).into_iter().filter(|&(a, b)| a != target && b != target).collect())
+}
+
+/// Pairs (a < b) whose RTT is faster than light for their declared positions.
+fn impossible_pairs(by_node: &[Vec<(usize, f64, f64)>], nodes: &[crate::dataset::Node]) -> Vec<(usize, usize)> {
+    let mut bad = Vec::new();
     for (a, pairs) in by_node.iter().enumerate() {
         for &(b, _, rtt) in pairs {
-            if a < b && a != target && b != target && crate::delay::violates_speed_of_light(nodes[a].pos, nodes[b].pos, rtt) {
+            if a < b && crate::delay::violates_speed_of_light(nodes[a].pos, nodes[b].pos, rtt) {
                 bad.push((a, b));
             }
         }
     }
+    bad
+}
+
+/// Greedy blame over impossible pairs (see [`faster_than_light`]).
+fn blame(mut bad: Vec<(usize, usize)>) -> Vec<usize> {
     let mut flagged = Vec::new();
     while !bad.is_empty() {
         let mut count: HashMap<usize, usize> = HashMap::new();
