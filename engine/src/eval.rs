@@ -152,6 +152,7 @@ pub fn leave_one_out(ds: &Dataset, opts: &EvalOptions) -> Summary {
             method: opts.method,
             calibration,
             region_geometry: false,
+            timezone_shares: false,
             bestline_tolerance: opts.bestline_tolerance,
             at_unix_s: Some(opts.at_unix_s),
             ..SolveOptions::default()

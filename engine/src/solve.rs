@@ -111,6 +111,8 @@ pub struct SolveOptions {
     pub bestline_tolerance: f64,
     /// Include the region's outline (GeoJSON) in the answer.
     pub region_geometry: bool,
+    /// Compute every time zone's share of the region (`timezones`); off, it is empty.
+    pub timezone_shares: bool,
     /// Instant for UTC offsets, seconds since 1970 UTC (default: now).
     pub at_unix_s: Option<i64>,
 }
@@ -126,6 +128,7 @@ impl Default for SolveOptions {
             position_slack_km: 5.0,
             bestline_tolerance: DEFAULT_BESTLINE_TOLERANCE,
             region_geometry: true,
+            timezone_shares: true,
             at_unix_s: None,
         }
     }
@@ -343,7 +346,7 @@ pub fn solve(measurements: &[Measurement], opts: &SolveOptions) -> Result<Soluti
     let e = enricher();
     let at = opts.at_unix_s.unwrap_or_else(now_unix_s);
     let timezone = e.timezone(estimate, at);
-    let timezones = e.timezone_shares(&region.samples(96.0));
+    let timezones = if opts.timezone_shares { e.timezone_shares(&region.samples(96.0)) } else { vec![] };
     let place = e.place(estimate);
 
     let instances = if analysis.anycast {
