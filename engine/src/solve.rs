@@ -286,9 +286,11 @@ pub fn solve(measurements: &[Measurement], opts: &SolveOptions) -> Result<Soluti
             // Up to `tolerance` bestline discs may miss the region (each is a fit, not a
             // bound); the sound discs stay hard.
             let tolerance = (opts.bestline_tolerance * cal.len() as f64).floor() as u32;
-            let hard = tolerance + 1;
-            let mut all = cal.clone();
-            all.extend(sound_keep.iter().map(|c| Constraint { weight: hard, ..*c }));
+            // The bestline discs (weight 1) followed by the sound discs weighing `hard`.
+            let with_sound = |hard: u32| -> Vec<Constraint> {
+                cal.iter().copied().chain(sound_keep.iter().map(|c| Constraint { weight: hard, ..*c })).collect()
+            };
+            let all = with_sound(tolerance + 1);
             let prepared = Prepared::new(&all, res);
             let idx: Vec<usize> = (0..all.len()).collect();
             let tolerant = region::intersect_tolerant(&prepared, &idx, tolerance as u64);
@@ -297,9 +299,7 @@ pub fn solve(measurements: &[Measurement], opts: &SolveOptions) -> Result<Soluti
                 all
             } else {
                 // Heaviest consistent set of bestline discs, the sound discs being hard.
-                let hard = cal.len() as u32 + 1;
-                let mut all = cal.clone();
-                all.extend(sound_keep.iter().map(|c| Constraint { weight: hard, ..*c }));
+                let all = with_sound(cal.len() as u32 + 1);
                 let best = region::heaviest_point(&Prepared::new(&all, res), &idx);
                 let ok: Vec<bool> =
                     (0..cal.len()).map(|j| best.as_ref().is_some_and(|b| b.satisfied.contains(&j))).collect();
