@@ -6,6 +6,11 @@
 //! a `Register` answered with `UNAUTHENTICATED`, `PERMISSION_DENIED`, `INVALID_ARGUMENT`
 //! or `FAILED_PRECONDITION` stops the agent (retrying a wrong credential helps nobody);
 //! everything else (coordinator down, restarting, session dropped) is retried.
+//!
+//! Requests run in one of two concurrency pools, chosen by [`pool_for`] from the request's
+//! `purpose`: landmark requests (calibration / speed-of-light checks, sent by the hundred
+//! when probes connect) get their own small pool ([`landmark_permits`]), so a locate
+//! request (purpose `LOCATE` or unspecified) never queues behind them.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -39,6 +44,33 @@ pub fn backoff_delay(attempt: u32, min: Duration, max: Duration, jitter: f64) ->
     let base = min.saturating_mul(factor).min(max);
     let half = base / 2;
     half + half.mul_f64(jitter.clamp(0.0, 1.0))
+}
+
+/// Which concurrency pool a request runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    /// Locating a client's target (purpose `LOCATE`, unspecified or unknown):
+    /// `max-concurrent-measurements` permits.
+    Locate,
+    /// Background landmark measurements (purpose `LANDMARK`): [`landmark_permits`] permits.
+    Landmark,
+}
+
+/// The pool of a request with `purpose` (the raw proto value). Only an explicit
+/// `LANDMARK` goes to the background pool; anything else is treated as a locate request,
+/// so an older coordinator that sends no purpose keeps the full concurrency.
+pub fn pool_for(purpose: i32) -> Pool {
+    match pb::MeasurementPurpose::try_from(purpose) {
+        Ok(pb::MeasurementPurpose::Landmark) => Pool::Landmark,
+        _ => Pool::Locate,
+    }
+}
+
+/// Permits of the landmark pool: a quarter of `max-concurrent-measurements`, at least 1.
+/// The locate pool keeps all of `max-concurrent-measurements`, so at most
+/// `max + landmark_permits(max)` requests run at once.
+pub fn landmark_permits(max_concurrent_measurements: usize) -> usize {
+    (max_concurrent_measurements / 4).max(1)
 }
 
 /// gRPC statuses from `Register` that stop the agent instead of being retried.
@@ -167,7 +199,10 @@ pub struct Agent {
     id: String,
     lat: f64,
     lon: f64,
-    semaphore: Arc<Semaphore>,
+    /// Locate (and unspecified-purpose) requests.
+    locate_pool: Arc<Semaphore>,
+    /// Landmark requests: a smaller pool of their own.
+    landmark_pool: Arc<Semaphore>,
 }
 
 impl Agent {
@@ -180,8 +215,17 @@ impl Agent {
             id,
             lat,
             lon,
-            semaphore: Arc::new(Semaphore::new(permits)),
+            locate_pool: Arc::new(Semaphore::new(permits)),
+            landmark_pool: Arc::new(Semaphore::new(landmark_permits(permits))),
         })
+    }
+
+    /// The semaphore a request with `purpose` waits on (see [`pool_for`]).
+    fn pool(&self, purpose: i32) -> &Arc<Semaphore> {
+        match pool_for(purpose) {
+            Pool::Locate => &self.locate_pool,
+            Pool::Landmark => &self.landmark_pool,
+        }
     }
 
     /// Runs until `shutdown` turns true (Ok) or the coordinator rejects the agent (Err).
@@ -408,7 +452,7 @@ impl Agent {
             }
         };
         let measurer = self.measurer.clone();
-        let semaphore = self.semaphore.clone();
+        let semaphore = self.pool(req.purpose).clone();
         let tx = tx.clone();
         let id = request_id.clone();
         let handle = tasks.spawn(async move {
@@ -448,6 +492,52 @@ mod tests {
         // Capped, also for absurd attempt counts.
         assert_eq!(backoff_delay(20, min, max, 1.0), max);
         assert_eq!(backoff_delay(u32::MAX, min, max, 0.5), Duration::from_millis(22_500));
+    }
+
+    #[test]
+    fn landmark_requests_get_their_own_smaller_pool() {
+        let p = |purpose: pb::MeasurementPurpose| pool_for(purpose as i32);
+        assert_eq!(p(pb::MeasurementPurpose::Landmark), Pool::Landmark);
+        assert_eq!(p(pb::MeasurementPurpose::Locate), Pool::Locate);
+        assert_eq!(p(pb::MeasurementPurpose::Unspecified), Pool::Locate);
+        // An unknown purpose (newer coordinator) is not demoted to the background pool.
+        assert_eq!(pool_for(99), Pool::Locate);
+        assert_eq!(pool_for(-1), Pool::Locate);
+
+        assert_eq!(landmark_permits(8), 2);
+        assert_eq!(landmark_permits(16), 4);
+        assert_eq!(landmark_permits(7), 1);
+        assert_eq!(landmark_permits(1), 1);
+    }
+
+    #[tokio::test]
+    async fn a_locate_request_does_not_wait_behind_landmark_requests() {
+        let flags = crate::config::ConfigFlags {
+            id: Some("t-1".into()),
+            lat: Some(1.0),
+            lon: Some(2.0),
+            max_concurrent_measurements: Some(8),
+            ..Default::default()
+        };
+        let cfg = crate::config::AgentConfig::resolve(
+            &flags,
+            &crate::config::FileConfig::default(),
+            &HashMap::new(),
+        )
+        .unwrap();
+        let agent = Agent::new(Measurer::new(Arc::new(cfg))).unwrap();
+        let landmark = pb::MeasurementPurpose::Landmark as i32;
+        // Landmark requests take every permit of their pool...
+        let mut held = Vec::new();
+        while let Ok(p) = agent.pool(landmark).clone().try_acquire_owned() {
+            held.push(p);
+        }
+        assert_eq!(held.len(), 2);
+        // ...and locate / unspecified requests still have all eight of theirs.
+        for purpose in [pb::MeasurementPurpose::Locate, pb::MeasurementPurpose::Unspecified] {
+            assert_eq!(agent.pool(purpose as i32).available_permits(), 8, "{purpose:?}");
+        }
+        assert!(agent.pool(0).clone().try_acquire_owned().is_ok());
     }
 
     #[test]

@@ -52,7 +52,8 @@ pub mod defaults {
     pub const TRACEROUTE_UDP_PORT: u16 = 33434;
     /// TCP destination port of traceroute probes.
     pub const TRACEROUTE_TCP_PORT: u16 = 80;
-    /// Measurement requests executed at once.
+    /// Locate measurement requests executed at once (landmark requests: a quarter of it,
+    /// at least 1, in a pool of their own).
     pub const MAX_CONCURRENT_MEASUREMENTS: usize = 8;
     /// Budget of a request that gives none, ms.
     pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
@@ -250,7 +251,8 @@ pub struct ConfigFlags {
     /// TCP destination port of traceroute probes.
     #[arg(long)]
     pub traceroute_tcp_port: Option<u16>,
-    /// Measurement requests executed at once.
+    /// Locate measurement requests executed at once (landmark requests get a separate
+    /// pool of a quarter of this, at least 1).
     #[arg(long)]
     pub max_concurrent_measurements: Option<usize>,
     /// Budget of a request that gives none, ms.
@@ -313,7 +315,8 @@ pub struct AgentConfig {
     pub traceroute_udp_port: u16,
     /// TCP traceroute destination port.
     pub traceroute_tcp_port: u16,
-    /// Concurrent measurement requests.
+    /// Concurrent locate measurement requests (the landmark pool is derived from it:
+    /// [`crate::agent::landmark_permits`]).
     pub max_concurrent_measurements: usize,
     /// Default request budget.
     pub request_timeout: Duration,
