@@ -483,15 +483,22 @@ async fn audit(
     flush(&mut ready, &mut next, w)?;
     bar.set_position(next as u64);
 
-    let retry_until = std::time::Instant::now() + Duration::from_secs(args.retry_for_s);
+    // Rows that failed for a reason unrelated to the address (no probes yet after a
+    // coordinator restart, a shutdown): asked again, and written as failed only when the
+    // retry window ends without an answer.
+    let mut deferred: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    let retry_for = Duration::from_secs(args.retry_for_s);
+    let mut failing_since: Option<std::time::Instant> = None;
     let mut backoff = Duration::from_millis(500);
     while !pending.is_empty() {
+        let before = pending.len();
         let err = match batch_once(
             &args,
             &inputs,
             &mut pending,
             &cols,
             &mut ready,
+            &mut deferred,
             &mut failures,
             &bar,
             |ready| {
@@ -504,10 +511,31 @@ async fn audit(
             Ok(()) => break,
             Err(e) => e,
         };
-        if std::time::Instant::now() >= retry_until {
+        if pending.len() < before {
+            // Progress: the retry window starts again from this failure.
+            failing_since = None;
+            backoff = Duration::from_millis(500);
+        }
+        let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= retry_for {
+            // Give up on the transient rows: written with their reason (a later run redoes
+            // them), so the output keeps one row per input.
+            pending.retain(|i| match deferred.remove(i) {
+                Some(row) => {
+                    ready.insert(*i, row);
+                    failures += 1;
+                    false
+                }
+                None => true,
+            });
+            flush(&mut ready, &mut next, w)?;
+            bar.set_position(next as u64);
+            if pending.is_empty() {
+                break;
+            }
             bar.abandon();
             return Err(err.context(format!(
-                "gave up after {} s; {} rows written, run the same command again to resume",
+                "gave up after {} s without progress; {} rows written, run the same command again to resume",
                 args.retry_for_s, next
             )));
         }
@@ -539,6 +567,7 @@ async fn batch_once(
     pending: &mut Vec<usize>,
     cols: &[String],
     ready: &mut BTreeMap<usize, Vec<String>>,
+    deferred: &mut BTreeMap<usize, Vec<String>>,
     failures: &mut usize,
     bar: &indicatif::ProgressBar,
     mut flush: impl FnMut(&mut BTreeMap<usize, Vec<String>>) -> anyhow::Result<usize>,
@@ -579,6 +608,14 @@ async fn batch_once(
         let Some(&i) = batch.get(k) else { continue };
         let outcome = match msg.event {
             Some(pb::locate_event::Event::Result(r)) => Ok(r),
+            Some(pb::locate_event::Event::Error(e))
+                if TRANSIENT_CODES.contains(&e.code.as_str()) =>
+            {
+                // Left pending: asked again after a pause (see `audit`).
+                let reason = Err(format!("{}: {}", e.code, e.message));
+                deferred.insert(i, project(&row_values(&inputs[i].ip, &reason), cols));
+                continue;
+            }
             Some(pb::locate_event::Event::Error(e)) => Err(format!("{}: {}", e.code, e.message)),
             _ => continue,
         };
@@ -586,6 +623,7 @@ async fn batch_once(
             continue;
         }
         finished[k] = true;
+        deferred.remove(&i);
         if outcome.is_err() {
             *failures += 1;
         }
@@ -601,8 +639,9 @@ async fn batch_once(
             .is_none_or(|k| !finished[k])
     });
     if !pending.is_empty() {
+        let transient = pending.iter().filter(|i| deferred.contains_key(i)).count();
         bail!(
-            "the coordinator ended the batch with {} addresses unanswered",
+            "the coordinator ended the batch with {} addresses unanswered ({transient} with a transient error such as no-probes)",
             pending.len()
         );
     }

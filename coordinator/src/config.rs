@@ -20,6 +20,7 @@ pub mod defaults {
     pub const TWO_STAGE_FIRST: u32 = 8;
     pub const TWO_STAGE_K: u32 = 12;
     pub const BATCH_CONCURRENCY: u32 = 4;
+    pub const RECONNECT_GRACE_MS: u32 = 30_000;
 }
 
 /// How probes are chosen for a target.
@@ -107,6 +108,10 @@ pub struct Args {
     #[arg(long, env = "GEOLOC_COORDINATOR_CALIBRATE", value_name = "BOOL",
           value_parser = clap::builder::BoolishValueParser::new())]
     pub calibrate: Option<bool>,
+    /// After a start, how long a locate waits for the probes seen before the restart to
+    /// reconnect before it measures with fewer (or answers `no-probes`), ms [default: 30000].
+    #[arg(long, env = "GEOLOC_COORDINATOR_RECONNECT_GRACE_MS", value_name = "MS")]
+    pub reconnect_grace_ms: Option<u32>,
 }
 
 /// The TOML file; every key optional.
@@ -129,6 +134,7 @@ pub struct FileConfig {
     pub batch_concurrency: Option<u32>,
     pub landmark_checks: Option<bool>,
     pub calibrate: Option<bool>,
+    pub reconnect_grace_ms: Option<u32>,
 }
 
 /// The effective configuration.
@@ -150,6 +156,7 @@ pub struct Config {
     pub batch_concurrency: u32,
     pub landmark_checks: bool,
     pub calibrate: bool,
+    pub reconnect_grace_ms: u32,
 }
 
 impl Default for Config {
@@ -226,6 +233,10 @@ impl Config {
                 .unwrap_or(defaults::BATCH_CONCURRENCY),
             landmark_checks: a.landmark_checks.or(f.landmark_checks).unwrap_or(true),
             calibrate: a.calibrate.or(f.calibrate).unwrap_or(true),
+            reconnect_grace_ms: a
+                .reconnect_grace_ms
+                .or(f.reconnect_grace_ms)
+                .unwrap_or(defaults::RECONNECT_GRACE_MS),
         };
         c.validate()?;
         Ok(c)
@@ -256,6 +267,12 @@ impl Config {
         }
         if self.two_stage_first == 0 || self.two_stage_k == 0 {
             return bad("two-stage-first and two-stage-k must be at least 1".into());
+        }
+        if self.reconnect_grace_ms > 600_000 {
+            return bad(format!(
+                "reconnect-grace-ms {} above 600000",
+                self.reconnect_grace_ms
+            ));
         }
         if !(1..=256).contains(&self.batch_concurrency) {
             return bad(format!(

@@ -5,6 +5,7 @@
 //! peers down with it; an isolated pair flags both. Flagged probes are left out of solving
 //! until cleared (`ClearFlag`); clearing or moving a probe discards older evidence.
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ use crate::storage::MeasurementRow;
 type PairMap = BTreeMap<(String, String), (f64, LatLon, LatLon)>;
 use crate::{new_id, target, unix_ms, Coordinator};
 
+/// Landmark measurements one probe runs at a time.
+const LANDMARK_SLOTS_PER_PROBE: usize = 2;
 /// Echo requests per landmark measurement.
 const LANDMARK_PINGS: u32 = 3;
 /// Declared positions that moved less than this still match stored evidence, km.
@@ -143,6 +146,13 @@ impl Coordinator {
         let futs = jobs.into_iter().map(|(from, to)| {
             let this = Arc::clone(self);
             async move {
+                // At most LANDMARK_SLOTS_PER_PROBE of these per measuring probe at a time:
+                // hundreds are queued when a fleet connects, and the budget should only
+                // start counting once the request is actually sent.
+                let slot = this.landmark_slot(&from.probe_id);
+                let Ok(_permit) = slot.acquire_owned().await else {
+                    return None;
+                };
                 let req = pb::MeasurementRequest {
                     request_id: new_id(),
                     target: to.ip.to_string(),
@@ -155,14 +165,35 @@ impl Coordinator {
                     allow_private: this.config.allow_private,
                     purpose: pb::MeasurementPurpose::Landmark as i32,
                 };
-                this.ask(&from, req, budget, None, 1, Some((&to.id, to.pos)))
-                    .await
+                Some(
+                    this.ask(&from, req, budget, None, 1, Some((&to.id, to.pos)))
+                        .await,
+                )
             }
         });
-        let _rows: Vec<MeasurementRow> = futures::future::join_all(futs).await;
-        if let Err(e) = self.evaluate_flags().await {
+        let _rows: Vec<Option<MeasurementRow>> = futures::future::join_all(futs).await;
+        // Evaluate, unless an evaluation that started after these rows were stored already
+        // covered them (a connecting fleet triggers one check per probe; coalesce them).
+        let mine = self.landmark_generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let _g = self.ftl_lock.lock().await;
+        if self.evaluated_generation.load(Ordering::SeqCst) >= mine {
+            return;
+        }
+        if let Err(e) = self.evaluate_locked().await {
             tracing::error!(error = %e, "speed-of-light evaluation failed");
         }
+    }
+
+    /// The semaphore bounding landmark measurements from `probe_id`.
+    fn landmark_slot(&self, probe_id: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut slots = self
+            .landmark_slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        slots
+            .entry(probe_id.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(LANDMARK_SLOTS_PER_PROBE)))
+            .clone()
     }
 
     /// Minimum echo RTT per unordered landmark pair, from the stored landmark measurements
@@ -247,51 +278,66 @@ impl Coordinator {
 
     /// The delay model fitted on the landmark RTTs (pairs with a flagged probe or a
     /// faster-than-light RTT left out); None when calibration is off or there are fewer than
-    /// `MIN_CALIBRATION_POINTS` pairs.
+    /// `MIN_CALIBRATION_POINTS` pairs. Cached: refitted by every speed-of-light evaluation
+    /// and flag change, so a locate does not re-read the landmark measurements.
     pub async fn calibration(&self) -> crate::Result<Option<Calibration>> {
         if !self.config.calibrate {
             return Ok(None);
         }
-        let (pairs, probes) = self.current_pairs().await?;
-        let flagged = |id: &str| probes.get(id).is_some_and(|p| p.flagged);
-        let rtts: Vec<LandmarkRtt> = pairs
-            .into_iter()
-            .filter(|((a, b), (rtt, pa, pb))| {
-                !flagged(a) && !flagged(b) && !violates_speed_of_light(*pa, *pb, *rtt)
-            })
-            .map(|((a, b), (rtt, pa, pb))| LandmarkRtt {
-                from: a,
-                from_pos: pa,
-                to: b,
-                to_pos: pb,
-                rtt_ms: rtt,
-            })
-            .collect();
-        if rtts.len() < MIN_CALIBRATION_POINTS {
-            return Ok(None);
+        if let Some(c) = self.cached_calibration() {
+            return Ok(c);
         }
-        let cal = Calibration::fit(&rtts);
-        Ok((!cal.is_empty()).then_some(cal))
+        let _g = self.ftl_lock.lock().await;
+        if let Some(c) = self.cached_calibration() {
+            return Ok(c);
+        }
+        let (pairs, probes) = self.current_pairs().await?;
+        let cal = fit_calibration(pairs, &probes);
+        self.store_calibration(cal.clone());
+        Ok(cal)
+    }
+
+    fn cached_calibration(&self) -> Option<Option<Calibration>> {
+        self.calibration_cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn store_calibration(&self, cal: Option<Calibration>) {
+        *self
+            .calibration_cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(cal);
     }
 
     /// Re-reads all landmark measurements and flags the landmarks to blame. Flags are only
     /// ever added here; `ClearFlag` removes them. Returns the probes newly flagged.
     pub async fn evaluate_flags(&self) -> crate::Result<Vec<String>> {
         let _g = self.ftl_lock.lock().await;
-        let (best, probes) = self.current_pairs().await?;
+        self.evaluate_locked().await
+    }
+
+    /// [`Coordinator::evaluate_flags`] with `ftl_lock` held; also refits the calibration.
+    async fn evaluate_locked(&self) -> crate::Result<Vec<String>> {
+        self.evaluated_generation.store(
+            self.landmark_generation.load(Ordering::SeqCst),
+            Ordering::SeqCst,
+        );
+        let (best, mut probes) = self.current_pairs().await?;
         let violations: Vec<Violation> = best
-            .into_iter()
+            .iter()
             .filter(|(_, (rtt, a, b))| violates_speed_of_light(*a, *b, *rtt))
             .map(|((a, b), (rtt, pa, pb))| Violation {
-                a,
-                b,
-                rtt_ms: rtt,
-                distance_km: distance_km(pa, pb),
+                a: a.clone(),
+                b: b.clone(),
+                rtt_ms: *rtt,
+                distance_km: distance_km(*pa, *pb),
             })
             .collect();
         let mut newly = Vec::new();
         for (id, vs) in blame(&violations) {
-            let Some(p) = probes.get(&id) else {
+            let Some(p) = probes.get_mut(&id) else {
                 tracing::warn!(landmark = %id, "passive landmark involved in faster-than-light RTTs: check its position");
                 continue;
             };
@@ -308,7 +354,11 @@ impl Coordinator {
                 .set_probe_flag(&id, true, &reason, None)
                 .await?;
             self.registry.set_flag(&id, true, &reason, None);
+            p.flagged = true;
             newly.push(id);
+        }
+        if self.config.calibrate {
+            self.store_calibration(fit_calibration(best, &probes));
         }
         Ok(newly)
     }
@@ -325,8 +375,40 @@ impl Coordinator {
             .set_probe_flag(probe_id, false, "", Some(now))
             .await?;
         self.registry.set_flag(probe_id, false, "", Some(now));
+        // The evidence counted changed: refit on the next use.
+        *self
+            .calibration_cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = None;
         Ok(Some(p.flagged))
     }
+}
+
+/// Fits the calibration on landmark pairs, leaving out pairs with a flagged probe and
+/// faster-than-light pairs; None below `MIN_CALIBRATION_POINTS` pairs.
+fn fit_calibration(
+    pairs: PairMap,
+    probes: &BTreeMap<String, ProbeSnapshot>,
+) -> Option<Calibration> {
+    let flagged = |id: &str| probes.get(id).is_some_and(|p| p.flagged);
+    let rtts: Vec<LandmarkRtt> = pairs
+        .into_iter()
+        .filter(|((a, b), (rtt, pa, pb))| {
+            !flagged(a) && !flagged(b) && !violates_speed_of_light(*pa, *pb, *rtt)
+        })
+        .map(|((a, b), (rtt, pa, pb))| LandmarkRtt {
+            from: a,
+            from_pos: pa,
+            to: b,
+            to_pos: pb,
+            rtt_ms: rtt,
+        })
+        .collect();
+    if rtts.len() < MIN_CALIBRATION_POINTS {
+        return None;
+    }
+    let cal = Calibration::fit(&rtts);
+    (!cal.is_empty()).then_some(cal)
 }
 
 #[cfg(test)]

@@ -58,6 +58,19 @@ pub struct Coordinator {
     /// Serialises speed-of-light evaluations.
     ftl_lock: tokio::sync::Mutex<()>,
     shutting_down: std::sync::atomic::AtomicBool,
+    /// Latest fitted calibration (None = not fitted yet); see `Coordinator::calibration`.
+    calibration_cache: std::sync::RwLock<Option<Option<geoloc_engine::Calibration>>>,
+    /// Landmark-check rounds finished / covered by the latest evaluation (coalescing).
+    landmark_generation: std::sync::atomic::AtomicU64,
+    evaluated_generation: std::sync::atomic::AtomicU64,
+    /// Per measuring probe, the landmark measurements allowed at a time.
+    landmark_slots:
+        std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// When this process started (for the reconnect grace).
+    started: std::time::Instant,
+    /// Unflagged probes seen in the hour before this start: after a restart, locates wait
+    /// (up to `reconnect_grace_ms`) for this many to be healthy again.
+    expected_probes: usize,
 }
 
 impl Coordinator {
@@ -89,7 +102,13 @@ impl Coordinator {
         let registry = Registry::new(Duration::from_millis(u64::from(
             config.heartbeat_interval_ms,
         )));
-        registry.load(storage.list_probes().await?);
+        let known = storage.list_probes().await?;
+        let now = unix_ms();
+        let expected_probes = known
+            .iter()
+            .filter(|p| !p.flagged && now - p.last_seen_unix_ms < RECENTLY_SEEN_MS)
+            .count();
+        registry.load(known);
         Ok(Arc::new(Coordinator {
             config,
             storage,
@@ -98,6 +117,12 @@ impl Coordinator {
             geoip,
             ftl_lock: tokio::sync::Mutex::new(()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            calibration_cache: std::sync::RwLock::new(None),
+            landmark_generation: std::sync::atomic::AtomicU64::new(0),
+            evaluated_generation: std::sync::atomic::AtomicU64::new(0),
+            landmark_slots: std::sync::Mutex::new(std::collections::HashMap::new()),
+            started: std::time::Instant::now(),
+            expected_probes,
         }))
     }
 
@@ -112,4 +137,24 @@ impl Coordinator {
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
     }
+
+    /// The healthy probes to measure from. During the reconnect grace after a start, waits
+    /// until the probes seen before the restart are back (or the grace ends), so a batch
+    /// resumed right after a restart is neither refused nor measured from a handful.
+    pub async fn probes_for_locate(&self) -> Vec<registry::ProbeSnapshot> {
+        let grace = std::time::Duration::from_millis(u64::from(self.config.reconnect_grace_ms));
+        loop {
+            let healthy = self.registry.healthy();
+            if healthy.len() >= self.expected_probes
+                || self.started.elapsed() >= grace
+                || self.is_shutting_down()
+            {
+                return healthy;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
 }
+
+/// A probe last seen this recently before a start is expected to reconnect, ms.
+const RECENTLY_SEEN_MS: i64 = 3_600_000;

@@ -152,7 +152,7 @@ impl Coordinator {
                 return Ok(result_to_pb(&r, true));
             }
         }
-        let probes = self.registry.healthy();
+        let probes = self.probes_for_locate().await;
         if probes.is_empty() {
             let known = self.registry.snapshot().len();
             return Err(LocateFailure::new(
@@ -379,8 +379,10 @@ impl Coordinator {
         }
     }
 
-    /// One probe, one target: a ping; if the target stays silent and time remains, a
-    /// traceroute for its last hop. Every answer is stored as it arrives.
+    /// One probe, one target: a ping; if the target stays silent and time remains, a TCP
+    /// handshake (targets that drop ICMP often answer SYNs, with SYN/ACK or RST) and a
+    /// traceroute (its last hop, for a target that answers nothing) at the same time. Every
+    /// answer is stored as it arrives.
     async fn measure_target(
         &self,
         probe: &ProbeSnapshot,
@@ -415,7 +417,10 @@ impl Coordinator {
             let trace = pb::MeasurementRequest {
                 request_id: new_id(),
                 target: ip.to_string(),
-                kinds: vec![pb::MeasurementKind::Traceroute as i32],
+                kinds: vec![
+                    pb::MeasurementKind::Tcp as i32,
+                    pb::MeasurementKind::Traceroute as i32,
+                ],
                 ping_count: 0,
                 interval_ms: 0,
                 timeout_ms: left.as_millis() as u32,

@@ -256,19 +256,91 @@ async fn silent_target_falls_back_to_traceroute_last_hop() {
         let (_, r) = locate(&mut c, req(TARGET)).await;
         let r = r.unwrap();
         assert_eq!(r.probes_used, 4);
-        assert!(probes.iter().all(|p| p
-            .requests
-            .lock()
-            .unwrap()
+        assert!(probes
             .iter()
-            .any(|q| q.kinds == [pb::MeasurementKind::Traceroute as i32])));
+            .all(|p| p.requests.lock().unwrap().iter().any(|q| q.kinds
+                == [
+                    pb::MeasurementKind::Tcp as i32,
+                    pb::MeasurementKind::Traceroute as i32
+                ])));
         let rows = srv
             .coord
             .storage
             .measurements_for_result(&r.result_id)
             .await
             .unwrap();
-        assert_eq!(rows.len(), 8, "a ping row and a traceroute row per probe");
+        assert_eq!(
+            rows.len(),
+            8,
+            "a ping row and a TCP+traceroute row per probe"
+        );
+        let inputs = geoloc_coordinator::solve::inputs_from_rows(&rows).unwrap();
+        assert!(
+            inputs
+                .per_probe
+                .iter()
+                .all(|p| p.kind == geoloc_coordinator::raw::RttKind::LastHop),
+            "{:?}",
+            inputs.per_probe
+        );
+        srv.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn icmp_silent_target_is_measured_with_tcp() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |_| {}).await;
+        let w = world(&[(TARGET, LYON.0, LYON.1)]);
+        let mut probes = Vec::new();
+        for &(id, lat, lon, ip) in &FLEET[..4] {
+            probes.push(
+                FakeProbe::start(
+                    &srv.url,
+                    id,
+                    (lat, lon),
+                    (lat, lon),
+                    ip,
+                    w.clone(),
+                    Behaviour::IcmpSilent,
+                )
+                .await,
+            );
+        }
+        wait_healthy(&srv.coord, 4).await;
+        let mut c = srv.client().await;
+        let (_, r) = locate(&mut c, req(TARGET)).await;
+        let r = r.unwrap();
+        assert_eq!(r.probes_used, 4);
+        // The TCP RTTs are the target's own: echo RTTs, not last hops.
+        let rows = srv
+            .coord
+            .storage
+            .measurements_for_result(&r.result_id)
+            .await
+            .unwrap();
+        let inputs = geoloc_coordinator::solve::inputs_from_rows(&rows).unwrap();
+        assert_eq!(inputs.per_probe.len(), 4);
+        assert!(
+            inputs
+                .per_probe
+                .iter()
+                .all(|p| p.kind == geoloc_coordinator::raw::RttKind::Echo),
+            "{:?}",
+            inputs.per_probe
+        );
+        let sol: geoloc_engine::Solution = serde_json::from_str(&r.solution_json).unwrap();
+        let truth = geoloc_engine::LatLon {
+            lat: LYON.0,
+            lon: LYON.1,
+        };
+        assert!(
+            geoloc_engine::distance_km(sol.estimate, truth) < 800.0,
+            "{:?}",
+            sol.estimate
+        );
         srv.stop().await;
     })
     .await;
@@ -627,6 +699,64 @@ async fn probe_to_probe_rtts_calibrate_the_solution_and_recompute_uses_them() {
             sol.radius_km
         );
         assert!(err < 500.0, "{err:.0} km");
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// After a restart the probes reconnect with their own backoff: a locate that arrives first
+/// waits for them (reconnect grace) instead of failing with `no-probes`; without a grace it
+/// is refused at once.
+#[tokio::test]
+async fn locate_right_after_a_restart_waits_for_the_probes() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite_url(&dir);
+        let w = world(&[(TARGET, LYON.0, LYON.1)]);
+        let fleet = |url: String, w: World| async move {
+            let mut v = Vec::new();
+            for &(id, lat, lon, ip) in &FLEET[..3] {
+                v.push(
+                    FakeProbe::start(
+                        &url,
+                        id,
+                        (lat, lon),
+                        (lat, lon),
+                        ip,
+                        w.clone(),
+                        Behaviour::Honest,
+                    )
+                    .await,
+                );
+            }
+            v
+        };
+        let srv = Server::start(&db, |_| {}).await;
+        let addr = srv.addr;
+        let first = fleet(srv.url.clone(), w.clone()).await;
+        wait_healthy(&srv.coord, 3).await;
+        srv.stop().await;
+        drop(first);
+
+        // No grace: refused at once.
+        let srv = Server::start_at(addr, &db, |c| c.reconnect_grace_ms = 0).await;
+        let mut c = srv.client().await;
+        let (_, r) = locate(&mut c, req(TARGET)).await;
+        assert_eq!(r.unwrap_err().code, "no-probes");
+        srv.stop().await;
+
+        // With a grace: the locate waits for all three to come back.
+        let srv = Server::start_at(addr, &db, |c| c.reconnect_grace_ms = 20_000).await;
+        let mut c = srv.client().await;
+        let (url, w2) = (srv.url.clone(), w.clone());
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            fleet(url, w2).await
+        });
+        let (_, r) = locate(&mut c, req(TARGET)).await;
+        let r = r.expect("located after the probes reconnected");
+        assert_eq!(r.probes_asked, 3);
+        drop(late.await.unwrap());
         srv.stop().await;
     })
     .await;

@@ -113,6 +113,8 @@ pub enum Behaviour {
     Silent,
     /// Answers pings with no reply (target silent) and traceroutes with a last hop.
     TargetSilent,
+    /// The target drops ICMP but answers TCP SYNs (RST), 0.2 ms slower than ping would be.
+    IcmpSilent,
     /// Honest, after this many ms.
     Delayed(u64),
 }
@@ -308,6 +310,25 @@ fn answer(req: &pb::MeasurementRequest, rtt: Option<f64>, b: Behaviour) -> pb::M
                     sent: req.ping_count,
                     error: String::new(),
                 });
+            }
+            Ok(pb::MeasurementKind::Tcp) => {
+                let answers = b == Behaviour::IcmpSilent;
+                r.tcp = req
+                    .tcp_ports
+                    .iter()
+                    .copied()
+                    .chain(req.tcp_ports.is_empty().then_some(443))
+                    .map(|port| pb::TcpResult {
+                        port,
+                        rtt_ms: rtt.filter(|_| answers).map(|x| x + 0.2),
+                        outcome: if answers {
+                            pb::TcpOutcome::Rst as i32
+                        } else {
+                            pb::TcpOutcome::Timeout as i32
+                        },
+                        error: String::new(),
+                    })
+                    .collect();
             }
             Ok(pb::MeasurementKind::Traceroute) => {
                 let last = rtt.map(|x| pb::LastHop {
