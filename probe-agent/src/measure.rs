@@ -122,6 +122,8 @@ impl Measurer {
             config.target_packets_per_second,
             config.target_packet_burst,
         ));
+        // Replies of the first trace then get kernel receive stamps too.
+        traceroute::keep_rx_timestamps_enabled();
         Measurer {
             config,
             budget,

@@ -10,17 +10,25 @@
 //! during which replies are collected; once the destination (or an unreachable) answers,
 //! higher TTLs are not probed. With several probes per hop, later rounds stop two TTLs past
 //! the last hop that answered. Needs `CAP_NET_RAW`.
+//!
+//! Replies are timestamped by the kernel (`SO_TIMESTAMPNS`, read with `recvmsg`), not when
+//! the task gets round to reading them: under CPU load, or while the trace waits for a
+//! packet token, a reply can sit in the socket for milliseconds. The kernel's receive
+//! time (`CLOCK_REALTIME`) is carried into the [`Instant`] domain by [`kernel_instant`].
+//! A probe's send time is stamped *before* `sendto`, so an RTT is never below the truth.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::OwnedFd;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tokio::io::Interest;
 use tokio::net::UdpSocket as TokioUdp;
+use tracing::debug;
 
 use crate::config::TracerouteProtocol;
 use crate::error::{Error, Result};
@@ -133,14 +141,184 @@ fn raw_socket(target: IpAddr, protocol: Protocol) -> Result<TokioUdp> {
     })?;
     s.set_nonblocking(true)
         .map_err(|e| Error::io("raw socket: nonblocking", e))?;
+    if let Err(e) = enable_rx_timestamps(&s) {
+        // Replies are then stamped when read (at worst the read latency too high).
+        debug!(error = %e, "SO_TIMESTAMPNS unavailable; traceroute replies stamped when read");
+    }
     let std_socket = std::net::UdpSocket::from(OwnedFd::from(s));
     TokioUdp::from_std(std_socket).map_err(|e| Error::io("raw socket: register with tokio", e))
 }
 
-/// Reads one datagram and the sender's address.
-async fn recv(sock: &TokioUdp, buf: &mut [u8]) -> io::Result<(usize, Option<IpAddr>)> {
-    let (n, from) = sock.recv_from(buf).await?;
-    Ok((n, Some(from.ip())))
+/// Asks the kernel to attach its receive time (`CLOCK_REALTIME`, ns) to every datagram
+/// read from `sock` (`SO_TIMESTAMPNS`; read back by [`recvmsg_timestamped`]).
+#[allow(unsafe_code)]
+fn enable_rx_timestamps(sock: &impl AsRawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: the option value is a live `c_int` and its exact size is passed; the fd is
+    // borrowed from a live socket for the whole call.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Keeps kernel receive timestamps switched on for the whole process.
+///
+/// Linux stamps incoming packets only while some socket wants timestamps (a global switch,
+/// turned on by deferred work when the first such socket appears and off when the last one
+/// closes); a packet read before the switch is on gets the time of the read instead. Each
+/// trace opens fresh raw sockets, so without a socket that stays open the first replies of
+/// a trace could miss their stamp. This opens one unbound UDP socket with `SO_TIMESTAMPNS`
+/// (no port, no traffic) and never closes it; called when the measurer is built and before
+/// every trace (only the first call does anything).
+pub fn keep_rx_timestamps_enabled() {
+    static KEEPER: OnceLock<Option<Socket>> = OnceLock::new();
+    KEEPER.get_or_init(|| {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, None)
+            .or_else(|_| Socket::new(Domain::IPV6, Type::DGRAM, None))
+            .ok()?;
+        enable_rx_timestamps(&s).ok()?;
+        Some(s)
+    });
+}
+
+/// One datagram read by [`recvmsg_timestamped`].
+#[derive(Debug, Clone, Copy)]
+struct Datagram {
+    /// Bytes written into the buffer.
+    len: usize,
+    /// Sender's address.
+    from: Option<IpAddr>,
+    /// Kernel receive time (`SCM_TIMESTAMPNS`), when the socket has `SO_TIMESTAMPNS` on.
+    kernel_time: Option<SystemTime>,
+}
+
+/// Room for one `SCM_TIMESTAMPNS` message (and a spare one), aligned for `cmsghdr`.
+#[repr(C, align(8))]
+struct ControlBuf([u8; 128]);
+
+/// One non-blocking `recvmsg` on `sock` into `buf`: the datagram, its sender and the
+/// kernel's receive time from the `SCM_TIMESTAMPNS` control message. `WouldBlock` when
+/// nothing is queued (what tokio's readiness API expects).
+#[allow(unsafe_code)]
+fn recvmsg_timestamped(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Datagram> {
+    let mut control = ControlBuf([0; 128]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast::<libc::c_void>(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: `sockaddr_storage` and `msghdr` are plain C structs for which all-zero is
+    // valid. `msg` points at `addr`, `iov` (→ `buf`) and `control`, which all outlive the
+    // call, with their true sizes, so the kernel writes only inside them. The control
+    // messages are walked with the libc CMSG macros, which stay within `msg_controllen`
+    // (set by the kernel to the bytes it wrote); a timestamp is read (unaligned) only from
+    // a message whose length covers a `timespec`. `SockAddr::new` gets the storage and the
+    // length the kernel filled in.
+    unsafe {
+        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast::<libc::c_void>();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.0.as_mut_ptr().cast::<libc::c_void>();
+        msg.msg_controllen = control.0.len() as _;
+        let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut kernel_time = None;
+        if msg.msg_flags & libc::MSG_CTRUNC == 0 {
+            let need = libc::CMSG_LEN(std::mem::size_of::<libc::timespec>() as u32) as usize;
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                let c = &*cmsg;
+                if c.cmsg_level == libc::SOL_SOCKET
+                    && c.cmsg_type == libc::SCM_TIMESTAMPNS
+                    && c.cmsg_len as usize >= need
+                {
+                    let ts: libc::timespec =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
+                    // `time_t` and `c_long` are `i32` on some targets.
+                    #[allow(clippy::useless_conversion)]
+                    let (sec, nsec) = (i64::from(ts.tv_sec), i64::from(ts.tv_nsec));
+                    kernel_time = timespec_to_system_time(sec, nsec);
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        let from = SockAddr::new(addr, msg.msg_namelen)
+            .as_socket()
+            .map(|a| a.ip());
+        Ok(Datagram {
+            len: n as usize,
+            from,
+            kernel_time,
+        })
+    }
+}
+
+/// A `timespec` since the Unix epoch as a `SystemTime`; `None` for the all-zero stamp the
+/// kernel gives when it has none, and for nonsense.
+fn timespec_to_system_time(sec: i64, nsec: i64) -> Option<SystemTime> {
+    let sec = u64::try_from(sec).ok()?;
+    let nsec = u32::try_from(nsec).ok().filter(|&n| n < 1_000_000_000)?;
+    if sec == 0 && nsec == 0 {
+        return None;
+    }
+    UNIX_EPOCH.checked_add(Duration::new(sec, nsec))
+}
+
+/// When a datagram arrived, in the [`Instant`] domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Arrival {
+    /// The kernel's receive time carried over by [`kernel_instant`], if it gave one.
+    kernel: Option<Instant>,
+    /// When the datagram was read (the fallback: never early, maybe late).
+    read: Instant,
+}
+
+impl Arrival {
+    /// The arrival time of a reply to a probe sent at `sent`: the kernel's stamp when
+    /// there is one not before the send, else the read time. A kernel stamp before the
+    /// send can only come from a wall clock step; the read time is then the safe figure.
+    fn for_probe_sent_at(&self, sent: Instant) -> Instant {
+        self.kernel.filter(|&k| k >= sent).unwrap_or(self.read)
+    }
+}
+
+/// Carries a kernel receive time (`CLOCK_REALTIME`) into the [`Instant`] domain:
+/// `mono_now − (wall_now − kernel)`, never later than `mono_now`. Both clocks must be read
+/// together right after the datagram, the wall clock *first*: the gap between the two
+/// reads then makes the result later (an RTT larger), never earlier. `None` when the age
+/// reaches back before `Instant`'s origin.
+fn kernel_instant(kernel: SystemTime, wall_now: SystemTime, mono_now: Instant) -> Option<Instant> {
+    // A stamp in the future (the wall clock stepped back): age 0, i.e. `mono_now`.
+    let age = wall_now.duration_since(kernel).unwrap_or(Duration::ZERO);
+    mono_now.checked_sub(age)
+}
+
+/// Waits for and reads one datagram, with its arrival time.
+async fn recv(sock: &TokioUdp, buf: &mut [u8]) -> io::Result<(usize, Option<IpAddr>, Arrival)> {
+    sock.async_io(Interest::READABLE, || {
+        let d = recvmsg_timestamped(sock, buf)?;
+        // Wall clock first (see `kernel_instant`).
+        let wall_now = SystemTime::now();
+        let read = Instant::now();
+        let kernel = d.kernel_time.and_then(|k| kernel_instant(k, wall_now, read));
+        Ok((d.len, d.from, Arrival { kernel, read }))
+    })
+    .await
 }
 
 struct Tracer {
@@ -164,6 +342,7 @@ struct Tracer {
 
 impl Tracer {
     fn new(target: IpAddr, params: TraceParams) -> Result<Self> {
+        keep_rx_timestamps_enabled();
         let source = source_address_for(target)?;
         let v6 = target.is_ipv6();
         let icmp_proto = if v6 { Protocol::ICMPV6 } else { Protocol::ICMPV4 };
@@ -253,6 +432,8 @@ impl Tracer {
         }
         .map_err(|e| Error::io("set TTL", e))?;
         let dest = SockAddr::from(SocketAddr::new(self.target, 0));
+        // Stamped before the send: a task descheduled around `sendto` makes the RTT
+        // larger, never smaller than the truth.
         let at = Instant::now();
         sock.send_to(&pkt, &dest)
             .map_err(|e| Error::io(format!("send probe ttl {ttl} to {}", self.target), e))?;
@@ -261,14 +442,14 @@ impl Tracer {
         Ok(())
     }
 
-    fn on_reply(&mut self, reply: Reply, at: Instant) {
+    fn on_reply(&mut self, reply: Reply, arrival: Arrival) {
         if reply.probe_destination != self.target {
             return;
         }
         let Some(sent) = self.sent.remove(&reply.probe) else {
             return;
         };
-        let rtt = at.saturating_duration_since(sent.at);
+        let rtt = arrival.for_probe_sent_at(sent.at).saturating_duration_since(sent.at);
         let hop = self.hops.entry(sent.ttl).or_default();
         match hop.address {
             None => {
@@ -330,8 +511,7 @@ impl Tracer {
             let sleep = tokio::time::sleep_until(until.into());
             let got = tokio::select! {
                 r = recv(&self.icmp, &mut icmp_buf) => {
-                    let (n, from) = r.map_err(|e| Error::io("receive ICMP", e))?;
-                    let at = Instant::now();
+                    let (n, from, at) = r.map_err(|e| Error::io("receive ICMP", e))?;
                     icmp_buf.get(..n).and_then(|b| self.parse_icmp(b, from)).map(|r| (r, at))
                 }
                 r = async {
@@ -340,8 +520,7 @@ impl Tracer {
                         None => std::future::pending().await,
                     }
                 } => {
-                    let (n, from) = r.map_err(|e| Error::io("receive TCP", e))?;
-                    let at = Instant::now();
+                    let (n, from, at) = r.map_err(|e| Error::io("receive TCP", e))?;
                     l4_buf.get(..n).and_then(|b| self.parse_l4(b, from)).map(|r| (r, at))
                 }
                 _ = sleep => None,
@@ -447,4 +626,90 @@ pub async fn traceroute(
     let mut tracer = Tracer::new(target, params)?;
     let error = tracer.run(budget, deadline).await;
     Ok(tracer.outcome(error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_time_is_carried_into_the_instant_domain() {
+        let mono = Instant::now();
+        let wall = SystemTime::now();
+        let ms = Duration::from_millis;
+        // Arrived 7 ms before the clocks were read.
+        assert_eq!(kernel_instant(wall - ms(7), wall, mono), Some(mono - ms(7)));
+        // Never later than now, even for a stamp "in the future" (wall clock stepped back).
+        assert_eq!(kernel_instant(wall + ms(50), wall, mono), Some(mono));
+        assert_eq!(kernel_instant(wall, wall, mono), Some(mono));
+    }
+
+    #[test]
+    fn arrival_is_never_before_the_send() {
+        let sent = Instant::now();
+        let ms = Duration::from_millis;
+        let read = sent + ms(20);
+        let a = |kernel| Arrival { kernel, read };
+        assert_eq!(a(Some(sent + ms(3))).for_probe_sent_at(sent), sent + ms(3));
+        assert_eq!(a(Some(sent)).for_probe_sent_at(sent), sent);
+        // Before the send (wall clock stepped forward): the read time, not an RTT of 0.
+        assert_eq!(a(Some(sent - ms(1))).for_probe_sent_at(sent), read);
+        assert_eq!(a(None).for_probe_sent_at(sent), read);
+    }
+
+    #[test]
+    fn timespec_conversion() {
+        assert_eq!(timespec_to_system_time(0, 0), None);
+        assert_eq!(timespec_to_system_time(-1, 0), None);
+        assert_eq!(timespec_to_system_time(1, 1_000_000_000), None);
+        assert_eq!(
+            timespec_to_system_time(1_700_000_000, 5),
+            Some(UNIX_EPOCH + Duration::new(1_700_000_000, 5))
+        );
+    }
+
+    #[tokio::test]
+    async fn recv_reports_the_kernel_arrival_time_not_the_read_time() {
+        // SO_TIMESTAMPNS and recvmsg work the same on a UDP socket (no privilege needed):
+        // a datagram read 50 ms after it arrived must be stamped ~50 ms before the read.
+        keep_rx_timestamps_enabled();
+        let rx = TokioUdp::bind("127.0.0.1:0").await.unwrap();
+        enable_rx_timestamps(&rx).unwrap();
+        let tx = TokioUdp::bind("127.0.0.1:0").await.unwrap();
+        let mut buf = [0u8; 64];
+        // The kernel switches stamping on with deferred work the first time a process asks
+        // for it: a datagram that beats the switch carries its read time. A few tries
+        // cover that; a socket that never gives a real stamp fails.
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            let before_send = Instant::now();
+            tx.send_to(b"probe", rx.local_addr().unwrap()).await.unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            let (n, from, arrival) = recv(&rx, &mut buf).await.unwrap();
+            assert_eq!(buf.get(..n), Some(&b"probe"[..]));
+            assert_eq!(from, Some(tx.local_addr().unwrap().ip()));
+            let kernel = arrival.kernel.expect("no SCM_TIMESTAMPNS");
+            assert!(kernel <= arrival.read);
+            if arrival.read - kernel >= Duration::from_millis(45) {
+                // Loopback delivery is immediate: the stamp is close to the send.
+                assert!(kernel >= before_send, "{:?}", before_send - kernel);
+                let delay = kernel - before_send;
+                assert!(delay < Duration::from_millis(5), "{delay:?}");
+                return;
+            }
+            seen.push(arrival.read - kernel);
+        }
+        panic!("kernel stamps were only {seen:?} before the reads, not ~50 ms");
+    }
+
+    #[tokio::test]
+    async fn without_the_option_only_the_read_time() {
+        let plain = TokioUdp::bind("127.0.0.1:0").await.unwrap();
+        let tx = TokioUdp::bind("127.0.0.1:0").await.unwrap();
+        tx.send_to(b"x", plain.local_addr().unwrap()).await.unwrap();
+        let mut buf = [0u8; 64];
+        let (n, _, arrival) = recv(&plain, &mut buf).await.unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(arrival.kernel, None);
+    }
 }

@@ -8,7 +8,7 @@ use std::net::{IpAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use geoloc_probe_agent::config::{AgentConfig, ConfigFlags, FileConfig};
+use geoloc_probe_agent::config::{AgentConfig, ConfigFlags, FileConfig, TracerouteProtocol};
 use geoloc_probe_agent::measure::{MeasureRequest, Measurer};
 use geoloc_probe_agent::tcp::TcpOutcomeKind;
 
@@ -97,6 +97,34 @@ async fn traceroute_loopback_reaches_at_ttl_1() {
         assert_eq!(t.hops[0].address, Some(target.parse().unwrap()));
         // The target itself is never the "last hop".
         assert_eq!(t.last_hop, None);
+    }
+}
+
+#[tokio::test]
+async fn traceroute_loopback_rtts_are_small_and_not_negative() {
+    if !common::root_or_skip("traceroute_loopback_rtts_are_small_and_not_negative") {
+        return;
+    }
+    // Replies are stamped by the kernel (SO_TIMESTAMPNS), probes before the send: on
+    // loopback the RTT is microseconds, whatever the read latency of the task.
+    let m = measurer();
+    for protocol in [TracerouteProtocol::Icmp, TracerouteProtocol::Udp, TracerouteProtocol::Tcp] {
+        for target in ["127.0.0.1", "::1"] {
+            let mut req = MeasureRequest::new("t", target.parse().unwrap());
+            req.traceroute = true;
+            req.traceroute_protocol = Some(protocol);
+            req.allow_private = true;
+            req.timeout = Some(Duration::from_secs(10));
+            let r = m.run(&req).await;
+            let t = r.traceroute.unwrap();
+            let what = format!("{protocol:?} {target}: {t:?}");
+            assert_eq!(t.error, None, "{what}");
+            assert!(t.reached, "{what}");
+            let dest = t.destination_rtt_ms.expect("destination RTT");
+            assert!((0.0..5.0).contains(&dest), "{what}");
+            let hop = t.hops[0].rtt_ms.expect("hop RTT");
+            assert!((0.0..5.0).contains(&hop), "{what}");
+        }
     }
 }
 
