@@ -38,8 +38,9 @@ pub mod defaults {
     pub const PING_COUNT: u32 = 5;
     /// Spacing between echo requests, ms.
     pub const PING_INTERVAL_MS: u64 = 200;
-    /// Wait for each echo reply, ms.
-    pub const PING_TIMEOUT_MS: u64 = 1000;
+    /// Wait for each echo reply, ms (always cut at the request's deadline). Above 1 s:
+    /// satellite paths (and the emulated lab) have RTTs over a second.
+    pub const PING_TIMEOUT_MS: u64 = 2000;
     /// TCP ports for the handshake RTT.
     pub const TCP_PORTS: [u16; 3] = [443, 80, 22];
     /// TCP connect timeout, ms.
@@ -728,6 +729,8 @@ mod tests {
         assert_eq!(c.ping_count, 9, "env beats file");
         assert_eq!(c.id.as_deref(), Some("file"), "file beats default");
         assert_eq!(c.tcp_ports, vec![443, 80, 22], "default");
+        // RTTs over 1 s (satellite) must not count as lost.
+        assert_eq!(c.ping_timeout, Duration::from_millis(2000), "default");
         assert_eq!(c.coordinator, "http://127.0.0.1:7470");
 
         let c = AgentConfig::resolve(&ConfigFlags::default(), &file, &HashMap::new()).unwrap();

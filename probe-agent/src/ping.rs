@@ -126,6 +126,7 @@ pub async fn ping(
             out.error = Some("packet rate cap: no budget left before the deadline".into());
             break;
         }
+        // Each reply is awaited up to the ping timeout, and never past the deadline.
         let wait = params
             .timeout
             .min(deadline.saturating_duration_since(Instant::now()));

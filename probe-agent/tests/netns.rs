@@ -112,6 +112,20 @@ fn silent_target_reports_the_last_responsive_hop() {
         assert_eq!(v["ping"]["min_rtt_ms"], Value::Null);
         assert_eq!(v["tcp"]["ports"][0]["outcome"], "timeout", "{v}");
     }
+    // The wait for an echo reply (default ping-timeout-ms: 2000) ends at the request's
+    // deadline (--timeout-ms 500) when that comes first.
+    let v = lab.measure(&[
+        "--target",
+        SILENT_V4,
+        "--ping",
+        "--ping-count",
+        "1",
+        "--timeout-ms",
+        "500",
+    ]);
+    assert_eq!((&v["ping"]["sent"], &v["ping"]["received"]), (&1.into(), &0.into()), "{v}");
+    let took_ms = v["finished_unix_ms"].as_u64().unwrap() - v["started_unix_ms"].as_u64().unwrap();
+    assert!((400..1500).contains(&took_ms), "took {took_ms} ms: {v}");
 }
 
 #[test]
