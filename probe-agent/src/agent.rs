@@ -83,7 +83,9 @@ pub fn is_fatal_register_status(status: &tonic::Status) -> bool {
 }
 
 /// Converts a coordinator request; the error text goes back as a `ProbeError`.
-pub fn request_from_proto(req: &pb::MeasurementRequest) -> std::result::Result<MeasureRequest, String> {
+pub fn request_from_proto(
+    req: &pb::MeasurementRequest,
+) -> std::result::Result<MeasureRequest, String> {
     let target: IpAddr = req
         .target
         .trim()
@@ -246,8 +248,12 @@ impl Agent {
                     if established {
                         attempt = 0;
                     }
-                    let delay =
-                        backoff_delay(attempt, cfg.reconnect_min, cfg.reconnect_max, rand::random());
+                    let delay = backoff_delay(
+                        attempt,
+                        cfg.reconnect_min,
+                        cfg.reconnect_max,
+                        rand::random(),
+                    );
                     attempt = attempt.saturating_add(1);
                     warn!(
                         error = %error,
@@ -279,7 +285,10 @@ impl Agent {
         Ok(ProbeServiceClient::new(channel))
     }
 
-    async fn register(&self, client: &mut ProbeServiceClient<Channel>) -> Result<pb::RegisterReply> {
+    async fn register(
+        &self,
+        client: &mut ProbeServiceClient<Channel>,
+    ) -> Result<pb::RegisterReply> {
         let cfg = self.measurer.config();
         let mut req = tonic::Request::new(pb::RegisterRequest {
             probe_id: self.id.clone(),
@@ -288,8 +297,14 @@ impl Agent {
             credential: cfg.token.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             allow_private: cfg.allow_private,
-            ipv4: cfg.advertise_ipv4.map(|a| a.to_string()).unwrap_or_default(),
-            ipv6: cfg.advertise_ipv6.map(|a| a.to_string()).unwrap_or_default(),
+            ipv4: cfg
+                .advertise_ipv4
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            ipv6: cfg
+                .advertise_ipv6
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
         });
         req.set_timeout(REGISTER_TIMEOUT);
         match client.register(req).await {
@@ -352,7 +367,11 @@ impl Agent {
             Ok(r) => r.into_inner(),
             Err(status) => {
                 return fail(
-                    Error::Coordinator(format!("session: {} ({:?})", status.message(), status.code())),
+                    Error::Coordinator(format!(
+                        "session: {} ({:?})",
+                        status.message(),
+                        status.code()
+                    )),
                     false,
                 )
             }
@@ -417,7 +436,10 @@ impl Agent {
                 fail(error, established)
             }
             None => {
-                info!(in_flight = running.len(), "shutting down: finishing in-flight measurements");
+                info!(
+                    in_flight = running.len(),
+                    "shutting down: finishing in-flight measurements"
+                );
                 let drain = async { while tasks.join_next().await.is_some() {} };
                 if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
                     warn!("in-flight measurements did not finish in time; abandoning them");
@@ -469,7 +491,9 @@ impl Agent {
                 "measurement done"
             );
             let _ = tx
-                .send(msg(pb::probe_message::Kind::MeasurementResult(result_to_proto(&result))))
+                .send(msg(pb::probe_message::Kind::MeasurementResult(
+                    result_to_proto(&result),
+                )))
                 .await;
             id
         });
@@ -491,7 +515,10 @@ mod tests {
         assert_eq!(backoff_delay(3, min, max, 0.0), Duration::from_millis(2000));
         // Capped, also for absurd attempt counts.
         assert_eq!(backoff_delay(20, min, max, 1.0), max);
-        assert_eq!(backoff_delay(u32::MAX, min, max, 0.5), Duration::from_millis(22_500));
+        assert_eq!(
+            backoff_delay(u32::MAX, min, max, 0.5),
+            Duration::from_millis(22_500)
+        );
     }
 
     #[test]
@@ -534,16 +561,27 @@ mod tests {
         }
         assert_eq!(held.len(), 2);
         // ...and locate / unspecified requests still have all eight of theirs.
-        for purpose in [pb::MeasurementPurpose::Locate, pb::MeasurementPurpose::Unspecified] {
-            assert_eq!(agent.pool(purpose as i32).available_permits(), 8, "{purpose:?}");
+        for purpose in [
+            pb::MeasurementPurpose::Locate,
+            pb::MeasurementPurpose::Unspecified,
+        ] {
+            assert_eq!(
+                agent.pool(purpose as i32).available_permits(),
+                8,
+                "{purpose:?}"
+            );
         }
         assert!(agent.pool(0).clone().try_acquire_owned().is_ok());
     }
 
     #[test]
     fn fatal_statuses() {
-        assert!(is_fatal_register_status(&tonic::Status::unauthenticated("x")));
-        assert!(is_fatal_register_status(&tonic::Status::invalid_argument("x")));
+        assert!(is_fatal_register_status(&tonic::Status::unauthenticated(
+            "x"
+        )));
+        assert!(is_fatal_register_status(&tonic::Status::invalid_argument(
+            "x"
+        )));
         assert!(!is_fatal_register_status(&tonic::Status::unavailable("x")));
         assert!(!is_fatal_register_status(&tonic::Status::internal("x")));
     }
@@ -553,7 +591,10 @@ mod tests {
         let req = pb::MeasurementRequest {
             request_id: "r9".into(),
             target: "2001:db8::1".into(),
-            kinds: vec![pb::MeasurementKind::Ping as i32, pb::MeasurementKind::Traceroute as i32],
+            kinds: vec![
+                pb::MeasurementKind::Ping as i32,
+                pb::MeasurementKind::Traceroute as i32,
+            ],
             ping_count: 3,
             interval_ms: 0,
             timeout_ms: 5000,
@@ -575,7 +616,9 @@ mod tests {
             target: "example.com".into(),
             ..req.clone()
         };
-        assert!(request_from_proto(&bad).unwrap_err().contains("example.com"));
+        assert!(request_from_proto(&bad)
+            .unwrap_err()
+            .contains("example.com"));
         let bad = pb::MeasurementRequest {
             kinds: vec![],
             ..req.clone()

@@ -432,14 +432,24 @@ impl AgentConfig {
             )?,
             token: l.pick("token", f.token, fc.token, String::new(), from_str)?,
             advertise_ipv4: l
-                .pick_opt("advertise-ipv4", f.advertise_ipv4, fc.advertise_ipv4, from_str)?
+                .pick_opt(
+                    "advertise-ipv4",
+                    f.advertise_ipv4,
+                    fc.advertise_ipv4,
+                    from_str,
+                )?
                 .map(|s| {
                     s.parse()
                         .map_err(|e| Error::Config(format!("advertise-ipv4 {s:?}: {e}")))
                 })
                 .transpose()?,
             advertise_ipv6: l
-                .pick_opt("advertise-ipv6", f.advertise_ipv6, fc.advertise_ipv6, from_str)?
+                .pick_opt(
+                    "advertise-ipv6",
+                    f.advertise_ipv6,
+                    fc.advertise_ipv6,
+                    from_str,
+                )?
                 .map(|s| {
                     s.parse()
                         .map_err(|e| Error::Config(format!("advertise-ipv6 {s:?}: {e}")))
@@ -480,7 +490,13 @@ impl AgentConfig {
                 defaults::TARGET_PACKET_BURST,
                 from_str,
             )?,
-            max_ttl: l.pick("max-ttl", f.max_ttl, fc.max_ttl, defaults::MAX_TTL, from_str)?,
+            max_ttl: l.pick(
+                "max-ttl",
+                f.max_ttl,
+                fc.max_ttl,
+                defaults::MAX_TTL,
+                from_str,
+            )?,
             ping_count: l.pick(
                 "ping-count",
                 f.ping_count,
@@ -600,8 +616,7 @@ impl AgentConfig {
                 return bad(format!("lon must be within -180..=180 degrees, got {lon}"));
             }
         }
-        if !(self.coordinator.starts_with("http://") || self.coordinator.starts_with("https://"))
-        {
+        if !(self.coordinator.starts_with("http://") || self.coordinator.starts_with("https://")) {
             return bad(format!(
                 "coordinator must be an http:// or https:// URL, got {:?}",
                 self.coordinator
@@ -760,7 +775,11 @@ mod tests {
             allow_private: Some(false),
             ..Default::default()
         };
-        assert!(!AgentConfig::resolve(&flags, &FileConfig::default(), &e).unwrap().allow_private);
+        assert!(
+            !AgentConfig::resolve(&flags, &FileConfig::default(), &e)
+                .unwrap()
+                .allow_private
+        );
     }
 
     #[test]
@@ -771,8 +790,13 @@ mod tests {
             .to_string();
         assert!(err.contains("GEOLOC_PROBE_MAX_TTL"), "{err}");
 
-        let err = FileConfig::parse("max-tll = 3", "probe.toml").unwrap_err().to_string();
-        assert!(err.contains("probe.toml") && err.contains("max-tll"), "{err}");
+        let err = FileConfig::parse("max-tll = 3", "probe.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("probe.toml") && err.contains("max-tll"),
+            "{err}"
+        );
 
         let file = FileConfig::parse("lat = 95.0", "t").unwrap();
         let err = AgentConfig::resolve(&ConfigFlags::default(), &file, &HashMap::new())
@@ -789,8 +813,12 @@ mod tests {
             .to_string();
         assert!(err.contains("coordinator"), "{err}");
 
-        let c = AgentConfig::resolve(&ConfigFlags::default(), &FileConfig::default(), &HashMap::new())
-            .unwrap();
+        let c = AgentConfig::resolve(
+            &ConfigFlags::default(),
+            &FileConfig::default(),
+            &HashMap::new(),
+        )
+        .unwrap();
         let err = c.identity().unwrap_err().to_string();
         assert!(err.contains("GEOLOC_PROBE_ID"), "{err}");
     }
@@ -805,8 +833,10 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# "))
             .filter(|l| {
-                l.split_once(" = ")
-                    .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '-' || c.is_ascii_digit()))
+                l.split_once(" = ").is_some_and(|(k, _)| {
+                    k.chars()
+                        .all(|c| c.is_ascii_lowercase() || c == '-' || c.is_ascii_digit())
+                })
             })
             .collect::<Vec<_>>()
             .join("\n");

@@ -13,11 +13,11 @@ pub mod error;
 pub mod packet;
 
 pub use error::{Error, Result};
+pub mod agent;
 pub mod config;
-pub mod safety;
 pub mod measure;
 pub mod ping;
 pub mod privileges;
+pub mod safety;
 pub mod tcp;
 pub mod traceroute;
-pub mod agent;

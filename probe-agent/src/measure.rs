@@ -180,8 +180,12 @@ impl Measurer {
             if !req.tcp {
                 return None;
             }
-            let ports = req.tcp_ports.clone().unwrap_or_else(|| cfg.tcp_ports.clone());
-            let probes = tcp::tcp_rtt(&self.budget, target, &ports, cfg.tcp_timeout, deadline).await;
+            let ports = req
+                .tcp_ports
+                .clone()
+                .unwrap_or_else(|| cfg.tcp_ports.clone());
+            let probes =
+                tcp::tcp_rtt(&self.budget, target, &ports, cfg.tcp_timeout, deadline).await;
             Some(TcpSummary {
                 min_rtt_ms: tcp::min_rtt_ms(&probes),
                 ports: probes,
@@ -305,7 +309,10 @@ mod tests {
         req.allow_private = true; // the agent's half is missing
         let r = m.run(&req).await;
         let err = r.error.unwrap();
-        assert!(err.contains("loopback") && err.contains("allow-private"), "{err}");
+        assert!(
+            err.contains("loopback") && err.contains("allow-private"),
+            "{err}"
+        );
         assert!(r.ping.is_none());
     }
 }

@@ -61,7 +61,9 @@ const QUOTED_TRANSPORT_LEN: usize = 8;
 // ---------------------------------------------------------------------------
 
 fn bytes<'a>(buf: &'a [u8], start: usize, len: usize, what: &'static str) -> Result<&'a [u8]> {
-    let end = start.checked_add(len).ok_or(Error::Malformed("length overflow"))?;
+    let end = start
+        .checked_add(len)
+        .ok_or(Error::Malformed("length overflow"))?;
     buf.get(start..end).ok_or(Error::Truncated {
         what,
         need: end,
@@ -224,13 +226,20 @@ fn ipv4_payload<'a>(buf: &'a [u8], header: &Ipv4Header) -> Result<&'a [u8]> {
         // length: fall back to what we actually have.
         buf.len()
     };
-    let bounded = buf.get(..end).ok_or(Error::Malformed("IPv4 total length"))?;
+    let bounded = buf
+        .get(..end)
+        .ok_or(Error::Malformed("IPv4 total length"))?;
     rest(bounded, header.header_len, "IPv4 payload")
 }
 
 /// Extracts the probe key from a quoted transport header.
 fn quoted_probe_key(protocol: u8, transport: &[u8], v6: bool) -> Result<ProbeKey> {
-    bytes(transport, 0, QUOTED_TRANSPORT_LEN, "quoted transport header")?;
+    bytes(
+        transport,
+        0,
+        QUOTED_TRANSPORT_LEN,
+        "quoted transport header",
+    )?;
     match protocol {
         IPPROTO_ICMP if !v6 => {
             let kind = u8_at(transport, 0, "quoted ICMP type")?;
@@ -507,9 +516,7 @@ pub fn build_echo_request(
     if !valid_wanted_checksum(wanted) {
         return Err(Error::Malformed("wanted checksum must not be 0 or 0xffff"));
     }
-    let len = 8usize
-        .saturating_add(2)
-        .saturating_add(PAYLOAD_PAD.len());
+    let len = 8usize.saturating_add(2).saturating_add(PAYLOAD_PAD.len());
     let mut buf = vec![0u8; len];
     let v6 = destination.is_ipv6();
     {
@@ -554,9 +561,7 @@ pub fn build_udp_probe(
     if !valid_wanted_checksum(wanted) {
         return Err(Error::Malformed("wanted checksum must not be 0 or 0xffff"));
     }
-    let len = 8usize
-        .saturating_add(2)
-        .saturating_add(PAYLOAD_PAD.len());
+    let len = 8usize.saturating_add(2).saturating_add(PAYLOAD_PAD.len());
     let len16 = u16::try_from(len).map_err(|_| Error::Malformed("UDP length"))?;
     let mut buf = vec![0u8; len];
     {
@@ -737,10 +742,7 @@ mod tests {
         let mut original = ipv4_header(ME, TARGET, IPPROTO_UDP, probe.len());
         original.extend_from_slice(&probe[..7]);
         let d = icmp_error_v4(ROUTER, 11, 0, &original);
-        assert!(matches!(
-            parse_ipv4_icmp(&d),
-            Err(Error::Truncated { .. })
-        ));
+        assert!(matches!(parse_ipv4_icmp(&d), Err(Error::Truncated { .. })));
     }
 
     #[test]

@@ -50,12 +50,20 @@ impl AddressClass {
 }
 
 fn in_v4(ip: Ipv4Addr, net: [u8; 4], prefix: u32) -> bool {
-    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
     (u32::from(ip) & mask) == (u32::from(Ipv4Addr::from(net)) & mask)
 }
 
 fn in_v6(ip: Ipv6Addr, net: Ipv6Addr, prefix: u32) -> bool {
-    let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - prefix)
+    };
     (u128::from(ip) & mask) == (u128::from(net) & mask)
 }
 
@@ -72,12 +80,28 @@ pub fn classify_v4(ip: Ipv4Addr) -> AddressClass {
         ([127, 0, 0, 0], 8, Loopback),
         ([169, 254, 0, 0], 16, LinkLocal),
         ([172, 16, 0, 0], 12, Private),
-        ([192, 0, 0, 0], 24, Reserved("IETF protocol assignments (192.0.0.0/24)")),
+        (
+            [192, 0, 0, 0],
+            24,
+            Reserved("IETF protocol assignments (192.0.0.0/24)"),
+        ),
         ([192, 0, 2, 0], 24, Reserved("documentation (TEST-NET-1)")),
-        ([192, 88, 99, 0], 24, Reserved("6to4 relay anycast (192.88.99.0/24)")),
+        (
+            [192, 88, 99, 0],
+            24,
+            Reserved("6to4 relay anycast (192.88.99.0/24)"),
+        ),
         ([192, 168, 0, 0], 16, Private),
-        ([198, 18, 0, 0], 15, Reserved("benchmarking (198.18.0.0/15)")),
-        ([198, 51, 100, 0], 24, Reserved("documentation (TEST-NET-2)")),
+        (
+            [198, 18, 0, 0],
+            15,
+            Reserved("benchmarking (198.18.0.0/15)"),
+        ),
+        (
+            [198, 51, 100, 0],
+            24,
+            Reserved("documentation (TEST-NET-2)"),
+        ),
         ([203, 0, 113, 0], 24, Reserved("documentation (TEST-NET-3)")),
         ([224, 0, 0, 0], 4, Multicast),
         ([240, 0, 0, 0], 4, Reserved("reserved (240.0.0.0/4)")),
@@ -109,7 +133,11 @@ pub fn classify_v6(ip: Ipv6Addr) -> AddressClass {
         ("ff00::", 8, Multicast),
         ("2001:db8::", 32, Reserved("documentation (2001:db8::/32)")),
         ("3fff::", 20, Reserved("documentation (3fff::/20)")),
-        ("2001::", 23, Reserved("IETF protocol assignments (2001::/23)")),
+        (
+            "2001::",
+            23,
+            Reserved("IETF protocol assignments (2001::/23)"),
+        ),
         ("2002::", 16, Reserved("6to4 (2002::/16)")),
         ("64:ff9b::", 96, Reserved("NAT64 (64:ff9b::/96)")),
         ("100::", 64, Reserved("discard-only (100::/64)")),
@@ -354,7 +382,9 @@ mod tests {
         assert!(check_target(ip("8.8.8.8"), false, false).is_ok());
         assert!(check_target(ip("0.0.0.0"), true, true).is_err());
         assert!(check_target(ip("::"), true, true).is_err());
-        let err = check_target(ip("10.0.0.1"), false, true).unwrap_err().to_string();
+        let err = check_target(ip("10.0.0.1"), false, true)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("allow-private"), "{err}");
     }
 
@@ -368,7 +398,10 @@ mod tests {
         }
         let wait = b.wait_for_one(t0);
         assert!(wait > Duration::from_millis(90) && wait <= Duration::from_millis(100));
-        assert_eq!(b.wait_for_one(t0 + Duration::from_millis(100)), Duration::ZERO);
+        assert_eq!(
+            b.wait_for_one(t0 + Duration::from_millis(100)),
+            Duration::ZERO
+        );
         // Never more than the burst, however long we wait.
         let later = t0 + Duration::from_secs(3600);
         b.refill(later);

@@ -70,7 +70,8 @@ pub fn kernel_rtt(socket: &impl AsRawFd) -> Option<Duration> {
     };
     // `tcpi_total_retrans` comes after `tcpi_rtt` in the struct: a kernel that filled that
     // far filled both.
-    let filled = std::mem::offset_of!(libc::tcp_info, tcpi_total_retrans) + std::mem::size_of::<u32>();
+    let filled =
+        std::mem::offset_of!(libc::tcp_info, tcpi_total_retrans) + std::mem::size_of::<u32>();
     if rc != 0 || (len as usize) < filled || info.tcpi_total_retrans != 0 || info.tcpi_rtt == 0 {
         return None;
     }
@@ -117,7 +118,12 @@ async fn handshake(addr: SocketAddr, timeout: Duration) -> Handshake {
     let result = tokio::time::timeout(timeout, socket.connect(addr)).await;
     let user_rtt = start.elapsed();
     let (outcome, user_rtt, kernel_rtt, error) = match result {
-        Ok(Ok(stream)) => (TcpOutcomeKind::SynAck, Some(user_rtt), kernel_rtt(&stream), None),
+        Ok(Ok(stream)) => (
+            TcpOutcomeKind::SynAck,
+            Some(user_rtt),
+            kernel_rtt(&stream),
+            None,
+        ),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             (TcpOutcomeKind::Rst, Some(user_rtt), None, None)
         }

@@ -116,8 +116,7 @@ pub fn source_address_for(target: IpAddr) -> Result<IpAddr> {
     let s = UdpSocket::bind(bind).map_err(|e| Error::io("source address probe: bind", e))?;
     s.connect(SocketAddr::new(target, 33434))
         .map_err(|e| Error::io(format!("no route to {target}"), e))?;
-    Ok(s
-        .local_addr()
+    Ok(s.local_addr()
         .map_err(|e| Error::io("source address probe: getsockname", e))?
         .ip())
 }
@@ -315,7 +314,9 @@ async fn recv(sock: &TokioUdp, buf: &mut [u8]) -> io::Result<(usize, Option<IpAd
         // Wall clock first (see `kernel_instant`).
         let wall_now = SystemTime::now();
         let read = Instant::now();
-        let kernel = d.kernel_time.and_then(|k| kernel_instant(k, wall_now, read));
+        let kernel = d
+            .kernel_time
+            .and_then(|k| kernel_instant(k, wall_now, read));
         Ok((d.len, d.from, Arrival { kernel, read }))
     })
     .await
@@ -345,7 +346,11 @@ impl Tracer {
         keep_rx_timestamps_enabled();
         let source = source_address_for(target)?;
         let v6 = target.is_ipv6();
-        let icmp_proto = if v6 { Protocol::ICMPV6 } else { Protocol::ICMPV4 };
+        let icmp_proto = if v6 {
+            Protocol::ICMPV6
+        } else {
+            Protocol::ICMPV4
+        };
         let icmp = raw_socket(target, icmp_proto)?;
         let l4 = match params.protocol {
             TracerouteProtocol::Icmp => None,
@@ -384,7 +389,8 @@ impl Tracer {
         match self.params.protocol {
             TracerouteProtocol::Icmp => {
                 let sequence = index as u16;
-                let pkt = packet::build_echo_request(s, d, self.identifier, sequence, self.checksum)?;
+                let pkt =
+                    packet::build_echo_request(s, d, self.identifier, sequence, self.checksum)?;
                 Ok((
                     ProbeKey::Echo {
                         identifier: self.identifier,
@@ -396,7 +402,8 @@ impl Tracer {
             TracerouteProtocol::Udp => {
                 // 1..=0xfffe: never 0 (no checksum) nor 0xffff.
                 let checksum = (index % 0xfffe) as u16 + 1;
-                let pkt = packet::build_udp_probe(s, d, self.src_port, self.params.udp_port, checksum)?;
+                let pkt =
+                    packet::build_udp_probe(s, d, self.src_port, self.params.udp_port, checksum)?;
                 Ok((
                     ProbeKey::Udp {
                         src_port: self.src_port,
@@ -408,7 +415,8 @@ impl Tracer {
             }
             TracerouteProtocol::Tcp => {
                 let sequence = self.tcp_seq_base.wrapping_add(index);
-                let pkt = packet::build_tcp_syn(s, d, self.src_port, self.params.tcp_port, sequence)?;
+                let pkt =
+                    packet::build_tcp_syn(s, d, self.src_port, self.params.tcp_port, sequence)?;
                 Ok((
                     ProbeKey::Tcp {
                         src_port: self.src_port,
@@ -449,7 +457,9 @@ impl Tracer {
         let Some(sent) = self.sent.remove(&reply.probe) else {
             return;
         };
-        let rtt = arrival.for_probe_sent_at(sent.at).saturating_duration_since(sent.at);
+        let rtt = arrival
+            .for_probe_sent_at(sent.at)
+            .saturating_duration_since(sent.at);
         let hop = self.hops.entry(sent.ttl).or_default();
         match hop.address {
             None => {
@@ -683,7 +693,9 @@ mod tests {
         let mut seen = Vec::new();
         for _ in 0..10 {
             let before_send = Instant::now();
-            tx.send_to(b"probe", rx.local_addr().unwrap()).await.unwrap();
+            tx.send_to(b"probe", rx.local_addr().unwrap())
+                .await
+                .unwrap();
             std::thread::sleep(Duration::from_millis(50));
             let (n, from, arrival) = recv(&rx, &mut buf).await.unwrap();
             assert_eq!(buf.get(..n), Some(&b"probe"[..]));

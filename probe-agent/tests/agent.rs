@@ -140,7 +140,9 @@ async fn serve(
 ) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (kill_tx, kill) = watch::channel(false);
-    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind coordinator");
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("bind coordinator");
     let svc = ProbeServiceServer::new(Coordinator {
         token: token.into(),
         tcp_port,
@@ -165,7 +167,11 @@ async fn serve(
 }
 
 fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn agent_config(coordinator: SocketAddr, token: &str) -> AgentConfig {
@@ -227,7 +233,9 @@ async fn registers_measures_survives_a_restart_and_shuts_down() {
         matches!(e, Seen::Registered(_))
     })
     .await;
-    let Seen::Registered(r) = ev else { unreachable!() };
+    let Seen::Registered(r) = ev else {
+        unreachable!()
+    };
     assert_eq!(r.probe_id, "test-probe");
     assert_eq!((r.lat, r.lon), (48.85, 2.35));
     assert!(r.allow_private);
@@ -237,9 +245,12 @@ async fn registers_measures_survives_a_restart_and_shuts_down() {
     let mut result = None;
     let mut probe_error = None;
     while result.is_none() || probe_error.is_none() {
-        let ev = expect_event(&mut seen, Duration::from_secs(10), "result 1 and probe error", |e| {
-            matches!(e, Seen::Message(_))
-        })
+        let ev = expect_event(
+            &mut seen,
+            Duration::from_secs(10),
+            "result 1 and probe error",
+            |e| matches!(e, Seen::Message(_)),
+        )
         .await;
         if let Some(r) = result_of(&ev) {
             result = Some(r.clone());
@@ -276,11 +287,17 @@ async fn registers_measures_survives_a_restart_and_shuts_down() {
     let _ = tokio::time::timeout(Duration::from_secs(5), server1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (stop2, server2) = serve(addr, "s3cret", closed_port, 2, seen_tx.clone()).await;
-    let ev = expect_event(&mut seen, Duration::from_secs(15), "result after restart", |e| {
-        result_of(e).is_some_and(|r| r.request_id == "req-2")
-    })
+    let ev = expect_event(
+        &mut seen,
+        Duration::from_secs(15),
+        "result after restart",
+        |e| result_of(e).is_some_and(|r| r.request_id == "req-2"),
+    )
     .await;
-    assert_eq!(result_of(&ev).unwrap().tcp[0].outcome, pb::TcpOutcome::Rst as i32);
+    assert_eq!(
+        result_of(&ev).unwrap().tcp[0].outcome,
+        pb::TcpOutcome::Rst as i32
+    );
 
     // Graceful shutdown: run() returns Ok and the session closes.
     shutdown_tx.send(true).unwrap();

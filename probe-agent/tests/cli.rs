@@ -27,7 +27,10 @@ fn run_without_identity_exits_64_naming_the_option() {
     let out = agent().arg("run").output().unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("id is required") && err.contains("GEOLOC_PROBE_ID"), "{err}");
+    assert!(
+        err.contains("id is required") && err.contains("GEOLOC_PROBE_ID"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "one clear message: {err}");
 }
 
@@ -70,5 +73,8 @@ fn check_shows_precedence_and_redacts_the_token() {
     assert!(stdout.contains("max_ttl: 12"), "{stdout}");
     assert!(stdout.contains("ping_count: 9"), "{stdout}");
     assert!(stdout.contains("\"from-file\""), "{stdout}");
-    assert!(!stdout.contains("t0p") && stdout.contains("<redacted>"), "{stdout}");
+    assert!(
+        !stdout.contains("t0p") && stdout.contains("<redacted>"),
+        "{stdout}"
+    );
 }

@@ -60,7 +60,11 @@ async fn tcp_rtt_to_listener_and_closed_port() {
         };
         let open = listener.local_addr().unwrap();
         // A port that was free a moment ago: bind, note, close.
-        let closed = TcpListener::bind(bind).unwrap().local_addr().unwrap().port();
+        let closed = TcpListener::bind(bind)
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let target: IpAddr = open.ip();
         let mut req = MeasureRequest::new("t", target);
         req.tcp = true;
@@ -70,7 +74,10 @@ async fn tcp_rtt_to_listener_and_closed_port() {
         let tcp = r.tcp.unwrap();
         assert_eq!(tcp.ports[0].outcome, TcpOutcomeKind::SynAck, "{tcp:?}");
         assert_eq!(tcp.ports[1].outcome, TcpOutcomeKind::Rst, "{tcp:?}");
-        assert!(tcp.ports.iter().all(|p| p.rtt_ms.is_some_and(|ms| ms < 100.0)));
+        assert!(tcp
+            .ports
+            .iter()
+            .all(|p| p.rtt_ms.is_some_and(|ms| ms < 100.0)));
         assert_eq!(
             tcp.min_rtt_ms,
             tcp.ports.iter().filter_map(|p| p.rtt_ms).reduce(f64::min)
@@ -108,7 +115,11 @@ async fn traceroute_loopback_rtts_are_small_and_not_negative() {
     // Replies are stamped by the kernel (SO_TIMESTAMPNS), probes before the send: on
     // loopback the RTT is microseconds, whatever the read latency of the task.
     let m = measurer();
-    for protocol in [TracerouteProtocol::Icmp, TracerouteProtocol::Udp, TracerouteProtocol::Tcp] {
+    for protocol in [
+        TracerouteProtocol::Icmp,
+        TracerouteProtocol::Udp,
+        TracerouteProtocol::Tcp,
+    ] {
         for target in ["127.0.0.1", "::1"] {
             let mut req = MeasureRequest::new("t", target.parse().unwrap());
             req.traceroute = true;

@@ -36,7 +36,10 @@ fn check_reached_two_hops(v: &Value, target: &str, routers: &[&str], proto: &str
     assert_eq!(h.len(), 2, "{proto}: two hops expected: {v}");
     assert_eq!(h[0].0, 1);
     let r = h[0].1.as_deref().expect("router answered");
-    assert!(routers.contains(&r), "{proto}: hop 1 is {r}, expected one of {routers:?}");
+    assert!(
+        routers.contains(&r),
+        "{proto}: hop 1 is {r}, expected one of {routers:?}"
+    );
     assert!(h[0].2.is_some());
     assert_eq!(h[1].1.as_deref(), Some(target), "{proto}: {v}");
     assert!(t["destination_rtt_ms"].as_f64().is_some());
@@ -103,7 +106,10 @@ fn silent_target_reports_the_last_responsive_hop() {
         assert_eq!(t["reached"], false, "{v}");
         let h = hops(t);
         assert_eq!(h.len(), 5, "every TTL up to max-ttl is reported: {v}");
-        assert!(h[1..].iter().all(|(_, a, r)| a.is_none() && r.is_none()), "{v}");
+        assert!(
+            h[1..].iter().all(|(_, a, r)| a.is_none() && r.is_none()),
+            "{v}"
+        );
         assert_eq!(t["last_hop"]["ttl"], 1, "{v}");
         let last = t["last_hop"]["address"].as_str().unwrap();
         assert!(routers.contains(&last), "{last}");
@@ -123,7 +129,11 @@ fn silent_target_reports_the_last_responsive_hop() {
         "--timeout-ms",
         "500",
     ]);
-    assert_eq!((&v["ping"]["sent"], &v["ping"]["received"]), (&1.into(), &0.into()), "{v}");
+    assert_eq!(
+        (&v["ping"]["sent"], &v["ping"]["received"]),
+        (&1.into(), &0.into()),
+        "{v}"
+    );
     let took_ms = v["finished_unix_ms"].as_u64().unwrap() - v["started_unix_ms"].as_u64().unwrap();
     assert!((400..1500).contains(&took_ms), "took {took_ms} ms: {v}");
 }
@@ -136,8 +146,9 @@ fn ping_and_tcp_rtt_across_the_router() {
     let lab = Lab::new();
     // An open port in the target namespace (SYN/ACK); 8444 stays closed (RST).
     // A dual-stack listener (net.ipv6.bindv6only is 0 in a new namespace).
-    let listener: TcpListener =
-        Lab::in_netns(&lab.target, || TcpListener::bind("[::]:8443").expect("bind [::]:8443"));
+    let listener: TcpListener = Lab::in_netns(&lab.target, || {
+        TcpListener::bind("[::]:8443").expect("bind [::]:8443")
+    });
     for target in [TARGET_V4, TARGET_V6] {
         let v = lab.measure(&[
             "--target",
@@ -181,7 +192,10 @@ fn private_targets_are_refused_without_allow_private() {
     assert!(!out.status.success());
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let err = v["error"].as_str().unwrap();
-    assert!(err.contains("private") && err.contains("allow-private"), "{err}");
+    assert!(
+        err.contains("private") && err.contains("allow-private"),
+        "{err}"
+    );
     assert_eq!(v["ping"], Value::Null);
 }
 

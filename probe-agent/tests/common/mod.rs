@@ -66,7 +66,10 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
 }
 
 fn sh(args: &[&str]) {
-    let out = run_bounded(Command::new(args[0]).args(&args[1..]), Duration::from_secs(10));
+    let out = run_bounded(
+        Command::new(args[0]).args(&args[1..]),
+        Duration::from_secs(10),
+    );
     assert!(
         out.status.success(),
         "{args:?} failed: {}",
@@ -119,7 +122,15 @@ impl Lab {
                 ("net.ipv6.conf.all.accept_dad", "0"),
                 ("net.ipv6.conf.default.accept_dad", "0"),
             ] {
-                sh(&["ip", "netns", "exec", &ns, "sysctl", "-qw", &format!("{k}={v}")]);
+                sh(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &ns,
+                    "sysctl",
+                    "-qw",
+                    &format!("{k}={v}"),
+                ]);
             }
         }
         // Interface names are at most 15 characters: keep them short and unique.
@@ -130,8 +141,36 @@ impl Lab {
             format!("ps{tag}"),
             format!("pt{tag}"),
         );
-        sh(&["ip", "link", "add", &c0, "netns", &lab.client, "type", "veth", "peer", "name", &r0, "netns", &lab.router]);
-        sh(&["ip", "link", "add", &r1, "netns", &lab.router, "type", "veth", "peer", "name", &t0, "netns", &lab.target]);
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            &c0,
+            "netns",
+            &lab.client,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &r0,
+            "netns",
+            &lab.router,
+        ]);
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            &r1,
+            "netns",
+            &lab.router,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &t0,
+            "netns",
+            &lab.target,
+        ]);
         let addr = |ns: &str, dev: &str, v4: &str, v6: &str| {
             sh(&["ip", "-n", ns, "addr", "add", v4, "dev", dev]);
             sh(&["ip", "-n", ns, "-6", "addr", "add", v6, "dev", dev, "nodad"]);
@@ -141,26 +180,125 @@ impl Lab {
         addr(&lab.router, &r0, "10.231.1.1/24", "fd31:1::1/64");
         addr(&lab.router, &r1, "10.231.2.1/24", "fd31:2::1/64");
         addr(&lab.target, &t0, "10.231.2.2/24", "fd31:2::2/64");
-        sh(&["ip", "-n", &lab.client, "route", "add", "default", "via", ROUTER_NEAR_V4]);
-        sh(&["ip", "-n", &lab.client, "-6", "route", "add", "default", "via", ROUTER_NEAR_V6]);
-        sh(&["ip", "-n", &lab.target, "route", "add", "default", "via", ROUTER_FAR_V4]);
-        sh(&["ip", "-n", &lab.target, "-6", "route", "add", "default", "via", ROUTER_FAR_V6]);
+        sh(&[
+            "ip",
+            "-n",
+            &lab.client,
+            "route",
+            "add",
+            "default",
+            "via",
+            ROUTER_NEAR_V4,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &lab.client,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            ROUTER_NEAR_V6,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &lab.target,
+            "route",
+            "add",
+            "default",
+            "via",
+            ROUTER_FAR_V4,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &lab.target,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            ROUTER_FAR_V6,
+        ]);
         for ns in [&lab.router, &lab.target] {
-            sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-            sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ]);
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.forwarding=1",
+            ]);
         }
         // Silent targets: routed by the router to the target namespace, dropped there.
-        sh(&["ip", "-n", &lab.router, "route", "add", "10.231.9.0/24", "via", TARGET_V4]);
-        sh(&["ip", "-n", &lab.router, "-6", "route", "add", "fd31:9::/64", "via", TARGET_V6]);
-        sh(&["ip", "-n", &lab.target, "route", "add", "blackhole", "10.231.9.0/24"]);
-        sh(&["ip", "-n", &lab.target, "-6", "route", "add", "blackhole", "fd31:9::/64"]);
+        sh(&[
+            "ip",
+            "-n",
+            &lab.router,
+            "route",
+            "add",
+            "10.231.9.0/24",
+            "via",
+            TARGET_V4,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &lab.router,
+            "-6",
+            "route",
+            "add",
+            "fd31:9::/64",
+            "via",
+            TARGET_V6,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &lab.target,
+            "route",
+            "add",
+            "blackhole",
+            "10.231.9.0/24",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &lab.target,
+            "-6",
+            "route",
+            "add",
+            "blackhole",
+            "fd31:9::/64",
+        ]);
         // The first IPv6 packets after setup wait about 1 s for neighbour discovery on
         // these fresh veths; warm the neighbour caches so measured RTTs are the path's.
         let _ = lab.agent_in(
             &lab.client,
             &[
-                "measure", "--allow-private", "--ping", "--target", TARGET_V6,
-                "--ping-count", "2", "--ping-interval-ms", "1100", "--ping-timeout-ms", "1500",
+                "measure",
+                "--allow-private",
+                "--ping",
+                "--target",
+                TARGET_V6,
+                "--ping-count",
+                "2",
+                "--ping-interval-ms",
+                "1100",
+                "--ping-timeout-ms",
+                "1500",
             ],
             Duration::from_secs(10),
         );
@@ -171,7 +309,12 @@ impl Lab {
     pub fn agent_in(&self, ns: &str, args: &[&str], limit: Duration) -> Output {
         run_bounded(
             Command::new("ip")
-                .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_geoloc-probe-agent")])
+                .args([
+                    "netns",
+                    "exec",
+                    ns,
+                    env!("CARGO_BIN_EXE_geoloc-probe-agent"),
+                ])
                 .args(args)
                 .env("RUST_LOG", "warn"),
             limit,
