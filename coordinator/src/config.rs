@@ -16,7 +16,7 @@ pub mod defaults {
     pub const HEARTBEAT_INTERVAL_MS: u32 = 5_000;
     pub const PROBE_TIMEOUT_MS: u32 = 5_000;
     pub const PING_COUNT: u32 = 3;
-    pub const PING_INTERVAL_MS: u32 = 200;
+    pub const PING_INTERVAL_MS: u32 = 50;
     pub const TWO_STAGE_FIRST: u32 = 8;
     pub const TWO_STAGE_K: u32 = 12;
     pub const BATCH_CONCURRENCY: u32 = 4;
@@ -85,7 +85,7 @@ pub struct Args {
     /// Default echo requests per probe [default: 3].
     #[arg(long, env = "GEOLOC_COORDINATOR_PING_COUNT", value_name = "N")]
     pub ping_count: Option<u32>,
-    /// Spacing of echo requests, ms [default: 200].
+    /// Spacing of echo requests, ms [default: 50].
     #[arg(long, env = "GEOLOC_COORDINATOR_PING_INTERVAL_MS", value_name = "MS")]
     pub ping_interval_ms: Option<u32>,
     /// Default scheduling mode [default: all].

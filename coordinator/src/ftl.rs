@@ -26,6 +26,8 @@ use crate::{new_id, target, unix_ms, Coordinator};
 
 /// Landmark measurements one probe runs at a time.
 const LANDMARK_SLOTS_PER_PROBE: usize = 2;
+/// Longest a landmark measurement waits for running locates to finish.
+const LANDMARK_MAX_YIELD: Duration = Duration::from_secs(10);
 /// Echo requests per landmark measurement.
 const LANDMARK_PINGS: u32 = 3;
 /// Declared positions that moved less than this still match stored evidence, km.
@@ -153,6 +155,12 @@ impl Coordinator {
                 let Ok(_permit) = slot.acquire_owned().await else {
                     return None;
                 };
+                // Background work: let running locates have the probes and the CPU (for at
+                // most LANDMARK_MAX_YIELD, so a busy coordinator still checks its fleet).
+                let yield_until = tokio::time::Instant::now() + LANDMARK_MAX_YIELD;
+                while this.locates_in_flight() > 0 && tokio::time::Instant::now() < yield_until {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 let req = pb::MeasurementRequest {
                     request_id: new_id(),
                     target: to.ip.to_string(),
@@ -287,7 +295,11 @@ impl Coordinator {
         if let Some(c) = self.cached_calibration() {
             return Ok(c);
         }
-        let _g = self.ftl_lock.lock().await;
+        // Not fitted yet. An evaluation in progress will fit it: do not wait for it (the
+        // locate goes on with the sound bound; the model used is stored with the result).
+        let Ok(_g) = self.ftl_lock.try_lock() else {
+            return Ok(None);
+        };
         if let Some(c) = self.cached_calibration() {
             return Ok(c);
         }

@@ -66,6 +66,8 @@ pub struct Coordinator {
     /// Per measuring probe, the landmark measurements allowed at a time.
     landmark_slots:
         std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// Locate runs in progress (landmark checks yield to them).
+    locates_in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// When this process started (for the reconnect grace).
     started: std::time::Instant,
     /// Unflagged probes seen in the hour before this start: after a restart, locates wait
@@ -121,6 +123,7 @@ impl Coordinator {
             landmark_generation: std::sync::atomic::AtomicU64::new(0),
             evaluated_generation: std::sync::atomic::AtomicU64::new(0),
             landmark_slots: std::sync::Mutex::new(std::collections::HashMap::new()),
+            locates_in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             started: std::time::Instant::now(),
             expected_probes,
         }))
@@ -138,6 +141,19 @@ impl Coordinator {
         self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Locate runs in progress.
+    pub fn locates_in_flight(&self) -> usize {
+        self.locates_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Counts a locate run until the guard is dropped.
+    pub(crate) fn locate_guard(&self) -> InFlight {
+        self.locates_in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(Arc::clone(&self.locates_in_flight))
+    }
+
     /// The healthy probes to measure from. During the reconnect grace after a start, waits
     /// until the probes seen before the restart are back (or the grace ends), so a batch
     /// resumed right after a restart is neither refused nor measured from a handful.
@@ -153,6 +169,15 @@ impl Coordinator {
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// Decrements the locate counter when dropped.
+pub(crate) struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

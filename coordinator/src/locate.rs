@@ -141,6 +141,8 @@ impl Coordinator {
             ));
         }
         let ip_s = target::canonical(ip);
+        let _in_flight = self.locate_guard();
+        let started = std::time::Instant::now();
         if self.is_shutting_down() {
             return Err(LocateFailure::new(
                 "interrupted",
@@ -203,7 +205,7 @@ impl Coordinator {
             finished_unix_ms: None,
         };
         self.storage.insert_result(&row).await?;
-        tracing::info!(ip = %ip_s, result_id = %row.result_id, mode = mode.as_str(), probes = probes.len(), "locating");
+        tracing::info!(ip = %ip_s, result_id = %row.result_id, mode = mode.as_str(), probes = probes.len(), setup_ms = started.elapsed().as_millis() as u64, "locating");
 
         let mut run = Run {
             result_id: row.result_id.clone(),
@@ -253,7 +255,7 @@ impl Coordinator {
         self.storage.update_result(&row).await?;
         match outcome {
             Ok(()) => {
-                tracing::info!(ip = %ip_s, result_id = %row.result_id, used = row.probes_used, "located");
+                tracing::info!(ip = %ip_s, result_id = %row.result_id, used = row.probes_used, elapsed_ms = started.elapsed().as_millis() as u64, "located");
                 Ok(result_to_pb(&row, false))
             }
             Err(f) => {
@@ -347,8 +349,10 @@ impl Coordinator {
                 }
             })
             .collect();
+        let stage_start = std::time::Instant::now();
         while let Some((probe, rows)) = tasks.next().await {
             run.done += 1;
+            tracing::debug!(probe = %probe.probe_id, stage, done = run.done, elapsed_ms = stage_start.elapsed().as_millis() as u64, "probe answered");
             let mut best: Option<f64> = None;
             let mut error = String::new();
             for r in &rows {
