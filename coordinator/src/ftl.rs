@@ -336,7 +336,13 @@ impl Coordinator {
             self.landmark_generation.load(Ordering::SeqCst),
             Ordering::SeqCst,
         );
+        let t0 = std::time::Instant::now();
         let (best, mut probes) = self.current_pairs().await?;
+        tracing::debug!(
+            pairs = best.len(),
+            ms = t0.elapsed().as_millis() as u64,
+            "landmark pairs read"
+        );
         let violations: Vec<Violation> = best
             .iter()
             .filter(|(_, (rtt, a, b))| violates_speed_of_light(*a, *b, *rtt))

@@ -36,7 +36,11 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> crate::Result<()> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // tonic's own `TcpIncoming` sets TCP_NODELAY on accepted sockets (the builder's
+    // `tcp_nodelay` does not reach a caller-supplied stream). Without it, Nagle holds a
+    // request to a probe behind the previous unacknowledged one for a whole coordinator-probe
+    // round trip (measured: +1.1 s on a 1.1 s path in the lab).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .add_service(ProbeServiceServer::new(ProbeSvc(Arc::clone(&coord))))

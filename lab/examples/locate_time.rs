@@ -2,11 +2,17 @@
 //! (the largest RTT among the probes used times the pings sent in sequence).
 //!
 //! ```text
-//! cargo build --workspace --bins && \
-//! cargo run -p geoloc-lab --example locate_time -- [PROBES] [TARGETS] [MODE]
+//! cargo build --release --workspace --bins --examples && \
+//! ./target/release/examples/locate_time [PROBES] [TARGETS] [MODE] [SETTLE_S]
 //! ```
-//! (root; defaults 20 probes, 5 targets, mode `all`). The coordinator's defaults are 3
-//! pings per probe, 50 ms apart; the agents await the replies concurrently.
+//! (root; defaults 20 probes, 5 targets, mode `all`, no settling: the first locate starts as
+//! soon as every probe is healthy, while the coordinator's landmark checks still run). The
+//! coordinator's defaults are 3 pings per probe, 50 ms apart; the agents await the replies
+//! concurrently. Columns: `floor` = largest probe-target RTT x 3 (the issue's floor);
+//! `control` = what this architecture cannot beat (max over probes of the coordinator-probe
+//! RTT + the paced pings + the probe-target RTT). Debugging: `GEOLOC_COORDINATOR_*` and
+//! `RUST_LOG` are passed to the lab's coordinator; `LOCATE_TIME_KEEP_LOG=FILE` and
+//! `LOCATE_TIME_KEEP_DB=FILE` keep its log (and the agents' logs) and its SQLite database.
 use geoloc_lab::demo::{DemoArgs, DemoWorld, TargetKind, COORDINATOR_HOST};
 
 /// `geoloc-coordinator` defaults (coordinator/src/config.rs).
@@ -96,8 +102,48 @@ fn main() -> anyhow::Result<()> {
         "\n{within} of {} located within 1.2 x floor + 50 ms",
         ratios.len()
     );
+    eprintln!("emulator: {:?}", w.lab.stats());
+    // Packets the kernel dropped on the hosts' TUN interfaces (emulator not reading fast
+    // enough): `ip -s link` TX drops in each namespace.
+    let mut tun_drops = 0u64;
+    for h in w.lab.hosts() {
+        if let Ok(o) = std::process::Command::new("ip")
+            .args(["-n", &h.ns, "-s", "-o", "link"])
+            .output()
+        {
+            let text = String::from_utf8_lossy(&o.stdout).to_string();
+            for line in text.lines().filter(|l| !l.contains(" lo:")) {
+                // "... TX: bytes packets errors dropped carrier collsns \    N N N N ..."
+                if let Some(tx) = line.split("TX:").nth(1) {
+                    let nums: Vec<u64> = tx
+                        .split_whitespace()
+                        .filter_map(|t| t.parse().ok())
+                        .collect();
+                    tun_drops += nums.get(3).copied().unwrap_or(0);
+                }
+            }
+        }
+    }
+    eprintln!("TUN TX drops over all hosts: {tun_drops}");
+    if let Ok(to) = std::env::var("LOCATE_TIME_KEEP_DB") {
+        for ext in ["", "-wal", "-shm"] {
+            let from = w.tmp.path().join(format!("geoloc.sqlite{ext}"));
+            if from.exists() {
+                std::fs::copy(from, format!("{to}{ext}"))?;
+            }
+        }
+    }
     if let Ok(to) = std::env::var("LOCATE_TIME_KEEP_LOG") {
-        std::fs::copy(w.tmp.path().join("coordinator.log"), to)?;
+        std::fs::copy(w.tmp.path().join("coordinator.log"), &to)?;
+        let mut agents = String::new();
+        for p in &w.probes {
+            let log =
+                std::fs::read_to_string(w.tmp.path().join(format!("{p}.log"))).unwrap_or_default();
+            for l in log.lines() {
+                agents.push_str(&format!("{p}: {l}\n"));
+            }
+        }
+        std::fs::write(format!("{to}.agents"), agents)?;
     }
     w.down()?;
     Ok(())

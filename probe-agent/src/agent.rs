@@ -477,11 +477,20 @@ impl Agent {
         let semaphore = self.pool(req.purpose).clone();
         let tx = tx.clone();
         let id = request_id.clone();
+        let received = Instant::now();
         let handle = tasks.spawn(async move {
             let Ok(_permit) = semaphore.acquire_owned().await else {
                 return id;
             };
             let started = Instant::now();
+            let queued = started - received;
+            if queued > Duration::from_millis(50) {
+                warn!(
+                    request_id = %id,
+                    queued_ms = queued.as_millis() as u64,
+                    "request waited for a measurement slot"
+                );
+            }
             let result = measurer.run(&parsed).await;
             debug!(
                 request_id = %id,
