@@ -304,7 +304,7 @@ impl Coordinator {
             return Ok(c);
         }
         let (pairs, probes) = self.current_pairs().await?;
-        let cal = fit_calibration(pairs, &probes);
+        let cal = fit_calibration(pairs, &probes, self.config.calibration_min_rtts as usize);
         self.store_calibration(cal.clone());
         Ok(cal)
     }
@@ -376,7 +376,11 @@ impl Coordinator {
             newly.push(id);
         }
         if self.config.calibrate {
-            self.store_calibration(fit_calibration(best, &probes));
+            self.store_calibration(fit_calibration(
+                best,
+                &probes,
+                self.config.calibration_min_rtts as usize,
+            ));
         }
         Ok(newly)
     }
@@ -403,10 +407,12 @@ impl Coordinator {
 }
 
 /// Fits the calibration on landmark pairs, leaving out pairs with a flagged probe and
-/// faster-than-light pairs; None below `MIN_CALIBRATION_POINTS` pairs.
+/// faster-than-light pairs; only probes with `min_rtts` pairs get a model; None below
+/// `MIN_CALIBRATION_POINTS` pairs or when no probe has enough.
 fn fit_calibration(
     pairs: PairMap,
     probes: &BTreeMap<String, ProbeSnapshot>,
+    min_rtts: usize,
 ) -> Option<Calibration> {
     let flagged = |id: &str| probes.get(id).is_some_and(|p| p.flagged);
     let rtts: Vec<LandmarkRtt> = pairs
@@ -425,7 +431,7 @@ fn fit_calibration(
     if rtts.len() < MIN_CALIBRATION_POINTS {
         return None;
     }
-    let cal = Calibration::fit(&rtts);
+    let cal = Calibration::fit_with_min(&rtts, min_rtts);
     (!cal.is_empty()).then_some(cal)
 }
 

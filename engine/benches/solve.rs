@@ -17,7 +17,12 @@ fn landmarks(target: LatLon, n: usize) -> Vec<Measurement> {
             let pos = LatLon::new(lat, lon);
             let inflation = 1.4 + (i % 11) as f64 / 10.0;
             let rtt_ms = distance_km(pos, target) / 99.93 * inflation + 1.0 + (i % 5) as f64;
-            Measurement { landmark: format!("lm{i}"), pos, rtt_ms, kind: Kind::Echo }
+            Measurement {
+                landmark: format!("lm{i}"),
+                pos,
+                rtt_ms,
+                kind: Kind::Echo,
+            }
         })
         .collect()
 }
@@ -27,16 +32,31 @@ fn bench(c: &mut Criterion) {
     let mut ms = landmarks(target, 249);
     // One landmark close by, as a fleet of 250 usually has.
     let near = destination(target, 40.0, 150.0);
-    ms.push(Measurement { landmark: "near".into(), pos: near, rtt_ms: 3.5, kind: Kind::Echo });
+    ms.push(Measurement {
+        landmark: "near".into(),
+        pos: near,
+        rtt_ms: 3.5,
+        kind: Kind::Echo,
+    });
     geoloc_engine::enrich::enricher(); // load the data outside the measurement
     for method in [Method::Cbg, Method::Bestline] {
-        let opts = SolveOptions { method, at_unix_s: Some(1_767_225_600), ..SolveOptions::default() };
+        let opts = SolveOptions {
+            method,
+            at_unix_s: Some(1_767_225_600),
+            ..SolveOptions::default()
+        };
         c.bench_function(&format!("solve_250_landmarks_{}", method.name()), |b| {
             b.iter(|| solve(std::hint::black_box(&ms), &opts).unwrap())
         });
     }
-    let opts = SolveOptions { method: Method::Cbg, region_geometry: false, ..SolveOptions::default() };
-    c.bench_function("solve_250_landmarks_cbg_no_outline", |b| b.iter(|| solve(&ms, &opts).unwrap()));
+    let opts = SolveOptions {
+        method: Method::Cbg,
+        region_geometry: false,
+        ..SolveOptions::default()
+    };
+    c.bench_function("solve_250_landmarks_cbg_no_outline", |b| {
+        b.iter(|| solve(&ms, &opts).unwrap())
+    });
 }
 
 criterion_group!(benches, bench);

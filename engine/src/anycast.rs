@@ -40,7 +40,8 @@ pub const ALPHA: f64 = 0.5;
 pub fn enumerate(discs: &[Constraint], names: &[&str]) -> Vec<Instance> {
     let mut order: Vec<usize> = (0..discs.len()).collect();
     order.sort_by(|&a, &b| discs[a].max_km.total_cmp(&discs[b].max_km));
-    let disjoint = |a: &Constraint, b: &Constraint| distance_km(a.center, b.center) > a.max_km + b.max_km;
+    let disjoint =
+        |a: &Constraint, b: &Constraint| distance_km(a.center, b.center) > a.max_km + b.max_km;
     let mut kept: Vec<usize> = Vec::new();
     for &i in &order {
         if kept.iter().all(|&k| disjoint(&discs[i], &discs[k])) {
@@ -49,8 +50,14 @@ pub fn enumerate(discs: &[Constraint], names: &[&str]) -> Vec<Instance> {
     }
     let mut instances: Vec<Instance> = kept.iter().map(|&i| place(&discs[i], names[i])).collect();
     loop {
-        let points: Vec<LatLon> = instances.iter().map(|x| LatLon::new(x.lat, x.lon)).collect();
-        let used: Vec<usize> = instances.iter().filter_map(|x| names.iter().position(|n| *n == x.landmark)).collect();
+        let points: Vec<LatLon> = instances
+            .iter()
+            .map(|x| LatLon::new(x.lat, x.lon))
+            .collect();
+        let used: Vec<usize> = instances
+            .iter()
+            .filter_map(|x| names.iter().position(|n| *n == x.landmark))
+            .collect();
         let mut fresh: Vec<usize> = Vec::new();
         for &i in &order {
             if used.contains(&i) || points.iter().any(|&p| discs[i].contains(p)) {
@@ -72,7 +79,12 @@ pub fn enumerate(discs: &[Constraint], names: &[&str]) -> Vec<Instance> {
 fn place(disc: &Constraint, landmark: &str) -> Instance {
     let e = enricher();
     let candidates: Vec<_> = e.cities_within(disc.center, disc.max_km).collect();
-    let max_pop = candidates.iter().map(|c| c.population).max().unwrap_or(1).max(1) as f64;
+    let max_pop = candidates
+        .iter()
+        .map(|c| c.population)
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
     let best = candidates.into_iter().max_by(|a, b| {
         let score = |c: &crate::enrich::City| {
             ALPHA * c.population as f64 / max_pop
@@ -81,7 +93,11 @@ fn place(disc: &Constraint, landmark: &str) -> Instance {
         score(a).total_cmp(&score(b))
     });
     let city = best.unwrap_or_else(|| e.nearest_city(disc.center));
-    let pos = if best.is_some() { city.pos } else { disc.center };
+    let pos = if best.is_some() {
+        city.pos
+    } else {
+        disc.center
+    };
     Instance {
         lat: pos.lat,
         lon: pos.lon,
@@ -110,6 +126,11 @@ mod tests {
         let inst = enumerate(&discs, &names);
         assert_eq!(inst.len(), 3, "{inst:?}");
         let cities: Vec<&str> = inst.iter().map(|i| i.city.as_str()).collect();
-        assert!(cities.contains(&"Frankfurt am Main") && cities.contains(&"Tokyo") && cities.contains(&"New York City"), "{cities:?}");
+        assert!(
+            cities.contains(&"Frankfurt am Main")
+                && cities.contains(&"Tokyo")
+                && cities.contains(&"New York City"),
+            "{cities:?}"
+        );
     }
 }

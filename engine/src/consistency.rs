@@ -45,17 +45,29 @@ pub fn analyze(discs: &[Constraint], res: h3o::Resolution) -> Analysis {
     let all: Vec<usize> = (0..n).collect();
     let whole = region::intersect_subset(&prepared, &all);
     if let Some(point) = whole.centroid().filter(|_| !whole.is_empty()) {
-        return Analysis { groups: vec![Group { members: all, point }], outliers: vec![], anycast: false };
+        return Analysis {
+            groups: vec![Group {
+                members: all,
+                point,
+            }],
+            outliers: vec![],
+            anycast: false,
+        };
     }
     let mut remaining = all;
     let mut groups: Vec<Group> = Vec::new();
     while !remaining.is_empty() {
-        let Some(best) = region::heaviest_point(&prepared, &remaining) else { break };
+        let Some(best) = region::heaviest_point(&prepared, &remaining) else {
+            break;
+        };
         if !groups.is_empty() && best.satisfied.len() < min_group(n) {
             break;
         }
         remaining.retain(|i| !best.satisfied.contains(i));
-        groups.push(Group { members: best.satisfied, point: best.point });
+        groups.push(Group {
+            members: best.satisfied,
+            point: best.point,
+        });
         // Two groups decide anycast; instances are enumerated separately (iGreedy).
         if groups.len() == 2 {
             break;
@@ -66,9 +78,21 @@ pub fn analyze(discs: &[Constraint], res: h3o::Resolution) -> Analysis {
         vec![]
     } else {
         let p = groups[0].point;
-        remaining.iter().map(|&i| (i, (distance_km(discs[i].center, p) - discs[i].max_km).max(0.0))).collect()
+        remaining
+            .iter()
+            .map(|&i| {
+                (
+                    i,
+                    (distance_km(discs[i].center, p) - discs[i].max_km).max(0.0),
+                )
+            })
+            .collect()
     };
-    Analysis { groups, outliers, anycast }
+    Analysis {
+        groups,
+        outliers,
+        anycast,
+    }
 }
 
 #[cfg(test)]
@@ -78,7 +102,14 @@ mod tests {
     use h3o::Resolution;
 
     fn ring(center: LatLon, n: usize, dist: f64, radius: f64) -> Vec<Constraint> {
-        (0..n).map(|i| Constraint::disc(destination(center, i as f64 * 360.0 / n as f64, dist), radius)).collect()
+        (0..n)
+            .map(|i| {
+                Constraint::disc(
+                    destination(center, i as f64 * 360.0 / n as f64, dist),
+                    radius,
+                )
+            })
+            .collect()
     }
 
     #[test]

@@ -102,10 +102,18 @@ impl Bestline {
             }
         }
         // Slope m0 through the point that allows the highest intercept.
-        let b0 = pts.iter().map(|&(x, y)| y - m0 * x).fold(f64::INFINITY, f64::min);
+        let b0 = pts
+            .iter()
+            .map(|&(x, y)| y - m0 * x)
+            .fold(f64::INFINITY, f64::min);
         candidates.push((m0, b0));
         // Zero intercept through the point that allows the steepest slope.
-        if let Some(m) = pts.iter().filter(|p| p.0 > 1e-9).map(|&(x, y)| y / x).min_by(f64::total_cmp) {
+        if let Some(m) = pts
+            .iter()
+            .filter(|p| p.0 > 1e-9)
+            .map(|&(x, y)| y / x)
+            .min_by(f64::total_cmp)
+        {
             candidates.push((m, 0.0));
         }
         candidates
@@ -113,7 +121,10 @@ impl Bestline {
             .filter(|&(m, b)| feasible(m, b))
             .map(|(m, b)| (m, b.max(0.0)))
             .max_by(|a, b| (a.0 * sum_x + n * a.1).total_cmp(&(b.0 * sum_x + n * b.1)))
-            .map(|(m, b)| Bestline { slope_ms_per_km: m.max(m0), intercept_ms: b })
+            .map(|(m, b)| Bestline {
+                slope_ms_per_km: m.max(m0),
+                intercept_ms: b,
+            })
     }
 }
 
@@ -140,6 +151,13 @@ impl Calibration {
     /// Fits a bestline for every landmark with enough RTTs to others. An RTT between A and B
     /// calibrates both A and B (round trips are symmetric).
     pub fn fit(pairs: &[LandmarkRtt]) -> Calibration {
+        Self::fit_with_min(pairs, MIN_CALIBRATION_POINTS)
+    }
+
+    /// Like [`Calibration::fit`], calibrating only landmarks with at least `min_points`
+    /// RTTs to others (a bestline under few points is too tight for many targets: the
+    /// coordinator asks for more than the engine's minimum, see its README).
+    pub fn fit_with_min(pairs: &[LandmarkRtt], min_points: usize) -> Calibration {
         let mut points: HashMap<&str, Vec<(f64, f64)>> = HashMap::new();
         for p in pairs {
             let d = distance_km(p.from_pos, p.to_pos);
@@ -148,6 +166,7 @@ impl Calibration {
         }
         let lines = points
             .into_iter()
+            .filter(|(_, pts)| pts.len() >= min_points)
             .filter_map(|(k, pts)| Bestline::fit(&pts).map(|l| (k.to_string(), l)))
             .collect();
         Calibration { lines }
@@ -187,8 +206,14 @@ mod tests {
 
     #[test]
     fn bestline_lies_under_every_point_and_above_baseline() {
-        let pts: Vec<(f64, f64)> =
-            (1..40).map(|i| (i as f64 * 200.0, 5.0 + i as f64 * 200.0 / 60.0 + (i % 7) as f64)).collect();
+        let pts: Vec<(f64, f64)> = (1..40)
+            .map(|i| {
+                (
+                    i as f64 * 200.0,
+                    5.0 + i as f64 * 200.0 / 60.0 + (i % 7) as f64,
+                )
+            })
+            .collect();
         let l = Bestline::fit(&pts).unwrap();
         assert!(l.slope_ms_per_km >= 1.0 / FIBRE_KM_PER_MS_RTT);
         for &(d, r) in &pts {
@@ -204,7 +229,9 @@ mod tests {
     #[test]
     fn bestline_ignores_faster_than_light_points_and_needs_enough_data() {
         assert!(Bestline::fit(&[(100.0, 2.0), (200.0, 3.0)]).is_none());
-        let mut pts: Vec<(f64, f64)> = (1..10).map(|i| (i as f64 * 500.0, i as f64 * 8.0)).collect();
+        let mut pts: Vec<(f64, f64)> = (1..10)
+            .map(|i| (i as f64 * 500.0, i as f64 * 8.0))
+            .collect();
         pts.push((5000.0, 1.0)); // impossible: 5000 km in 1 ms
         let l = Bestline::fit(&pts).unwrap();
         assert!(l.slope_ms_per_km >= 1.0 / FIBRE_KM_PER_MS_RTT);
@@ -216,5 +243,28 @@ mod tests {
         let tokyo = LatLon::new(35.68, 139.69);
         assert!(violates_speed_of_light(paris, tokyo, 20.0));
         assert!(!violates_speed_of_light(paris, tokyo, 230.0));
+    }
+
+    #[test]
+    fn landmarks_with_too_few_rtts_are_not_calibrated() {
+        // "hub" has an RTT to each of 8 spokes; every spoke has one RTT (to the hub).
+        let hub = LatLon { lat: 0.0, lon: 0.0 };
+        let pairs: Vec<LandmarkRtt> = (1..=8)
+            .map(|i| LandmarkRtt {
+                from: "hub".into(),
+                from_pos: hub,
+                to: format!("s{i}"),
+                to_pos: LatLon {
+                    lat: 0.0,
+                    lon: i as f64 * 5.0,
+                },
+                rtt_ms: 3.0 + i as f64 * 10.0,
+            })
+            .collect();
+        let all = Calibration::fit(&pairs);
+        assert_eq!(all.len(), 1, "only the hub has 5 or more RTTs");
+        assert!(all.line("hub").is_some());
+        assert!(Calibration::fit_with_min(&pairs, 8).line("hub").is_some());
+        assert!(Calibration::fit_with_min(&pairs, 9).is_empty());
     }
 }

@@ -85,13 +85,26 @@ impl Enricher {
                 let lat = f.next()?.parse().ok()?;
                 let lon = f.next()?.parse().ok()?;
                 let population = f.next()?.parse().ok()?;
-                Some(City { name, country, pos: LatLon::new(lat, lon), population })
+                Some(City {
+                    name,
+                    country,
+                    pos: LatLon::new(lat, lon),
+                    population,
+                })
             })
             .collect();
         let index = RTree::bulk_load(
-            cities.iter().enumerate().map(|(i, c)| GeomWithData::new(c.pos.to_vec().0, i as u32)).collect(),
+            cities
+                .iter()
+                .enumerate()
+                .map(|(i, c)| GeomWithData::new(c.pos.to_vec().0, i as u32))
+                .collect(),
         );
-        Self { tz: tzf_rs::DefaultFinder::new(), cities, index }
+        Self {
+            tz: tzf_rs::DefaultFinder::new(),
+            cities,
+            index,
+        }
     }
 
     /// IANA time zone name at a point.
@@ -103,7 +116,11 @@ impl Enricher {
     pub fn timezone(&self, p: LatLon, unix_s: i64) -> Timezone {
         let iana = self.tz_name(p).to_string();
         let utc_offset_s = utc_offset_s(&iana, unix_s).unwrap_or(0);
-        Timezone { utc_offset: format_offset(utc_offset_s), iana, utc_offset_s }
+        Timezone {
+            utc_offset: format_offset(utc_offset_s),
+            iana,
+            utc_offset_s,
+        }
     }
 
     /// Share of each time zone over weighted sample points (weights summing to 1), largest
@@ -120,27 +137,39 @@ impl Enricher {
         acc.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         acc.into_iter()
             .filter(|(_, w)| *w >= 0.001)
-            .map(|(iana, w)| TzShare { iana, share: (w * 1000.0).round() / 1000.0 })
+            .map(|(iana, w)| TzShare {
+                iana,
+                share: (w * 1000.0).round() / 1000.0,
+            })
             .collect()
     }
 
     /// The nearest city.
     pub fn nearest_city(&self, p: LatLon) -> &City {
-        let i = self.index.nearest_neighbor(&p.to_vec().0).map_or(0, |g| g.data as usize);
+        let i = self
+            .index
+            .nearest_neighbor(&p.to_vec().0)
+            .map_or(0, |g| g.data as usize);
         &self.cities[i]
     }
 
     /// The nearest city as a [`Place`].
     pub fn place(&self, p: LatLon) -> Place {
         let c = self.nearest_city(p);
-        Place { city: c.name.clone(), country: c.country.clone(), distance_km: round1(distance_km(p, c.pos)) }
+        Place {
+            city: c.name.clone(),
+            country: c.country.clone(),
+            distance_km: round1(distance_km(p, c.pos)),
+        }
     }
 
     /// Cities within `radius_km` of `p`.
     pub fn cities_within(&self, p: LatLon, radius_km: f64) -> impl Iterator<Item = &City> {
         let theta = (radius_km / EARTH_RADIUS_KM).min(std::f64::consts::PI);
         let chord = 2.0 * (theta / 2.0).sin();
-        self.index.locate_within_distance(p.to_vec().0, chord * chord + 1e-12).map(|g| &self.cities[g.data as usize])
+        self.index
+            .locate_within_distance(p.to_vec().0, chord * chord + 1e-12)
+            .map(|g| &self.cities[g.data as usize])
     }
 }
 
@@ -179,7 +208,10 @@ mod tests {
     fn suva_london_and_open_sea() {
         let e = enricher();
         assert_eq!(e.tz_name(LatLon::new(-18.14, 178.44)), "Pacific/Fiji");
-        assert_eq!(e.timezone(LatLon::new(51.5, -0.12), JAN_2026).utc_offset, "+00:00");
+        assert_eq!(
+            e.timezone(LatLon::new(51.5, -0.12), JAN_2026).utc_offset,
+            "+00:00"
+        );
         assert!(e.tz_name(LatLon::new(0.0, -30.0)).starts_with("Etc/GMT"));
         assert_eq!(format_offset(-9000), "-02:30");
     }
@@ -192,6 +224,8 @@ mod tests {
         // Just west of the antimeridian, the nearest city is in Fiji, not in Samoa's longitudes.
         let c = e.nearest_city(LatLon::new(-18.1, 179.99));
         assert_eq!(c.country, "FJ");
-        assert!(e.cities_within(LatLon::new(48.8566, 2.3522), 5.0).any(|c| c.name == "Paris"));
+        assert!(e
+            .cities_within(LatLon::new(48.8566, 2.3522), 5.0)
+            .any(|c| c.name == "Paris"));
     }
 }

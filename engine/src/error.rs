@@ -8,10 +8,18 @@ pub enum EngineError {
     NoMeasurements,
     /// A measurement with an impossible value.
     #[error("measurement {index} (landmark {landmark:?}): {reason}")]
-    InvalidMeasurement { index: usize, landmark: String, reason: String },
+    InvalidMeasurement {
+        index: usize,
+        landmark: String,
+        reason: String,
+    },
     /// A CSV or data line that could not be read.
     #[error("{source_name} line {line}: {reason}")]
-    Parse { source_name: String, line: usize, reason: String },
+    Parse {
+        source_name: String,
+        line: usize,
+        reason: String,
+    },
     /// An unknown method name.
     #[error("unknown method {0:?} (expected one of: {methods})", methods = crate::Method::NAMES.join(", "))]
     UnknownMethod(String),

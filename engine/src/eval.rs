@@ -126,14 +126,23 @@ pub fn leave_one_out(ds: &Dataset, opts: &EvalOptions) -> Summary {
         // Landmarks whose RTTs to other landmarks are faster than light for their declared
         // positions are left out, as the coordinator does with its probes (RTTs among the
         // landmarks only, never the target's).
-        let flagged = blame(impossible.iter().copied().filter(|&(a, b)| a != t && b != t).collect());
+        let flagged = blame(
+            impossible
+                .iter()
+                .copied()
+                .filter(|&(a, b)| a != t && b != t)
+                .collect(),
+        );
         landmarks.retain(|l| !flagged.contains(l));
         let calibration = (opts.method == Method::Bestline).then(|| {
             let lines = landmarks
                 .iter()
                 .filter_map(|&l| {
-                    let pts: Vec<(f64, f64)> =
-                        by_node[l].iter().filter(|p| p.0 != t).map(|p| (p.1, p.2)).collect();
+                    let pts: Vec<(f64, f64)> = by_node[l]
+                        .iter()
+                        .filter(|p| p.0 != t)
+                        .map(|p| (p.1, p.2))
+                        .collect();
                     Bestline::fit(&pts).map(|b| (ds.nodes[l].id.clone(), b))
                 })
                 .collect();
@@ -207,12 +216,24 @@ pub fn leave_one_out(ds: &Dataset, opts: &EvalOptions) -> Summary {
 /// `target`) are faster than light for the declared positions: the landmark in the most
 /// violating pairs is blamed first, its pairs set aside, and so on; a pair violating alone
 /// flags both of its landmarks.
-pub fn faster_than_light(by_node: &[Vec<(usize, f64, f64)>], nodes: &[crate::dataset::Node], target: usize) -> Vec<usize> {
-    blame(impossible_pairs(by_node, nodes).into_iter().filter(|&(a, b)| a != target && b != target).collect())
+pub fn faster_than_light(
+    by_node: &[Vec<(usize, f64, f64)>],
+    nodes: &[crate::dataset::Node],
+    target: usize,
+) -> Vec<usize> {
+    blame(
+        impossible_pairs(by_node, nodes)
+            .into_iter()
+            .filter(|&(a, b)| a != target && b != target)
+            .collect(),
+    )
 }
 
 /// Pairs (a < b) whose RTT is faster than light for their declared positions.
-fn impossible_pairs(by_node: &[Vec<(usize, f64, f64)>], nodes: &[crate::dataset::Node]) -> Vec<(usize, usize)> {
+fn impossible_pairs(
+    by_node: &[Vec<(usize, f64, f64)>],
+    nodes: &[crate::dataset::Node],
+) -> Vec<(usize, usize)> {
     let mut bad = Vec::new();
     for (a, pairs) in by_node.iter().enumerate() {
         for &(b, _, rtt) in pairs {
@@ -233,7 +254,10 @@ fn blame(mut bad: Vec<(usize, usize)>) -> Vec<usize> {
             *count.entry(a).or_default() += 1;
             *count.entry(b).or_default() += 1;
         }
-        let (&worst, &n) = count.iter().max_by_key(|(k, v)| (**v, std::cmp::Reverse(**k))).expect("non-empty");
+        let (&worst, &n) = count
+            .iter()
+            .max_by_key(|(k, v)| (**v, std::cmp::Reverse(**k)))
+            .expect("non-empty");
         if n == 1 {
             // Only isolated pairs remain: nothing says which side is wrong.
             flagged.extend(bad.iter().flat_map(|&(a, b)| [a, b]));
@@ -252,7 +276,9 @@ pub fn summarize(method: Method, rows: Vec<TargetRow>, empty: usize, seconds: f6
     let mut errs: Vec<f64> = rows.iter().map(|r| r.error_km).collect();
     errs.sort_by(f64::total_cmp);
     let k = rows.len().max(1) as f64;
-    let share = |f: &dyn Fn(&TargetRow) -> bool| (rows.iter().filter(|r| f(r)).count() as f64 / k * 1000.0).round() / 1000.0;
+    let share = |f: &dyn Fn(&TargetRow) -> bool| {
+        (rows.iter().filter(|r| f(r)).count() as f64 / k * 1000.0).round() / 1000.0
+    };
     Summary {
         method,
         targets: rows.len(),
@@ -278,13 +304,24 @@ mod tests {
     use crate::sphere::LatLon;
 
     fn node(id: &str, lat: f64, lon: f64) -> Node {
-        Node { id: id.into(), pos: LatLon::new(lat, lon), label: String::new(), ip: String::new() }
+        Node {
+            id: id.into(),
+            pos: LatLon::new(lat, lon),
+            label: String::new(),
+            ip: String::new(),
+        }
     }
 
     #[test]
     fn the_landmark_in_most_impossible_pairs_is_flagged() {
         // "hn" claims Honduras but answers Paris, London and Madrid in a few ms.
-        let nodes = vec![node("par", 48.86, 2.35), node("lon", 51.5, -0.12), node("mad", 40.4, -3.7), node("hn", 15.8, -86.8), node("tgt", 50.0, 8.0)];
+        let nodes = vec![
+            node("par", 48.86, 2.35),
+            node("lon", 51.5, -0.12),
+            node("mad", 40.4, -3.7),
+            node("hn", 15.8, -86.8),
+            node("tgt", 50.0, 8.0),
+        ];
         let d = |a: usize, b: usize| distance_km(nodes[a].pos, nodes[b].pos);
         let mut by_node: Vec<Vec<(usize, f64, f64)>> = vec![Vec::new(); nodes.len()];
         let mut add = |a: usize, b: usize, rtt: f64| {

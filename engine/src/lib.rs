@@ -19,7 +19,8 @@ pub mod sphere;
 
 pub use anycast::Instance;
 pub use delay::{
-    sound_distance_km, violates_speed_of_light, Bestline, Calibration, LandmarkRtt, FIBRE_KM_PER_MS_RTT,
+    sound_distance_km, violates_speed_of_light, Bestline, Calibration, LandmarkRtt,
+    FIBRE_KM_PER_MS_RTT,
 };
 pub use enrich::{Place, Timezone, TzShare};
 pub use error::{EngineError, Result};

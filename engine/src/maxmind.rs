@@ -82,11 +82,15 @@ pub fn compare(
         .enumerate()
         .map(|(i, c)| (i, distance_km(c.center, p) - c.max_km))
         .max_by(|a, b| a.1.total_cmp(&b.1));
-    let in_instance = instances.iter().any(|x| distance_km(LatLon::new(x.lat, x.lon), p) <= x.radius_km);
+    let in_instance = instances
+        .iter()
+        .any(|x| distance_km(LatLon::new(x.lat, x.lon), p) <= x.radius_km);
     let (verdict, ruled_out_by, excess_km) = match worst {
-        Some((i, excess)) if excess > 0.0 && !in_instance => {
-            (Verdict::ProvablyWrong, Some(names[i].to_string()), Some(round1(excess)))
-        }
+        Some((i, excess)) if excess > 0.0 && !in_instance => (
+            Verdict::ProvablyWrong,
+            Some(names[i].to_string()),
+            Some(round1(excess)),
+        ),
         _ => (Verdict::Consistent, None, None),
     };
     MaxmindComparison {

@@ -16,7 +16,7 @@ use std::collections::BinaryHeap;
 
 use h3o::{CellIndex, LatLng, Resolution};
 
-use crate::sphere::{km_to_rad, LatLon, V3, EARTH_RADIUS_KM};
+use crate::sphere::{km_to_rad, LatLon, EARTH_RADIUS_KM, V3};
 
 /// "The target lies between `min_km` and `max_km` of `center`", with a weight used when
 /// constraints contradict each other and the heaviest consistent set is searched.
@@ -34,7 +34,12 @@ pub struct Constraint {
 impl Constraint {
     /// A disc of radius `max_km` around `center`, weight 1.
     pub fn disc(center: LatLon, max_km: f64) -> Self {
-        Self { center, max_km, min_km: 0.0, weight: 1 }
+        Self {
+            center,
+            max_km,
+            min_km: 0.0,
+            weight: 1,
+        }
     }
 
     /// True when `p` satisfies the constraint (exact, not discretised).
@@ -82,13 +87,31 @@ impl Prepared {
                 let pi = std::f64::consts::PI;
                 th.push([
                     // fully within max: d + rho <= mx
-                    if mx - rho >= 0.0 { (mx - rho).cos() } else { 2.0 },
+                    if mx - rho >= 0.0 {
+                        (mx - rho).cos()
+                    } else {
+                        2.0
+                    },
                     // fully beyond max: d - rho > mx
-                    if mx + rho < pi { (mx + rho).cos() } else { -2.0 },
+                    if mx + rho < pi {
+                        (mx + rho).cos()
+                    } else {
+                        -2.0
+                    },
                     // fully beyond min: d - rho >= mn
-                    if mn <= 0.0 { 2.0 } else if mn + rho <= pi { (mn + rho).cos() } else { -2.0 },
+                    if mn <= 0.0 {
+                        2.0
+                    } else if mn + rho <= pi {
+                        (mn + rho).cos()
+                    } else {
+                        -2.0
+                    },
                     // fully within min (violated): d + rho < mn
-                    if mn - rho > 0.0 { (mn - rho).cos() } else { 2.0 },
+                    if mn - rho > 0.0 {
+                        (mn - rho).cos()
+                    } else {
+                        2.0
+                    },
                 ]);
             }
         }
@@ -96,7 +119,16 @@ impl Prepared {
             centers: cs.iter().map(|c| c.center.to_vec()).collect(),
             weights: cs.iter().map(|c| c.weight).collect(),
             cos_max: cs.iter().map(|c| km_to_rad(c.max_km).cos()).collect(),
-            cos_min: cs.iter().map(|c| if c.min_km <= 0.0 { 2.0 } else { km_to_rad(c.min_km).cos() }).collect(),
+            cos_min: cs
+                .iter()
+                .map(|c| {
+                    if c.min_km <= 0.0 {
+                        2.0
+                    } else {
+                        km_to_rad(c.min_km).cos()
+                    }
+                })
+                .collect(),
             thresholds,
             max_res,
         }
@@ -229,24 +261,27 @@ impl Region {
         let cells = self.at_resolution(res);
         let solvent = h3o::geom::SolventBuilder::new().build();
         let polys: Vec<serde_json::Value> = match solvent.dissolve(cells.iter().copied()) {
-            Ok(mp) => mp
-                .0
-                .iter()
-                .map(|poly| {
-                    let ring = |ls: &geo_types::LineString<f64>| -> Vec<[f64; 2]> {
-                        ls.0.iter().map(|c| [round6(c.x), round6(c.y)]).collect()
-                    };
-                    let mut rings = vec![ring(poly.exterior())];
-                    rings.extend(poly.interiors().iter().map(ring));
-                    serde_json::json!(rings)
-                })
-                .collect(),
+            Ok(mp) => {
+                mp.0.iter()
+                    .map(|poly| {
+                        let ring = |ls: &geo_types::LineString<f64>| -> Vec<[f64; 2]> {
+                            ls.0.iter().map(|c| [round6(c.x), round6(c.y)]).collect()
+                        };
+                        let mut rings = vec![ring(poly.exterior())];
+                        rings.extend(poly.interiors().iter().map(ring));
+                        serde_json::json!(rings)
+                    })
+                    .collect()
+            }
             // Dissolution can fail on exotic cell sets; fall back to one polygon per cell.
             Err(_) => cells
                 .iter()
                 .map(|c| {
-                    let mut ring: Vec<[f64; 2]> =
-                        c.boundary().iter().map(|ll| [round6(ll.lng()), round6(ll.lat())]).collect();
+                    let mut ring: Vec<[f64; 2]> = c
+                        .boundary()
+                        .iter()
+                        .map(|ll| [round6(ll.lng()), round6(ll.lat())])
+                        .collect();
                     if let Some(&first) = ring.first() {
                         ring.push(first);
                     }
@@ -291,14 +326,19 @@ pub(crate) fn intersect_subset(p: &Prepared, subset: &[usize]) -> Region {
 /// is therefore hard.
 pub(crate) fn intersect_tolerant(p: &Prepared, subset: &[usize], tolerance: u64) -> Region {
     let mut out = Vec::new();
-    let mut stack: Vec<(CellIndex, u64, Vec<usize>)> =
-        CellIndex::base_cells().map(|c| (c, 0, subset.to_vec())).collect();
+    let mut stack: Vec<(CellIndex, u64, Vec<usize>)> = CellIndex::base_cells()
+        .map(|c| (c, 0, subset.to_vec()))
+        .collect();
     let max_res = u8::from(p.max_res) as usize;
     while let Some((cell, violated, active)) = stack.pop() {
         let res = u8::from(cell.resolution()) as usize;
         let v = cell_vec(cell);
         if res == max_res {
-            let miss: u64 = active.iter().filter(|&&i| !p.point_in(i, v)).map(|&i| p.weights[i] as u64).sum();
+            let miss: u64 = active
+                .iter()
+                .filter(|&&i| !p.point_in(i, v))
+                .map(|&i| p.weights[i] as u64)
+                .sum();
             if violated + miss <= tolerance {
                 out.push(cell);
             }
@@ -334,7 +374,10 @@ pub(crate) fn intersect_tolerant(p: &Prepared, subset: &[usize], tolerance: u64)
             stack.push((child, violated, crossed.clone()));
         }
     }
-    Region { cells: out, max_res: Some(p.max_res) }
+    Region {
+        cells: out,
+        max_res: Some(p.max_res),
+    }
 }
 
 /// The point found with the heaviest set of satisfied constraints.
@@ -366,7 +409,9 @@ impl PartialOrd for Node {
 }
 impl Ord for Node {
     fn cmp(&self, o: &Self) -> Ordering {
-        self.upper.cmp(&o.upper).then(self.cell.resolution().cmp(&o.cell.resolution()))
+        self.upper
+            .cmp(&o.upper)
+            .then(self.cell.resolution().cmp(&o.cell.resolution()))
     }
 }
 
@@ -381,7 +426,12 @@ pub(crate) fn heaviest_point(p: &Prepared, subset: &[usize]) -> Option<BestPoint
     let mut heap = BinaryHeap::new();
     let total: u64 = subset.iter().map(|&i| p.weights[i] as u64).sum();
     for c in CellIndex::base_cells() {
-        heap.push(Node { upper: total, sure: 0, cell: c, active: subset.to_vec() });
+        heap.push(Node {
+            upper: total,
+            sure: 0,
+            cell: c,
+            active: subset.to_vec(),
+        });
     }
     let mut best: Option<(u64, V3)> = None;
     while let Some(node) = heap.pop() {
@@ -393,7 +443,13 @@ pub(crate) fn heaviest_point(p: &Prepared, subset: &[usize]) -> Option<BestPoint
         let res = u8::from(node.cell.resolution()) as usize;
         let v = cell_vec(node.cell);
         // The centre is a witness: its exact weight is a lower bound on the optimum.
-        let w_centre = node.sure + node.active.iter().filter(|&&i| p.point_in(i, v)).map(|&i| p.weights[i] as u64).sum::<u64>();
+        let w_centre = node.sure
+            + node
+                .active
+                .iter()
+                .filter(|&&i| p.point_in(i, v))
+                .map(|&i| p.weights[i] as u64)
+                .sum::<u64>();
         if best.is_none_or(|(w, _)| w_centre > w) {
             best = Some((w_centre, v));
         }
@@ -419,13 +475,26 @@ pub(crate) fn heaviest_point(p: &Prepared, subset: &[usize]) -> Option<BestPoint
             }
             let upper = sure + crossed_w;
             if upper > best_w {
-                heap.push(Node { upper, sure, cell: child, active: crossed });
+                heap.push(Node {
+                    upper,
+                    sure,
+                    cell: child,
+                    active: crossed,
+                });
             }
         }
     }
     let (weight, v) = best?;
-    let satisfied = subset.iter().copied().filter(|&i| p.point_in(i, v)).collect();
-    Some(BestPoint { point: v.to_latlon()?, weight, satisfied })
+    let satisfied = subset
+        .iter()
+        .copied()
+        .filter(|&i| p.point_in(i, v))
+        .collect();
+    Some(BestPoint {
+        point: v.to_latlon()?,
+        weight,
+        satisfied,
+    })
 }
 
 /// The point satisfying the heaviest set of constraints, over all of `cs`.
@@ -452,14 +521,20 @@ mod tests {
                     // The centre child and the first and last children reach the base
                     // cell's edges and its pentagon distortion.
                     let n = base.children_count(res);
-                    [0, n / 3, n / 2, n - 1].iter().filter_map(|&k| base.child_at(k, res)).collect()
+                    [0, n / 3, n / 2, n - 1]
+                        .iter()
+                        .filter_map(|&k| base.child_at(k, res))
+                        .collect()
                 };
                 for c in cells {
                     let ll = LatLng::from(c);
                     let centre = LatLon::new(ll.lat(), ll.lng());
                     for v in c.boundary().iter() {
                         let d = distance_km(centre, LatLon::new(v.lat(), v.lng()));
-                        assert!(d <= rho, "res {res:?} cell {c}: vertex at {d} km > bound {rho} km");
+                        assert!(
+                            d <= rho,
+                            "res {res:?} cell {c}: vertex at {d} km > bound {rho} km"
+                        );
                     }
                 }
             }
@@ -467,7 +542,10 @@ mod tests {
     }
 
     fn area_of_cap_km2(r_km: f64) -> f64 {
-        2.0 * std::f64::consts::PI * EARTH_RADIUS_KM * EARTH_RADIUS_KM * (1.0 - (r_km / EARTH_RADIUS_KM).cos())
+        2.0 * std::f64::consts::PI
+            * EARTH_RADIUS_KM
+            * EARTH_RADIUS_KM
+            * (1.0 - (r_km / EARTH_RADIUS_KM).cos())
     }
 
     #[test]
@@ -489,10 +567,16 @@ mod tests {
         let suva = LatLon::new(-18.14, 178.44);
         let a = destination(suva, 270.0, 600.0);
         let b = destination(suva, 90.0, 600.0);
-        let r = intersect(&[Constraint::disc(a, 800.0), Constraint::disc(b, 800.0)], Resolution::Five);
+        let r = intersect(
+            &[Constraint::disc(a, 800.0), Constraint::disc(b, 800.0)],
+            Resolution::Five,
+        );
         let c = r.centroid().unwrap();
         assert!(distance_km(c, suva) < 50.0, "centroid {c:?}");
-        assert!(b.lon < 0.0 && a.lon > 0.0, "the discs straddle the antimeridian");
+        assert!(
+            b.lon < 0.0 && a.lon > 0.0,
+            "the discs straddle the antimeridian"
+        );
     }
 
     #[test]
@@ -515,7 +599,11 @@ mod tests {
         let p = LatLon::new(10.0, 20.0);
         let r = intersect(&[Constraint::disc(p, 10_007.5)], Resolution::Three);
         let expect = area_of_cap_km2(10_007.5);
-        assert!((r.area_km2() - expect).abs() / expect < 0.02, "{}", r.area_km2());
+        assert!(
+            (r.area_km2() - expect).abs() / expect < 0.02,
+            "{}",
+            r.area_km2()
+        );
         assert!(distance_km(r.centroid().unwrap(), p) < 50.0);
         let whole = intersect(&[Constraint::disc(p, 20_000.0)], Resolution::Two);
         let earth = 4.0 * std::f64::consts::PI * EARTH_RADIUS_KM * EARTH_RADIUS_KM;
@@ -551,14 +639,23 @@ mod tests {
     fn tolerant_intersection_allows_k_violations() {
         let paris = LatLon::new(48.86, 2.35);
         let tokyo = LatLon::new(35.68, 139.69);
-        let cs = [Constraint::disc(paris, 500.0), Constraint::disc(tokyo, 500.0)];
+        let cs = [
+            Constraint::disc(paris, 500.0),
+            Constraint::disc(tokyo, 500.0),
+        ];
         let p = Prepared::new(&cs, Resolution::Four);
         assert!(intersect_tolerant(&p, &[0, 1], 0).is_empty());
         let union = intersect_tolerant(&p, &[0, 1], 1);
         let expect = 2.0 * area_of_cap_km2(500.0);
         assert!((union.area_km2() - expect).abs() / expect < 0.03);
         // A heavy constraint stays hard.
-        let cs = [Constraint::disc(paris, 500.0), Constraint { weight: 2, ..Constraint::disc(tokyo, 500.0) }];
+        let cs = [
+            Constraint::disc(paris, 500.0),
+            Constraint {
+                weight: 2,
+                ..Constraint::disc(tokyo, 500.0)
+            },
+        ];
         let p = Prepared::new(&cs, Resolution::Four);
         let r = intersect_tolerant(&p, &[0, 1], 1);
         assert!(distance_km(r.centroid().unwrap(), tokyo) < 10.0);
@@ -567,7 +664,12 @@ mod tests {
     #[test]
     fn annulus_excludes_the_hole() {
         let p = LatLon::new(0.0, 0.0);
-        let c = Constraint { center: p, max_km: 2000.0, min_km: 1000.0, weight: 1 };
+        let c = Constraint {
+            center: p,
+            max_km: 2000.0,
+            min_km: 1000.0,
+            weight: 1,
+        };
         let r = intersect(&[c], Resolution::Four);
         let expect = area_of_cap_km2(2000.0) - area_of_cap_km2(1000.0);
         assert!((r.area_km2() - expect).abs() / expect < 0.03);
@@ -576,7 +678,10 @@ mod tests {
 
     #[test]
     fn geojson_outline_is_a_multipolygon() {
-        let r = intersect(&[Constraint::disc(LatLon::new(40.0, -3.7), 300.0)], Resolution::Five);
+        let r = intersect(
+            &[Constraint::disc(LatLon::new(40.0, -3.7), 300.0)],
+            Resolution::Five,
+        );
         let g = r.geojson(2000.0);
         assert_eq!(g["type"], "MultiPolygon");
         assert!(!g["coordinates"].as_array().unwrap().is_empty());

@@ -32,7 +32,9 @@ impl FromStr for Kind {
         match s.trim() {
             "" | "echo" => Ok(Kind::Echo),
             "last-hop" => Ok(Kind::LastHop),
-            other => Err(format!("unknown kind {other:?} (expected echo or last-hop)")),
+            other => Err(format!(
+                "unknown kind {other:?} (expected echo or last-hop)"
+            )),
         }
     }
 }
@@ -185,8 +187,12 @@ pub struct Solution {
 impl Solution {
     /// True when `p` satisfies every constraint of the region (exact, not discretised).
     pub fn region_contains(&self, p: LatLon) -> bool {
-        let missed: u64 =
-            self.region_constraints.iter().filter(|c| !c.contains(p)).map(|c| c.weight as u64).sum();
+        let missed: u64 = self
+            .region_constraints
+            .iter()
+            .filter(|c| !c.contains(p))
+            .map(|c| c.weight as u64)
+            .sum();
         missed <= self.region_tolerance
     }
 }
@@ -196,9 +202,16 @@ fn validate(ms: &[Measurement]) -> Result<()> {
         return Err(EngineError::NoMeasurements);
     }
     for (index, m) in ms.iter().enumerate() {
-        let bad = |reason: String| EngineError::InvalidMeasurement { index, landmark: m.landmark.clone(), reason };
+        let bad = |reason: String| EngineError::InvalidMeasurement {
+            index,
+            landmark: m.landmark.clone(),
+            reason,
+        };
         if !m.rtt_ms.is_finite() || m.rtt_ms < 0.0 {
-            return Err(bad(format!("RTT {} ms is not a finite non-negative number", m.rtt_ms)));
+            return Err(bad(format!(
+                "RTT {} ms is not a finite non-negative number",
+                m.rtt_ms
+            )));
         }
         LatLon::checked(m.pos.lat, m.pos.lon).map_err(bad)?;
     }
@@ -208,7 +221,8 @@ fn validate(ms: &[Measurement]) -> Result<()> {
 /// The lowest RTT per (landmark, kind).
 fn merge(ms: &[Measurement]) -> Vec<Measurement> {
     let mut out: Vec<Measurement> = Vec::with_capacity(ms.len());
-    let mut index: std::collections::HashMap<(&str, Kind), usize> = std::collections::HashMap::new();
+    let mut index: std::collections::HashMap<(&str, Kind), usize> =
+        std::collections::HashMap::new();
     for m in ms {
         match index.get(&(m.landmark.as_str(), m.kind)) {
             Some(&i) => {
@@ -226,7 +240,12 @@ fn merge(ms: &[Measurement]) -> Vec<Measurement> {
 }
 
 fn slack(m: &Measurement, opts: &SolveOptions) -> f64 {
-    opts.position_slack_km + if m.kind == Kind::LastHop { opts.last_hop_slack_km } else { 0.0 }
+    opts.position_slack_km
+        + if m.kind == Kind::LastHop {
+            opts.last_hop_slack_km
+        } else {
+            0.0
+        }
 }
 
 /// Locates one target from its measurements.
@@ -238,10 +257,15 @@ pub fn solve(measurements: &[Measurement], opts: &SolveOptions) -> Result<Soluti
     validate(measurements)?;
     let ms = merge(measurements);
     let n = ms.len();
-    let sound: Vec<Constraint> =
-        ms.iter().map(|m| Constraint::disc(m.pos, sound_distance_km(m.rtt_ms) + slack(m, opts))).collect();
+    let sound: Vec<Constraint> = ms
+        .iter()
+        .map(|m| Constraint::disc(m.pos, sound_distance_km(m.rtt_ms) + slack(m, opts)))
+        .collect();
     let min_sound = sound.iter().map(|c| c.max_km).fold(f64::INFINITY, f64::min);
-    let analysis = consistency::analyze(&sound, resolution_for_radius(min_sound).min(h3o::Resolution::Five));
+    let analysis = consistency::analyze(
+        &sound,
+        resolution_for_radius(min_sound).min(h3o::Resolution::Five),
+    );
     let keep = &analysis.groups[0].members;
 
     let mut dropped: Vec<Dropped> = analysis
@@ -278,17 +302,23 @@ pub fn solve(measurements: &[Measurement], opts: &SolveOptions) -> Result<Soluti
                         .calibration
                         .as_ref()
                         .and_then(|c| c.line(&m.landmark))
-                        .map_or(sound[i].max_km, |l| l.distance_km(m.rtt_ms) + slack(m, opts));
+                        .map_or(sound[i].max_km, |l| {
+                            l.distance_km(m.rtt_ms) + slack(m, opts)
+                        });
                     Constraint::disc(m.pos, r.min(sound[i].max_km))
                 })
                 .collect();
-            let res = resolution_for_radius(cal.iter().map(|c| c.max_km).fold(f64::INFINITY, f64::min));
+            let res =
+                resolution_for_radius(cal.iter().map(|c| c.max_km).fold(f64::INFINITY, f64::min));
             // Up to `tolerance` bestline discs may miss the region (each is a fit, not a
             // bound); the sound discs stay hard.
             let tolerance = (opts.bestline_tolerance * cal.len() as f64).floor() as u32;
             // The bestline discs (weight 1) followed by the sound discs weighing `hard`.
             let with_sound = |hard: u32| -> Vec<Constraint> {
-                cal.iter().copied().chain(sound_keep.iter().map(|c| Constraint { weight: hard, ..*c })).collect()
+                cal.iter()
+                    .copied()
+                    .chain(sound_keep.iter().map(|c| Constraint { weight: hard, ..*c }))
+                    .collect()
             };
             let all = with_sound(tolerance + 1);
             let prepared = Prepared::new(&all, res);
@@ -301,8 +331,9 @@ pub fn solve(measurements: &[Measurement], opts: &SolveOptions) -> Result<Soluti
                 // Heaviest consistent set of bestline discs, the sound discs being hard.
                 let all = with_sound(cal.len() as u32 + 1);
                 let best = region::heaviest_point(&Prepared::new(&all, res), &idx);
-                let ok: Vec<bool> =
-                    (0..cal.len()).map(|j| best.as_ref().is_some_and(|b| b.satisfied.contains(&j))).collect();
+                let ok: Vec<bool> = (0..cal.len())
+                    .map(|j| best.as_ref().is_some_and(|b| b.satisfied.contains(&j)))
+                    .collect();
                 let mut out = Vec::with_capacity(cal.len());
                 for (j, c) in cal.iter().enumerate() {
                     if ok[j] {
@@ -323,7 +354,12 @@ pub fn solve(measurements: &[Measurement], opts: &SolveOptions) -> Result<Soluti
             }
         }
     };
-    let res = resolution_for_radius(region_constraints.iter().map(|c| c.max_km).fold(f64::INFINITY, f64::min));
+    let res = resolution_for_radius(
+        region_constraints
+            .iter()
+            .map(|c| c.max_km)
+            .fold(f64::INFINITY, f64::min),
+    );
     let (mut region, region_tolerance) = match tolerant_region {
         Some(r) => r,
         None => (region::intersect(&region_constraints, res), 0),
@@ -332,10 +368,16 @@ pub fn solve(measurements: &[Measurement], opts: &SolveOptions) -> Result<Soluti
     if region.is_empty() {
         // Thinner than a cell: keep the cell of the consistent point found.
         let ll = h3o::LatLng::new(fallback_point.lat, fallback_point.lon).expect("valid point");
-        region = Region { cells: vec![ll.to_cell(res)], max_res: Some(res) };
+        region = Region {
+            cells: vec![ll.to_cell(res)],
+            max_res: Some(res),
+        };
     }
 
-    let nearest = (0..n).filter(|i| keep.contains(i)).min_by(|&a, &b| ms[a].rtt_ms.total_cmp(&ms[b].rtt_ms)).unwrap_or(0);
+    let nearest = (0..n)
+        .filter(|i| keep.contains(i))
+        .min_by(|&a, &b| ms[a].rtt_ms.total_cmp(&ms[b].rtt_ms))
+        .unwrap_or(0);
     let estimate = match opts.method {
         Method::ShortestPing => ms[nearest].pos,
         _ => region.centroid().unwrap_or(fallback_point),
@@ -346,14 +388,20 @@ pub fn solve(measurements: &[Measurement], opts: &SolveOptions) -> Result<Soluti
     let e = enricher();
     let at = opts.at_unix_s.unwrap_or_else(now_unix_s);
     let timezone = e.timezone(estimate, at);
-    let timezones = if opts.timezone_shares { e.timezone_shares(&region.samples(96.0)) } else { vec![] };
+    let timezones = if opts.timezone_shares {
+        e.timezone_shares(&region.samples(96.0))
+    } else {
+        vec![]
+    };
     let place = e.place(estimate);
 
     let instances = if analysis.anycast {
         let names: Vec<&str> = ms.iter().map(|m| m.landmark.as_str()).collect();
         let outlier: Vec<usize> = analysis.outliers.iter().map(|o| o.0).collect();
-        let (discs, names): (Vec<Constraint>, Vec<&str>) =
-            (0..n).filter(|i| !outlier.contains(i)).map(|i| (sound[i], names[i])).unzip();
+        let (discs, names): (Vec<Constraint>, Vec<&str>) = (0..n)
+            .filter(|i| !outlier.contains(i))
+            .map(|i| (sound[i], names[i]))
+            .unzip();
         anycast::enumerate(&discs, &names)
     } else {
         vec![]
@@ -361,14 +409,24 @@ pub fn solve(measurements: &[Measurement], opts: &SolveOptions) -> Result<Soluti
 
     let maxmind = if let Some(rec) = &opts.geoip {
         let names: Vec<&str> = keep.iter().map(|&i| ms[i].landmark.as_str()).collect();
-        Some(maxmind::compare(rec, estimate, &sound_keep, &names, &instances))
+        Some(maxmind::compare(
+            rec,
+            estimate,
+            &sound_keep,
+            &names,
+            &instances,
+        ))
     } else if opts.geoip_checked {
         Some(MaxmindComparison::no_data())
     } else {
         None
     };
 
-    let region_json = if opts.region_geometry { region.geojson(3000.0) } else { serde_json::Value::Null };
+    let region_json = if opts.region_geometry {
+        region.geojson(3000.0)
+    } else {
+        serde_json::Value::Null
+    };
     Ok(Solution {
         method: opts.method,
         estimate: LatLon::new(round5(estimate.lat), round5(estimate.lon)),
@@ -397,5 +455,7 @@ fn round5(x: f64) -> f64 {
 }
 
 fn now_unix_s() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }

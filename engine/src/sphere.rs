@@ -58,7 +58,11 @@ impl V3 {
     /// `self + o * k`.
     #[inline]
     pub fn add_scaled(self, o: V3, k: f64) -> V3 {
-        V3([self.0[0] + o.0[0] * k, self.0[1] + o.0[1] * k, self.0[2] + o.0[2] * k])
+        V3([
+            self.0[0] + o.0[0] * k,
+            self.0[1] + o.0[1] * k,
+            self.0[2] + o.0[2] * k,
+        ])
     }
     /// Euclidean norm.
     pub fn norm(self) -> f64 {
@@ -76,7 +80,10 @@ impl V3 {
             return None;
         }
         let [x, y, z] = self.0;
-        Some(LatLon { lat: (z / n).clamp(-1.0, 1.0).asin().to_degrees(), lon: y.atan2(x).to_degrees() })
+        Some(LatLon {
+            lat: (z / n).clamp(-1.0, 1.0).asin().to_degrees(),
+            lon: y.atan2(x).to_degrees(),
+        })
     }
 }
 
@@ -106,10 +113,19 @@ pub fn km_to_rad(km: f64) -> f64 {
 /// Position `distance_km` from `from` along the initial `bearing_deg` (clockwise from north).
 pub fn destination(from: LatLon, bearing_deg: f64, distance_km: f64) -> LatLon {
     let d = distance_km / EARTH_RADIUS_KM;
-    let (la1, lo1, b) = (from.lat.to_radians(), from.lon.to_radians(), bearing_deg.to_radians());
-    let la2 = (la1.sin() * d.cos() + la1.cos() * d.sin() * b.cos()).clamp(-1.0, 1.0).asin();
+    let (la1, lo1, b) = (
+        from.lat.to_radians(),
+        from.lon.to_radians(),
+        bearing_deg.to_radians(),
+    );
+    let la2 = (la1.sin() * d.cos() + la1.cos() * d.sin() * b.cos())
+        .clamp(-1.0, 1.0)
+        .asin();
     let lo2 = lo1 + (b.sin() * d.sin() * la1.cos()).atan2(d.cos() - la1.sin() * la2.sin());
-    LatLon { lat: la2.to_degrees(), lon: wrap_lon(lo2.to_degrees()) }
+    LatLon {
+        lat: la2.to_degrees(),
+        lon: wrap_lon(lo2.to_degrees()),
+    }
 }
 
 /// Longitude wrapped into [-180, 180).
@@ -155,7 +171,11 @@ mod tests {
 
     #[test]
     fn vector_round_trip() {
-        for p in [LatLon::new(12.5, -170.0), LatLon::new(-89.9, 10.0), LatLon::new(0.0, 179.99)] {
+        for p in [
+            LatLon::new(12.5, -170.0),
+            LatLon::new(-89.9, 10.0),
+            LatLon::new(0.0, 179.99),
+        ] {
             let q = p.to_vec().to_latlon().unwrap();
             assert!((p.lat - q.lat).abs() < 1e-9 && (p.lon - q.lon).abs() < 1e-9);
         }
@@ -163,7 +183,9 @@ mod tests {
 
     #[test]
     fn checked_rejects_bad_coordinates() {
-        assert!(LatLon::checked(95.0, 0.0).unwrap_err().contains("latitude 95"));
+        assert!(LatLon::checked(95.0, 0.0)
+            .unwrap_err()
+            .contains("latitude 95"));
         assert!(LatLon::checked(0.0, f64::NAN).is_err());
         assert!(LatLon::checked(-90.0, 180.0).is_ok());
     }
