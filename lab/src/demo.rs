@@ -29,8 +29,10 @@ pub const COORDINATOR_PORT: u16 = 7470;
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
-    /// Probe agents, spread over the world.
-    #[arg(long, default_value_t = 20)]
+    /// Probe agents, spread over the world. 50 by default: with 20 the lab's regions are
+    /// continent-sized (seed 1: median error 1023 km, 2 of 8 time zones right), with 50
+    /// they are not (320 km, 6 of 8), for the same run time (about 23 s).
+    #[arg(long, default_value_t = 50)]
     pub probes: usize,
     /// Targets to locate (the first ones are: ICMP-silent, fully silent, anycast, IPv6).
     #[arg(long, default_value_t = 8)]
@@ -81,7 +83,7 @@ pub struct DemoArgs {
 impl Default for DemoArgs {
     fn default() -> Self {
         Self {
-            probes: 20,
+            probes: 50,
             targets: 8,
             seed: 1,
             json: None,
@@ -1216,6 +1218,7 @@ mod tests {
         };
         let report = summarize(
             &DemoArgs {
+                probes: 20,
                 targets: 3,
                 seed: 9,
                 ..DemoArgs::default()
