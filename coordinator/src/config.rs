@@ -18,7 +18,7 @@ pub mod defaults {
     pub const PING_COUNT: u32 = 3;
     pub const PING_INTERVAL_MS: u32 = 50;
     pub const TWO_STAGE_FIRST: u32 = 8;
-    pub const TWO_STAGE_K: u32 = 12;
+    pub const TWO_STAGE_K: u32 = 24;
     pub const BATCH_CONCURRENCY: u32 = 4;
     pub const RECONNECT_GRACE_MS: u32 = 30_000;
     /// Measured in the lab (`geoloc lab demo`, seed 1): with a 20-probe fleet (19 RTTs per
@@ -99,7 +99,7 @@ pub struct Args {
     /// Two-stage: probes in the first, world-spread stage [default: 8].
     #[arg(long, env = "GEOLOC_COORDINATOR_TWO_STAGE_FIRST", value_name = "N")]
     pub two_stage_first: Option<u32>,
-    /// Two-stage: probes nearest the first region in the second stage [default: 12].
+    /// Two-stage: probes nearest the first region in the second stage [default: 24].
     #[arg(long, env = "GEOLOC_COORDINATOR_TWO_STAGE_K", value_name = "K")]
     pub two_stage_k: Option<u32>,
     /// Addresses of a batch measured at the same time [default: 4].

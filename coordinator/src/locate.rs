@@ -220,11 +220,14 @@ impl Coordinator {
         match mode {
             Mode::All => {
                 let all: Vec<usize> = (0..probes.len()).collect();
-                self.run_stage(&mut run, &probes, &all, 1).await;
+                let pings = run.ping_count;
+                self.run_stage(&mut run, &probes, &all, 1, pings).await;
             }
             Mode::TwoStage => {
                 let first = schedule::spread(&probes, self.config.two_stage_first as usize);
-                self.run_stage(&mut run, &probes, &first, 1).await;
+                // The world-spread first stage only has to point at the region: one echo
+                // request per probe; the packets go to the second stage.
+                self.run_stage(&mut run, &probes, &first, 1, 1).await;
                 let seen = stage_one_rtts(&run.rows);
                 let second = if seen.is_empty() {
                     let more = schedule::spread(&probes, first.len() + k);
@@ -235,7 +238,8 @@ impl Coordinator {
                 } else {
                     schedule::nearest_by_rtt_fit(&probes, &seen, k, &first)
                 };
-                self.run_stage(&mut run, &probes, &second, 2).await;
+                let pings = run.ping_count;
+                self.run_stage(&mut run, &probes, &second, 2, pings).await;
             }
         }
 
@@ -332,6 +336,7 @@ impl Coordinator {
         probes: &[ProbeSnapshot],
         chosen: &[usize],
         stage: u32,
+        pings: u32,
     ) {
         run.total += chosen.len() as u32;
         let mut tasks: FuturesUnordered<_> = chosen
@@ -339,8 +344,7 @@ impl Coordinator {
             .map(|&i| {
                 let probe = probes[i].clone();
                 let this = Arc::clone(self);
-                let (result_id, ip, budget, pings) =
-                    (run.result_id.clone(), run.ip, run.budget, run.ping_count);
+                let (result_id, ip, budget) = (run.result_id.clone(), run.ip, run.budget);
                 async move {
                     let rows = this
                         .measure_target(&probe, ip, &result_id, stage, budget, pings)

@@ -157,6 +157,12 @@ async fn two_stage_spends_fewer_packets() {
         assert_eq!(two.probes_asked, 6);
         assert!(progress.iter().any(|p| p.stage == 2));
         assert!(two.packets_sent < all.packets_sent, "{} vs {}", two.packets_sent, all.packets_sent);
+        // One echo request per first-stage probe, the configured count (3) in the second.
+        let rows = srv.coord.storage.measurements_for_result(&two.result_id).await.unwrap();
+        let sent = |stage: i64| rows.iter().filter(|m| m.stage == stage).map(|m| m.packets_sent).collect::<Vec<_>>();
+        assert_eq!(sent(1), vec![1; 3]);
+        assert_eq!(sent(2), vec![3; 3]);
+        assert_eq!(two.packets_sent, 3 + 9);
         // The second stage went to the probes near the target.
         let stage2: Vec<&str> = progress.iter().filter(|p| p.stage == 2).map(|p| p.probe_id.as_str()).collect();
         assert!(stage2.contains(&"frankfurt") || stage2.contains(&"london"), "{stage2:?}");
