@@ -18,23 +18,17 @@ async fn bounded<F: std::future::Future>(f: F) -> F::Output {
 }
 
 async fn fleet(url: &str, w: &World, n: usize) -> Vec<FakeProbe> {
+    fleet_as(url, w, n, Behaviour::Honest).await
+}
+
+/// The first `n` probes of FLEET, all behaving as `b`.
+async fn fleet_as(url: &str, w: &World, n: usize, b: Behaviour) -> Vec<FakeProbe> {
     let mut v = Vec::new();
     for &(id, lat, lon, ip) in &FLEET[..n] {
         w.lock()
             .unwrap()
             .insert(ip.to_string(), LatLon { lat, lon });
-        v.push(
-            FakeProbe::start(
-                url,
-                id,
-                (lat, lon),
-                (lat, lon),
-                ip,
-                w.clone(),
-                Behaviour::Honest,
-            )
-            .await,
-        );
+        v.push(FakeProbe::start(url, id, (lat, lon), (lat, lon), ip, w.clone(), b).await);
     }
     v
 }
@@ -242,21 +236,7 @@ async fn silent_target_falls_back_to_traceroute_last_hop() {
         let dir = tempfile::tempdir().unwrap();
         let srv = Server::start(&sqlite_url(&dir), |_| {}).await;
         let w = world(&[(TARGET, LYON.0, LYON.1)]);
-        let mut probes = Vec::new();
-        for &(id, lat, lon, ip) in &FLEET[..4] {
-            probes.push(
-                FakeProbe::start(
-                    &srv.url,
-                    id,
-                    (lat, lon),
-                    (lat, lon),
-                    ip,
-                    w.clone(),
-                    Behaviour::TargetSilent,
-                )
-                .await,
-            );
-        }
+        let probes = fleet_as(&srv.url, &w, 4, Behaviour::TargetSilent).await;
         wait_healthy(&srv.coord, 4).await;
         let mut c = srv.client().await;
         let (_, r) = locate(&mut c, req(TARGET)).await;
@@ -300,21 +280,7 @@ async fn icmp_silent_target_is_measured_with_tcp() {
         let dir = tempfile::tempdir().unwrap();
         let srv = Server::start(&sqlite_url(&dir), |_| {}).await;
         let w = world(&[(TARGET, LYON.0, LYON.1)]);
-        let mut probes = Vec::new();
-        for &(id, lat, lon, ip) in &FLEET[..4] {
-            probes.push(
-                FakeProbe::start(
-                    &srv.url,
-                    id,
-                    (lat, lon),
-                    (lat, lon),
-                    ip,
-                    w.clone(),
-                    Behaviour::IcmpSilent,
-                )
-                .await,
-            );
-        }
+        let _probes = fleet_as(&srv.url, &w, 4, Behaviour::IcmpSilent).await;
         wait_healthy(&srv.coord, 4).await;
         let mut c = srv.client().await;
         let (_, r) = locate(&mut c, req(TARGET)).await;
@@ -724,27 +690,9 @@ async fn locate_right_after_a_restart_waits_for_the_probes() {
         let dir = tempfile::tempdir().unwrap();
         let db = sqlite_url(&dir);
         let w = world(&[(TARGET, LYON.0, LYON.1)]);
-        let fleet = |url: String, w: World| async move {
-            let mut v = Vec::new();
-            for &(id, lat, lon, ip) in &FLEET[..3] {
-                v.push(
-                    FakeProbe::start(
-                        &url,
-                        id,
-                        (lat, lon),
-                        (lat, lon),
-                        ip,
-                        w.clone(),
-                        Behaviour::Honest,
-                    )
-                    .await,
-                );
-            }
-            v
-        };
         let srv = Server::start(&db, |_| {}).await;
         let addr = srv.addr;
-        let first = fleet(srv.url.clone(), w.clone()).await;
+        let first = fleet(&srv.url, &w, 3).await;
         wait_healthy(&srv.coord, 3).await;
         srv.stop().await;
         drop(first);
@@ -762,7 +710,7 @@ async fn locate_right_after_a_restart_waits_for_the_probes() {
         let (url, w2) = (srv.url.clone(), w.clone());
         let late = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(700)).await;
-            fleet(url, w2).await
+            fleet(&url, &w2, 3).await
         });
         let (_, r) = locate(&mut c, req(TARGET)).await;
         let r = r.expect("located after the probes reconnected");

@@ -116,12 +116,12 @@ pub fn leave_one_out(ds: &Dataset, opts: &EvalOptions) -> Summary {
     let mut rows = Vec::new();
     let mut empty = 0;
     let mut seconds = 0.0;
-    for t in 0..n {
-        if incoming[t].len() < opts.min_landmarks.max(1) {
+    for (t, seen_by) in incoming.iter().enumerate().take(n) {
+        if seen_by.len() < opts.min_landmarks.max(1) {
             continue;
         }
         let started = Instant::now();
-        let mut landmarks: Vec<usize> = incoming[t].keys().copied().collect();
+        let mut landmarks: Vec<usize> = seen_by.keys().copied().collect();
         landmarks.sort_unstable();
         // Landmarks whose RTTs to other landmarks are faster than light for their declared
         // positions are left out, as the coordinator does with its probes (RTTs among the
@@ -153,7 +153,7 @@ pub fn leave_one_out(ds: &Dataset, opts: &EvalOptions) -> Summary {
             .map(|&l| Measurement {
                 landmark: ds.nodes[l].id.clone(),
                 pos: ds.nodes[l].pos,
-                rtt_ms: incoming[t][&l],
+                rtt_ms: seen_by[&l],
                 kind: Kind::Echo,
             })
             .collect();
@@ -174,7 +174,7 @@ pub fn leave_one_out(ds: &Dataset, opts: &EvalOptions) -> Summary {
             continue;
         };
         for &f in &flagged {
-            if incoming[t].contains_key(&f) {
+            if seen_by.contains_key(&f) {
                 sol.dropped.push(crate::solve::Dropped {
                     landmark: ds.nodes[f].id.clone(),
                     reason: "its RTTs to other landmarks are faster than light for the declared positions".into(),

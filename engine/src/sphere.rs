@@ -76,7 +76,8 @@ impl V3 {
     /// The position of this (non-zero) vector; `None` for a vector too short to have a direction.
     pub fn to_latlon(self) -> Option<LatLon> {
         let n = self.norm();
-        if !(n > 1e-12) {
+        // Also true for NaN: `n <= 1e-12` would let a NaN through.
+        if n.is_nan() || n <= 1e-12 {
             return None;
         }
         let [x, y, z] = self.0;
