@@ -34,16 +34,26 @@ pub struct EvalArgs {
 
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let method: Method = a.method.parse()?;
-    let nodes_text = std::fs::read_to_string(&a.nodes).with_context(|| format!("reading {}", a.nodes.display()))?;
-    let rtts_text = std::fs::read_to_string(&a.rtts).with_context(|| format!("reading {}", a.rtts.display()))?;
+    let nodes_text = std::fs::read_to_string(&a.nodes)
+        .with_context(|| format!("reading {}", a.nodes.display()))?;
+    let rtts_text = std::fs::read_to_string(&a.rtts)
+        .with_context(|| format!("reading {}", a.rtts.display()))?;
     let nodes = dataset::parse_nodes(&nodes_text, &a.nodes.display().to_string())?;
     let rtts = dataset::parse_rtts(&rtts_text, &a.rtts.display().to_string(), &nodes)?;
     let ds = Dataset { nodes, rtts };
     let at = a.at_unix_s.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
     });
-    anyhow::ensure!((0.0..=1.0).contains(&a.bestline_tolerance), "--bestline-tolerance must be between 0 and 1");
-    let opts = EvalOptions { method, min_landmarks: a.min_landmarks, at_unix_s: at, bestline_tolerance: a.bestline_tolerance };
+    geoloc_engine::solve::check_bestline_tolerance(a.bestline_tolerance)
+        .map_err(|e| anyhow::anyhow!("--bestline-tolerance: {e}"))?;
+    let opts = EvalOptions {
+        method,
+        min_landmarks: a.min_landmarks,
+        at_unix_s: at,
+        bestline_tolerance: a.bestline_tolerance,
+    };
     let s = leave_one_out(&ds, &opts);
     println!("method         {}", method.name());
     println!("targets        {}", s.targets);
@@ -58,12 +68,23 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     println!("tz_match       {:.3}", s.tz_match);
     println!("country_match  {:.3}", s.country_match);
     println!("seconds        {:.3}", s.seconds);
-    for r in s.per_target.iter().filter(|r| r.anycast || !r.dropped.is_empty()) {
+    for r in s
+        .per_target
+        .iter()
+        .filter(|r| r.anycast || !r.dropped.is_empty())
+    {
         let names: Vec<&str> = r.dropped.iter().map(|d| d.landmark.as_str()).collect();
-        eprintln!("note: target {} ({}){}: dropped {:?}", r.id, r.label, if r.anycast { " called ANYCAST" } else { "" }, names);
+        eprintln!(
+            "note: target {} ({}){}: dropped {:?}",
+            r.id,
+            r.label,
+            if r.anycast { " called ANYCAST" } else { "" },
+            names
+        );
     }
     if let Some(out) = &a.json {
-        std::fs::write(out, serde_json::to_string_pretty(&s)?).with_context(|| format!("writing {}", out.display()))?;
+        std::fs::write(out, serde_json::to_string_pretty(&s)?)
+            .with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(())
 }

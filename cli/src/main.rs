@@ -8,7 +8,11 @@ mod eval;
 mod solve;
 
 #[derive(Debug, Parser)]
-#[command(name = "geoloc", version, about = "Find where an IP address is by measuring it")]
+#[command(
+    name = "geoloc",
+    version,
+    about = "Find where an IP address is by measuring it"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

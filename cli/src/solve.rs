@@ -50,7 +50,8 @@ pub fn run(a: SolveArgs) -> anyhow::Result<()> {
     );
     let text = read_input(&a.input)?;
     let ms = dataset::parse_measurements(&text, &a.input.display().to_string())?;
-    anyhow::ensure!((0.0..=1.0).contains(&a.bestline_tolerance), "--bestline-tolerance must be between 0 and 1");
+    geoloc_engine::solve::check_bestline_tolerance(a.bestline_tolerance)
+        .map_err(|e| anyhow::anyhow!("--bestline-tolerance: {e}"))?;
     let mut opts = SolveOptions {
         method,
         last_hop_slack_km: a.last_hop_slack_km,
@@ -72,7 +73,8 @@ pub fn run(a: SolveArgs) -> anyhow::Result<()> {
                  "properties": {"kind": "estimate", "radius_km": sol.radius_km, "city": sol.place.city, "country": sol.place.country}},
             ]
         });
-        std::fs::write(out, serde_json::to_string_pretty(&feature)?).with_context(|| format!("writing {}", out.display()))?;
+        std::fs::write(out, serde_json::to_string_pretty(&feature)?)
+            .with_context(|| format!("writing {}", out.display()))?;
     }
     println!("{}", serde_json::to_string_pretty(&sol)?);
     Ok(())

@@ -4,15 +4,24 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 fn test_mmdb() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../geoip/tests/data/GeoIP2-City-Test.mmdb")
 }
 
 fn geoloc(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_geoloc")).args(args).output().expect("run geoloc");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(env!("CARGO_BIN_EXE_geoloc"))
+        .args(args)
+        .output()
+        .expect("run geoloc");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn solve_json(args: &[&str]) -> serde_json::Value {
@@ -29,12 +38,26 @@ fn landmarks_around_mumbai_give_kolkata_time() {
     assert_eq!(v["timezone"]["utc_offset"], "+05:30");
     assert_eq!(v["place"]["country"], "IN");
     assert_eq!(v["anycast"], false);
-    let (lat, lon) = (v["estimate"]["lat"].as_f64().unwrap(), v["estimate"]["lon"].as_f64().unwrap());
-    let d = geoloc_engine::distance_km(geoloc_engine::LatLon::new(lat, lon), geoloc_engine::LatLon::new(19.076, 72.878));
-    assert!(d < v["radius_km"].as_f64().unwrap(), "Mumbai is {d} km from the estimate, outside the radius");
+    let (lat, lon) = (
+        v["estimate"]["lat"].as_f64().unwrap(),
+        v["estimate"]["lon"].as_f64().unwrap(),
+    );
+    let d = geoloc_engine::distance_km(
+        geoloc_engine::LatLon::new(lat, lon),
+        geoloc_engine::LatLon::new(19.076, 72.878),
+    );
+    assert!(
+        d < v["radius_km"].as_f64().unwrap(),
+        "Mumbai is {d} km from the estimate, outside the radius"
+    );
     // Pune's 315 km disc reaches over the Arabian Sea (Etc/GMT-5): Kolkata still dominates.
     assert_eq!(v["timezones"][0]["iana"], "Asia/Kolkata");
-    let total: f64 = v["timezones"].as_array().unwrap().iter().map(|z| z["share"].as_f64().unwrap()).sum();
+    let total: f64 = v["timezones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| z["share"].as_f64().unwrap())
+        .sum();
     assert!((total - 1.0).abs() < 0.01, "{total}");
 }
 
@@ -54,18 +77,42 @@ fn maxmind_verdicts_with_the_test_database() {
     let db = db.to_str().unwrap();
     // MaxMind's test database puts 81.2.69.142 in London.
     let london = fixture("london.csv");
-    let v = solve_json(&["solve", "--input", london.to_str().unwrap(), "--ip", "81.2.69.142", "--geoip", db]);
+    let v = solve_json(&[
+        "solve",
+        "--input",
+        london.to_str().unwrap(),
+        "--ip",
+        "81.2.69.142",
+        "--geoip",
+        db,
+    ]);
     assert_eq!(v["maxmind"]["verdict"], "consistent");
     assert_eq!(v["maxmind"]["city"], "London");
     assert_eq!(v["maxmind"]["accuracy_radius_km"], 10.0);
     // Measured from Japan with short RTTs, London is impossible: proved by a named landmark.
     let tokyo = fixture("tokyo.csv");
-    let v = solve_json(&["solve", "--input", tokyo.to_str().unwrap(), "--ip", "81.2.69.142", "--geoip", db]);
+    let v = solve_json(&[
+        "solve",
+        "--input",
+        tokyo.to_str().unwrap(),
+        "--ip",
+        "81.2.69.142",
+        "--geoip",
+        db,
+    ]);
     assert_eq!(v["maxmind"]["verdict"], "provably-wrong");
     assert_eq!(v["maxmind"]["ruled_out_by"], "osaka");
     assert!(v["maxmind"]["excess_km"].as_f64().unwrap() > 8000.0);
     // No record for this address.
-    let v = solve_json(&["solve", "--input", tokyo.to_str().unwrap(), "--ip", "192.0.2.1", "--geoip", db]);
+    let v = solve_json(&[
+        "solve",
+        "--input",
+        tokyo.to_str().unwrap(),
+        "--ip",
+        "192.0.2.1",
+        "--geoip",
+        db,
+    ]);
     assert_eq!(v["maxmind"]["verdict"], "no-data");
 }
 
@@ -74,8 +121,15 @@ fn geojson_file_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.geojson");
     let f = fixture("london.csv");
-    solve_json(&["solve", "--input", f.to_str().unwrap(), "--geojson", out.to_str().unwrap()]);
-    let g: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
+    solve_json(&[
+        "solve",
+        "--input",
+        f.to_str().unwrap(),
+        "--geojson",
+        out.to_str().unwrap(),
+    ]);
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
     assert_eq!(g["type"], "FeatureCollection");
     assert_eq!(g["features"][0]["geometry"]["type"], "MultiPolygon");
 }
@@ -86,9 +140,15 @@ fn bad_input_is_a_clear_error_never_a_panic() {
     let cases = [
         ("", "line 1: no measurements"),
         ("a,95,0,3\n", "line 1: latitude 95 is outside [-90, 90]"),
-        ("a,1,2,3\nb,1,2,NaN\n", "line 2: rtt_ms \"NaN\" is not a finite number"),
+        (
+            "a,1,2,3\nb,1,2,NaN\n",
+            "line 2: rtt_ms \"NaN\" is not a finite number",
+        ),
         ("a,1,2,-1\n", "line 1: rtt_ms -1 is negative"),
-        ("a,1,2\n", "line 1: expected landmark,lat,lon,rtt_ms[,kind], found 3 field(s)"),
+        (
+            "a,1,2\n",
+            "line 1: expected landmark,lat,lon,rtt_ms[,kind], found 3 field(s)",
+        ),
         ("a,1,2,3,\"x\n", "line 1"),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
@@ -99,10 +159,34 @@ fn bad_input_is_a_clear_error_never_a_panic() {
         assert!(err.contains(want), "{text:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+    let ok = dir.path().join("ok.csv");
+    std::fs::write(&ok, "a,1,2,3\n").unwrap();
+    let (code, _, err) = geoloc(&[
+        "solve",
+        "--input",
+        ok.to_str().unwrap(),
+        "--bestline-tolerance",
+        "1.5",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(
+            "--bestline-tolerance: option bestline_tolerance: 1.5 is not a share between 0 and 1"
+        ),
+        "{err}"
+    );
     let (code, _, err) = geoloc(&["solve", "--input", "/nonexistent.csv"]);
     assert_eq!(code, 2);
     assert!(err.contains("reading /nonexistent.csv"), "{err}");
-    let (code, _, err) = geoloc(&["eval", "--nodes", "/nonexistent", "--rtts", "/x", "--method", "magic"]);
+    let (code, _, err) = geoloc(&[
+        "eval",
+        "--nodes",
+        "/nonexistent",
+        "--rtts",
+        "/x",
+        "--method",
+        "magic",
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown method \"magic\""), "{err}");
 }

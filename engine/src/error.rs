@@ -20,6 +20,9 @@ pub enum EngineError {
         line: usize,
         reason: String,
     },
+    /// A solver option out of its range.
+    #[error("option {name}: {reason}")]
+    InvalidOption { name: &'static str, reason: String },
     /// An unknown method name.
     #[error("unknown method {0:?} (expected one of: {methods})", methods = crate::Method::NAMES.join(", "))]
     UnknownMethod(String),

@@ -119,6 +119,37 @@ pub struct SolveOptions {
     pub at_unix_s: Option<i64>,
 }
 
+impl SolveOptions {
+    /// Checks every option's range; the error names the option.
+    pub fn validate(&self) -> Result<()> {
+        check_bestline_tolerance(self.bestline_tolerance)?;
+        for (name, km) in [
+            ("last_hop_slack_km", self.last_hop_slack_km),
+            ("position_slack_km", self.position_slack_km),
+        ] {
+            if !(km.is_finite() && km >= 0.0) {
+                return Err(EngineError::InvalidOption {
+                    name,
+                    reason: format!("{km} km is not a finite distance >= 0"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `tolerance` if it is a share of the calibrated landmarks (0 to 1), else the error.
+pub fn check_bestline_tolerance(tolerance: f64) -> Result<f64> {
+    if (0.0..=1.0).contains(&tolerance) {
+        Ok(tolerance)
+    } else {
+        Err(EngineError::InvalidOption {
+            name: "bestline_tolerance",
+            reason: format!("{tolerance} is not a share between 0 and 1"),
+        })
+    }
+}
+
 impl Default for SolveOptions {
     fn default() -> Self {
         Self {
@@ -254,6 +285,7 @@ fn slack(m: &Measurement, opts: &SolveOptions) -> f64 {
 /// [`EngineError::NoMeasurements`] for an empty slice; [`EngineError::InvalidMeasurement`]
 /// naming the first measurement with a negative or non-finite RTT or an impossible position.
 pub fn solve(measurements: &[Measurement], opts: &SolveOptions) -> Result<Solution> {
+    opts.validate()?;
     validate(measurements)?;
     let ms = merge(measurements);
     let n = ms.len();
@@ -458,4 +490,35 @@ fn now_unix_s() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_out_of_range_are_named() {
+        let m = [Measurement {
+            landmark: "a".into(),
+            pos: LatLon { lat: 1.0, lon: 2.0 },
+            rtt_ms: 3.0,
+            kind: Kind::Echo,
+        }];
+        let bad = SolveOptions {
+            bestline_tolerance: -0.1,
+            ..SolveOptions::default()
+        };
+        let e = solve(&m, &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("bestline_tolerance") && e.contains("-0.1"),
+            "{e}"
+        );
+        let bad = SolveOptions {
+            last_hop_slack_km: f64::NAN,
+            ..SolveOptions::default()
+        };
+        let e = solve(&m, &bad).unwrap_err().to_string();
+        assert!(e.contains("last_hop_slack_km"), "{e}");
+        assert!(solve(&m, &SolveOptions::default()).is_ok());
+    }
 }
