@@ -411,7 +411,7 @@ fn audit_lines(out: &std::path::Path) -> HashMap<String, String> {
 fn coordinator_restarted_mid_batch_resumes() {
     require_lab!();
     let _g = serial();
-    let w = DemoWorld::up(&small(8, 24, 5)).expect("world up");
+    let w = DemoWorld::up(&small(8, 32, 5)).expect("world up");
     let ips = target_ips(&w);
     let out = w.tmp.path().join("audit.csv");
     let mut audit = start_audit(&w, &ips, &out);
