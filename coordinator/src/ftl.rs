@@ -2,7 +2,8 @@
 //! passive landmarks); a landmark pair whose RTT is faster than light in fibre for the two
 //! declared positions means one of them lies about its position. The landmark involved in
 //! most such pairs is flagged first (greedy), so one misplaced probe does not take its honest
-//! peers down with it; an isolated pair flags both. Flagged probes are left out of solving
+//! peers down with it; it is flagged only when faster than light with two others or more (a
+//! single pair cannot tell which one lies). Flagged probes are left out of solving
 //! until cleared (`ClearFlag`); clearing or moving a probe discards older evidence.
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -26,6 +27,8 @@ use crate::{new_id, target, unix_ms, Coordinator};
 
 /// Landmark measurements one probe runs at a time.
 const LANDMARK_SLOTS_PER_PROBE: usize = 2;
+/// Distinct landmarks a probe must be faster than light with before it is flagged.
+const MIN_VIOLATION_PARTNERS: usize = 2;
 /// Longest a landmark measurement waits for running locates to finish.
 const LANDMARK_MAX_YIELD: Duration = Duration::from_secs(10);
 /// Echo requests per landmark measurement.
@@ -362,6 +365,17 @@ impl Coordinator {
             if p.flagged {
                 continue;
             }
+            // One faster-than-light pair cannot tell which of the two lies (and while a
+            // fleet connects, the first pair measured with a misplaced newcomer would take
+            // an honest probe down with it): flag only on evidence from two others or more.
+            let partners: BTreeSet<&str> = vs
+                .iter()
+                .map(|v| if v.a == id { v.b.as_str() } else { v.a.as_str() })
+                .collect();
+            if partners.len() < MIN_VIOLATION_PARTNERS {
+                tracing::info!(probe = %id, "one faster-than-light pair: waiting for more evidence before flagging");
+                continue;
+            }
             let reason = vs
                 .iter()
                 .map(|v| v.describe(&id))
@@ -372,7 +386,7 @@ impl Coordinator {
                 .set_probe_flag(&id, true, &reason, None)
                 .await?;
             self.registry.set_flag(&id, true, &reason, None);
-            p.flagged = true;
+            p.row.flagged = true;
             newly.push(id);
         }
         if self.config.calibrate {

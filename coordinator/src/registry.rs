@@ -27,21 +27,23 @@ pub enum Outcome {
     NotConnected,
 }
 
-/// Snapshot of one probe.
+/// Snapshot of one probe: its stored record plus its live state. Reads of the record's
+/// fields go through `Deref` (`snapshot.probe_id`, `snapshot.lat`, ...).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeSnapshot {
-    pub probe_id: String,
-    pub lat: f64,
-    pub lon: f64,
-    pub ipv4: String,
-    pub ipv6: String,
-    pub agent_version: String,
-    pub flagged: bool,
-    pub flag_reason: String,
-    pub flag_epoch_unix_ms: i64,
+    /// The record as stored (position, addresses, flag, last seen).
+    pub row: ProbeRow,
+    /// An open session.
     pub connected: bool,
+    /// Connected, heartbeating and not flagged: usable for locating.
     pub healthy: bool,
-    pub last_seen_unix_ms: i64,
+}
+
+impl std::ops::Deref for ProbeSnapshot {
+    type Target = ProbeRow;
+    fn deref(&self) -> &ProbeRow {
+        &self.row
+    }
 }
 
 impl ProbeSnapshot {
@@ -219,18 +221,9 @@ impl Registry {
             .last_seen
             .is_some_and(|t| t.elapsed() < self.heartbeat_interval * 3);
         ProbeSnapshot {
-            probe_id: p.row.probe_id.clone(),
-            lat: p.row.lat,
-            lon: p.row.lon,
-            ipv4: p.row.ipv4.clone(),
-            ipv6: p.row.ipv6.clone(),
-            agent_version: p.row.agent_version.clone(),
-            flagged: p.row.flagged,
-            flag_reason: p.row.flag_reason.clone(),
-            flag_epoch_unix_ms: p.row.flag_epoch_unix_ms,
+            row: p.row.clone(),
             connected,
             healthy: connected && fresh && !p.row.flagged,
-            last_seen_unix_ms: p.row.last_seen_unix_ms,
         }
     }
 

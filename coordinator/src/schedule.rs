@@ -99,18 +99,21 @@ mod tests {
 
     fn p(id: &str, lat: f64, lon: f64) -> ProbeSnapshot {
         ProbeSnapshot {
-            probe_id: id.into(),
-            lat,
-            lon,
-            ipv4: String::new(),
-            ipv6: String::new(),
-            agent_version: String::new(),
-            flagged: false,
-            flag_reason: String::new(),
-            flag_epoch_unix_ms: 0,
+            row: crate::storage::ProbeRow {
+                probe_id: id.into(),
+                lat,
+                lon,
+                ipv4: String::new(),
+                ipv6: String::new(),
+                agent_version: String::new(),
+                flagged: false,
+                flag_reason: String::new(),
+                flag_epoch_unix_ms: 0,
+                first_seen_unix_ms: 0,
+                last_seen_unix_ms: 0,
+            },
             connected: true,
             healthy: true,
-            last_seen_unix_ms: 0,
         }
     }
 

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::landmarks::{valid_id, LandmarkKind};
 use crate::locate::{result_to_pb, LocateFailure, LocateParams};
-use crate::registry::Outcome;
+use crate::registry::{Outcome, ProbeSnapshot};
 use crate::storage::ProbeRow;
 use crate::{new_id, target, unix_ms, Coordinator, CoordinatorError, VERSION};
 
@@ -527,19 +527,25 @@ impl LocateService for LocateSvc {
             .registry
             .snapshot()
             .into_iter()
-            .map(|p| pb::ProbeInfo {
-                probe_id: p.probe_id,
-                lat: p.lat,
-                lon: p.lon,
-                healthy: p.healthy,
-                flagged: p.flagged,
-                flag_reason: p.flag_reason,
-                last_seen_unix_ms: p.last_seen_unix_ms,
-                connected: p.connected,
-                agent_version: p.agent_version,
-                ipv4: p.ipv4,
-                ipv6: p.ipv6,
-            })
+            .map(
+                |ProbeSnapshot {
+                     row,
+                     connected,
+                     healthy,
+                 }| pb::ProbeInfo {
+                    probe_id: row.probe_id,
+                    lat: row.lat,
+                    lon: row.lon,
+                    healthy,
+                    flagged: row.flagged,
+                    flag_reason: row.flag_reason,
+                    last_seen_unix_ms: row.last_seen_unix_ms,
+                    connected,
+                    agent_version: row.agent_version,
+                    ipv4: row.ipv4,
+                    ipv6: row.ipv6,
+                },
+            )
             .collect();
         Ok(Response::new(pb::ListProbesReply { probes }))
     }
