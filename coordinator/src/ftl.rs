@@ -370,7 +370,13 @@ impl Coordinator {
             // an honest probe down with it): flag only on evidence from two others or more.
             let partners: BTreeSet<&str> = vs
                 .iter()
-                .map(|v| if v.a == id { v.b.as_str() } else { v.a.as_str() })
+                .map(|v| {
+                    if v.a == id {
+                        v.b.as_str()
+                    } else {
+                        v.a.as_str()
+                    }
+                })
                 .collect();
             if partners.len() < MIN_VIOLATION_PARTNERS {
                 tracing::info!(probe = %id, "one faster-than-light pair: waiting for more evidence before flagging");

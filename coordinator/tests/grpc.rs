@@ -230,37 +230,61 @@ async fn silent_and_killed_probes_time_out_and_the_rest_is_solved() {
     .await;
 }
 
+/// Four probes behaving as `b` locate TARGET (Lyon): the result, the kinds of request each
+/// probe got, the stored rows and the RTTs derived from them.
+async fn locate_with_fleet_behaving(
+    b: Behaviour,
+) -> (
+    pb::LocateResult,
+    Vec<Vec<Vec<i32>>>,
+    Vec<geoloc_coordinator::storage::MeasurementRow>,
+    geoloc_coordinator::solve::Inputs,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(&sqlite_url(&dir), |_| {}).await;
+    let w = world(&[(TARGET, LYON.0, LYON.1)]);
+    let probes = fleet_as(&srv.url, &w, 4, b).await;
+    wait_healthy(&srv.coord, 4).await;
+    let mut c = srv.client().await;
+    let (_, r) = locate(&mut c, req(TARGET)).await;
+    let r = r.unwrap();
+    let kinds = probes
+        .iter()
+        .map(|p| {
+            p.requests
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|q| q.kinds.clone())
+                .collect()
+        })
+        .collect();
+    let rows = srv
+        .coord
+        .storage
+        .measurements_for_result(&r.result_id)
+        .await
+        .unwrap();
+    let inputs = geoloc_coordinator::solve::inputs_from_rows(&rows).unwrap();
+    srv.stop().await;
+    (r, kinds, rows, inputs)
+}
+
 #[tokio::test]
 async fn silent_target_falls_back_to_traceroute_last_hop() {
     bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let srv = Server::start(&sqlite_url(&dir), |_| {}).await;
-        let w = world(&[(TARGET, LYON.0, LYON.1)]);
-        let probes = fleet_as(&srv.url, &w, 4, Behaviour::TargetSilent).await;
-        wait_healthy(&srv.coord, 4).await;
-        let mut c = srv.client().await;
-        let (_, r) = locate(&mut c, req(TARGET)).await;
-        let r = r.unwrap();
+        let (r, kinds, rows, inputs) = locate_with_fleet_behaving(Behaviour::TargetSilent).await;
         assert_eq!(r.probes_used, 4);
-        assert!(probes
-            .iter()
-            .all(|p| p.requests.lock().unwrap().iter().any(|q| q.kinds
-                == [
-                    pb::MeasurementKind::Tcp as i32,
-                    pb::MeasurementKind::Traceroute as i32
-                ])));
-        let rows = srv
-            .coord
-            .storage
-            .measurements_for_result(&r.result_id)
-            .await
-            .unwrap();
+        let fallback = vec![
+            pb::MeasurementKind::Tcp as i32,
+            pb::MeasurementKind::Traceroute as i32,
+        ];
+        assert!(kinds.iter().all(|k| k.contains(&fallback)), "{kinds:?}");
         assert_eq!(
             rows.len(),
             8,
             "a ping row and a TCP+traceroute row per probe"
         );
-        let inputs = geoloc_coordinator::solve::inputs_from_rows(&rows).unwrap();
         assert!(
             inputs
                 .per_probe
@@ -269,7 +293,6 @@ async fn silent_target_falls_back_to_traceroute_last_hop() {
             "{:?}",
             inputs.per_probe
         );
-        srv.stop().await;
     })
     .await;
 }
@@ -277,23 +300,9 @@ async fn silent_target_falls_back_to_traceroute_last_hop() {
 #[tokio::test]
 async fn icmp_silent_target_is_measured_with_tcp() {
     bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let srv = Server::start(&sqlite_url(&dir), |_| {}).await;
-        let w = world(&[(TARGET, LYON.0, LYON.1)]);
-        let _probes = fleet_as(&srv.url, &w, 4, Behaviour::IcmpSilent).await;
-        wait_healthy(&srv.coord, 4).await;
-        let mut c = srv.client().await;
-        let (_, r) = locate(&mut c, req(TARGET)).await;
-        let r = r.unwrap();
+        let (r, _, _, inputs) = locate_with_fleet_behaving(Behaviour::IcmpSilent).await;
         assert_eq!(r.probes_used, 4);
         // The TCP RTTs are the target's own: echo RTTs, not last hops.
-        let rows = srv
-            .coord
-            .storage
-            .measurements_for_result(&r.result_id)
-            .await
-            .unwrap();
-        let inputs = geoloc_coordinator::solve::inputs_from_rows(&rows).unwrap();
         assert_eq!(inputs.per_probe.len(), 4);
         assert!(
             inputs
@@ -313,7 +322,6 @@ async fn icmp_silent_target_is_measured_with_tcp() {
             "{:?}",
             sol.estimate
         );
-        srv.stop().await;
     })
     .await;
 }
