@@ -47,7 +47,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             .map_or(0, |d| d.as_secs() as i64)
     });
     geoloc_engine::solve::check_bestline_tolerance(a.bestline_tolerance)
-        .map_err(|e| anyhow::anyhow!("--bestline-tolerance: {e}"))?;
+        .map_err(crate::solve::flag_error)?;
     let opts = EvalOptions {
         method,
         min_landmarks: a.min_landmarks,

@@ -6,6 +6,17 @@ use anyhow::Context;
 use clap::Args;
 use geoloc_engine::{dataset, solve, Method, SolveOptions};
 
+/// An engine error about an option, named by the flag that set it
+/// (`bestline_tolerance` → `--bestline-tolerance: ...`).
+pub fn flag_error(e: geoloc_engine::EngineError) -> anyhow::Error {
+    match &e {
+        geoloc_engine::EngineError::InvalidOption { name, .. } => {
+            anyhow::anyhow!("--{}: {e}", name.replace('_', "-"))
+        }
+        _ => e.into(),
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct SolveArgs {
     /// CSV of `landmark,lat,lon,rtt_ms[,kind]` (kind: echo | last-hop); `-` for stdin.
@@ -44,20 +55,15 @@ pub(crate) fn read_input(path: &PathBuf) -> anyhow::Result<String> {
 
 pub fn run(a: SolveArgs) -> anyhow::Result<()> {
     let method: Method = a.method.parse()?;
-    anyhow::ensure!(
-        a.last_hop_slack_km.is_finite() && a.last_hop_slack_km >= 0.0,
-        "--last-hop-slack-km must be a non-negative number"
-    );
-    let text = read_input(&a.input)?;
-    let ms = dataset::parse_measurements(&text, &a.input.display().to_string())?;
-    geoloc_engine::solve::check_bestline_tolerance(a.bestline_tolerance)
-        .map_err(|e| anyhow::anyhow!("--bestline-tolerance: {e}"))?;
     let mut opts = SolveOptions {
         method,
         last_hop_slack_km: a.last_hop_slack_km,
         bestline_tolerance: a.bestline_tolerance,
         ..SolveOptions::default()
     };
+    opts.validate().map_err(flag_error)?;
+    let text = read_input(&a.input)?;
+    let ms = dataset::parse_measurements(&text, &a.input.display().to_string())?;
     if let (Some(db), Some(ip)) = (&a.geoip, a.ip) {
         let db = geoloc_geoip::GeoIpDb::open(db)?;
         opts.geoip = db.lookup(ip)?;
