@@ -320,10 +320,15 @@ impl Coordinator {
     }
 
     fn store_calibration(&self, cal: Option<Calibration>) {
+        self.set_cached_calibration(Some(cal));
+    }
+
+    /// Sets the cache: `None` = refit on the next use.
+    fn set_cached_calibration(&self, cached: Option<Option<Calibration>>) {
         *self
             .calibration_cache
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = Some(cal);
+            .unwrap_or_else(|e| e.into_inner()) = cached;
     }
 
     /// Re-reads all landmark measurements and flags the landmarks to blame. Flags are only
@@ -418,10 +423,7 @@ impl Coordinator {
             .await?;
         self.registry.set_flag(probe_id, false, "", Some(now));
         // The evidence counted changed: refit on the next use.
-        *self
-            .calibration_cache
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = None;
+        self.set_cached_calibration(None);
         Ok(Some(p.flagged))
     }
 }

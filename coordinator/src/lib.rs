@@ -67,7 +67,7 @@ pub struct Coordinator {
     landmark_slots:
         std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
     /// Locate runs in progress (landmark checks yield to them).
-    locates_in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    locates_in_flight: std::sync::atomic::AtomicUsize,
     /// When this process started (for the reconnect grace).
     started: std::time::Instant,
     /// Unflagged probes seen in the hour before this start: after a restart, locates wait
@@ -123,7 +123,7 @@ impl Coordinator {
             landmark_generation: std::sync::atomic::AtomicU64::new(0),
             evaluated_generation: std::sync::atomic::AtomicU64::new(0),
             landmark_slots: std::sync::Mutex::new(std::collections::HashMap::new()),
-            locates_in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            locates_in_flight: std::sync::atomic::AtomicUsize::new(0),
             started: std::time::Instant::now(),
             expected_probes,
         }))
@@ -148,10 +148,10 @@ impl Coordinator {
     }
 
     /// Counts a locate run until the guard is dropped.
-    pub(crate) fn locate_guard(&self) -> InFlight {
+    pub(crate) fn locate_guard(&self) -> InFlight<'_> {
         self.locates_in_flight
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        InFlight(Arc::clone(&self.locates_in_flight))
+        InFlight(&self.locates_in_flight)
     }
 
     /// The healthy probes to measure from. During the reconnect grace after a start, waits
@@ -173,9 +173,9 @@ impl Coordinator {
 }
 
 /// Decrements the locate counter when dropped.
-pub(crate) struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+pub(crate) struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }

@@ -46,19 +46,6 @@ impl std::ops::Deref for ProbeSnapshot {
     }
 }
 
-impl ProbeSnapshot {
-    pub fn pos(&self) -> geoloc_engine::LatLon {
-        geoloc_engine::LatLon {
-            lat: self.lat,
-            lon: self.lon,
-        }
-    }
-    /// Address at which this probe can be measured (IPv4 preferred).
-    pub fn address(&self) -> Option<std::net::IpAddr> {
-        self.ipv4.parse().ok().or_else(|| self.ipv6.parse().ok())
-    }
-}
-
 struct Session {
     id: u64,
     tx: Outbound,

@@ -108,15 +108,9 @@ impl Coordinator {
             .get_probe(&r.probe_id)
             .await
             .map_err(internal)?;
-        let moved = old.as_ref().is_some_and(|o| {
-            distance_km(
-                LatLon {
-                    lat: o.lat,
-                    lon: o.lon,
-                },
-                pos,
-            ) > 1.0
-        });
+        let moved = old
+            .as_ref()
+            .is_some_and(|o| distance_km(o.pos(), pos) > 1.0);
         let (mut flagged, mut flag_reason, epoch) = match &old {
             // A move discards the old flag and evidence: the new position is checked afresh.
             Some(_) if moved => (false, String::new(), now),

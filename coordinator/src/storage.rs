@@ -49,6 +49,20 @@ pub struct ProbeRow {
     pub last_seen_unix_ms: i64,
 }
 
+impl ProbeRow {
+    /// The declared position.
+    pub fn pos(&self) -> geoloc_engine::LatLon {
+        geoloc_engine::LatLon {
+            lat: self.lat,
+            lon: self.lon,
+        }
+    }
+    /// Address at which this probe can be measured (IPv4 preferred).
+    pub fn address(&self) -> Option<std::net::IpAddr> {
+        self.ipv4.parse().ok().or_else(|| self.ipv6.parse().ok())
+    }
+}
+
 /// Status of a result row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResultStatus {
