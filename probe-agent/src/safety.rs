@@ -1,166 +1,22 @@
 //! Safety: which targets may be probed, and how many packets may be sent.
 //!
-//! * [`classify`] sorts an address into global / private / loopback / link-local /
-//!   multicast / reserved. Only global unicast addresses are probed by default; the others
-//!   need `allow-private` in the agent's own configuration **and** in the coordinator's
-//!   request ([`check_target`]). The unspecified address and the IPv4 limited broadcast
-//!   address are never probed.
+//! * [`classify`] (the workspace's one table, `geoloc-policy`) sorts an address into
+//!   global / private / loopback / link-local / multicast / reserved. Only global unicast
+//!   addresses are probed by default; the others need `allow-private` in the agent's own
+//!   configuration **and** in the coordinator's request ([`check_target`]). Unspecified,
+//!   broadcast and multicast addresses are never probed.
 //! * [`PacketBudget`]: a per-agent token bucket and one per target; every packet the agent
 //!   itself sends takes one token from both.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
-/// What kind of address a target is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AddressClass {
-    /// Globally routable unicast.
-    Global,
-    /// RFC 1918, CGNAT (100.64/10), IPv6 unique local (fc00::/7).
-    Private,
-    /// 127/8, ::1.
-    Loopback,
-    /// 169.254/16, fe80::/10.
-    LinkLocal,
-    /// 224/4, ff00::/8.
-    Multicast,
-    /// Documentation, benchmarking, 0/8, 240/4, IETF special purpose, non-2000::/3 IPv6…
-    Reserved(&'static str),
-    /// 0.0.0.0, ::, 255.255.255.255: not a host, never probed.
-    NotAHost,
-}
-
-impl AddressClass {
-    /// Human-readable name used in refusal messages.
-    pub fn describe(&self) -> &'static str {
-        match self {
-            AddressClass::Global => "global unicast",
-            AddressClass::Private => "private",
-            AddressClass::Loopback => "loopback",
-            AddressClass::LinkLocal => "link-local",
-            AddressClass::Multicast => "multicast",
-            AddressClass::Reserved(what) => what,
-            AddressClass::NotAHost => "unspecified/broadcast",
-        }
-    }
-}
-
-fn in_v4(ip: Ipv4Addr, net: [u8; 4], prefix: u32) -> bool {
-    let mask = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - prefix)
-    };
-    (u32::from(ip) & mask) == (u32::from(Ipv4Addr::from(net)) & mask)
-}
-
-fn in_v6(ip: Ipv6Addr, net: Ipv6Addr, prefix: u32) -> bool {
-    let mask = if prefix == 0 {
-        0
-    } else {
-        u128::MAX << (128 - prefix)
-    };
-    (u128::from(ip) & mask) == (u128::from(net) & mask)
-}
-
-/// Classifies an IPv4 address.
-pub fn classify_v4(ip: Ipv4Addr) -> AddressClass {
-    use AddressClass::*;
-    if ip.is_unspecified() || ip.is_broadcast() {
-        return NotAHost;
-    }
-    let table: &[([u8; 4], u32, AddressClass)] = &[
-        ([0, 0, 0, 0], 8, Reserved("\"this network\" (0.0.0.0/8)")),
-        ([10, 0, 0, 0], 8, Private),
-        ([100, 64, 0, 0], 10, Private),
-        ([127, 0, 0, 0], 8, Loopback),
-        ([169, 254, 0, 0], 16, LinkLocal),
-        ([172, 16, 0, 0], 12, Private),
-        (
-            [192, 0, 0, 0],
-            24,
-            Reserved("IETF protocol assignments (192.0.0.0/24)"),
-        ),
-        ([192, 0, 2, 0], 24, Reserved("documentation (TEST-NET-1)")),
-        (
-            [192, 88, 99, 0],
-            24,
-            Reserved("6to4 relay anycast (192.88.99.0/24)"),
-        ),
-        ([192, 168, 0, 0], 16, Private),
-        (
-            [198, 18, 0, 0],
-            15,
-            Reserved("benchmarking (198.18.0.0/15)"),
-        ),
-        (
-            [198, 51, 100, 0],
-            24,
-            Reserved("documentation (TEST-NET-2)"),
-        ),
-        ([203, 0, 113, 0], 24, Reserved("documentation (TEST-NET-3)")),
-        ([224, 0, 0, 0], 4, Multicast),
-        ([240, 0, 0, 0], 4, Reserved("reserved (240.0.0.0/4)")),
-    ];
-    table
-        .iter()
-        .find(|(net, prefix, _)| in_v4(ip, *net, *prefix))
-        .map(|(_, _, class)| *class)
-        .unwrap_or(Global)
-}
-
-/// Classifies an IPv6 address (IPv4-mapped addresses are classified as IPv4).
-pub fn classify_v6(ip: Ipv6Addr) -> AddressClass {
-    use AddressClass::*;
-    if ip.is_unspecified() {
-        return NotAHost;
-    }
-    if ip.is_loopback() {
-        return Loopback;
-    }
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return classify_v4(v4);
-    }
-    let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap_or(Ipv6Addr::UNSPECIFIED);
-    let table: &[(&str, u32, AddressClass)] = &[
-        ("fc00::", 7, Private),
-        ("fe80::", 10, LinkLocal),
-        ("fec0::", 10, Reserved("deprecated site-local (fec0::/10)")),
-        ("ff00::", 8, Multicast),
-        ("2001:db8::", 32, Reserved("documentation (2001:db8::/32)")),
-        ("3fff::", 20, Reserved("documentation (3fff::/20)")),
-        (
-            "2001::",
-            23,
-            Reserved("IETF protocol assignments (2001::/23)"),
-        ),
-        ("2002::", 16, Reserved("6to4 (2002::/16)")),
-        ("64:ff9b::", 96, Reserved("NAT64 (64:ff9b::/96)")),
-        ("100::", 64, Reserved("discard-only (100::/64)")),
-    ];
-    if let Some((_, _, class)) = table
-        .iter()
-        .find(|(net, prefix, _)| in_v6(ip, v6(net), *prefix))
-    {
-        return *class;
-    }
-    if !in_v6(ip, v6("2000::"), 3) {
-        return Reserved("outside global unicast 2000::/3");
-    }
-    Global
-}
-
-/// Classifies any address.
-pub fn classify(ip: IpAddr) -> AddressClass {
-    match ip {
-        IpAddr::V4(v4) => classify_v4(v4),
-        IpAddr::V6(v6) => classify_v6(v6),
-    }
-}
+use geoloc_policy::Probeable;
+pub use geoloc_policy::{classify, AddressClass};
 
 /// Decides whether `target` may be probed.
 ///
@@ -174,10 +30,10 @@ pub fn check_target(
 ) -> Result<()> {
     let class = classify(target);
     let refuse = |reason: String| Err(Error::TargetRefused { target, reason });
-    match class {
-        AddressClass::Global => Ok(()),
-        AddressClass::NotAHost => refuse(format!("{} is not a host", class.describe())),
-        _ => {
+    match class.probeable() {
+        Probeable::Always => Ok(()),
+        Probeable::Never => refuse(format!("{} address: never probed", class.describe())),
+        Probeable::IfPrivateAllowed => {
             let missing = match (agent_allows_private, request_allows_private) {
                 (true, true) => return Ok(()),
                 (false, false) => "neither the agent's allow-private nor the request allows it",
@@ -325,53 +181,6 @@ mod tests {
     }
 
     #[test]
-    fn classification() {
-        for (s, c) in [
-            ("8.8.8.8", AddressClass::Global),
-            ("1.1.1.1", AddressClass::Global),
-            ("10.1.2.3", AddressClass::Private),
-            ("172.31.255.255", AddressClass::Private),
-            ("172.32.0.1", AddressClass::Global),
-            ("192.168.1.1", AddressClass::Private),
-            ("100.64.0.1", AddressClass::Private),
-            ("127.0.0.1", AddressClass::Loopback),
-            ("169.254.1.1", AddressClass::LinkLocal),
-            ("224.0.0.1", AddressClass::Multicast),
-            ("0.0.0.0", AddressClass::NotAHost),
-            ("255.255.255.255", AddressClass::NotAHost),
-            ("::", AddressClass::NotAHost),
-            ("::1", AddressClass::Loopback),
-            ("fe80::1", AddressClass::LinkLocal),
-            ("fd12::1", AddressClass::Private),
-            ("ff02::1", AddressClass::Multicast),
-            ("2a00:1450:4007:80e::200e", AddressClass::Global),
-            ("::ffff:10.0.0.1", AddressClass::Private),
-            ("::ffff:8.8.8.8", AddressClass::Global),
-        ] {
-            assert_eq!(classify(ip(s)), c, "{s}");
-        }
-        for s in [
-            "192.0.2.1",
-            "198.51.100.1",
-            "203.0.113.9",
-            "198.18.0.1",
-            "240.0.0.1",
-            "0.1.2.3",
-            "2001:db8::1",
-            "3fff::1",
-            "2002::1",
-            "100::1",
-            "::2",
-            "4000::1",
-        ] {
-            assert!(
-                matches!(classify(ip(s)), AddressClass::Reserved(_)),
-                "{s} should be reserved"
-            );
-        }
-    }
-
-    #[test]
     fn private_targets_need_both_permissions() {
         let lo = ip("127.0.0.1");
         assert!(check_target(lo, true, true).is_ok());
@@ -382,6 +191,9 @@ mod tests {
         assert!(check_target(ip("8.8.8.8"), false, false).is_ok());
         assert!(check_target(ip("0.0.0.0"), true, true).is_err());
         assert!(check_target(ip("::"), true, true).is_err());
+        // Multicast has no single host to locate: refused even where private is allowed.
+        assert!(check_target(ip("224.0.0.1"), true, true).is_err());
+        assert!(check_target(ip("ff02::1"), true, true).is_err());
         let err = check_target(ip("10.0.0.1"), false, true)
             .unwrap_err()
             .to_string();
