@@ -533,6 +533,11 @@ mod tests {
     /// ones (spread around the circle) get a bestline too tight: half the true distance, so
     /// their bestline disc misses the truth and every other disc's region by hundreds of km.
     fn calibrated(n: usize, bad: &[usize]) -> (Vec<Measurement>, Calibration) {
+        calibrated_with(n, bad, 1.1)
+    }
+
+    /// Like [`calibrated`] with the good bestlines at `good` x the true distance.
+    fn calibrated_with(n: usize, bad: &[usize], good: f64) -> (Vec<Measurement>, Calibration) {
         let mut ms = Vec::new();
         let mut lines = HashMap::new();
         for i in 0..n {
@@ -540,7 +545,7 @@ mod tests {
             let pos = destination(TRUTH, 360.0 * i as f64 / n as f64, d);
             let d = distance_km(TRUTH, pos);
             let rtt_ms = 1.6 * d / FIBRE_KM_PER_MS_RTT;
-            let bound = if bad.contains(&i) { 0.5 * d } else { 1.1 * d };
+            let bound = if bad.contains(&i) { 0.5 * d } else { good * d };
             let name = format!("l{i:02}");
             lines.insert(
                 name.clone(),
@@ -592,15 +597,40 @@ mod tests {
             "estimate {:?}",
             s.estimate
         );
-        // The sound discs stay hard: a point beyond one landmark's sound bound (and so
-        // beyond its bestline too: 2 misses) is out of the region.
-        let far = destination(ms[0].pos, 0.0, 1.6 * distance_km(TRUTH, ms[0].pos) + 50.0);
-        assert!(!s.region_contains(far));
         // The tolerance is what kept them: without it both are loosened.
         let s0 = solve_bestline(&ms, cal, 0.0);
         assert_eq!(names(&s0.loosened), ["l03", "l13"]);
         assert_eq!(s0.region_tolerance, 0);
         assert!(s0.region_contains(TRUTH));
+    }
+
+    #[test]
+    fn sound_discs_stay_hard_under_the_tolerance() {
+        // 20 loose bestlines (1.5 x the distance) and one uncalibrated landmark at the
+        // truth answering in 1 ms: its sound disc (105 km) must bound the region, although
+        // a point outside it misses only 2 discs (its bestline stand-in and its sound disc),
+        // as many as the tolerance allows bestline discs to miss.
+        let (mut ms, cal) = calibrated_with(20, &[], 1.5);
+        ms.push(Measurement {
+            landmark: "near".into(),
+            pos: TRUTH,
+            rtt_ms: 1.0,
+            kind: Kind::Echo,
+        });
+        let s = solve_bestline(&ms, cal, DEFAULT_BESTLINE_TOLERANCE);
+        assert!(s.loosened.is_empty());
+        assert!(s.region_contains(TRUTH));
+        let outside = destination(TRUTH, 45.0, 150.0);
+        assert!(ms[..20].iter().all(|m| {
+            let line = s
+                .region_constraints
+                .iter()
+                .find(|c| c.center == m.pos)
+                .unwrap();
+            line.contains(outside)
+        }));
+        assert!(!s.region_contains(outside), "150 km from a 1 ms landmark");
+        assert!(s.radius_km < 140.0, "radius {} km", s.radius_km);
     }
 
     #[test]
