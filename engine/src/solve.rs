@@ -90,8 +90,10 @@ impl FromStr for Method {
 }
 
 /// Default share of bestline discs allowed to miss the region. Measured on the WonderNetwork
-/// mesh (leave-one-out): 0 → truth inside the region for 45.9% of targets, 0.05 → 87.8%,
-/// 0.1 → 91.2%, 0.2 → 91.2%, with medians 326–331 km.
+/// mesh (leave-one-out, `geoloc eval --bestline-tolerance T`, 148 targets): T = 0 → truth
+/// inside the region for 50.7% of targets, median 291.9 km; 0.05 → 93.2%, 289.7 km;
+/// 0.1 → 96.6%, 301.4 km; 0.2 → 96.6%, 313.5 km. README's table holds the default's
+/// figures; `engine/tests/figures.rs` guards them.
 pub const DEFAULT_BESTLINE_TOLERANCE: f64 = 0.1;
 
 /// Options of [`solve`].

@@ -188,7 +188,7 @@ fn anycast_igreedy_holds_readmes_figures() {
     assert!(
         share >= claimed_share - RIGHT_CITY_SLACK_POINTS,
         "{}/{} instances in the right city ({share:.1}%), more than {RIGHT_CITY_SLACK_POINTS} \
-         points below README's {claimed_share}%",
+         points below README's {claimed_share:.1}%",
         s.right_city,
         s.judged
     );
