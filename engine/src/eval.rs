@@ -126,7 +126,7 @@ impl<'a> LeaveOneOut<'a> {
             *e = e.min(r.rtt_ms);
         }
         let mut pairs: Vec<((usize, usize), f64)> = pair_min.into_iter().collect();
-        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        pairs.sort_by_key(|p| p.0);
         let mut by_node: Vec<Vec<(usize, f64, f64)>> = vec![Vec::new(); n];
         for ((a, b), rtt) in pairs {
             let d = distance_km(ds.nodes[a].pos, ds.nodes[b].pos);
@@ -460,6 +460,9 @@ mod tests {
         Dataset { nodes, rtts }
     }
 
+    /// A new RTT for a row.
+    type Change = Box<dyn Fn(&crate::dataset::Rtt) -> f64>;
+
     /// `ds` with every row `f` selects replaced by `g(row)`.
     fn with_rows(
         ds: &Dataset,
@@ -508,7 +511,7 @@ mod tests {
             let l1 = want.measurements[0].landmark.clone();
             let l1 = ds.nodes.iter().position(|n| n.id == l1).unwrap();
             // Every row involving the target (it measures, or is measured): ...
-            let changes: [(&str, Box<dyn Fn(&crate::dataset::Rtt) -> f64>); 3] = [
+            let changes: [(&str, Change); 3] = [
                 // ... scaled anywhere from 2% (faster than light) to 3x,
                 (
                     "scaled",

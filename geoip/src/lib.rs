@@ -117,8 +117,7 @@ mod tests {
         let db = GeoIpDb::open(data("GeoIP2-City-Test-Broken-Double-Format.mmdb")).unwrap();
         let e = db
             .lookup("2001:220::1".parse().unwrap())
-            .err()
-            .expect("a broken record is an error")
+            .expect_err("a broken record is an error")
             .to_string();
         assert!(
             e.contains("GeoIP2-City-Test-Broken-Double-Format.mmdb")
