@@ -1,8 +1,10 @@
-//! `geoloc eval`: leave-one-out on a nodes.csv/rtts.csv data set.
+//! `geoloc eval`: leave-one-out on a nodes.csv/rtts.csv data set; `geoloc eval-anycast`:
+//! anycast detection and placement on iGreedy's ground truth.
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use geoloc_engine::anycast_eval;
 use geoloc_engine::dataset::{self, Dataset};
 use geoloc_engine::eval::{leave_one_out, EvalOptions};
 use geoloc_engine::Method;
@@ -82,6 +84,56 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             names
         );
     }
+    if let Some(out) = &a.json {
+        std::fs::write(out, serde_json::to_string_pretty(&s)?)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct EvalAnycastArgs {
+    /// The iGreedy ground truth: `airports.csv` and `measurements/<target>` files.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Write the table as JSON here.
+    #[arg(long, value_name = "OUT")]
+    json: Option<PathBuf>,
+}
+
+/// `geoloc eval-anycast`: every target of the iGreedy ground truth, solved with CBG.
+pub fn run_anycast(a: EvalAnycastArgs) -> anyhow::Result<()> {
+    let airports_path = a.dir.join("airports.csv");
+    let text = std::fs::read_to_string(&airports_path)
+        .with_context(|| format!("reading {}", airports_path.display()))?;
+    let airports = anycast_eval::parse_airports(&text, &airports_path.display().to_string())?;
+    let mdir = a.dir.join("measurements");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&mdir)
+        .with_context(|| format!("reading {}", mdir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("reading {}", mdir.display()))?;
+    files.retain(|p| p.is_file());
+    files.sort();
+    if files.is_empty() {
+        anyhow::bail!("{}: no measurement files", mdir.display());
+    }
+    let mut targets = Vec::with_capacity(files.len());
+    for f in &files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        targets.push(anycast_eval::parse_target(
+            &name,
+            &text,
+            &f.display().to_string(),
+        )?);
+    }
+    let s = anycast_eval::evaluate(&targets, &airports)?;
+    print!("{}", s.markdown());
     if let Some(out) = &a.json {
         std::fs::write(out, serde_json::to_string_pretty(&s)?)
             .with_context(|| format!("writing {}", out.display()))?;

@@ -1,6 +1,6 @@
 //! `geoloc`: the command-line client.
 //!
-//! `solve` and `eval` run the engine locally on CSV input; `locate`, `audit` and `probes`
+//! `solve`, `eval` and `eval-anycast` run the engine locally on data files; `locate`, `audit` and `probes`
 //! talk to a coordinator; `lab` runs the emulated Internet.
 use clap::{Parser, Subcommand};
 
@@ -24,6 +24,9 @@ enum Command {
     Solve(solve::SolveArgs),
     /// Leave-one-out evaluation on a nodes.csv/rtts.csv data set.
     Eval(eval::EvalArgs),
+    /// Anycast evaluation on iGreedy's ground truth (a directory of airports.csv and
+    /// measurements/<target> files).
+    EvalAnycast(eval::EvalAnycastArgs),
     /// Locate IPs through a coordinator, with live progress.
     Locate(geoloc_coordinator::client::LocateArgs),
     /// Locate a list of IPs through a coordinator and write a CSV (resumable).
@@ -39,6 +42,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Solve(a) => solve::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::EvalAnycast(a) => eval::run_anycast(a),
         Command::Locate(a) => geoloc_coordinator::client::run_locate(a),
         Command::Audit(a) => geoloc_coordinator::client::run_audit(a),
         Command::Probes(a) => geoloc_coordinator::client::run_probes(a),

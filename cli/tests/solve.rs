@@ -121,7 +121,7 @@ fn geojson_file_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.geojson");
     let f = fixture("london.csv");
-    solve_json(&[
+    let v = solve_json(&[
         "solve",
         "--input",
         f.to_str().unwrap(),
@@ -131,7 +131,97 @@ fn geojson_file_is_written() {
     let g: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
     assert_eq!(g["type"], "FeatureCollection");
-    assert_eq!(g["features"][0]["geometry"]["type"], "MultiPolygon");
+    // The file holds the answer printed on stdout: its region and its estimate.
+    let region = &g["features"][0];
+    assert_eq!(region["geometry"]["type"], "MultiPolygon");
+    assert_eq!(region["geometry"], v["region"]);
+    assert_eq!(region["properties"]["region_km2"], v["region_km2"]);
+    let point = &g["features"][1];
+    assert_eq!(point["geometry"]["type"], "Point");
+    assert_eq!(
+        point["geometry"]["coordinates"],
+        serde_json::json!([v["estimate"]["lon"], v["estimate"]["lat"]])
+    );
+    assert_eq!(point["properties"]["radius_km"], v["radius_km"]);
+    assert_eq!(point["properties"]["city"], v["place"]["city"]);
+    // Landmarks around London: the estimate is in England.
+    assert_eq!(v["place"]["country"], "GB");
+}
+
+/// A ground-truth folder as `geoloc eval-anycast` reads it: one target answered from
+/// Frankfurt and Tokyo.
+fn anycast_dir(dir: &Path) {
+    std::fs::create_dir_all(dir.join("measurements")).unwrap();
+    std::fs::write(
+        dir.join("airports.csv"),
+        "#IATA\tsize\tname\tlat long\tcc\n\
+         FRA\tlarge_airport\tFrankfurt\t50.0333 8.5706\tDE\n\
+         HND\tlarge_airport\tHaneda\t35.5523 139.78\tJP\n",
+    )
+    .unwrap();
+    let mut m = String::from("#hostname\tlatitude\tlongitude\tgt\tmin(rtt)[ms]\n");
+    for (k, (lat, lon)) in [(50.5, 8.68), (49.7, 8.68), (50.11, 9.3), (50.11, 8.0)]
+        .iter()
+        .enumerate()
+    {
+        m.push_str(&format!("eu{k}\t{lat}\t{lon}\tfra\t1.2\n"));
+    }
+    for (k, (lat, lon)) in [(36.1, 139.7), (35.3, 139.7), (35.69, 140.2), (35.69, 139.2)]
+        .iter()
+        .enumerate()
+    {
+        m.push_str(&format!("jp{k}\t{lat}\t{lon}\thnd\t1.2\n"));
+    }
+    std::fs::write(dir.join("measurements/two-sites"), m).unwrap();
+}
+
+#[test]
+fn eval_anycast_prints_readmes_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    anycast_dir(tmp.path());
+    let json = tmp.path().join("out.json");
+    let (code, out, err) = geoloc(&[
+        "eval-anycast",
+        "--dir",
+        tmp.path().to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "| target | VPs | anycast | instances | GT sites | right city | mean error km |"
+    );
+    assert!(
+        lines[2].starts_with("| two-sites | 8 | yes | 2 | 2 | 2/2 | "),
+        "{out}"
+    );
+    assert_eq!(
+        lines.last().copied(),
+        Some("all targets: 1/1 detected as anycast, 2/2 instances in the right city (100.0%)")
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    assert_eq!(v["rows"][0]["instances"], 2);
+    assert_eq!(v["right_city"], 2);
+    // Bad input names the file and the line.
+    std::fs::write(
+        tmp.path().join("measurements/zz-bad"),
+        "a\t1\t2\tfra\t3\nb\t1\t2\tfra\n",
+    )
+    .unwrap();
+    let (code, _, err) = geoloc(&["eval-anycast", "--dir", tmp.path().to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(
+            "zz-bad line 2: expected hostname, lat, lon, site, min_rtt_ms: found 4 field(s)"
+        ),
+        "{err}"
+    );
+    let (code, _, err) = geoloc(&["eval-anycast", "--dir", "/nonexistent"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("reading /nonexistent/airports.csv"), "{err}");
 }
 
 #[test]

@@ -229,12 +229,68 @@ mod tests {
     #[test]
     fn bestline_ignores_faster_than_light_points_and_needs_enough_data() {
         assert!(Bestline::fit(&[(100.0, 2.0), (200.0, 3.0)]).is_none());
-        let mut pts: Vec<(f64, f64)> = (1..10)
-            .map(|i| (i as f64 * 500.0, i as f64 * 8.0))
+        // Noise-free points on rtt = 4 ms + d / 80 km (slower than light in fibre).
+        let clean: Vec<(f64, f64)> = (1..10)
+            .map(|i| (i as f64 * 500.0, 4.0 + i as f64 * 500.0 / 80.0))
             .collect();
-        pts.push((5000.0, 1.0)); // impossible: 5000 km in 1 ms
-        let l = Bestline::fit(&pts).unwrap();
-        assert!(l.slope_ms_per_km >= 1.0 / FIBRE_KM_PER_MS_RTT);
+        let without = Bestline::fit(&clean).unwrap();
+        assert!(
+            (without.slope_ms_per_km - 1.0 / 80.0).abs() < 1e-9,
+            "{without:?}"
+        );
+        assert!((without.intercept_ms - 4.0).abs() < 1e-9, "{without:?}");
+        // One impossible point (5000 km in 1 ms, a misdeclared position): no line with a
+        // slope at or above the sound baseline and a non-negative intercept can pass under
+        // it, so keeping it would leave no line at all or drag the fit down; left out, the
+        // fit is exactly the one without it.
+        let mut pts = clean.clone();
+        pts.insert(3, (5000.0, 1.0));
+        let with = Bestline::fit(&pts)
+            .expect("the faster-than-light point is left out, not a reason to give up");
+        assert_eq!(with, without);
+        // Only 4 usable points once it is left out: fewer than MIN_CALIBRATION_POINTS.
+        let mut few = clean[..4].to_vec();
+        few.push((5000.0, 1.0));
+        assert_eq!(few.len(), MIN_CALIBRATION_POINTS);
+        assert!(Bestline::fit(&few).is_none());
+        // Exactly on the sound baseline is possible, hence kept: it pulls the line down.
+        let mut edge = clean.clone();
+        edge.push((5000.0, 5000.0 / FIBRE_KM_PER_MS_RTT));
+        let l = Bestline::fit(&edge).unwrap();
+        assert_ne!(l, without);
+        assert!(l.slope_ms_per_km * 5000.0 + l.intercept_ms <= 5000.0 / FIBRE_KM_PER_MS_RTT + 1e-6);
+    }
+
+    #[test]
+    fn a_faster_than_light_pair_does_not_change_either_landmarks_line() {
+        // "a" and "b" each have 6 honest RTTs to spokes; their mutual RTT is impossible.
+        let at = |lon: f64| LatLon { lat: 0.0, lon };
+        let mut pairs: Vec<LandmarkRtt> = Vec::new();
+        for (name, lon0) in [("a", 0.0), ("b", 60.0)] {
+            for i in 1..=6 {
+                let to_pos = at(lon0 + i as f64 * 3.0);
+                let d = distance_km(at(lon0), to_pos);
+                pairs.push(LandmarkRtt {
+                    from: name.into(),
+                    from_pos: at(lon0),
+                    to: format!("{name}{i}"),
+                    to_pos,
+                    rtt_ms: 2.0 + d / 70.0 + (i % 3) as f64,
+                });
+            }
+        }
+        let honest = Calibration::fit(&pairs);
+        pairs.push(LandmarkRtt {
+            from: "a".into(),
+            from_pos: at(0.0),
+            to: "b".into(),
+            to_pos: at(60.0),
+            rtt_ms: 3.0, // 6,700 km in 3 ms
+        });
+        let with = Calibration::fit(&pairs);
+        assert_eq!(with.line("a"), honest.line("a"));
+        assert_eq!(with.line("b"), honest.line("b"));
+        assert!(with.line("a").is_some() && with.line("b").is_some());
     }
 
     #[test]

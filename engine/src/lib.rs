@@ -4,8 +4,10 @@
 //! Start at [`solve`]. Each step is its own module: [`delay`] (RTT → distance),
 //! [`region`] (intersections on the sphere), [`consistency`] (contradictions: misplaced
 //! landmarks vs anycast), [`anycast`] (iGreedy), [`enrich`] (time zone, place),
-//! [`maxmind`] (verdicts), [`dataset`] and [`eval`] (leave-one-out evaluation).
+//! [`maxmind`] (verdicts), [`dataset`] and [`eval`] (leave-one-out evaluation),
+//! [`anycast_eval`] (anycast evaluation on iGreedy's ground truth).
 pub mod anycast;
+pub mod anycast_eval;
 pub mod consistency;
 pub mod dataset;
 pub mod delay;

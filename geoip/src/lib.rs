@@ -17,11 +17,18 @@ use maxminddb::{geoip2, Reader};
 #[derive(Debug, thiserror::Error)]
 pub enum GeoIpError {
     #[error("cannot open GeoIP database {path}: {source}")]
-    Open { path: PathBuf, source: maxminddb::MaxMindDbError },
+    Open {
+        path: PathBuf,
+        source: maxminddb::MaxMindDbError,
+    },
     #[error("GeoIP database {path} is not a City database (type {kind:?})")]
     NotCity { path: PathBuf, kind: String },
     #[error("GeoIP database {path}: cannot read the record of {ip}: {source}")]
-    Lookup { path: PathBuf, ip: IpAddr, source: maxminddb::MaxMindDbError },
+    Lookup {
+        path: PathBuf,
+        ip: IpAddr,
+        source: maxminddb::MaxMindDbError,
+    },
 }
 
 /// An open City database.
@@ -34,7 +41,10 @@ impl GeoIpDb {
     /// Opens and checks a City database.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, GeoIpError> {
         let path = path.as_ref().to_path_buf();
-        let reader = Reader::open_readfile(&path).map_err(|source| GeoIpError::Open { path: path.clone(), source })?;
+        let reader = Reader::open_readfile(&path).map_err(|source| GeoIpError::Open {
+            path: path.clone(),
+            source,
+        })?;
         let kind = reader.metadata().database_type.clone();
         if !kind.contains("City") {
             return Err(GeoIpError::NotCity { path, kind });
@@ -44,15 +54,26 @@ impl GeoIpDb {
 
     /// The database's type and build time (seconds since 1970).
     pub fn describe(&self) -> (String, u64) {
-        (self.reader.metadata().database_type.clone(), self.reader.metadata().build_epoch)
+        (
+            self.reader.metadata().database_type.clone(),
+            self.reader.metadata().build_epoch,
+        )
     }
 
     /// The record of `ip`; `None` when the database has no position for it.
     pub fn lookup(&self, ip: IpAddr) -> Result<Option<GeoIpRecord>, GeoIpError> {
-        let err = |source| GeoIpError::Lookup { path: self.path.clone(), ip, source };
+        let err = |source| GeoIpError::Lookup {
+            path: self.path.clone(),
+            ip,
+            source,
+        };
         let found = self.reader.lookup(ip).map_err(err)?;
-        let Some(city) = found.decode::<geoip2::City>().map_err(err)? else { return Ok(None) };
-        let (Some(lat), Some(lon)) = (city.location.latitude, city.location.longitude) else { return Ok(None) };
+        let Some(city) = found.decode::<geoip2::City>().map_err(err)? else {
+            return Ok(None);
+        };
+        let (Some(lat), Some(lon)) = (city.location.latitude, city.location.longitude) else {
+            return Ok(None);
+        };
         Ok(Some(GeoIpRecord {
             lat,
             lon,
@@ -68,7 +89,9 @@ mod tests {
     use super::*;
 
     fn data(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(name)
     }
 
     #[test]
@@ -85,11 +108,21 @@ mod tests {
     #[test]
     fn broken_and_missing_databases_are_clear_errors() {
         let e = GeoIpDb::open(data("nope.mmdb")).err().unwrap().to_string();
-        assert!(e.starts_with("cannot open GeoIP database") && e.contains("nope.mmdb"), "{e}");
-        let broken = GeoIpDb::open(data("GeoIP2-City-Test-Broken-Double-Format.mmdb"));
-        if let Ok(db) = broken {
-            // The defect is in a record: reading it must fail cleanly, not panic.
-            let _ = db.lookup("2001:220::1".parse().unwrap());
-        }
+        assert!(
+            e.starts_with("cannot open GeoIP database") && e.contains("nope.mmdb"),
+            "{e}"
+        );
+        // The defect is in a record (a double of the wrong size): the database opens, and
+        // reading that record is an error naming the file and the address, not a panic.
+        let db = GeoIpDb::open(data("GeoIP2-City-Test-Broken-Double-Format.mmdb")).unwrap();
+        let e = db
+            .lookup("2001:220::1".parse().unwrap())
+            .expect_err("a broken record is an error")
+            .to_string();
+        assert!(
+            e.contains("GeoIP2-City-Test-Broken-Double-Format.mmdb")
+                && e.contains("cannot read the record of 2001:220::1"),
+            "{e}"
+        );
     }
 }
