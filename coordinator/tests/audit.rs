@@ -51,11 +51,7 @@ async fn audit_writes_every_row_in_order_and_resumes_without_measuring_twice() {
         let dir = tempfile::tempdir().unwrap();
         let srv = Server::start(&sqlite_url(&dir), |_| {}).await;
         let w = world(&[("127.0.0.50", 45.764, 4.8357), ("127.0.0.51", 35.0, 135.0), ("127.0.0.52", -34.6, -58.4)]);
-        let mut probes = Vec::new();
-        for &(id, lat, lon, ip) in &FLEET[..6] {
-            w.lock().unwrap().insert(ip.to_string(), LatLon { lat, lon });
-            probes.push(FakeProbe::start(&srv.url, id, (lat, lon), (lat, lon), ip, w.clone(), Behaviour::Honest).await);
-        }
+        let probes = fleet(&srv.url, &w, 6).await;
         wait_healthy(&srv.coord, 6).await;
         let input = dir.path().join("ips.csv");
         let long = "9".repeat(5000);
@@ -141,10 +137,16 @@ async fn audit_without_a_coordinator_fails_clearly() {
     std::fs::write(&input, "81.2.69.142\n").unwrap();
     let mut a = audit_args("http://127.0.0.1:9", &input, &dir.path().join("o.csv"));
     a.retry_for_s = 1;
+    let t0 = Instant::now();
     let e = tokio::time::timeout(Duration::from_secs(30), run_audit(a))
         .await
         .unwrap()
         .unwrap_err();
+    assert!(
+        t0.elapsed() >= Duration::from_secs(1),
+        "gave up after {:?}",
+        t0.elapsed()
+    );
     let msg = format!("{e:#}");
     assert!(
         msg.contains("cannot reach the coordinator at http://127.0.0.1:9"),
