@@ -187,7 +187,8 @@ fn human(ip: &str, r: &pb::LocateResult) -> String {
     out
 }
 
-fn geojson_features(ip: &str, r: &pb::LocateResult) -> Vec<Value> {
+/// The features `geoloc locate --geojson` prints for one located address.
+pub fn geojson_features(ip: &str, r: &pb::LocateResult) -> Vec<Value> {
     let s: Value = serde_json::from_str(&r.solution_json).unwrap_or(Value::Null);
     let mut out = Vec::new();
     let props = json!({

@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use geoloc_coordinator::audit::{row_values, AuditArgs, COLUMNS};
@@ -51,11 +51,7 @@ async fn audit_writes_every_row_in_order_and_resumes_without_measuring_twice() {
         let dir = tempfile::tempdir().unwrap();
         let srv = Server::start(&sqlite_url(&dir), |_| {}).await;
         let w = world(&[("127.0.0.50", 45.764, 4.8357), ("127.0.0.51", 35.0, 135.0), ("127.0.0.52", -34.6, -58.4)]);
-        let mut probes = Vec::new();
-        for &(id, lat, lon, ip) in &FLEET[..6] {
-            w.lock().unwrap().insert(ip.to_string(), LatLon { lat, lon });
-            probes.push(FakeProbe::start(&srv.url, id, (lat, lon), (lat, lon), ip, w.clone(), Behaviour::Honest).await);
-        }
+        let probes = fleet(&srv.url, &w, 6).await;
         wait_healthy(&srv.coord, 6).await;
         let input = dir.path().join("ips.csv");
         let long = "9".repeat(5000);
@@ -141,10 +137,16 @@ async fn audit_without_a_coordinator_fails_clearly() {
     std::fs::write(&input, "81.2.69.142\n").unwrap();
     let mut a = audit_args("http://127.0.0.1:9", &input, &dir.path().join("o.csv"));
     a.retry_for_s = 1;
+    let t0 = Instant::now();
     let e = tokio::time::timeout(Duration::from_secs(30), run_audit(a))
         .await
         .unwrap()
         .unwrap_err();
+    assert!(
+        t0.elapsed() >= Duration::from_secs(1),
+        "gave up after {:?}",
+        t0.elapsed()
+    );
     let msg = format!("{e:#}");
     assert!(
         msg.contains("cannot reach the coordinator at http://127.0.0.1:9"),
@@ -224,62 +226,349 @@ fn locate_json_schema_snapshot() {
         @r###"{"error":{"code":"bogon","message":"10.0.0.1 is a private address"},"ip":"10.0.0.1"}"###);
 }
 
+/// The coordinator stops while the third of six addresses is being measured (every probe
+/// holds that request), then comes back on the same port and database with the probes: the
+/// audit retries, writes every row once in order, and nothing is measured twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_restarted_mid_batch_loses_nothing_and_measures_nothing_twice() {
-    tokio::time::timeout(Duration::from_secs(90), async {
+    bounded(120, async {
         let dir = tempfile::tempdir().unwrap();
         let db = sqlite_url(&dir);
         let ips: Vec<String> = (60..66).map(|i| format!("127.0.0.{i}")).collect();
-        let w = world(&[]);
-        for (k, ip) in ips.iter().enumerate() {
-            w.lock().unwrap().insert(ip.clone(), LatLon { lat: 10.0 * k as f64, lon: 20.0 * k as f64 });
-        }
-        let start_fleet = |url: String, w: World| async move {
-            let mut v = Vec::new();
-            for &(id, lat, lon, ip) in &FLEET[..4] {
-                w.lock().unwrap().insert(ip.to_string(), LatLon { lat, lon });
-                v.push(FakeProbe::start(&url, id, (lat, lon), (lat, lon), ip, w.clone(), Behaviour::Delayed(300)).await);
-            }
-            v
+        let place = |k: usize| LatLon {
+            lat: 10.0 * k as f64,
+            lon: 20.0 * k as f64,
         };
-        let srv = Server::start(&db, |c| c.batch_concurrency = 1).await;
+        // Before the restart the probes know only the first two addresses: they answer those
+        // and hold the request for the third until the coordinator goes away.
+        let (before, after) = (world(&[]), world(&[]));
+        for (k, ip) in ips.iter().enumerate() {
+            if k < 2 {
+                before.lock().unwrap().insert(ip.clone(), place(k));
+            }
+            after.lock().unwrap().insert(ip.clone(), place(k));
+        }
+        let srv = Server::start(&db, |c| {
+            c.batch_concurrency = 1;
+            c.probe_timeout_ms = 60_000;
+        })
+        .await;
         let addr = srv.addr;
-        let p1 = start_fleet(srv.url.clone(), w.clone()).await;
+        let p1 = fleet_as(&srv.url, &before, 4, Behaviour::HangOnUnknown).await;
         wait_healthy(&srv.coord, 4).await;
         let input = dir.path().join("ips.txt");
         std::fs::write(&input, ips.join("\n")).unwrap();
         let out = dir.path().join("out.csv");
         let mut args = audit_args(&srv.url, &input, &out);
         args.concurrency = Some(1);
-        args.retry_for_s = 30;
+        args.retry_for_s = 60;
         let audit = tokio::spawn(run_audit(args));
-        // Wait for two rows, then stop the coordinator in the middle of the batch.
-        for _ in 0..200 {
-            if std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0) >= 3 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let rows_written =
+            || std::fs::read_to_string(&out).map_or(0, |t| t.lines().count().saturating_sub(1));
+        wait_for(
+            "two rows written and every probe holding the third address",
+            60,
+            || rows_written() == 2 && p1.iter().all(|p| p.count(&ips[2]) == 1),
+        )
+        .await;
         srv.stop().await;
         drop(p1);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!audit.is_finished(), "the audit waits for the coordinator");
         let srv = Server::start_at(addr, &db, |c| c.batch_concurrency = 1).await;
-        let _p2 = start_fleet(srv.url.clone(), w.clone()).await;
-        audit.await.unwrap().expect("audit finishes after the restart");
+        let p2 = fleet_as(&srv.url, &after, 4, Behaviour::Honest).await;
+        audit
+            .await
+            .unwrap()
+            .expect("audit finishes after the restart");
         let rows = read_rows(&out);
         assert_eq!(rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>(), ips);
-        assert!(rows.iter().all(|r| r.last().unwrap().is_empty()), "{rows:?}");
-        let geoloc_coordinator::storage::Storage::Sqlite(pool) = &srv.coord.storage else { unreachable!() };
-        let done: Vec<(String, i64)> =
-            sqlx::query_as("SELECT ip, COUNT(*) FROM results WHERE status = 'done' GROUP BY ip ORDER BY ip").fetch_all(pool).await.unwrap();
-        assert_eq!(done.len(), 6);
-        assert!(done.iter().all(|(_, n)| *n == 1), "each address solved exactly once: {done:?}");
-        let interrupted: (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM results WHERE status = 'interrupted'").fetch_one(pool).await.unwrap();
-        assert!(interrupted.0 <= 1, "at most the run in flight was cut: {interrupted:?}");
-        println!("restart mid-batch: 6 rows, 6 addresses solved once each, {} run interrupted and redone", interrupted.0);
+        assert!(
+            rows.iter().all(|r| r.last().unwrap().is_empty()),
+            "{rows:?}"
+        );
+        // The first two were answered before the stop: not measured again; the others once.
+        for p in &p2 {
+            let counts: Vec<usize> = ips.iter().map(|ip| p.count(ip)).collect();
+            assert_eq!(counts, [0, 0, 1, 1, 1, 1], "probe {}", p.id);
+        }
+        let geoloc_coordinator::storage::Storage::Sqlite(pool) = &srv.coord.storage else {
+            unreachable!()
+        };
+        let done: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT ip, COUNT(*) FROM results WHERE status = 'done' GROUP BY ip ORDER BY ip",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            done,
+            ips.iter().map(|ip| (ip.clone(), 1)).collect::<Vec<_>>(),
+            "each address solved exactly once"
+        );
+        let interrupted: Vec<(String,)> =
+            sqlx::query_as("SELECT ip FROM results WHERE status = 'interrupted'")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            interrupted,
+            [(ips[2].clone(),)],
+            "the run in flight, and only it, was cut"
+        );
         srv.stop().await;
     })
-    .await
-    .expect("bounded");
+    .await;
+}
+
+fn error_col(rows: &[Vec<String>]) -> Vec<String> {
+    rows.iter().map(|r| r.last().unwrap().clone()).collect()
+}
+
+/// A row that failed for a reason about the address (`no-answer`) is kept by a rerun and
+/// measured again with `--retry-failed`; `--fresh` measures again what is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_failed_redoes_failed_rows_and_fresh_measures_stored_ones_again() {
+    bounded(120, async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |_| {}).await;
+        // 127.0.0.53 is unknown to the fake network at first: nobody gets an RTT to it.
+        let w = world(&[(TARGET, LYON.0, LYON.1), ("127.0.0.51", 35.0, 135.0)]);
+        let probes = fleet(&srv.url, &w, 4).await;
+        wait_healthy(&srv.coord, 4).await;
+        let ips = [TARGET, "127.0.0.53", "127.0.0.51"];
+        let input = dir.path().join("ips.txt");
+        std::fs::write(&input, ips.join("\n")).unwrap();
+        let out = dir.path().join("out.csv");
+        // Requests per probe for each address.
+        let counts = || -> Vec<Vec<usize>> {
+            probes
+                .iter()
+                .map(|p| ips.iter().map(|ip| p.count(ip)).collect())
+                .collect()
+        };
+        run_audit(audit_args(&srv.url, &input, &out)).await.unwrap();
+        let errors = error_col(&read_rows(&out));
+        assert!(errors[0].is_empty() && errors[2].is_empty(), "{errors:?}");
+        assert!(errors[1].starts_with("no-answer: "), "{errors:?}");
+        // Silent target: a ping, then TCP + traceroute, per probe.
+        assert!(counts().iter().all(|c| c == &[1, 2, 1]), "{:?}", counts());
+
+        // Now the address answers. A plain rerun keeps the failed row and measures nothing.
+        w.lock().unwrap().insert(
+            "127.0.0.53".into(),
+            LatLon {
+                lat: -34.6,
+                lon: -58.4,
+            },
+        );
+        let first = std::fs::read_to_string(&out).unwrap();
+        run_audit(audit_args(&srv.url, &input, &out)).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), first);
+        assert!(counts().iter().all(|c| c == &[1, 2, 1]), "{:?}", counts());
+
+        // --retry-failed: the failed row is measured again (the rows after it come from the
+        // stored results, not measured again).
+        let mut a = audit_args(&srv.url, &input, &out);
+        a.retry_failed = true;
+        run_audit(a).await.unwrap();
+        let rows = read_rows(&out);
+        assert_eq!(error_col(&rows), ["", "", ""]);
+        assert_eq!(rows[1][0], "127.0.0.53");
+        assert_eq!(
+            &rows[2],
+            &read_rows_text(&first)[2],
+            "kept from the stored result"
+        );
+        assert!(counts().iter().all(|c| c == &[1, 3, 1]), "{:?}", counts());
+
+        // A new output file: without --fresh every row comes from the stored results ...
+        let out2 = dir.path().join("out2.csv");
+        run_audit(audit_args(&srv.url, &input, &out2))
+            .await
+            .unwrap();
+        assert!(counts().iter().all(|c| c == &[1, 3, 1]), "{:?}", counts());
+        // ... with --fresh every address is measured again.
+        let out3 = dir.path().join("out3.csv");
+        let mut a = audit_args(&srv.url, &input, &out3);
+        a.fresh = true;
+        run_audit(a).await.unwrap();
+        assert_eq!(error_col(&read_rows(&out3)), ["", "", ""]);
+        assert!(counts().iter().all(|c| c == &[2, 4, 2]), "{:?}", counts());
+        srv.stop().await;
+    })
+    .await;
+}
+
+fn read_rows_text(text: &str) -> Vec<Vec<String>> {
+    csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .map(|x| x.unwrap().iter().map(String::from).collect())
+        .collect()
+}
+
+/// No probe at all: the rows are asked again until `--retry-for-s` passes without progress,
+/// then written with their reason; a rerun once probes are back redoes exactly those rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_without_probes_are_retried_for_retry_for_s_then_written_and_redone_on_rerun() {
+    bounded(120, async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |_| {}).await;
+        let input = dir.path().join("ips.txt");
+        std::fs::write(&input, format!("{TARGET}\nnope\n127.0.0.51\n")).unwrap();
+        let out = dir.path().join("out.csv");
+        let mut a = audit_args(&srv.url, &input, &out);
+        a.retry_for_s = 2;
+        let t0 = Instant::now();
+        run_audit(a)
+            .await
+            .expect("the run ends, writing the rows it could not do");
+        assert!(
+            t0.elapsed() >= Duration::from_secs(2),
+            "gave up after {:?}",
+            t0.elapsed()
+        );
+        let errors = error_col(&read_rows(&out));
+        assert!(
+            errors[0].starts_with("no-probes: ") && errors[2].starts_with("no-probes: "),
+            "{errors:?}"
+        );
+        assert!(errors[1].starts_with("invalid-address: "), "{errors:?}");
+
+        let w = world(&[(TARGET, LYON.0, LYON.1), ("127.0.0.51", 35.0, 135.0)]);
+        let probes = fleet(&srv.url, &w, 4).await;
+        wait_healthy(&srv.coord, 4).await;
+        run_audit(audit_args(&srv.url, &input, &out)).await.unwrap();
+        let errors = error_col(&read_rows(&out));
+        assert!(errors[0].is_empty() && errors[2].is_empty(), "{errors:?}");
+        assert!(errors[1].starts_with("invalid-address: "), "{errors:?}");
+        assert!(probes
+            .iter()
+            .all(|p| p.count(TARGET) == 1 && p.count("127.0.0.51") == 1));
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// While nothing answers at the coordinator's address the audit tries again with a growing
+/// pause (0.5 s, then 1 s, then 2 s ...; asserted as lower bounds, which a loaded machine
+/// cannot break), and completes once the coordinator is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_coordinator_is_retried_with_backoff_until_it_is_up() {
+    bounded(120, async {
+        let dir = tempfile::tempdir().unwrap();
+        // A port that accepts connections and closes them at once: every attempt of the audit
+        // is seen (and fails) until the real coordinator takes the port over.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let input = dir.path().join("ips.txt");
+        std::fs::write(&input, format!("{TARGET}\n")).unwrap();
+        let out = dir.path().join("out.csv");
+        let mut a = audit_args(&format!("http://{addr}"), &input, &out);
+        a.retry_for_s = 20;
+        let audit = tokio::spawn(run_audit(a));
+        // One attempt may open two connections in a row (the channel reconnects once); the
+        // pause between attempts is at least 500 ms, so connections less than 450 ms apart
+        // belong to the same attempt.
+        let mut attempts: Vec<Instant> = Vec::new();
+        let mut last = None;
+        while attempts.len() < 3 {
+            let (conn, _) = listener.accept().await.unwrap();
+            let now = Instant::now();
+            if last.is_none_or(|l: Instant| now - l >= Duration::from_millis(450)) {
+                attempts.push(now);
+            }
+            last = Some(now);
+            drop(conn);
+        }
+        drop(listener);
+        let gaps: Vec<Duration> = attempts.windows(2).map(|p| p[1] - p[0]).collect();
+        assert!(
+            gaps[1] >= Duration::from_millis(950),
+            "pauses between attempts: {gaps:?}"
+        );
+        let srv = Server::start_at(addr, &sqlite_url(&dir), |_| {}).await;
+        let w = world(&[(TARGET, LYON.0, LYON.1)]);
+        let _probes = fleet(&srv.url, &w, 3).await;
+        audit
+            .await
+            .unwrap()
+            .expect("the audit completes once the coordinator is up");
+        assert_eq!(error_col(&read_rows(&out)), [""]);
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// `geoloc locate --geojson`: per address a `region` feature (the feasible region's
+/// MultiPolygon, which holds the target) and an `estimate` Point in GeoJSON's [lon, lat]
+/// order, with the properties README lists.
+#[tokio::test]
+async fn locate_geojson_has_the_region_and_the_estimate() {
+    bounded(60, async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |_| {}).await;
+        let w = world(&[(TARGET, LYON.0, LYON.1)]);
+        let _probes = fleet(&srv.url, &w, 6).await;
+        wait_healthy(&srv.coord, 6).await;
+        let mut c = srv.client().await;
+        let (_, r) = locate(&mut c, req(TARGET)).await;
+        let r = r.unwrap();
+        let sol: geoloc_engine::Solution = serde_json::from_str(&r.solution_json).unwrap();
+        let features = geoloc_coordinator::client::geojson_features(TARGET, &r);
+        assert_eq!(features.len(), 2);
+        let (region, estimate) = (&features[0], &features[1]);
+        for (f, kind) in [(region, "region"), (estimate, "estimate")] {
+            assert_eq!(f["type"], "Feature");
+            let p = &f["properties"];
+            assert_eq!(p["feature"], kind);
+            assert_eq!(p["ip"], TARGET);
+            assert_eq!(p["result_id"], r.result_id.as_str());
+            assert_eq!(p["probes_used"], r.probes_used);
+            assert_eq!(p["city"], sol.place.city.as_str());
+            assert_eq!(p["country"], sol.place.country.as_str());
+            assert_eq!(p["timezone"], sol.timezone.iana.as_str());
+            assert_eq!(p["anycast"], false);
+            assert!((p["radius_km"].as_f64().unwrap() - sol.radius_km).abs() < 1e-9);
+            assert_eq!(p["min_rtt_ms"].as_f64(), r.min_rtt_ms);
+        }
+        assert_eq!(estimate["geometry"]["type"], "Point");
+        assert_eq!(
+            estimate["geometry"]["coordinates"],
+            serde_json::json!([sol.estimate.lon, sol.estimate.lat])
+        );
+        // The region: a MultiPolygon of [lon, lat] rings that holds Lyon and not Rome.
+        assert_eq!(region["geometry"]["type"], "MultiPolygon");
+        let lonlat = |pt: &serde_json::Value| (pt[0].as_f64().unwrap(), pt[1].as_f64().unwrap());
+        let mp = geo::MultiPolygon::new(
+            region["geometry"]["coordinates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|poly| {
+                    let mut rings = poly.as_array().unwrap().iter().map(|ring| {
+                        geo::LineString::from(
+                            ring.as_array()
+                                .unwrap()
+                                .iter()
+                                .map(lonlat)
+                                .collect::<Vec<_>>(),
+                        )
+                    });
+                    let outer = rings.next().unwrap();
+                    geo::Polygon::new(outer, rings.collect())
+                })
+                .collect(),
+        );
+        use geo::Contains;
+        assert!(
+            mp.contains(&geo::point!(x: LYON.1, y: LYON.0)),
+            "Lyon is outside the region outline"
+        );
+        assert!(
+            !mp.contains(&geo::point!(x: 12.5, y: 41.9)),
+            "Rome is inside the region outline"
+        );
+        srv.stop().await;
+    })
+    .await;
 }

@@ -7,7 +7,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use geoloc_engine::LatLon;
 use geoloc_proto::v1 as pb;
 
 const BIN: &str = env!("CARGO_BIN_EXE_geoloc-coordinator");
@@ -120,38 +119,18 @@ async fn binary_serves_stops_on_sigterm_and_keeps_results_across_restart() {
         let landmarks = concat!(env!("CARGO_MANIFEST_DIR"), "/../landmarks/landmarks.csv");
         let (mut p, url) = start(&db, &["--landmarks", landmarks]);
         let w = world(&[("127.0.0.50", 45.764, 4.8357)]);
-        let mut probes = Vec::new();
-        for &(id, lat, lon, ip) in &FLEET[..5] {
-            w.lock()
-                .unwrap()
-                .insert(ip.to_string(), LatLon { lat, lon });
-            probes.push(
-                FakeProbe::start(
-                    &url,
-                    id,
-                    (lat, lon),
-                    (lat, lon),
-                    ip,
-                    w.clone(),
-                    Behaviour::Honest,
-                )
-                .await,
-            );
-        }
+        let probes = fleet(&url, &w, 5).await;
         let mut c = geoloc_coordinator::client::connect(&url).await.unwrap();
         // Wait for the fleet to be healthy.
-        for _ in 0..100 {
-            let ps = c
-                .list_probes(pb::ListProbesRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .probes;
-            if ps.iter().filter(|p| p.healthy).count() == 5 {
-                break;
+        let healthy = || {
+            let url = url.clone();
+            async move {
+                let mut c = geoloc_coordinator::client::connect(&url).await.unwrap();
+                let ps = c.list_probes(pb::ListProbesRequest {}).await.unwrap();
+                ps.into_inner().probes.iter().filter(|p| p.healthy).count() == 5
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        };
+        wait_until("5 healthy probes", 30, healthy).await;
         let mut s = c
             .locate(pb::LocateRequest {
                 ip: "127.0.0.50".into(),

@@ -1,16 +1,13 @@
 //! Storage tests, run identically against SQLite (a temporary file) and PostgreSQL
 //! (`postgres://postgres@127.0.0.1:5432/test`, or `GEOLOC_TEST_PG_URL`; each test works in a
-//! schema of its own, dropped at the end). PostgreSQL tests print a SKIP line and pass only
-//! when the server is unreachable.
+//! schema of its own, dropped at the end). A PostgreSQL test skips (through
+//! `geoloc_testenv::skip`: a failure under `GEOLOC_REQUIRE_ENV=1`) only when the server
+//! cannot be reached; any other error, a migration failing on PostgreSQL included, fails it.
+mod common;
+
 use geoloc_coordinator::raw::{RawPing, RawResult};
 use geoloc_coordinator::solve::{inputs_from_rows, solve, GeoIpJson};
 use geoloc_coordinator::storage::{MeasurementRow, ProbeRow, ResultRow, ResultStatus, Storage};
-
-const PG_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-fn pg_url() -> String {
-    std::env::var("GEOLOC_TEST_PG_URL").unwrap_or_else(|_| PG_DEFAULT.to_string())
-}
 
 /// A store for one test; the guard removes it.
 struct Store {
@@ -31,47 +28,17 @@ impl Store {
     }
 
     async fn postgres(test: &str) -> Option<Store> {
-        let url = pg_url();
-        let schema = format!(
-            "geoloc_t_{test}_{}_{}",
-            std::process::id(),
-            &geoloc_coordinator::new_id()[..8]
-        );
-        match tokio::time::timeout(
-            std::time::Duration::from_secs(20),
-            Storage::connect_in_schema(&url, Some(&schema)),
-        )
-        .await
-        {
-            Ok(Ok(storage)) => Some(Store {
-                storage,
-                _dir: None,
-                schema: Some(schema),
-            }),
-            Ok(Err(e)) if e.to_string().contains("database ") => {
-                eprintln!(
-                    "SKIP postgres storage test {test}: PostgreSQL unreachable at {url}: {e}"
-                );
-                None
-            }
-            Ok(Err(e)) => panic!("postgres store: {e}"),
-            Err(_) => {
-                eprintln!(
-                    "SKIP postgres storage test {test}: PostgreSQL at {url} did not answer in 20 s"
-                );
-                None
-            }
-        }
+        let (storage, schema) = common::postgres_store(test).await?;
+        Some(Store {
+            storage,
+            _dir: None,
+            schema: Some(schema),
+        })
     }
 
     async fn done(self) {
-        if let (Storage::Postgres(pool), Some(schema)) = (&self.storage, &self.schema) {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP SCHEMA IF EXISTS {schema} CASCADE"
-            )))
-            .execute(pool)
-            .await
-            .unwrap();
+        if let Some(schema) = &self.schema {
+            common::drop_pg_schema(&self.storage, schema).await;
         }
         self.storage.close().await;
     }
@@ -91,7 +58,8 @@ macro_rules! both_backends {
             }
             #[tokio::test]
             async fn postgres() {
-                let Some(s) = super::Store::postgres(stringify!($name)).await else {
+                let Some(s) = super::Store::postgres(concat!(stringify!($name), "_postgres")).await
+                else {
                     return;
                 };
                 tokio::time::timeout(std::time::Duration::from_secs(60), $body(&s.storage))

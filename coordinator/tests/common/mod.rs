@@ -117,6 +117,9 @@ pub enum Behaviour {
     IcmpSilent,
     /// Honest, after this many ms.
     Delayed(u64),
+    /// Honest for targets it has an RTT to; never answers a request for any other target
+    /// (the request stays in flight until the probe or the coordinator goes away).
+    HangOnUnknown,
 }
 
 /// RTT from a fake probe to a target address, ms.
@@ -247,7 +250,9 @@ impl FakeProbe {
                         let Some(pb::coordinator_message::Kind::MeasurementRequest(req)) = msg.kind else { continue };
                         reqs.lock().unwrap().push(req.clone());
                         if behaviour == Behaviour::Silent { continue; }
-                        let answer = answer(&req, rtt(&req.target), behaviour);
+                        let rtt = rtt(&req.target);
+                        if behaviour == Behaviour::HangOnUnknown && rtt.is_none() { continue; }
+                        let answer = answer(&req, rtt, behaviour);
                         let msg = pb::ProbeMessage { kind: Some(PKind::MeasurementResult(answer)) };
                         if let Behaviour::Delayed(ms) = behaviour {
                             let tx = tx.clone();
@@ -298,7 +303,10 @@ fn answer(req: &pb::MeasurementRequest, rtt: Option<f64>, b: Behaviour) -> pb::M
         match pb::MeasurementKind::try_from(*k) {
             Ok(pb::MeasurementKind::Ping) => {
                 let rtts: Vec<f64> = match (rtt, b) {
-                    (Some(x), Behaviour::Honest | Behaviour::Delayed(_)) => (0..req.ping_count)
+                    (
+                        Some(x),
+                        Behaviour::Honest | Behaviour::Delayed(_) | Behaviour::HangOnUnknown,
+                    ) => (0..req.ping_count)
                         .map(|i| x + 0.1 * f64::from(i))
                         .collect(),
                     _ => Vec::new(),
@@ -387,4 +395,139 @@ pub const FLEET: &[(&str, f64, f64, &str)] = &[
 /// A SQLite URL in a fresh temporary directory.
 pub fn sqlite_url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("geoloc.sqlite").display())
+}
+
+/// Runs `f`, failing the test when it takes more than `secs` seconds (every test is bounded).
+pub async fn bounded<F: std::future::Future>(secs: u64, f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .unwrap_or_else(|_| panic!("test took more than {secs} s"))
+}
+
+/// Polls `cond` every 20 ms until it holds; panics with `what` after `secs` seconds. For
+/// waiting on a state, never on the clock.
+pub async fn wait_until<F, Fut>(what: &str, secs: u64, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {secs} s for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The first `n` probes of FLEET, honest, each placed in `w` at its position.
+pub async fn fleet(url: &str, w: &World, n: usize) -> Vec<FakeProbe> {
+    fleet_as(url, w, n, Behaviour::Honest).await
+}
+
+/// The first `n` probes of FLEET, all behaving as `b`.
+pub async fn fleet_as(url: &str, w: &World, n: usize, b: Behaviour) -> Vec<FakeProbe> {
+    let mut v = Vec::new();
+    for &(id, lat, lon, ip) in &FLEET[..n] {
+        w.lock()
+            .unwrap()
+            .insert(ip.to_string(), LatLon { lat, lon });
+        v.push(FakeProbe::start(url, id, (lat, lon), (lat, lon), ip, w.clone(), b).await);
+    }
+    v
+}
+
+/// The usual target: a host in Lyon at 127.0.0.50 (loopback: the fake probes send nothing).
+pub const TARGET: &str = "127.0.0.50";
+pub const LYON: (f64, f64) = (45.764, 4.8357);
+
+pub fn lyon() -> LatLon {
+    LatLon {
+        lat: LYON.0,
+        lon: LYON.1,
+    }
+}
+
+pub fn req(ip: &str) -> pb::LocateRequest {
+    pb::LocateRequest {
+        ip: ip.into(),
+        ..Default::default()
+    }
+}
+
+/// One Locate call: the progress events and the answer.
+pub async fn locate(
+    client: &mut pb::locate_service_client::LocateServiceClient<tonic::transport::Channel>,
+    req: pb::LocateRequest,
+) -> (Vec<pb::Progress>, Result<pb::LocateResult, pb::LocateError>) {
+    let mut s = client.locate(req).await.unwrap().into_inner();
+    let mut progress = Vec::new();
+    while let Some(ev) = s.message().await.unwrap() {
+        match ev.event.unwrap() {
+            pb::locate_event::Event::Progress(p) => progress.push(p),
+            pb::locate_event::Event::Result(r) => return (progress, Ok(r)),
+            pb::locate_event::Event::Error(e) => return (progress, Err(e)),
+        }
+    }
+    panic!("stream ended without an answer");
+}
+
+/// The PostgreSQL test server: `GEOLOC_TEST_PG_URL`, default the local one.
+pub fn pg_url() -> String {
+    std::env::var("GEOLOC_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// A PostgreSQL store in a schema of its own (`drop_pg_schema` removes it), or None when the
+/// server cannot be reached at all: then the test is reported through
+/// `geoloc_testenv::skip` (a failure under `GEOLOC_REQUIRE_ENV=1`). Any other error
+/// (authentication, a migration that fails on PostgreSQL, ...) fails the test.
+pub async fn postgres_store(test: &str) -> Option<(geoloc_coordinator::storage::Storage, String)> {
+    use geoloc_coordinator::storage::Storage;
+    use geoloc_coordinator::CoordinatorError;
+    let url = pg_url();
+    let schema = format!(
+        "geoloc_t_{test}_{}_{}",
+        std::process::id(),
+        &geoloc_coordinator::new_id()[..8]
+    );
+    let connect = Storage::connect_in_schema(&url, Some(&schema));
+    match tokio::time::timeout(Duration::from_secs(20), connect).await {
+        Ok(Ok(s)) => Some((s, schema)),
+        Ok(Err(CoordinatorError::DatabaseConnect { source, .. }))
+            if matches!(
+                source,
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_)
+            ) =>
+        {
+            geoloc_testenv::skip(
+                test,
+                &format!("cannot connect to PostgreSQL at {url}: {source}"),
+            );
+            None
+        }
+        Ok(Err(e)) => panic!("{test}: PostgreSQL store at {url}: {e}"),
+        Err(_) => {
+            geoloc_testenv::skip(test, &format!("PostgreSQL at {url} did not answer in 20 s"));
+            None
+        }
+    }
+}
+
+/// Drops a schema made by [`postgres_store`].
+pub async fn drop_pg_schema(storage: &geoloc_coordinator::storage::Storage, schema: &str) {
+    if let geoloc_coordinator::storage::Storage::Postgres(pool) = storage {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE"
+        )))
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+}
+
+/// [`wait_until`] for a condition that needs no `await`.
+pub async fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    wait_until(what, secs, || std::future::ready(cond())).await
 }

@@ -1,0 +1,346 @@
+//! The speed-of-light rules of `landmarks/README.md`, over real gRPC with FAKE probes
+//! (tests/common) whose RTTs follow their real positions: a probe faster than light with one
+//! other landmark is not flagged (a single pair cannot tell who lies), with two it is; once
+//! cleared, only evidence newer than the clearing counts; a probe that re-registers at a new
+//! position is checked afresh; a declared position far from the landmarks file's is flagged
+//! at registration.
+//!
+//! Each test waits for the landmark measurements it needs (counted in storage), then runs the
+//! evaluation itself (`Coordinator::evaluate_flags`, the same one a connecting probe
+//! triggers), so what is flagged never depends on timing.
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use geoloc_coordinator::Coordinator;
+use geoloc_engine::LatLon;
+use geoloc_proto::v1 as pb;
+
+/// Where the liar really is (Brussels) and what it declares (Sydney), and its address.
+const LIAR_REAL: (f64, f64) = (50.85, 4.35);
+const SYDNEY: (f64, f64) = (-33.87, 151.2);
+const LIAR_IP: &str = "127.0.1.99";
+
+async fn landmark_rows(coord: &Coordinator) -> usize {
+    coord.storage.landmark_measurements().await.unwrap().len()
+}
+
+/// Waits until `n` landmark measurements are stored.
+async fn wait_landmark_rows(coord: &Arc<Coordinator>, n: usize) {
+    let c = Arc::clone(coord);
+    wait_until(&format!("{n} landmark measurements"), 30, move || {
+        let c = Arc::clone(&c);
+        async move { landmark_rows(&c).await >= n }
+    })
+    .await;
+    assert_eq!(
+        landmark_rows(coord).await,
+        n,
+        "more landmark measurements than expected"
+    );
+}
+
+fn flagged(coord: &Coordinator) -> Vec<String> {
+    coord
+        .registry
+        .snapshot()
+        .into_iter()
+        .filter(|p| p.flagged)
+        .map(|p| p.probe_id.clone())
+        .collect()
+}
+
+async fn wait_flagged(coord: &Arc<Coordinator>, id: &'static str) {
+    let c = Arc::clone(coord);
+    wait_until(&format!("{id} flagged"), 30, move || {
+        let c = Arc::clone(&c);
+        async move { c.registry.get(id).is_some_and(|p| p.flagged) }
+    })
+    .await;
+}
+
+async fn start_liar(srv: &Server, w: &World, declared: (f64, f64)) -> FakeProbe {
+    w.lock().unwrap().insert(
+        LIAR_IP.into(),
+        LatLon {
+            lat: LIAR_REAL.0,
+            lon: LIAR_REAL.1,
+        },
+    );
+    FakeProbe::start(
+        &srv.url,
+        "liar",
+        declared,
+        LIAR_REAL,
+        LIAR_IP,
+        w.clone(),
+        Behaviour::Honest,
+    )
+    .await
+}
+
+async fn checking_server(dir: &tempfile::TempDir) -> Server {
+    Server::start(&sqlite_url(dir), |c| c.landmark_checks = true).await
+}
+
+#[tokio::test]
+async fn one_faster_than_light_partner_is_not_enough_two_are() {
+    bounded(90, async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = checking_server(&dir).await;
+        let w = world(&[]);
+        let _paris = honest_fleet_checked(&srv, &w, 1).await;
+        let _liar = start_liar(&srv, &w, SYDNEY).await;
+        // liar -> paris and paris -> liar: one faster-than-light pair.
+        wait_landmark_rows(&srv.coord, 2).await;
+        assert_eq!(
+            srv.coord.evaluate_flags().await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert!(flagged(&srv.coord).is_empty(), "one pair flags nobody");
+        assert!(srv.coord.registry.get("liar").unwrap().healthy);
+
+        // A second honest probe: the liar is faster than light with two landmarks now.
+        let (id, lat, lon, ip) = FLEET[5];
+        w.lock().unwrap().insert(ip.into(), LatLon { lat, lon });
+        let _london = FakeProbe::start(
+            &srv.url,
+            id,
+            (lat, lon),
+            (lat, lon),
+            ip,
+            w.clone(),
+            Behaviour::Honest,
+        )
+        .await;
+        wait_landmark_rows(&srv.coord, 6).await;
+        srv.coord.evaluate_flags().await.unwrap();
+        assert_eq!(
+            flagged(&srv.coord),
+            ["liar"],
+            "only the liar, not its honest peers"
+        );
+        let liar = srv.coord.registry.get("liar").unwrap();
+        assert!(!liar.healthy);
+        assert!(
+            liar.flag_reason.contains("to paris is faster than light")
+                && liar.flag_reason.contains("to london is faster than light"),
+            "{}",
+            liar.flag_reason
+        );
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// The first `n` honest probes of FLEET, one at a time: each is measured by and measures
+/// the ones before it (2 x k rows for the k-th) before the next connects, so the number of
+/// landmark measurements is exact.
+async fn honest_fleet_checked(srv: &Server, w: &World, n: usize) -> Vec<FakeProbe> {
+    let mut v = Vec::new();
+    let mut rows = landmark_rows(&srv.coord).await;
+    for (k, &(id, lat, lon, ip)) in FLEET[..n].iter().enumerate() {
+        w.lock().unwrap().insert(ip.into(), LatLon { lat, lon });
+        v.push(
+            FakeProbe::start(
+                &srv.url,
+                id,
+                (lat, lon),
+                (lat, lon),
+                ip,
+                w.clone(),
+                Behaviour::Honest,
+            )
+            .await,
+        );
+        rows += 2 * k;
+        wait_landmark_rows(&srv.coord, rows).await;
+    }
+    v
+}
+
+/// Three honest probes and the liar, flagged.
+async fn fleet_with_flagged_liar(srv: &Server, w: &World) -> (Vec<FakeProbe>, FakeProbe) {
+    let honest = honest_fleet_checked(srv, w, 3).await;
+    let liar = start_liar(srv, w, SYDNEY).await;
+    // 3 x 2 among the honest ones, then 3 from and 3 to the liar.
+    wait_landmark_rows(&srv.coord, 12).await;
+    srv.coord.evaluate_flags().await.unwrap();
+    assert_eq!(flagged(&srv.coord), ["liar"]);
+    (honest, liar)
+}
+
+#[tokio::test]
+async fn a_cleared_flag_counts_only_evidence_measured_after_it() {
+    bounded(90, async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = checking_server(&dir).await;
+        let w = world(&[]);
+        let (_honest, liar) = fleet_with_flagged_liar(&srv, &w).await;
+        let mut c = srv.client().await;
+        let cleared = c
+            .clear_flag(pb::ClearFlagRequest {
+                probe_id: "liar".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(cleared.was_flagged);
+        // The stored faster-than-light pairs predate the clearing: they no longer count.
+        assert_eq!(
+            srv.coord.evaluate_flags().await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert!(flagged(&srv.coord).is_empty());
+        assert!(srv.coord.registry.get("liar").unwrap().healthy);
+        let stored = srv.coord.storage.get_probe("liar").await.unwrap().unwrap();
+        assert!(!stored.flagged && stored.flag_epoch_unix_ms > 0);
+
+        // New evidence (the liar reconnects and is measured again): flagged again.
+        liar.kill();
+        drop(liar);
+        let _liar = start_liar(&srv, &w, SYDNEY).await;
+        wait_landmark_rows(&srv.coord, 18).await;
+        srv.coord.evaluate_flags().await.unwrap();
+        wait_flagged(&srv.coord, "liar").await;
+        assert_eq!(flagged(&srv.coord), ["liar"]);
+        srv.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_probe_that_moves_is_checked_afresh_at_its_new_position() {
+    bounded(90, async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = checking_server(&dir).await;
+        let w = world(&[]);
+        let (honest, liar) = fleet_with_flagged_liar(&srv, &w).await;
+
+        // The liar re-registers at its real position: the flag and the evidence about the old
+        // position are dropped at registration, and the new measurements agree with it.
+        liar.kill();
+        drop(liar);
+        let _liar = start_liar(&srv, &w, LIAR_REAL).await;
+        let now = srv.coord.registry.get("liar").unwrap();
+        assert!(!now.flagged && now.flag_reason.is_empty(), "{now:?}");
+        wait_landmark_rows(&srv.coord, 18).await;
+        assert_eq!(
+            srv.coord.evaluate_flags().await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert!(flagged(&srv.coord).is_empty());
+        assert!(
+            !srv.coord
+                .storage
+                .get_probe("liar")
+                .await
+                .unwrap()
+                .unwrap()
+                .flagged
+        );
+
+        // An honest probe that moves to a false position (Paris declaring Tokyo) is flagged on
+        // the new evidence.
+        honest[0].kill();
+        let (id, lat, lon, ip) = FLEET[0];
+        let _paris = FakeProbe::start(
+            &srv.url,
+            id,
+            (35.68, 139.65),
+            (lat, lon),
+            ip,
+            w.clone(),
+            Behaviour::Honest,
+        )
+        .await;
+        wait_landmark_rows(&srv.coord, 24).await;
+        srv.coord.evaluate_flags().await.unwrap();
+        assert_eq!(flagged(&srv.coord), ["paris"]);
+        srv.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_declared_position_far_from_the_landmarks_file_is_flagged_at_registration() {
+    bounded(60, async {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("landmarks.csv");
+        std::fs::write(
+            &file,
+            "id,lat,lon,ip,kind\nparis,48.8566,2.3522,,probe\nlondon,51.5074,-0.1278,,probe\n",
+        )
+        .unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |c| c.landmarks = Some(file.clone())).await;
+        let mut pc = pb::probe_service_client::ProbeServiceClient::connect(srv.url.clone())
+            .await
+            .unwrap();
+        let register = |id: &str, lat: f64, lon: f64| pb::RegisterRequest {
+            probe_id: id.into(),
+            lat,
+            lon,
+            credential: TOKEN.into(),
+            ..Default::default()
+        };
+        // Within 50 km of the file's position (Paris, 20 km off): fine. Not in the file: fine.
+        let r = pc
+            .register(register("paris", 48.98, 2.55))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!r.flagged, "{r:?}");
+        let r = pc
+            .register(register("tokyo", 35.68, 139.65))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!r.flagged, "{r:?}");
+        // London declaring New York: flagged, with the reason.
+        let r = pc
+            .register(register("london", 40.71, -74.0))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.flagged);
+        assert!(
+            r.flag_reason
+                .contains("km from the landmarks file's (51.5074, -0.1278)"),
+            "{}",
+            r.flag_reason
+        );
+        let p = srv
+            .coord
+            .storage
+            .get_probe("london")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(p.flagged && p.flag_reason == r.flag_reason);
+        assert_eq!(flagged(&srv.coord), ["london"]);
+        // Clearing does not make the file agree: the next registration flags it again.
+        let mut c = srv.client().await;
+        c.clear_flag(pb::ClearFlagRequest {
+            probe_id: "london".into(),
+        })
+        .await
+        .unwrap();
+        assert!(flagged(&srv.coord).is_empty());
+        let r = pc
+            .register(register("london", 40.71, -74.0))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.flagged, "{r:?}");
+        // At the file's position it is not.
+        let r = pc
+            .register(register("london", 51.5074, -0.1278))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!r.flagged, "{r:?}");
+        srv.stop().await;
+    })
+    .await;
+}
