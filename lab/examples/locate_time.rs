@@ -13,6 +13,7 @@
 //! RTT + the paced pings + the probe-target RTT). Debugging: `GEOLOC_COORDINATOR_*` and
 //! `RUST_LOG` are passed to the lab's coordinator; `LOCATE_TIME_KEEP_LOG=FILE` and
 //! `LOCATE_TIME_KEEP_DB=FILE` keep its log (and the agents' logs) and its SQLite database.
+//! Exits 1 when a target fails or is not located within 1.2 x floor + 50 ms.
 use geoloc_lab::demo::{DemoArgs, DemoWorld, TargetKind, COORDINATOR_HOST};
 
 /// `geoloc-coordinator` defaults (coordinator/src/config.rs).
@@ -53,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         "tgt", "locate ms", "max RTT", "floor", "paced", "control", "ratio", "target<="
     );
     let mut ratios = Vec::new();
+    let mut attempted = 0usize;
     for t in w
         .plans
         .iter()
@@ -77,6 +79,7 @@ fn main() -> anyhow::Result<()> {
                     + 2.0 * topo.one_way_ms(pi, ti)
             })
             .fold(0.0, f64::max);
+        attempted += 1;
         let r = w.locate_with(t, &["--mode", &mode])?;
         if let Some(e) = &r.error {
             println!("{}: failed: {e}", t.name);
@@ -146,5 +149,12 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(format!("{to}.agents"), agents)?;
     }
     w.down()?;
+    // A missed bound (or a failed locate) is a failure: exit status 1, not a figure to
+    // read past.
+    anyhow::ensure!(
+        within == attempted,
+        "{} of {attempted} targets not located within 1.2 x floor + 50 ms",
+        attempted - within
+    );
     Ok(())
 }

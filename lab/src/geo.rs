@@ -526,12 +526,13 @@ mod tests {
     /// Refits on the real data when `../shared` is there, and checks the constants above.
     #[test]
     fn constants_match_a_refit_on_wondernetwork() {
-        let dir =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/wondernetwork-train");
-        if !dir.join("rtts.csv").exists() {
-            eprintln!("SKIPPED: {} not found", dir.display());
+        let Some(dir) = geoloc_testenv::shared_data("wondernetwork-train") else {
+            geoloc_testenv::skip(
+                "constants_match_a_refit_on_wondernetwork",
+                "../shared/data/wondernetwork-train not found",
+            );
             return;
-        }
+        };
         let fit = fit_inflation(&read_rtt_set(&dir).unwrap()).unwrap();
         assert!((fit.ln_mu - INFLATION_LN_MU).abs() < 0.005, "{fit:?}");
         assert!((fit.ln_sigma - INFLATION_LN_SIGMA).abs() < 0.005, "{fit:?}");

@@ -1,7 +1,7 @@
 //! Real packets through the emulator: `ping`, `traceroute`, `tracepath` inside namespaces.
 //!
-//! Needs root, /dev/net/tun and iputils `ping` / `tracepath` plus `traceroute`; each test
-//! prints why it skips when one is missing.
+//! Needs root, /dev/net/tun and iputils `ping` / `tracepath` plus `traceroute`; when one is
+//! missing each test prints why it skips, or fails under `GEOLOC_REQUIRE_ENV=1` (CI).
 use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
@@ -28,10 +28,12 @@ fn skip_reason(tools: &[&str]) -> Option<String> {
 /// with the emulator for the 2 CPUs and the kernel's network locks.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Returns from test `$test` when root, `/dev/net/tun` or a tool is missing (a SKIPPED
+/// line, or a failure under `GEOLOC_REQUIRE_ENV=1`); then takes the one-lab-at-a-time lock.
 macro_rules! require {
-    ($($tool:expr),*) => {
+    ($test:expr $(, $tool:expr)*) => {
         if let Some(why) = skip_reason(&[$($tool),*]) {
-            eprintln!("SKIPPED: {why}");
+            geoloc_testenv::skip($test, &why);
             return;
         }
         let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -133,7 +135,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[test]
 fn ping_rtts_match_configured_delays_v4_and_v6() {
-    require!("ping");
+    require!("ping_rtts_match_configured_delays_v4_and_v6", "ping");
     let lab = Lab::up(triangle(vec![]), 1).unwrap();
     for (from, to, want) in [
         ("a", "b", 20.0),
@@ -167,7 +169,11 @@ fn ping_rtts_match_configured_delays_v4_and_v6() {
 
 #[test]
 fn traceroute_sees_the_virtual_routers() {
-    require!("traceroute", "tracepath");
+    require!(
+        "traceroute_sees_the_virtual_routers",
+        "traceroute",
+        "tracepath"
+    );
     let lab = Lab::up(triangle(vec![]), 2).unwrap();
     let c = lab.host("c").unwrap().clone();
     let path = lab.topology().path(0, 2);
@@ -234,7 +240,11 @@ fn traceroute_sees_the_virtual_routers() {
 
 #[test]
 fn behaviours_drop_icmp_drop_tcp_silent_and_anycast() {
-    require!("ping", "traceroute");
+    require!(
+        "behaviours_drop_icmp_drop_tcp_silent_and_anycast",
+        "ping",
+        "traceroute"
+    );
     // d: drops ICMP, e: silent, f and g: one anycast address (f near b, g near a).
     let mut f = host(5, "f", Behaviour::Normal);
     let mut g = host(6, "g", Behaviour::Normal);
@@ -323,7 +333,7 @@ fn behaviours_drop_icmp_drop_tcp_silent_and_anycast() {
 
 #[test]
 fn namespaces_are_removed_on_down_and_drop() {
-    require!();
+    require!("namespaces_are_removed_on_down_and_drop");
     let lab = Lab::up(triangle(vec![]), 4).unwrap();
     let names: Vec<String> = lab.hosts().iter().map(|h| h.ns.clone()).collect();
     let listed = geoloc_lab::netns::list_lab_namespaces().unwrap();
@@ -338,7 +348,7 @@ fn namespaces_are_removed_on_down_and_drop() {
 
 #[test]
 fn cleanup_removes_namespaces_of_dead_processes_only() {
-    require!();
+    require!("cleanup_removes_namespaces_of_dead_processes_only");
     // A pid that cannot be running (above the kernel's pid_max limit of 2^22).
     let stale = format!("{}9999999-0-0", geoloc_lab::netns::NS_PREFIX);
     geoloc_lab::netns::create(&stale).unwrap();

@@ -32,6 +32,9 @@ use crate::tcp::TcpOutcomeKind;
 
 /// How long in-flight measurements may run after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long, after the last result of a shutdown, the coordinator has to read them and
+/// close the session.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 /// Connection timeout to the coordinator.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Timeout of the `Register` call.
@@ -445,8 +448,15 @@ impl Agent {
                     warn!("in-flight measurements did not finish in time; abandoning them");
                     tasks.abort_all();
                 }
-                // Dropping the sender closes our half of the stream cleanly.
+                // Dropping the sender closes our half of the stream cleanly, but the
+                // results just sent may still sit in the stream's buffers: returning now
+                // would drop the connection and lose them. The coordinator closes its half
+                // once it has read ours to the end; wait for that (bounded).
                 drop(tx);
+                let flushed = async { while let Ok(Some(_)) = inbound.message().await {} };
+                if tokio::time::timeout(SHUTDOWN_FLUSH, flushed).await.is_err() {
+                    warn!("the coordinator did not close the session in time; results sent during shutdown may be lost");
+                }
                 SessionEnd::Shutdown
             }
         }

@@ -702,16 +702,19 @@ mod tests {
             assert_eq!(from, Some(tx.local_addr().unwrap().ip()));
             let kernel = arrival.kernel.expect("no SCM_TIMESTAMPNS");
             assert!(kernel <= arrival.read);
-            if arrival.read - kernel >= Duration::from_millis(45) {
-                // Loopback delivery is immediate: the stamp is close to the send.
-                assert!(kernel >= before_send, "{:?}", before_send - kernel);
-                let delay = kernel - before_send;
-                assert!(delay < Duration::from_millis(5), "{delay:?}");
+            // Never before the send (the monotonic conversion does not shift it early).
+            assert!(kernel >= before_send, "{:?}", before_send - kernel);
+            let late_read = arrival.read - kernel;
+            let after_send = kernel - before_send;
+            // Loopback delivery is immediate: the stamp is near the send, far from the read.
+            // A preempted sender (loaded machine) can delay the send; such a round is
+            // retried rather than judged.
+            if late_read >= Duration::from_millis(45) && after_send < Duration::from_millis(25) {
                 return;
             }
-            seen.push(arrival.read - kernel);
+            seen.push((late_read, after_send));
         }
-        panic!("kernel stamps were only {seen:?} before the reads, not ~50 ms");
+        panic!("(read - stamp, stamp - send) were {seen:?}, never (~50 ms, ~0)");
     }
 
     #[tokio::test]

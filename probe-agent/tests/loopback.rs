@@ -54,7 +54,11 @@ async fn tcp_rtt_to_listener_and_closed_port() {
         let listener = match TcpListener::bind(bind) {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("SKIP {bind}: {e}");
+                // Only the IPv6 loopback can be missing (IPv6 disabled on `lo`).
+                geoloc_testenv::skip(
+                    "tcp_rtt_to_listener_and_closed_port",
+                    &format!("cannot bind {bind} (IPv6 disabled on lo?): {e}"),
+                );
                 continue;
             }
         };
@@ -113,7 +117,10 @@ async fn traceroute_loopback_rtts_are_small_and_not_negative() {
         return;
     }
     // Replies are stamped by the kernel (SO_TIMESTAMPNS), probes before the send: on
-    // loopback the RTT is microseconds, whatever the read latency of the task.
+    // loopback the RTT is microseconds. The bound is generous (a loaded 2-core machine can
+    // preempt the task between the stamp and the send); it catches a wrong unit or clock.
+    // That the stamp is the kernel's, not the read time, is pinned by the unit test
+    // `traceroute::tests::recv_reports_the_kernel_arrival_time_not_the_read_time`.
     let m = measurer();
     for protocol in [
         TracerouteProtocol::Icmp,
@@ -132,9 +139,9 @@ async fn traceroute_loopback_rtts_are_small_and_not_negative() {
             assert_eq!(t.error, None, "{what}");
             assert!(t.reached, "{what}");
             let dest = t.destination_rtt_ms.expect("destination RTT");
-            assert!((0.0..5.0).contains(&dest), "{what}");
+            assert!((0.0..50.0).contains(&dest), "{what}");
             let hop = t.hops[0].rtt_ms.expect("hop RTT");
-            assert!((0.0..5.0).contains(&hop), "{what}");
+            assert!((0.0..50.0).contains(&hop), "{what}");
         }
     }
 }
@@ -164,4 +171,53 @@ async fn rate_cap_paces_pings() {
     let elapsed = start.elapsed();
     assert_eq!(r.ping.unwrap().received, 10);
     assert!(elapsed >= Duration::from_millis(440), "{elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_wide_cap_paces_measurements_of_different_targets_together() {
+    // No privilege needed: TCP SYNs to closed ports of four loopback addresses, measured
+    // at the same time. Each target's own cap would let all 12 SYNs go at once; the
+    // agent-wide cap (20 packets/s, burst 1) spaces them 50 ms apart: at least 550 ms.
+    // Load only makes it slower; without the agent-wide bucket it takes a few ms.
+    let flags = ConfigFlags {
+        allow_private: Some(true),
+        max_packets_per_second: Some(20.0),
+        packet_burst: Some(1.0),
+        target_packets_per_second: Some(1000.0),
+        target_packet_burst: Some(100.0),
+        ..Default::default()
+    };
+    let cfg = AgentConfig::resolve(&flags, &FileConfig::default(), &HashMap::new()).unwrap();
+    let m = Measurer::new(Arc::new(cfg));
+    let ports: Vec<u16> = (0..3)
+        .map(|_| {
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let reqs: Vec<MeasureRequest> = (1..=4)
+        .map(|i| {
+            let mut req =
+                MeasureRequest::new(format!("t{i}"), format!("127.0.0.{i}").parse().unwrap());
+            req.tcp = true;
+            req.allow_private = true;
+            req.tcp_ports = Some(ports.clone());
+            req.timeout = Some(Duration::from_secs(30));
+            req
+        })
+        .collect();
+    let start = std::time::Instant::now();
+    let results = futures::future::join_all(reqs.iter().map(|r| m.run(r))).await;
+    let elapsed = start.elapsed();
+    for r in &results {
+        let tcp = r.tcp.as_ref().unwrap();
+        assert!(
+            tcp.ports.iter().all(|p| p.outcome == TcpOutcomeKind::Rst),
+            "every SYN sent and answered: {r:?}"
+        );
+    }
+    assert!(elapsed >= Duration::from_millis(540), "{elapsed:?}");
 }

@@ -1,7 +1,8 @@
 //! Real measurements inside network namespaces this test creates (and always deletes):
 //! the agent binary runs under `ip netns exec` in the client namespace and traces
-//! through a forwarding router namespace to the target namespace. Needs root; skips
-//! with a message otherwise.
+//! through a forwarding router namespace to the target namespace. Needs root (and
+//! `setpriv` for the exit-77 test): without them each test prints SKIPPED, or fails under
+//! `GEOLOC_REQUIRE_ENV=1`.
 
 mod common;
 
@@ -205,7 +206,10 @@ fn without_cap_net_raw_nor_ping_group_it_explains_and_exits() {
         return;
     }
     if Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("SKIP: setpriv (util-linux) is not installed");
+        geoloc_testenv::skip(
+            "without_cap_net_raw_nor_ping_group_it_explains_and_exits",
+            "setpriv (util-linux) is not installed",
+        );
         return;
     }
     let lab = Lab::new();

@@ -2,10 +2,17 @@
 //! `geoloc-coordinator`, `geoloc-probe-agent`s and `geoloc` on the lab's emulated Internet.
 //!
 //! Each test skips, printing why, when it is not root, when `/dev/net/tun` is missing, or
-//! when the binaries are not built (`cargo build --workspace --bins` first).
+//! when the binaries are not built (`cargo build --workspace --bins` first); under
+//! `GEOLOC_REQUIRE_ENV=1` (set by `.ci/run`) the same test fails instead.
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
-use geoloc_lab::demo::{find_binary, DemoArgs};
+use anyhow::Context;
+use geoloc_lab::demo::{find_binary, DemoArgs, DemoWorld};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Row};
 
 /// One world at a time: the machine has 2 cores and the RTTs must stay honest.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -27,16 +34,19 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
-/// Returns early from a test, printing why, when the lab cannot run.
+/// Returns early from test `$test` when the lab cannot run: prints a SKIPPED line with the
+/// reason, or fails under `GEOLOC_REQUIRE_ENV=1` (CI) through [`geoloc_testenv::skip`].
 #[macro_export]
 macro_rules! require_lab {
-    () => {
+    ($test:expr) => {
         if let Some(why) = $crate::skip_reason() {
-            eprintln!("SKIPPED (end-to-end): {why}");
+            $crate::skip($test, &why);
             return;
         }
     };
 }
+
+pub use geoloc_testenv::skip;
 
 /// Demo arguments for a small, fast world.
 pub fn small(probes: usize, targets: usize, seed: u64) -> DemoArgs {
@@ -49,4 +59,58 @@ pub fn small(probes: usize, targets: usize, seed: u64) -> DemoArgs {
         anycast_instances: 2,
         ..DemoArgs::default()
     }
+}
+
+/// How often the coordinator located one address, read from its own database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LocateRuns {
+    /// Locate runs started (one `results` row each, written before any probe is asked).
+    pub started: usize,
+    /// Of those, runs that finished (`status = 'done'`).
+    pub done: usize,
+    /// Probe answers recorded for this address's runs (`measurements`, purpose `locate`).
+    pub measurements: usize,
+}
+
+/// The locate runs of every address in the coordinator's SQLite database (the world's
+/// `geoloc.sqlite`, see `DemoWorld::start_coordinator`), read while it runs. Addresses
+/// are parsed, so textual forms of one IPv6 address count together.
+pub fn locate_runs(w: &DemoWorld) -> anyhow::Result<HashMap<IpAddr, LocateRuns>> {
+    let db = w.tmp.path().join("geoloc.sqlite");
+    anyhow::ensure!(db.exists(), "no coordinator database at {}", db.display());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&db)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .with_context(|| format!("open {}", db.display()))?;
+        let rows = sqlx::query(
+            "SELECT r.ip, r.status, \
+             (SELECT COUNT(*) FROM measurements m \
+              WHERE m.result_id = r.result_id AND m.purpose = 'locate') AS answers \
+             FROM results r",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .context("read results")?;
+        let mut out: HashMap<IpAddr, LocateRuns> = HashMap::new();
+        for row in rows {
+            let ip: String = row.try_get("ip")?;
+            let status: String = row.try_get("status")?;
+            let answers: i64 = row.try_get("answers")?;
+            let ip: IpAddr = ip
+                .parse()
+                .with_context(|| format!("results.ip {ip:?} is not an address"))?;
+            let e = out.entry(ip).or_default();
+            e.started += 1;
+            e.done += usize::from(status == "done");
+            e.measurements += usize::try_from(answers).unwrap_or(0);
+        }
+        Ok(out)
+    })
 }

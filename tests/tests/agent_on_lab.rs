@@ -73,7 +73,7 @@ fn near(got: Option<f64>, want: f64, (below, above): (f64, f64), what: &str) {
 
 #[test]
 fn agent_measurements_match_the_configured_delays() {
-    require_lab!();
+    require_lab!("agent_measurements_match_the_configured_delays");
     let _g = serial();
     let agent = geoloc_lab::demo::find_binary("geoloc-probe-agent", None).unwrap();
     let hosts = vec![

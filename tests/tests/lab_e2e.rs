@@ -1,13 +1,14 @@
 //! End-to-end: the real coordinator, probe agents and `geoloc` on the emulated Internet.
 //!
 //! Needs root, /dev/net/tun and the workspace binaries (`cargo build --workspace --bins`);
-//! every test prints `SKIPPED (end-to-end): why` and returns otherwise.
+//! every test prints `SKIPPED ...: why` and returns otherwise (fails under
+//! `GEOLOC_REQUIRE_ENV=1`).
 use std::collections::HashMap;
 use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use geoloc_e2e::{require_lab, serial, small};
+use geoloc_e2e::{locate_runs, require_lab, serial, small};
 use geoloc_lab::demo::{DemoWorld, TargetKind, TargetRow, COORDINATOR_HOST, COORDINATOR_PORT};
 use serde_json::Value;
 
@@ -20,7 +21,7 @@ fn row(rows: &[TargetRow], kind: TargetKind) -> &TargetRow {
 /// ICMP-silent via TCP, silent via its last hop, anycast, IPv6, MaxMind verdicts.
 #[test]
 fn every_kind_of_target_is_located() {
-    require_lab!();
+    require_lab!("every_kind_of_target_is_located");
     let _g = serial();
     // Landmark calibration off: its bestline discs are not sound, and with them the engine
     // neither keeps the truth inside every region nor tells anycast apart (seen Nov 23:
@@ -102,7 +103,7 @@ fn every_kind_of_target_is_located() {
 /// (`cargo run -p geoloc-lab --example anycast_csv -- 45 1 2 | geoloc solve --method cbg --input -`).
 #[test]
 fn anycast_target_is_reported_with_its_instances() {
-    require_lab!();
+    require_lab!("anycast_target_is_reported_with_its_instances");
     let _g = serial();
     let mut args = small(45, 3, 1);
     args.coordinator_env = vec![("GEOLOC_COORDINATOR_CALIBRATE".into(), "false".into())];
@@ -131,7 +132,7 @@ fn anycast_target_is_reported_with_its_instances() {
 /// The live system's errors match `geoloc eval` on the configured delays.
 #[test]
 fn located_errors_match_geoloc_eval_for_the_same_delays() {
-    require_lab!();
+    require_lab!("located_errors_match_geoloc_eval_for_the_same_delays");
     let _g = serial();
     // Landmark calibration off: the coordinator fits it on the probe pairs measured so far,
     // which changes from one locate to the next; `geoloc eval --method cbg` is the same
@@ -259,7 +260,7 @@ fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// A probe cut off by the emulator times out, the others still locate, then it rejoins.
 #[test]
 fn probe_cut_off_times_out_then_rejoins() {
-    require_lab!();
+    require_lab!("probe_cut_off_times_out_then_rejoins");
     let _g = serial();
     let w = DemoWorld::up(&small(8, 5, 3)).expect("world up");
     let victim = w.probes[2].clone();
@@ -359,16 +360,27 @@ fn target_ips(w: &DemoWorld) -> Vec<String> {
 /// A probe agent SIGKILLed in the middle of a batch: the batch finishes, no row lost.
 #[test]
 fn probe_killed_mid_batch_loses_no_row() {
-    require_lab!();
+    require_lab!("probe_killed_mid_batch_loses_no_row");
     let _g = serial();
     let w = DemoWorld::up(&small(10, 12, 4)).expect("world up");
     let ips = target_ips(&w);
     let out = w.tmp.path().join("audit.csv");
     let mut audit = start_audit(&w, &ips, &out);
-    std::thread::sleep(Duration::from_millis(1500));
+    // Kill a probe as soon as the coordinator has started locating (its first `results`
+    // row), while targets are still to be located: a condition, not a fixed sleep.
+    let started = wait_until(Duration::from_secs(120), || {
+        locate_runs(&w).is_ok_and(|r| !r.is_empty())
+    });
+    assert!(started, "the batch did not start within 120 s");
+    let done_before_kill = locate_runs(&w)
+        .unwrap()
+        .values()
+        .filter(|r| r.done > 0)
+        .count();
     assert!(
-        audit.try_wait().unwrap().is_none(),
-        "the batch finished before the kill: make it longer"
+        audit.try_wait().unwrap().is_none() && done_before_kill < ips.len(),
+        "the batch finished before the kill ({done_before_kill} of {} located)",
+        ips.len()
     );
     w.lab
         .signal_child(&w.probes[0], nix::sys::signal::Signal::SIGKILL)
@@ -390,6 +402,12 @@ fn probe_killed_mid_batch_loses_no_row() {
         ips.len(),
         "every target located despite the killed probe: {rows:?}\n{err}"
     );
+    // ...each by one locate run (the coordinator's database).
+    let runs = locate_runs(&w).expect("read the coordinator's database");
+    for ip in &ips {
+        let r = runs.get(&ip.parse().unwrap()).copied().unwrap_or_default();
+        assert_eq!((r.started, r.done), (1, 1), "{ip}: {r:?}");
+    }
     w.down().unwrap();
 }
 
@@ -409,14 +427,17 @@ fn audit_lines(out: &std::path::Path) -> HashMap<String, String> {
 /// nothing is lost, nothing measured twice.
 #[test]
 fn coordinator_restarted_mid_batch_resumes() {
-    require_lab!();
+    require_lab!("coordinator_restarted_mid_batch_resumes");
     let _g = serial();
     let w = DemoWorld::up(&small(8, 32, 5)).expect("world up");
     let ips = target_ips(&w);
     let out = w.tmp.path().join("audit.csv");
     let mut audit = start_audit(&w, &ips, &out);
     // Restart once some rows are written and others are not.
-    wait_until(Duration::from_secs(60), || !audit_rows(&out).is_empty());
+    assert!(
+        wait_until(Duration::from_secs(120), || !audit_rows(&out).is_empty()),
+        "no audit row written within 120 s"
+    );
     assert!(
         audit.try_wait().unwrap().is_none(),
         "the batch finished before the restart: make it longer"
@@ -455,21 +476,35 @@ fn coordinator_restarted_mid_batch_resumes() {
         "every target located:\n{}\n{err}",
         std::fs::read_to_string(&out).unwrap_or_default()
     );
-    // Rows located before the restart were not measured again.
-    let after = audit_lines(&out);
-    for (ip, line) in &before {
-        if line
-            .split(',')
-            .nth(1)
-            .is_some_and(|x| x.parse::<f64>().is_ok())
-        {
+    // Counted by the coordinator itself (its database): every target was located to the
+    // end exactly once (a row retried after the restart reuses the stored result); a
+    // target whose row was written before the restart was never located again. Only
+    // locates cut by the restart may have a second run.
+    let runs = locate_runs(&w).expect("read the coordinator's database");
+    eprintln!("locate runs per target: {runs:?}");
+    for ip in &ips {
+        let addr: std::net::IpAddr = ip.parse().unwrap();
+        let r = runs.get(&addr).copied().unwrap_or_default();
+        assert_eq!(r.done, 1, "{ip}: {r:?} (located to the end once)");
+        assert!(r.measurements > 0, "{ip}: {r:?} (no probe answer recorded)");
+        let written_before = before.get(ip).is_some_and(|line| {
+            line.split(',')
+                .nth(1)
+                .is_some_and(|x| x.parse::<f64>().is_ok())
+        });
+        if written_before {
             assert_eq!(
-                after.get(ip),
-                Some(line),
-                "{ip} was measured again after the restart"
+                r.started, 1,
+                "{ip} was located again after the restart: {r:?}"
             );
         }
     }
+    let extra: usize = runs.values().map(|r| r.started - r.done).sum();
+    assert!(
+        extra <= ips.len() - before.len(),
+        "{extra} unfinished runs, more than the {} targets not written before the restart",
+        ips.len() - before.len()
+    );
     w.down().unwrap();
 }
 
@@ -496,7 +531,7 @@ fn processes_mentioning(needle: &str) -> Vec<i32> {
 /// stopped with SIGTERM: no namespace and no process of theirs is left behind.
 #[test]
 fn interrupted_demo_and_up_leave_nothing_behind() {
-    require_lab!();
+    require_lab!("interrupted_demo_and_up_leave_nothing_behind");
     let _g = serial();
     let geoloc = geoloc_lab::demo::find_binary("geoloc", None).unwrap();
     for (args, signal) in [

@@ -7,20 +7,16 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// True when running as root with `ip` available; otherwise prints why the test skips.
+/// True when running as root with `ip` available. Otherwise reports why the test cannot
+/// run through [`geoloc_testenv::skip`] (a SKIPPED line, or a failure under
+/// `GEOLOC_REQUIRE_ENV=1`) and returns false.
 pub fn root_or_skip(test: &str) -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid_root = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        == Some("0");
-    if !euid_root {
-        eprintln!("SKIP {test}: needs root (raw sockets, network namespaces)");
+    if !geoloc_testenv::is_root() {
+        geoloc_testenv::skip(test, "needs root (raw sockets, network namespaces)");
         return false;
     }
     if Command::new("ip").arg("-V").output().is_err() {
-        eprintln!("SKIP {test}: the `ip` command (iproute2) is not installed");
+        geoloc_testenv::skip(test, "the `ip` command (iproute2) is not installed");
         return false;
     }
     true
