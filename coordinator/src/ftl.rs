@@ -33,6 +33,10 @@ const MIN_VIOLATION_PARTNERS: usize = 2;
 const LANDMARK_MAX_YIELD: Duration = Duration::from_secs(10);
 /// Echo requests per landmark measurement.
 const LANDMARK_PINGS: u32 = 3;
+/// Landmark measurements started per connecting probe (half by it, half of it).
+pub const LANDMARK_CHECKS_PER_CONNECT: usize = 16;
+/// A probe in the fleet this long without a flag is vetted, ms.
+pub const VETTED_AFTER_MS: i64 = 24 * 3_600_000;
 /// Declared positions that moved less than this still match stored evidence, km.
 const SAME_POSITION_KM: f64 = 1.0;
 
@@ -97,9 +101,13 @@ pub fn blame(violations: &[Violation]) -> BTreeMap<String, Vec<Violation>> {
 }
 
 impl Coordinator {
+    /// Landmarks that may be measured: passive landmarks from the operator's file and
+    /// probes with a live session whose declared address passed the target checks and is
+    /// declared by no other landmark (an address claimed twice is ambiguous: measuring it
+    /// would let a newcomer turn a probe's RTT to itself into evidence against it).
     fn measurables(&self) -> Vec<Measurable> {
         let mut out: Vec<Measurable> = Vec::new();
-        for p in self.registry.snapshot() {
+        for p in self.registry.live() {
             if let Some(ip) = p.address() {
                 out.push(Measurable {
                     id: p.probe_id.clone(),
@@ -122,8 +130,44 @@ impl Coordinator {
                 }
             }
         }
-        out.retain(|m| target::check(&m.ip.to_string(), self.config.allow_private).is_ok());
+        // Every declared address, connected or not, counts for ambiguity.
+        let mut claims: BTreeMap<std::net::IpAddr, usize> = BTreeMap::new();
+        for p in self.registry.snapshot() {
+            for ip in [p.ipv4.parse().ok(), p.ipv6.parse().ok()]
+                .into_iter()
+                .flatten()
+            {
+                *claims.entry(ip).or_default() += 1;
+            }
+        }
+        for l in &self.landmarks {
+            if l.kind == LandmarkKind::Passive {
+                if let Some(ip) = l.ip {
+                    *claims.entry(ip).or_default() += 1;
+                }
+            }
+        }
+        out.retain(|m| {
+            let unique = claims.get(&m.ip).copied().unwrap_or(0) <= 1;
+            if !unique {
+                tracing::debug!(landmark = %m.id, ip = %m.ip, "address declared more than once: not measured");
+            }
+            unique && target::check(&m.ip.to_string(), self.config.allow_private).is_ok()
+        });
         out
+    }
+
+    /// A probe whose word counts against others: its position is in the operator's
+    /// landmarks file, or it has been in the fleet for [`VETTED_AFTER_MS`] without a flag.
+    fn vetted(&self, p: &ProbeSnapshot) -> bool {
+        if p.flagged {
+            return false;
+        }
+        let in_file = self
+            .landmarks
+            .iter()
+            .any(|l| l.id == p.probe_id && l.kind == LandmarkKind::Probe);
+        in_file || unix_ms() - p.first_seen_unix_ms >= VETTED_AFTER_MS
     }
 
     /// After `probe_id` connected: it measures every other landmark, every other live probe
@@ -132,16 +176,31 @@ impl Coordinator {
         let Some(me) = self.registry.get(probe_id) else {
             return;
         };
-        let targets = self.measurables();
-        let live = self.registry.live();
+        let mut targets = self.measurables();
+        let mine = targets.iter().find(|t| t.id == me.probe_id).cloned();
+        let my_ips: Vec<std::net::IpAddr> = [me.ipv4.parse().ok(), me.ipv6.parse().ok()]
+            .into_iter()
+            .flatten()
+            .collect();
+        targets.retain(|t| t.id != me.probe_id && !my_ips.contains(&t.ip));
+        let mut live = self.registry.live();
+        live.retain(|p| p.probe_id != me.probe_id);
+        // A fixed budget per connect, whatever the fleet's size: a random sample of the
+        // landmarks for it to measure, and of the live probes to measure it.
+        {
+            use rand::seq::SliceRandom;
+            let mut rng = rand::rng();
+            targets.shuffle(&mut rng);
+            live.shuffle(&mut rng);
+        }
+        targets.truncate(LANDMARK_CHECKS_PER_CONNECT / 2);
+        live.truncate(LANDMARK_CHECKS_PER_CONNECT / 2);
         let mut jobs: Vec<(ProbeSnapshot, Measurable)> = Vec::new();
         for t in &targets {
-            if t.id != me.probe_id {
-                jobs.push((me.clone(), t.clone()));
-            }
+            jobs.push((me.clone(), t.clone()));
         }
-        if let Some(mine) = targets.iter().find(|t| t.id == me.probe_id) {
-            for other in live.iter().filter(|p| p.probe_id != me.probe_id) {
+        if let Some(mine) = mine {
+            for other in &live {
                 jobs.push((other.clone(), mine.clone()));
             }
         }
@@ -363,7 +422,7 @@ impl Coordinator {
             .collect();
         let mut newly = Vec::new();
         for (id, vs) in blame(&violations) {
-            let Some(p) = probes.get_mut(&id) else {
+            let Some(p) = probes.get(&id) else {
                 tracing::warn!(landmark = %id, "passive landmark involved in faster-than-light RTTs: check its position");
                 continue;
             };
@@ -383,6 +442,21 @@ impl Coordinator {
                     }
                 })
                 .collect();
+            // Evidence against a vetted probe counts only from vetted probes and passive
+            // landmarks: fresh registrations cannot take an established probe down.
+            if self.vetted(p) {
+                let heard: BTreeSet<&str> = partners
+                    .iter()
+                    .copied()
+                    .filter(|o| probes.get(*o).is_none_or(|q| self.vetted(q)))
+                    .collect();
+                if heard.len() < partners.len() {
+                    tracing::warn!(probe = %id, unvetted = partners.len() - heard.len(), "faster-than-light evidence from unvetted probes against a vetted one ignored");
+                }
+                if heard.len() < MIN_VIOLATION_PARTNERS {
+                    continue;
+                }
+            }
             if partners.len() < MIN_VIOLATION_PARTNERS {
                 tracing::info!(probe = %id, "one faster-than-light pair: waiting for more evidence before flagging");
                 continue;
@@ -397,7 +471,9 @@ impl Coordinator {
                 .set_probe_flag(&id, true, &reason, None)
                 .await?;
             self.registry.set_flag(&id, true, &reason, None);
-            p.row.flagged = true;
+            if let Some(p) = probes.get_mut(&id) {
+                p.row.flagged = true;
+            }
             newly.push(id);
         }
         if self.config.calibrate {

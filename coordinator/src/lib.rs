@@ -11,6 +11,7 @@ use std::time::Duration;
 pub mod audit;
 pub mod client;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod ftl;
 pub mod geoip;
@@ -23,6 +24,8 @@ pub mod server;
 pub mod solve;
 pub mod storage;
 pub mod target;
+pub mod throttle;
+pub mod validate;
 
 pub use config::{Config, Mode};
 pub use error::{CoordinatorError, Result};
@@ -55,6 +58,8 @@ pub struct Coordinator {
     pub registry: Registry,
     pub landmarks: Vec<Landmark>,
     pub geoip: Option<geoip::GeoIp>,
+    /// Registration rate limits.
+    pub throttle: throttle::Throttle,
     /// Serialises speed-of-light evaluations.
     ftl_lock: tokio::sync::Mutex<()>,
     shutting_down: std::sync::atomic::AtomicBool,
@@ -117,6 +122,7 @@ impl Coordinator {
             registry,
             landmarks,
             geoip,
+            throttle: throttle::Throttle::default(),
             ftl_lock: tokio::sync::Mutex::new(()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             calibration_cache: std::sync::RwLock::new(None),

@@ -474,6 +474,14 @@ impl Coordinator {
                 };
                 (o, raw.error.clone(), raw)
             }
+            Outcome::Rejected(m) => (
+                "rejected",
+                m.clone(),
+                RawResult {
+                    error: m,
+                    ..Default::default()
+                },
+            ),
             Outcome::ProbeError(m) => (
                 "probe-error",
                 m.clone(),

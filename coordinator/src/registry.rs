@@ -19,6 +19,9 @@ pub enum Outcome {
     Answer(Box<pb::MeasurementResult>),
     /// The probe reported it could not carry out the request.
     ProbeError(String),
+    /// The answer failed the checks at the edge (`crate::validate`): counted as the probe's
+    /// error, nothing of it is stored or solved.
+    Rejected(String),
     /// No answer within the budget.
     Timeout,
     /// The session ended before the answer came.
@@ -49,7 +52,8 @@ impl std::ops::Deref for ProbeSnapshot {
 struct Session {
     id: u64,
     tx: Outbound,
-    pending: HashMap<String, oneshot::Sender<Outcome>>,
+    /// Waiting requests: who waits, and the request (answers are checked against it).
+    pending: HashMap<String, (oneshot::Sender<Outcome>, pb::MeasurementRequest)>,
 }
 
 struct ProbeState {
@@ -57,6 +61,8 @@ struct ProbeState {
     token: Option<String>,
     session: Option<Session>,
     last_seen: Option<Instant>,
+    /// Answers rejected at the edge since this process started.
+    rejected: u64,
 }
 
 struct Inner {
@@ -95,6 +101,7 @@ impl Registry {
                 token: None,
                 session: None,
                 last_seen: None,
+                rejected: 0,
             });
         }
     }
@@ -107,6 +114,7 @@ impl Registry {
             token: None,
             session: None,
             last_seen: None,
+            rejected: 0,
         });
         e.row = row;
         e.token = Some(token);
@@ -174,15 +182,38 @@ impl Registry {
         request_id: &str,
         outcome: Outcome,
     ) -> bool {
-        let tx = {
-            let mut g = self.lock();
-            g.probes
-                .get_mut(probe_id)
-                .and_then(|p| p.session.as_mut())
-                .filter(|s| s.id == session_id)
-                .and_then(|s| s.pending.remove(request_id))
-        };
-        tx.is_some_and(|tx| tx.send(outcome).is_ok())
+        self.take_pending(probe_id, session_id, request_id)
+            .is_some_and(|(tx, _)| tx.send(outcome).is_ok())
+    }
+
+    /// Removes the waiting request `request_id` of the session and returns who waits for it
+    /// and the request itself (to check the answer against). None if nobody waits.
+    pub fn take_pending(
+        &self,
+        probe_id: &str,
+        session_id: u64,
+        request_id: &str,
+    ) -> Option<(oneshot::Sender<Outcome>, pb::MeasurementRequest)> {
+        let mut g = self.lock();
+        g.probes
+            .get_mut(probe_id)
+            .and_then(|p| p.session.as_mut())
+            .filter(|s| s.id == session_id)
+            .and_then(|s| s.pending.remove(request_id))
+    }
+
+    /// Counts an answer of `probe_id` rejected at the edge; returns its count so far.
+    pub fn count_rejected(&self, probe_id: &str) -> u64 {
+        let mut g = self.lock();
+        g.probes.get_mut(probe_id).map_or(0, |p| {
+            p.rejected += 1;
+            p.rejected
+        })
+    }
+
+    /// Answers of `probe_id` rejected at the edge since this process started.
+    pub fn rejected(&self, probe_id: &str) -> u64 {
+        self.lock().probes.get(probe_id).map_or(0, |p| p.rejected)
     }
 
     pub fn set_flag(
@@ -212,6 +243,15 @@ impl Registry {
             connected,
             healthy: connected && fresh && !p.row.flagged,
         }
+    }
+
+    /// Number of known probes.
+    pub fn len(&self) -> usize {
+        self.lock().probes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Every known probe, by id.
@@ -254,7 +294,7 @@ impl Registry {
             let Some(s) = g.probes.get_mut(probe_id).and_then(|p| p.session.as_mut()) else {
                 return Outcome::NotConnected;
             };
-            s.pending.insert(request_id.clone(), otx);
+            s.pending.insert(request_id.clone(), (otx, req.clone()));
             (s.tx.clone(), s.id)
         };
         let msg = pb::CoordinatorMessage {

@@ -1,6 +1,6 @@
 //! The two gRPC services on one port: `ProbeService` (probe agents) and `LocateService`
 //! (clients).
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,11 +15,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+pub use crate::conn::Limits;
 use crate::landmarks::{valid_id, LandmarkKind};
 use crate::locate::{result_to_pb, LocateFailure, LocateParams};
 use crate::registry::{Outcome, ProbeSnapshot};
 use crate::storage::ProbeRow;
-use crate::{new_id, target, unix_ms, Coordinator, CoordinatorError, VERSION};
+use crate::{new_id, target, unix_ms, validate, Coordinator, CoordinatorError, VERSION};
 
 /// A probe must send `hello` this soon after opening its session.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,22 +30,40 @@ pub const MAX_BATCH: usize = 100_000;
 const LANDMARK_FILE_TOLERANCE_KM: f64 = 50.0;
 /// Largest accepted text fields from probes.
 const MAX_FIELD_LEN: usize = 256;
+/// Calls open at a time on one connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
-/// Serves both services on `listener` until `shutdown` resolves.
+/// Serves both services on `listener` until `shutdown` resolves, with the default
+/// [`Limits`].
 pub async fn serve(
     coord: Arc<Coordinator>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> crate::Result<()> {
-    // tonic's own `TcpIncoming` sets TCP_NODELAY on accepted sockets (the builder's
-    // `tcp_nodelay` does not reach a caller-supplied stream). Without it, Nagle holds a
-    // request to a probe behind the previous unacknowledged one for a whole coordinator-probe
-    // round trip (measured: +1.1 s on a 1.1 s path in the lab).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    serve_with(coord, listener, Limits::default(), shutdown).await
+}
+
+/// Like [`serve`] with explicit connection limits.
+pub async fn serve_with(
+    coord: Arc<Coordinator>,
+    listener: tokio::net::TcpListener,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> crate::Result<()> {
+    let incoming = crate::conn::accept(listener, &limits);
+    let probes = ProbeServiceServer::new(ProbeSvc(Arc::clone(&coord)))
+        .max_decoding_message_size(validate::MAX_PROBE_MESSAGE)
+        .max_encoding_message_size(validate::MAX_PROBE_MESSAGE);
+    let clients = LocateServiceServer::new(LocateSvc(coord))
+        .max_decoding_message_size(validate::MAX_CLIENT_MESSAGE)
+        .max_encoding_message_size(validate::MAX_REPLY_MESSAGE);
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .add_service(ProbeServiceServer::new(ProbeSvc(Arc::clone(&coord))))
-        .add_service(LocateServiceServer::new(LocateSvc(coord)))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .http2_max_header_list_size(Some(16 * 1024))
+        .add_service(probes)
+        .add_service(clients)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
@@ -73,10 +92,20 @@ pub struct ProbeSvc(pub Arc<Coordinator>);
 
 impl Coordinator {
     /// Validates and records a registration; returns the session token and flag state.
-    pub async fn register(&self, r: &pb::RegisterRequest) -> Result<pb::RegisterReply, Status> {
+    /// `peer` is the address the call came from (None when unknown).
+    pub async fn register(
+        &self,
+        r: &pb::RegisterRequest,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<pb::RegisterReply, Status> {
+        if !self.throttle.attempt(peer) {
+            return Err(Status::resource_exhausted(
+                "too many registration attempts from this address: retry in a few seconds",
+            ));
+        }
         if let Some(tok) = &self.config.probe_token {
             if !constant_time_eq(tok.as_bytes(), r.credential.as_bytes()) {
-                tracing::warn!(probe = %truncate(&r.probe_id), "registration with a wrong credential");
+                self.throttle.auth_failed(peer, &r.probe_id);
                 return Err(Status::unauthenticated("wrong probe credential"));
             }
         }
@@ -96,11 +125,23 @@ impl Coordinator {
                 "ipv4, ipv6 or agent_version longer than 256 bytes",
             ));
         }
+        if r.agent_version.chars().any(char::is_control) {
+            return Err(Status::invalid_argument(format!(
+                "agent_version {} contains control characters",
+                truncate(&r.agent_version)
+            )));
+        }
         if !r.ipv4.is_empty() && r.ipv4.parse::<std::net::Ipv4Addr>().is_err() {
-            return Err(Status::invalid_argument(format!("bad ipv4 {:?}", r.ipv4)));
+            return Err(Status::invalid_argument(format!(
+                "bad ipv4 {}",
+                truncate(&r.ipv4)
+            )));
         }
         if !r.ipv6.is_empty() && r.ipv6.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(Status::invalid_argument(format!("bad ipv6 {:?}", r.ipv6)));
+            return Err(Status::invalid_argument(format!(
+                "bad ipv6 {}",
+                truncate(&r.ipv6)
+            )));
         }
         let now = unix_ms();
         let old = self
@@ -108,6 +149,20 @@ impl Coordinator {
             .get_probe(&r.probe_id)
             .await
             .map_err(internal)?;
+        if old.is_none() {
+            if self.registry.len() >= crate::throttle::MAX_PROBES_PER_CREDENTIAL {
+                return Err(Status::resource_exhausted(format!(
+                    "{} probes are registered with this credential (at most {})",
+                    self.registry.len(),
+                    crate::throttle::MAX_PROBES_PER_CREDENTIAL
+                )));
+            }
+            if !self.throttle.new_probe() {
+                return Err(Status::resource_exhausted(
+                    "too many new probes registering: retry in a few seconds",
+                ));
+            }
+        }
         let moved = old
             .as_ref()
             .is_some_and(|o| distance_km(o.pos(), pos) > 1.0);
@@ -148,7 +203,9 @@ impl Coordinator {
             flag_reason: flag_reason.clone(),
             flag_epoch_unix_ms: epoch,
             first_seen_unix_ms: old.as_ref().map_or(now, |o| o.first_seen_unix_ms),
-            last_seen_unix_ms: now,
+            // Seen means seen in a session: a registration alone (which anyone with the
+            // credential can repeat) does not make a probe expected after a restart.
+            last_seen_unix_ms: old.as_ref().map_or(0, |o| o.last_seen_unix_ms),
         };
         self.storage.upsert_probe(&row).await.map_err(internal)?;
         if moved || old.as_ref().is_some_and(|o| o.flagged != flagged) {
@@ -159,7 +216,7 @@ impl Coordinator {
         }
         let token = new_id();
         self.registry.register(row, token.clone());
-        tracing::info!(probe = %r.probe_id, lat = pos.lat, lon = pos.lon, version = %r.agent_version, flagged, "probe registered");
+        tracing::info!(probe = %r.probe_id, lat = pos.lat, lon = pos.lon, version = %validate::printable(&r.agent_version), flagged, "probe registered");
         Ok(pb::RegisterReply {
             session_token: token,
             heartbeat_interval_ms: self.config.heartbeat_interval_ms,
@@ -174,15 +231,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A client- or probe-given text for a message or a log line: cut and escaped.
 fn truncate(s: &str) -> String {
-    if s.len() <= 80 {
-        return s.to_string();
-    }
-    let mut end = 80;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes)", &s[..end], s.len())
+    validate::bounded_text(s, 80)
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -193,7 +244,11 @@ impl ProbeService for ProbeSvc {
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterReply>, Status> {
-        self.0.register(req.get_ref()).await.map(Response::new)
+        let peer = req.remote_addr().map(|a| a.ip());
+        self.0
+            .register(req.get_ref(), peer)
+            .await
+            .map(Response::new)
     }
 
     type SessionStream = BoxStream<pb::CoordinatorMessage>;
@@ -271,25 +326,36 @@ impl ProbeService for ProbeSvc {
                     | Some(pb::probe_message::Kind::Hello(_))
                     | None => {}
                     Some(pb::probe_message::Kind::MeasurementResult(r)) => {
-                        let id = r.request_id.clone();
-                        if !coord.registry.deliver(
-                            &probe_id,
-                            session_id,
-                            &id,
-                            Outcome::Answer(Box::new(r)),
-                        ) {
-                            tracing::debug!(probe = %probe_id, request_id = %id, "late or unknown result dropped");
-                        }
+                        let Some((waiter, req)) =
+                            coord
+                                .registry
+                                .take_pending(&probe_id, session_id, &r.request_id)
+                        else {
+                            tracing::debug!(probe = %probe_id, request_id = %truncate(&r.request_id), "late or unknown result dropped");
+                            continue;
+                        };
+                        // The edge: nothing from the answer is stored or solved unless it
+                        // is about what was asked and physically possible.
+                        let outcome = match validate::answer(&req, &r) {
+                            Ok(()) => Outcome::Answer(Box::new(r)),
+                            Err(why) => {
+                                let n = coord.registry.count_rejected(&probe_id);
+                                tracing::warn!(probe = %probe_id, request_id = %req.request_id, reason = %why, rejected = n, "answer rejected");
+                                Outcome::Rejected(why.0)
+                            }
+                        };
+                        let _ = waiter.send(outcome);
                     }
                     Some(pb::probe_message::Kind::Error(e)) => {
+                        let message = validate::bounded_text(&e.message, validate::MAX_ERROR_LEN);
                         if e.request_id.is_empty() {
-                            tracing::warn!(probe = %probe_id, message = %truncate(&e.message), "probe reported an error");
+                            tracing::warn!(probe = %probe_id, %message, "probe reported an error");
                         } else {
                             coord.registry.deliver(
                                 &probe_id,
                                 session_id,
                                 &e.request_id,
-                                Outcome::ProbeError(e.message),
+                                Outcome::ProbeError(message),
                             );
                         }
                     }
@@ -373,7 +439,7 @@ impl LocateService for LocateSvc {
         &self,
         req: Request<pb::LocateBatchRequest>,
     ) -> Result<Response<Self::LocateBatchStream>, Status> {
-        let r = req.into_inner();
+        let mut r = req.into_inner();
         if r.ips.len() > MAX_BATCH {
             return Err(Status::invalid_argument(format!(
                 "{} addresses in one batch (at most {MAX_BATCH})",
@@ -387,11 +453,13 @@ impl LocateService for LocateSvc {
             r.concurrency.min(256)
         } as usize;
         let (tx, rx) = mpsc::channel(256);
+        // Shared by every address's task (a copy per address made a batch quadratic).
+        let ips: Arc<Vec<String>> = Arc::new(std::mem::take(&mut r.ips));
         tokio::spawn(async move {
             // Same address twice in a batch: measured once, answered for each index.
-            let mut groups: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+            let mut groups: HashMap<String, Vec<u32>> = HashMap::new();
             let mut order: Vec<String> = Vec::new();
-            for (i, ip) in r.ips.iter().enumerate() {
+            for (i, ip) in ips.iter().enumerate() {
                 let key = match target::check(ip, coord.config.allow_private) {
                     Ok(a) => target::canonical(a),
                     Err(e) => {
@@ -427,7 +495,7 @@ impl LocateService for LocateSvc {
                 }
                 let coord = Arc::clone(&coord);
                 let tx = tx.clone();
-                let ips = r.ips.clone();
+                let ips = Arc::clone(&ips);
                 let params = LocateParams {
                     ip: key.clone(),
                     mode: crate::locate::mode_from_pb(r.mode),

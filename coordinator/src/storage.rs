@@ -135,7 +135,8 @@ pub struct MeasurementRow {
     pub target_landmark: Option<String>,
     pub target_lat: Option<f64>,
     pub target_lon: Option<f64>,
-    /// "answered" | "no-reply" | "timeout" | "disconnected" | "probe-error".
+    /// "answered" | "no-reply" | "timeout" | "disconnected" | "probe-error" | "rejected"
+    /// (the answer failed the checks of `crate::validate`; `error` says why).
     pub outcome: String,
     pub error: String,
     pub excluded: String,

@@ -30,10 +30,10 @@ impl LatLon {
     /// A position validated for range and finiteness.
     pub fn checked(lat: f64, lon: f64) -> Result<Self, String> {
         if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
-            return Err(format!("latitude {lat} is outside [-90, 90]"));
+            return Err(format!("latitude {} is outside [-90, 90]", short(lat)));
         }
         if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
-            return Err(format!("longitude {lon} is outside [-180, 180]"));
+            return Err(format!("longitude {} is outside [-180, 180]", short(lon)));
         }
         Ok(Self { lat, lon })
     }
@@ -134,6 +134,16 @@ pub fn wrap_lon(lon: f64) -> f64 {
     (lon + 180.0).rem_euclid(360.0) - 180.0
 }
 
+/// A degree value for an error message: an absurd one (1e308) in scientific notation rather
+/// than as hundreds of digits.
+fn short(x: f64) -> String {
+    if x.is_finite() && x.abs() < 1e6 {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +199,8 @@ mod tests {
             .contains("latitude 95"));
         assert!(LatLon::checked(0.0, f64::NAN).is_err());
         assert!(LatLon::checked(-90.0, 180.0).is_ok());
+        // An absurd value is not echoed as a 309-digit number.
+        let e = LatLon::checked(1e308, 0.0).unwrap_err();
+        assert!(e.contains("latitude 1e308") && e.len() < 60, "{e}");
     }
 }
