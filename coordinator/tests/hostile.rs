@@ -65,11 +65,28 @@ async fn probe_client(
         .max_decoding_message_size(64 << 20)
 }
 
+/// Registers, waiting out the registration rate limit (bounded).
+async fn register_retrying(
+    pc: &mut pb::probe_service_client::ProbeServiceClient<tonic::transport::Channel>,
+    reg: pb::RegisterRequest,
+) -> pb::RegisterReply {
+    for _ in 0..300 {
+        match pc.register(reg.clone()).await {
+            Ok(r) => return r.into_inner(),
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(s) => panic!("registration refused: {s}"),
+        }
+    }
+    panic!("registration still throttled after 30 s");
+}
+
 impl Hostile {
     async fn start(url: &str, reg: pb::RegisterRequest, script: Script) -> Hostile {
         let mut pc = probe_client(url).await;
         let id = reg.probe_id.clone();
-        let reply = pc.register(reg).await.unwrap().into_inner();
+        let reply = register_retrying(&mut pc, reg).await;
         let (tx, rx) = mpsc::channel::<pb::ProbeMessage>(64);
         tx.send(pb::ProbeMessage {
             kind: Some(PKind::Hello(pb::Hello {
@@ -300,6 +317,537 @@ async fn bad_answers_are_rejected_and_the_honest_ones_locate() {
                 }
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
+        }
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// Defect 3: oversized answers are not stored whole. A near-4 MiB answer (500k RTTs) is
+/// over the probe message limit and ends that probe's session; a 20k-RTT answer within the
+/// limit is rejected by the count checks; a 200 KB error text is cut. Every stored row of
+/// the liars stays small and the locate succeeds with the honest answers.
+#[tokio::test]
+async fn oversized_answers_are_not_stored() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |_| {}).await;
+        let (_w, _honest) = honest_fleet(&srv.url).await;
+        let huge: Script = Arc::new(|q| result_msg(ping_answer(q, vec![12.5; 500_000])));
+        let many: Script = Arc::new(|q| result_msg(ping_answer(q, vec![12.5; 20_000])));
+        let chatty: Script = Arc::new(|q| {
+            vec![pb::ProbeMessage {
+                kind: Some(PKind::Error(pb::ProbeError {
+                    request_id: q.request_id.clone(),
+                    message: "e".repeat(200_000),
+                })),
+            }]
+        });
+        let liars = [
+            Hostile::start(&srv.url, registration("huge", LYON, ""), huge).await,
+            Hostile::start(&srv.url, registration("many", LYON, ""), many).await,
+            Hostile::start(&srv.url, registration("chatty", LYON, ""), chatty).await,
+        ];
+        wait_healthy(&srv.coord, 7).await;
+        let mut c = srv.client().await;
+        let (_, res) = locate(&mut c, TARGET).await;
+        let r = res.expect("located with the honest answers");
+        assert_eq!(r.probes_used, 4);
+        for id in ["huge", "many", "chatty"] {
+            let rows = rows_of(&srv, &r.result_id, id).await;
+            assert_eq!(rows.len(), 1, "{id}");
+            let size = rows[0].raw_json.len() + rows[0].error.len();
+            eprintln!(
+                "figure: stored row of {id}: {size} bytes ({}: {})",
+                rows[0].outcome,
+                &rows[0].error[..rows[0].error.len().min(100)]
+            );
+            assert!(size < 2048, "{id}: a {size}-byte row");
+            assert_ne!(rows[0].outcome, "answered", "{id}");
+        }
+        // The 4 MiB message ended its sender's session.
+        assert!(liars[0].closed.load(std::sync::atomic::Ordering::SeqCst));
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// CPU time this thread has used, ns (`/proc/thread-self/schedstat`).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `n` distinct loopback addresses.
+fn addresses(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("127.{}.{}.{}", 1 + i / 65536, (i / 256) % 256, i % 256))
+        .collect()
+}
+
+/// CPU time to get every answer of a batch of `n` addresses with no probe connected
+/// (validation, grouping, queueing and one event per address: no measuring).
+async fn batch_cpu_ns(c: &mut Client, n: usize) -> u64 {
+    let req = pb::LocateBatchRequest {
+        ips: addresses(n),
+        ..Default::default()
+    };
+    let t0 = thread_cpu_ns();
+    let mut s = c.locate_batch(req).await.unwrap().into_inner();
+    let mut answered = 0;
+    while let Some(ev) = s.message().await.unwrap() {
+        if let Some(pb::locate_event::Event::Error(e)) = ev.event {
+            assert_eq!(e.code, "no-probes");
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, n);
+    thread_cpu_ns() - t0
+}
+
+/// Defect 4: a LocateBatch costs CPU in proportion to its size. The whole server runs on
+/// this test's one thread (current-thread runtime), so the thread's CPU time is the cost;
+/// 8 times the addresses must cost far less than 64 times the CPU (it was quadratic).
+#[tokio::test]
+async fn batch_cost_is_linear_in_its_size() {
+    if !std::path::Path::new("/proc/thread-self/schedstat").exists() {
+        geoloc_testenv::skip(
+            "batch_cost_is_linear_in_its_size",
+            "no /proc/thread-self/schedstat",
+        );
+        return;
+    }
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |_| {}).await;
+        let mut c = srv.client().await;
+        batch_cpu_ns(&mut c, 200).await; // warm-up
+        let small = batch_cpu_ns(&mut c, 2_000).await;
+        let large = batch_cpu_ns(&mut c, 16_000).await;
+        let ratio = large as f64 / small.max(1) as f64;
+        eprintln!(
+            "figure: batch CPU 2k {:.3} s, 16k {:.3} s, ratio {ratio:.1}",
+            small as f64 / 1e9,
+            large as f64 / 1e9
+        );
+        assert!(
+            ratio < 24.0,
+            "16k addresses cost {ratio:.1}x 2k (linear: 8x)"
+        );
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// A coordinator served with explicit connection limits.
+async fn start_limited(
+    dir: &tempfile::TempDir,
+    limits: geoloc_coordinator::server::Limits,
+) -> (
+    String,
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let srv = Server::start(&sqlite_url(dir), |_| {}).await;
+    let coord = Arc::clone(&srv.coord);
+    // Keep the database open; serve the same coordinator again with the limits.
+    std::mem::forget(srv);
+    let (listener, addr) = geoloc_coordinator::server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        geoloc_coordinator::server::serve_with(coord, listener, limits, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    (format!("http://{addr}"), addr, tx)
+}
+
+/// Waits (bounded) until the peer closes `s`; false if it stays open for `within`.
+async fn closed_by_peer(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut b = [0u8; 64];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut b)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Defect 5: connections that never speak are closed after the handshake timeout, and at
+/// most `max_connections` are held: one more is closed at once, and honest calls go
+/// through again when the idle ones are gone.
+#[tokio::test]
+async fn idle_connections_are_closed_and_capped() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = geoloc_coordinator::server::Limits {
+            max_connections: 4,
+            handshake_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(5),
+        };
+        let (url, addr, _stop) = start_limited(&dir, limits).await;
+        let mut idle = Vec::new();
+        for _ in 0..4 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        // Give the accept loop time to take the four before the fifth arrives.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut fifth = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(
+            closed_by_peer(&mut fifth, Duration::from_secs(5)).await,
+            "a connection over the cap is closed at once"
+        );
+        // The four idle ones are closed by the handshake timeout.
+        for s in &mut idle {
+            assert!(
+                closed_by_peer(s, Duration::from_secs(30)).await,
+                "idle connection still open"
+            );
+        }
+        let mut c = geoloc_coordinator::client::connect(&url).await.unwrap();
+        c.list_probes(pb::ListProbesRequest {}).await.unwrap();
+    })
+    .await;
+}
+
+/// Log lines written while `f` runs on this thread (the current-thread runtime runs the
+/// server here too).
+#[derive(Clone, Default)]
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuf {
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let me = self.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || me.clone())
+            .finish();
+        tracing::subscriber::set_default(sub)
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Defect 6: a flood of registrations declaring attacker-chosen addresses is throttled and
+/// capped; the next honest probe to connect is sent no request for those addresses and at
+/// most the fixed landmark budget; after a restart, the registrations (never seen in a
+/// session) do not hold locates for the reconnect grace.
+#[tokio::test]
+async fn registration_flood_is_throttled_and_steers_nothing() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let url_db = sqlite_url(&dir);
+        let srv = Server::start(&url_db, |c| {
+            c.landmark_checks = true;
+            c.reconnect_grace_ms = 60_000;
+        })
+        .await;
+        let mut pc = probe_client(&srv.url).await;
+        let (mut accepted, mut throttled) = (0usize, 0usize);
+        for i in 0..3_000u32 {
+            let ip = format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256);
+            match pc
+                .register(registration(&format!("sybil-{i}"), (10.0, 10.0), &ip))
+                .await
+            {
+                Ok(_) => accepted += 1,
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => throttled += 1,
+                Err(s) => panic!("{s}"),
+            }
+        }
+        eprintln!("figure: 3000 registrations: {accepted} accepted, {throttled} throttled");
+        assert!(
+            accepted <= 1_000,
+            "{accepted} of 3000 registrations accepted"
+        );
+        assert_eq!(accepted + throttled, 3_000);
+        // An honest probe connects: it measures no sybil address and stays in budget.
+        let asked = Arc::new(Mutex::new(Vec::<String>::new()));
+        let a2 = Arc::clone(&asked);
+        let honest: Script = Arc::new(move |q| {
+            a2.lock().unwrap().push(q.target.clone());
+            result_msg(ping_answer(q, vec![5.0]))
+        });
+        let p = Hostile::start(
+            &srv.url,
+            registration("honest", (48.85, 2.35), "127.0.1.1"),
+            honest,
+        )
+        .await;
+        // Landmark checks run in the background: give them time to be sent.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let targets = asked.lock().unwrap().clone();
+        assert!(
+            targets.iter().all(|t| !t.starts_with("10.")),
+            "sent to sybil addresses: {} requests",
+            targets.len()
+        );
+        assert!(
+            targets.len() <= geoloc_coordinator::ftl::LANDMARK_CHECKS_PER_CONNECT,
+            "{} landmark requests",
+            targets.len()
+        );
+        // Let the honest probe's session be recorded, then restart.
+        for _ in 0..100 {
+            let seen = srv.coord.storage.get_probe("honest").await.unwrap();
+            if seen.is_some_and(|r| r.last_seen_unix_ms > 0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(p);
+        let addr = srv.addr;
+        srv.stop().await;
+        let srv = Server::start_at(addr, &url_db, |c| c.reconnect_grace_ms = 60_000).await;
+        let _p = Hostile::start(
+            &srv.url,
+            registration("honest", (48.85, 2.35), "127.0.1.1"),
+            Arc::new(|q| result_msg(ping_answer(q, vec![5.0]))),
+        )
+        .await;
+        // Only the honest probe is awaited: the grace (60 s) does not run out first.
+        let probes = tokio::time::timeout(Duration::from_secs(30), srv.coord.probes_for_locate())
+            .await
+            .expect("locate held by probes that were never seen in a session");
+        assert_eq!(probes.len(), 1);
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// A probe row that has been in the fleet for two days (vetted by age).
+fn old_probe(id: &str, pos: (f64, f64), ipv4: &str) -> geoloc_coordinator::storage::ProbeRow {
+    let now = geoloc_coordinator::unix_ms();
+    geoloc_coordinator::storage::ProbeRow {
+        probe_id: id.into(),
+        lat: pos.0,
+        lon: pos.1,
+        ipv4: ipv4.into(),
+        ipv6: String::new(),
+        agent_version: "fake-0".into(),
+        flagged: false,
+        flag_reason: String::new(),
+        flag_epoch_unix_ms: now - 2 * 86_400_000,
+        first_seen_unix_ms: now - 2 * 86_400_000,
+        last_seen_unix_ms: now - 60_000,
+    }
+}
+
+/// Waits until `n` landmark measurements are stored.
+async fn wait_landmark_rows(srv: &Server, n: usize) {
+    for _ in 0..400 {
+        let rows = srv.coord.storage.landmark_measurements().await.unwrap();
+        if rows.len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} landmark measurements stored");
+}
+
+/// Defect 7a: three fresh probes answering 1 ms to a vetted probe's address cannot get it
+/// flagged (their word does not count against a vetted probe); their lies about each other
+/// still count among themselves.
+#[tokio::test]
+async fn fresh_probes_cannot_flag_a_vetted_one() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = geoloc_coordinator::storage::Storage::connect(&sqlite_url(&dir))
+            .await
+            .unwrap();
+        let paris = (48.8566, 2.3522);
+        storage
+            .upsert_probe(&old_probe("victim", paris, "127.0.1.1"))
+            .await
+            .unwrap();
+        let srv = Server::start_with("127.0.0.1:0".parse().unwrap(), storage, |c| {
+            c.landmark_checks = true;
+        })
+        .await;
+        let w = world(&[("127.0.1.1", paris.0, paris.1)]);
+        let _victim = FakeProbe::start(
+            &srv.url,
+            "victim",
+            paris,
+            paris,
+            "127.0.1.1",
+            w.clone(),
+            Behaviour::Honest,
+        )
+        .await;
+        let mut liars = Vec::new();
+        for (i, pos) in [(35.68, 139.65), (-33.87, 151.21), (40.71, -74.0)]
+            .into_iter()
+            .enumerate()
+        {
+            let lie: Script = Arc::new(|q| result_msg(ping_answer(q, vec![1.0])));
+            let reg = registration(&format!("liar{i}"), pos, &format!("127.0.2.{}", i + 1));
+            liars.push(Hostile::start(&srv.url, reg, lie).await);
+        }
+        // Each liar measures the victim (and the others) at 1 ms.
+        wait_landmark_rows(&srv, 3).await;
+        for _ in 0..100 {
+            let rows = srv.coord.storage.landmark_measurements().await.unwrap();
+            let on_victim = rows
+                .iter()
+                .filter(|r| {
+                    r.target_landmark.as_deref() == Some("victim") && r.probe_id.starts_with("liar")
+                })
+                .count();
+            if on_victim >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        srv.coord.evaluate_flags().await.unwrap();
+        let v = srv.coord.registry.get("victim").unwrap();
+        assert!(!v.flagged, "victim flagged: {}", v.flag_reason);
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// Defect 7b: three probes declaring the victim's own address as theirs do not get it
+/// flagged when it connects: an address claimed twice is measured by nobody, and a probe
+/// never measures its own address.
+#[tokio::test]
+async fn impostors_declaring_a_probes_address_cannot_flag_it() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |c| c.landmark_checks = true).await;
+        let mut impostors = Vec::new();
+        for (i, pos) in [(35.68, 139.65), (-33.87, 151.21), (40.71, -74.0)]
+            .into_iter()
+            .enumerate()
+        {
+            let quiet: Script = Arc::new(|q| result_msg(ping_answer(q, vec![])));
+            let reg = registration(&format!("impostor{i}"), pos, "127.0.1.1");
+            impostors.push(Hostile::start(&srv.url, reg, quiet).await);
+        }
+        let paris = (48.8566, 2.3522);
+        let w = world(&[("127.0.1.1", paris.0, paris.1)]);
+        let victim = FakeProbe::start(
+            &srv.url,
+            "victim",
+            paris,
+            paris,
+            "127.0.1.1",
+            w.clone(),
+            Behaviour::Honest,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        srv.coord.evaluate_flags().await.unwrap();
+        assert_eq!(
+            victim.count("127.0.1.1"),
+            0,
+            "the victim measured its own address"
+        );
+        let v = srv.coord.registry.get("victim").unwrap();
+        assert!(!v.flagged, "victim flagged: {}", v.flag_reason);
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// Defects 8 and 9: control characters never reach the log raw (an agent_version with
+/// escapes and newlines is refused; a probe's error text is escaped), and a flood of wrong
+/// credentials is throttled and logged in a few summary lines.
+#[tokio::test]
+async fn log_injection_and_credential_guessing() {
+    bounded(async {
+        let logs = LogBuf::default();
+        let _g = logs.install();
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |_| {}).await;
+        let mut pc = probe_client(&srv.url).await;
+        let mut forged = registration("forger", (1.0, 1.0), "");
+        forged.agent_version =
+            "1.0\n2026-01-01T00:00:00Z  INFO probe registered probe=root\u{1b}[2J".into();
+        let e = pc.register(forged).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        let script: Script = Arc::new(|_| Vec::new());
+        let p = Hostile::start(&srv.url, registration("shouter", (1.0, 1.0), ""), script).await;
+        drop(p);
+        // A session-level error with a forged line in it.
+        let mut pc2 = probe_client(&srv.url).await;
+        let reply = register_retrying(&mut pc2, registration("shouter2", (1.0, 1.0), "")).await;
+        let (tx, rx) = mpsc::channel::<pb::ProbeMessage>(4);
+        tx.send(pb::ProbeMessage {
+            kind: Some(PKind::Hello(pb::Hello {
+                session_token: reply.session_token,
+                probe_id: "shouter2".into(),
+            })),
+        })
+        .await
+        .unwrap();
+        tx.send(pb::ProbeMessage {
+            kind: Some(PKind::Error(pb::ProbeError {
+                request_id: String::new(),
+                message: "boom\nFORGED ERROR coordinator compromised\u{1b}[31m".into(),
+            })),
+        })
+        .await
+        .unwrap();
+        let mut inbound = pc2
+            .session(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let _ack = inbound.message().await.unwrap();
+        for _ in 0..100 {
+            if logs.text().contains("boom") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Credential guessing.
+        let (mut unauth, mut throttled) = (0, 0);
+        for i in 0..2_000 {
+            let mut g = registration("victim", (1.0, 1.0), "");
+            g.credential = format!("guess-{i}");
+            match pc.register(g).await {
+                Err(s) if s.code() == tonic::Code::Unauthenticated => unauth += 1,
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => throttled += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        let text = logs.text();
+        let wrong = text.matches("wrong credential").count();
+        eprintln!(
+            "figure: 2000 guesses: {unauth} checked, {throttled} throttled, {wrong} log lines"
+        );
+        assert!(unauth <= 400, "{unauth} guesses checked");
+        assert!(wrong <= 10, "{wrong} log lines for 2000 guesses");
+        assert!(text.contains("boom"), "the probe's error was logged");
+        for line in text.lines() {
+            assert!(!line.starts_with("FORGED"), "forged log line: {line}");
+            assert!(
+                !line.contains('\u{1b}'),
+                "escape sequence in the log: {line:?}"
+            );
+            assert!(!line.starts_with("2026-01-01"), "forged log line: {line}");
         }
         srv.stop().await;
     })
