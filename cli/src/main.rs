@@ -52,7 +52,14 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("geoloc: error: {e:#}");
-            std::process::ExitCode::from(2)
+            // See the README's table of exit codes.
+            if e.downcast_ref::<geoloc_coordinator::client::NotLocated>()
+                .is_some()
+            {
+                std::process::ExitCode::from(1)
+            } else {
+                std::process::ExitCode::from(2)
+            }
         }
     }
 }

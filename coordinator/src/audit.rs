@@ -555,6 +555,14 @@ async fn audit(
     if next != total {
         bail!("internal error: {next} of {total} rows written");
     }
+    if total > start && failures == total - start {
+        return Err(crate::client::NotLocated(format!(
+            "every one of the {} rows failed (see the error column of {})",
+            total - start,
+            args.output.display()
+        ))
+        .into());
+    }
     Ok(())
 }
 

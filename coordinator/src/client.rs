@@ -94,6 +94,22 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Addresses were not located (exit code 1; every other error exits 2). See the README's
+/// table of exit codes.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotLocated(pub String);
+
+/// The error code of an INVALID_ARGUMENT status (`bogon`, `invalid-address`, ...), sent by
+/// the coordinator in the `geoloc-error-code` metadata.
+pub fn invalid_code(s: &tonic::Status) -> String {
+    s.metadata()
+        .get("geoloc-error-code")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("invalid-argument")
+        .to_string()
+}
+
 /// A gRPC status as a one-line message.
 pub fn status_msg(s: &tonic::Status) -> String {
     match s.code() {
@@ -260,10 +276,11 @@ async fn locate_all(args: LocateArgs) -> anyhow::Result<()> {
         );
     }
     if failed > 0 {
-        anyhow::bail!(
+        return Err(NotLocated(format!(
             "{failed} of {} addresses could not be located",
             args.ips.len()
-        );
+        ))
+        .into());
     }
     Ok(())
 }
@@ -276,7 +293,7 @@ async fn locate_one(
     let mut stream = match client.locate(req).await {
         Ok(s) => s.into_inner(),
         Err(s) if s.code() == tonic::Code::InvalidArgument => {
-            return Err(("invalid-argument".into(), s.message().into()))
+            return Err((invalid_code(&s), s.message().into()))
         }
         Err(s) => return Err(("unreachable".into(), status_msg(&s))),
     };
@@ -293,7 +310,7 @@ async fn locate_one(
                 ))
             }
             Ok(Err(s)) if s.code() == tonic::Code::InvalidArgument => {
-                return Err(("invalid-argument".into(), s.message().into()))
+                return Err((invalid_code(&s), s.message().into()))
             }
             Ok(Err(s)) => return Err(("unreachable".into(), status_msg(&s))),
             Ok(Ok(None)) => {
@@ -351,7 +368,13 @@ pub fn run_probes(args: ProbesArgs) -> anyhow::Result<()> {
             };
             println!(
                 "{:<20} {:>9.4} {:>10.4} {:<12} {:>10} {:<10} {}",
-                p.probe_id, p.lat, p.lon, status, seen, p.agent_version, p.flag_reason
+                printable(&p.probe_id),
+                p.lat,
+                p.lon,
+                status,
+                seen,
+                printable(&p.agent_version),
+                printable(&p.flag_reason)
             );
         }
         eprintln!(
@@ -402,4 +425,18 @@ fn ago(ms: i64) -> String {
     } else {
         format!("{} h ago", s / 3600)
     }
+}
+
+/// A text from the coordinator made safe for a terminal: control characters (escape
+/// sequences, newlines) are shown escaped.
+fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

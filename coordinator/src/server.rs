@@ -80,6 +80,16 @@ pub async fn bind(addr: SocketAddr) -> crate::Result<(tokio::net::TcpListener, S
     Ok((l, a))
 }
 
+/// INVALID_ARGUMENT with the machine-readable code (`bogon`, `invalid-address`,
+/// `invalid-argument`) in the `geoloc-error-code` metadata, as batch events carry it.
+fn invalid(code: &str, message: impl Into<String>) -> Status {
+    let mut s = Status::invalid_argument(message);
+    if let Ok(v) = code.parse() {
+        s.metadata_mut().insert("geoloc-error-code", v);
+    }
+    s
+}
+
 fn internal(e: CoordinatorError) -> Status {
     tracing::error!(error = %e, "internal error");
     Status::internal(e.to_string())
@@ -405,7 +415,7 @@ impl LocateService for LocateSvc {
         let params = LocateParams::from_request(&r);
         // Bad input fails the call itself.
         target::check(&r.ip, self.0.config.allow_private)
-            .map_err(|e| Status::invalid_argument(e.message))?;
+            .map_err(|e| invalid(e.code, e.message))?;
         let (tx, rx) = mpsc::channel(64);
         let coord = Arc::clone(&self.0);
         tokio::spawn(async move {
@@ -418,7 +428,7 @@ impl LocateService for LocateSvc {
             let ev = match coord.locate(params, &progress).await {
                 Ok(res) => event(&ip, 0, pb::locate_event::Event::Result(res)),
                 Err(f) if f.is_invalid_input() => {
-                    let _ = tx.send(Err(Status::invalid_argument(f.message))).await;
+                    let _ = tx.send(Err(invalid(&f.code, f.message))).await;
                     return;
                 }
                 Err(f) if f.is_interrupted() => {

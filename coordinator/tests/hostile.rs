@@ -853,3 +853,70 @@ async fn log_injection_and_credential_guessing() {
     })
     .await;
 }
+
+/// Defect 10: a bogon is called `bogon` by Locate (in the status metadata) as by
+/// LocateBatch, and `geoloc audit` fails (exit code 1) when every row failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_codes_and_exit_status_agree() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |c| c.allow_private = false).await;
+        let mut c = srv.client().await;
+        let e = c
+            .locate(pb::LocateRequest {
+                ip: "10.1.2.3".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(geoloc_coordinator::client::invalid_code(&e), "bogon");
+        let mut s = c
+            .locate_batch(pb::LocateBatchRequest {
+                ips: vec!["10.1.2.3".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let ev = s.message().await.unwrap().unwrap();
+        let Some(pb::locate_event::Event::Error(be)) = ev.event else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(be.code, "bogon");
+
+        // Every row fails: no probes for the public one, bogons for the others.
+        let input = dir.path().join("in.txt");
+        std::fs::write(&input, "10.1.2.3\n192.168.7.7\n").unwrap();
+        let out = dir.path().join("out.csv");
+        let args = geoloc_coordinator::audit::AuditArgs {
+            file: input,
+            output: out.clone(),
+            columns: None,
+            coordinator: srv.url.clone(),
+            mode: None,
+            timeout_ms: None,
+            concurrency: None,
+            retry_failed: false,
+            fresh: false,
+            retry_for_s: 5,
+        };
+        let res = tokio::task::spawn_blocking(move || geoloc_coordinator::audit::run_audit(args))
+            .await
+            .unwrap();
+        let err = res.expect_err("audit succeeded although every row failed");
+        assert!(
+            err.downcast_ref::<geoloc_coordinator::client::NotLocated>()
+                .is_some(),
+            "{err:#}"
+        );
+        let csv = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(
+            csv.lines().filter(|l| l.contains("bogon")).count(),
+            2,
+            "{csv}"
+        );
+        srv.stop().await;
+    })
+    .await;
+}
