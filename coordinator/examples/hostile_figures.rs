@@ -47,7 +47,9 @@ async fn start(dir: &tempfile::TempDir) -> (Arc<Coordinator>, std::net::SocketAd
     let (listener, addr) = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let c = Arc::clone(&coord);
     tokio::spawn(async move {
-        server::serve(c, listener, std::future::pending()).await.unwrap();
+        server::serve(c, listener, std::future::pending())
+            .await
+            .unwrap();
     });
     (coord, addr)
 }

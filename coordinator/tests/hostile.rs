@@ -274,6 +274,8 @@ async fn bad_answers_are_rejected_and_the_honest_ones_locate() {
                 a
             }),
         ];
+        let logs = LogBuf::default();
+        let _g = logs.install();
         let dir = tempfile::tempdir().unwrap();
         let srv = Server::start(&sqlite_url(&dir), |_| {}).await;
         let (_w, _honest) = honest_fleet(&srv.url).await;
@@ -309,6 +311,13 @@ async fn bad_answers_are_rejected_and_the_honest_ones_locate() {
                 "{name}"
             );
             assert!(!liar.requests.lock().unwrap().is_empty());
+            let named = format!("probe={id}");
+            assert!(
+                logs.text()
+                    .lines()
+                    .any(|l| l.contains("answer rejected") && l.contains(&named)),
+                "{name}: the rejection is not logged with the probe's name"
+            );
             drop(liar);
             // Its session ends; wait until it no longer counts as healthy.
             for _ in 0..200 {
@@ -884,6 +893,18 @@ async fn error_codes_and_exit_status_agree() {
             panic!("{ev:?}")
         };
         assert_eq!(be.code, "bogon");
+        // An absurd position is refused without echoing hundreds of digits.
+        let mut pc = probe_client(&srv.url).await;
+        let e = pc
+            .register(registration("far-out", (1e308, 0.0), ""))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(
+            e.message().contains("1e308") && e.message().len() < 100,
+            "{}",
+            e.message()
+        );
 
         // Every row fails: no probes for the public one, bogons for the others.
         let input = dir.path().join("in.txt");
