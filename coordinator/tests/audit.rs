@@ -419,9 +419,15 @@ async fn rows_without_probes_are_retried_for_retry_for_s_then_written_and_redone
         let mut a = audit_args(&srv.url, &input, &out);
         a.retry_for_s = 2;
         let t0 = Instant::now();
-        run_audit(a)
+        // The run ends, writing the rows it could not do; every row failed: exit code 1.
+        let e = run_audit(a)
             .await
-            .expect("the run ends, writing the rows it could not do");
+            .expect_err("every row failed: the run reports it");
+        assert!(
+            e.downcast_ref::<geoloc_coordinator::client::NotLocated>()
+                .is_some(),
+            "{e:#}"
+        );
         assert!(
             t0.elapsed() >= Duration::from_secs(2),
             "gave up after {:?}",
