@@ -216,7 +216,8 @@ pub(crate) mod tests {
     #[test]
     fn a_hostile_result_is_an_error_not_a_panic() {
         let (_, wire) = located();
-        let cases: Vec<(&str, fn(&mut pb::LocateResult))> = vec![
+        type Breaker = fn(&mut pb::LocateResult);
+        let cases: Vec<(&str, Breaker)> = vec![
             ("result.solution", |r| r.solution = None),
             ("result.locate_mode", |r| r.locate_mode = 0),
             ("result.locate_mode", |r| r.locate_mode = 42),

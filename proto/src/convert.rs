@@ -705,7 +705,8 @@ mod tests {
 
     #[test]
     fn hostile_numbers_missing_parts_and_unknown_enums_are_errors() {
-        let cases: Vec<(&str, fn(&mut pb::Solution))> = vec![
+        type Breaker = fn(&mut pb::Solution);
+        let cases: Vec<(&str, Breaker)> = vec![
             ("solution.estimate", |p| p.estimate = None),
             ("solution.timezone", |p| p.timezone = None),
             ("solution.place", |p| p.place = None),
