@@ -28,11 +28,11 @@ enum Command {
     /// measurements/<target> files).
     EvalAnycast(eval::EvalAnycastArgs),
     /// Locate IPs through a coordinator, with live progress.
-    Locate(geoloc_coordinator::client::LocateArgs),
+    Locate(geoloc_client::LocateArgs),
     /// Locate a list of IPs through a coordinator and write a CSV (resumable).
-    Audit(geoloc_coordinator::client::AuditArgs),
+    Audit(geoloc_client::AuditArgs),
     /// List the probe fleet known to a coordinator.
-    Probes(geoloc_coordinator::client::ProbesArgs),
+    Probes(geoloc_client::ProbesArgs),
     /// The emulated Internet on one machine (root).
     Lab(geoloc_lab::cli::LabArgs),
 }
@@ -43,9 +43,9 @@ fn main() -> std::process::ExitCode {
         Command::Solve(a) => solve::run(a),
         Command::Eval(a) => eval::run(a),
         Command::EvalAnycast(a) => eval::run_anycast(a),
-        Command::Locate(a) => geoloc_coordinator::client::run_locate(a),
-        Command::Audit(a) => geoloc_coordinator::client::run_audit(a),
-        Command::Probes(a) => geoloc_coordinator::client::run_probes(a),
+        Command::Locate(a) => geoloc_client::run_locate(a),
+        Command::Audit(a) => geoloc_client::run_audit(a),
+        Command::Probes(a) => geoloc_client::run_probes(a),
         Command::Lab(a) => geoloc_lab::cli::run(a),
     };
     match result {
@@ -53,7 +53,7 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("geoloc: error: {e:#}");
             // See the README's table of exit codes.
-            if e.downcast_ref::<geoloc_coordinator::client::NotLocated>()
+            if e.downcast_ref::<geoloc_client::NotLocated>()
                 .is_some()
             {
                 std::process::ExitCode::from(1)

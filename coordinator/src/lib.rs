@@ -1,15 +1,14 @@
-//! The coordinator (server) and the client side of `geoloc locate|audit|probes`.
+//! The coordinator (server). The client side of `geoloc locate|audit|probes` is the crate
+//! `geoloc-client`, which talks to it over gRPC only.
 //!
 //! - [`Coordinator`]: probe registry with liveness ([`registry`]), landmark speed-of-light
 //!   checks ([`ftl`]), scheduling ([`schedule`], [`locate`]), storage on SQLite or PostgreSQL
 //!   ([`storage`]) and solving with `geoloc-engine` ([`solve`]).
-//! - [`server`]: the two gRPC services of `geoloc-proto` on one port.
-//! - [`client`]: `geoloc locate`, `geoloc audit`, `geoloc probes`.
+//! - [`server`]: the two gRPC services of `geoloc-proto` on one port; results cross the wire
+//!   typed (`geoloc_proto::convert`).
 use std::sync::Arc;
 use std::time::Duration;
 
-pub mod audit;
-pub mod client;
 pub mod config;
 pub mod conn;
 pub mod error;

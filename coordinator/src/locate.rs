@@ -91,21 +91,41 @@ impl From<CoordinatorError> for LocateFailure {
     }
 }
 
-/// A stored result in its wire form.
-pub fn result_to_pb(r: &ResultRow, cached: bool) -> pb::LocateResult {
-    pb::LocateResult {
+/// A stored result in its wire form: the solution typed (converted by `geoloc_proto::convert`)
+/// and the per-probe RTTs that entered it, read back from the raw rows.
+pub async fn result_to_pb(
+    storage: &crate::storage::Storage,
+    r: &ResultRow,
+    cached: bool,
+) -> crate::Result<pb::LocateResult> {
+    let corrupt = |what: &'static str, detail: String| CoordinatorError::Corrupt { what, detail };
+    let solution = match &r.solution_json {
+        None => None,
+        Some(text) => {
+            let sol: geoloc_engine::Solution = serde_json::from_str(text)
+                .map_err(|e| corrupt("results.solution_json", e.to_string()))?;
+            Some(
+                pb::Solution::try_from(&sol)
+                    .map_err(|e| corrupt("results.solution_json", e.to_string()))?,
+            )
+        }
+    };
+    let rows = storage.measurements_for_result(&r.result_id).await?;
+    let inputs = inputs_from_rows(&rows).map_err(|e| corrupt("measurements.raw_json", e))?;
+    Ok(pb::LocateResult {
         result_id: r.result_id.clone(),
         ip: r.ip.clone(),
-        solution_json: r.solution_json.clone().unwrap_or_default(),
+        solution,
         probes_used: r.probes_used.max(0) as u32,
         created_at_unix_ms: r.created_at_unix_ms,
         cached,
-        mode: r.mode.clone(),
+        locate_mode: pb::LocateMode::from_name(&r.mode).unwrap_or_default() as i32,
         packets_sent: r.packets_sent.max(0) as u64,
         min_rtt_ms: r.min_rtt_ms,
         nearest_probe: r.nearest_probe.clone(),
         probes_asked: r.probes_asked.max(0) as u32,
-    }
+        probe_rtts: inputs.measurements.iter().map(pb::ProbeRtt::from).collect(),
+    })
 }
 
 struct Run<'a> {
@@ -151,7 +171,7 @@ impl Coordinator {
         }
         if p.reuse_stored {
             if let Some(r) = self.storage.latest_done_result(&ip_s).await? {
-                return Ok(result_to_pb(&r, true));
+                return Ok(result_to_pb(&self.storage, &r, true).await?);
             }
         }
         let probes = self.probes_for_locate().await;
@@ -260,7 +280,7 @@ impl Coordinator {
         match outcome {
             Ok(()) => {
                 tracing::info!(ip = %ip_s, result_id = %row.result_id, used = row.probes_used, elapsed_ms = started.elapsed().as_millis() as u64, "located");
-                Ok(result_to_pb(&row, false))
+                Ok(result_to_pb(&self.storage, &row, false).await?)
             }
             Err(f) => {
                 tracing::info!(ip = %ip_s, result_id = %row.result_id, code = %f.code, reason = %f.message, "not located");
@@ -359,10 +379,14 @@ impl Coordinator {
             tracing::debug!(probe = %probe.probe_id, stage, done = run.done, elapsed_ms = stage_start.elapsed().as_millis() as u64, "probe answered");
             let mut best: Option<f64> = None;
             let mut error = String::new();
+            let mut outcome = pb::ProbeOutcome::Unspecified;
             for r in &rows {
                 let raw: RawResult = serde_json::from_str(&r.raw_json).unwrap_or_default();
                 if let Some((rtt, _)) = raw.best_rtt() {
                     best = Some(best.map_or(rtt, |b: f64| b.min(rtt)));
+                }
+                if outcome == pb::ProbeOutcome::Unspecified && r.outcome != "answered" {
+                    outcome = pb::ProbeOutcome::from_name(&r.outcome).unwrap_or_default();
                 }
                 if error.is_empty() && r.outcome != "answered" {
                     error = if r.error.is_empty() {
@@ -374,6 +398,7 @@ impl Coordinator {
             }
             if best.is_some() {
                 error.clear();
+                outcome = pb::ProbeOutcome::Answered;
             }
             (run.progress)(pb::Progress {
                 probe_id: probe.probe_id.clone(),
@@ -382,6 +407,7 @@ impl Coordinator {
                 min_rtt_ms: best,
                 error,
                 stage,
+                outcome: outcome as i32,
             });
             run.rows.extend(rows);
         }

@@ -397,7 +397,7 @@ fn failure_event(ip: &str, index: u32, f: LocateFailure) -> pb::LocateEvent {
         ip,
         index,
         pb::locate_event::Event::Error(pb::LocateError {
-            code: f.code,
+            error_code: pb::ErrorCode::from_code(&f.code).unwrap_or(pb::ErrorCode::Internal) as i32,
             message: f.message,
         }),
     )
@@ -576,8 +576,11 @@ impl LocateService for LocateSvc {
         };
         match row {
             Some(row) if row.status == crate::storage::ResultStatus::Done => {
+                let result = result_to_pb(&self.0.storage, &row, true)
+                    .await
+                    .map_err(internal)?;
                 Ok(Response::new(pb::GetResultReply {
-                    result: Some(result_to_pb(&row, true)),
+                    result: Some(result),
                 }))
             }
             Some(row) => Err(Status::not_found(format!(

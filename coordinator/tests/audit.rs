@@ -7,10 +7,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use geoloc_coordinator::audit::{row_values, AuditArgs, COLUMNS};
-use geoloc_coordinator::client::{error_json, result_json};
-use geoloc_engine::LatLon;
-use geoloc_proto::v1 as pb;
+use geoloc_client::audit::{row_values, AuditArgs, COLUMNS};
+use geoloc_client::locate::{error_json, result_json};
+use geoloc_client::{Located, Mode};
+use geoloc_engine::{LatLon, MaxmindComparison, Method, Place, Solution, Timezone, Verdict};
 
 fn audit_args(url: &str, file: &Path, out: &Path) -> AuditArgs {
     AuditArgs {
@@ -30,7 +30,7 @@ fn audit_args(url: &str, file: &Path, out: &Path) -> AuditArgs {
 /// `run_audit` builds its own runtime: run it on a plain thread.
 async fn run_audit(args: AuditArgs) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || {
-        std::thread::spawn(move || geoloc_coordinator::audit::run_audit(args))
+        std::thread::spawn(move || geoloc_client::audit::run_audit(args))
             .join()
             .unwrap()
     })
@@ -159,26 +159,62 @@ async fn audit_without_a_coordinator_fails_clearly() {
 }
 
 /// A fixed result with a hand-written solution holding every field the columns read.
-fn sample_result() -> pb::LocateResult {
-    let solution = serde_json::json!({
-        "estimate": {"lat": 51.50741234, "lon": -0.12781234}, "radius_km": 35.06, "region_km2": 3861.2,
-        "timezone": {"iana": "Europe/London", "utc_offset": "+00:00", "utc_offset_s": 0},
-        "place": {"city": "London", "country": "GB", "distance_km": 1.2}, "anycast": false,
-        "maxmind": {"lat": 51.5142, "lon": -0.0931, "city": "London", "country": "GB", "accuracy_radius_km": 10.0,
-                    "distance_km": 2.51, "verdict": "consistent", "ruled_out_by": null, "excess_km": null}
-    });
-    pb::LocateResult {
+fn sample_result() -> Located {
+    let solution = Solution {
+        method: Method::Bestline,
+        estimate: LatLon {
+            lat: 51.50741234,
+            lon: -0.12781234,
+        },
+        radius_km: 35.06,
+        region_km2: 3861.2,
+        timezone: Timezone {
+            iana: "Europe/London".into(),
+            utc_offset: "+00:00".into(),
+            utc_offset_s: 0,
+        },
+        timezones: vec![],
+        place: Place {
+            city: "London".into(),
+            country: "GB".into(),
+            distance_km: 1.2,
+        },
+        anycast: false,
+        instances: vec![],
+        dropped: vec![],
+        loosened: vec![],
+        maxmind: Some(MaxmindComparison {
+            lat: Some(51.5142),
+            lon: Some(-0.0931),
+            city: Some("London".into()),
+            country: Some("GB".into()),
+            accuracy_radius_km: Some(10.0),
+            distance_km: Some(2.51),
+            verdict: Verdict::Consistent,
+            ruled_out_by: None,
+            excess_km: None,
+        }),
+        landmarks: 7,
+        used: 5,
+        min_rtt_ms: 1.234,
+        nearest_landmark: "london".into(),
+        region: serde_json::Value::Null,
+        region_constraints: vec![],
+        region_tolerance: 0,
+    };
+    Located {
         result_id: "0123456789abcdef0123456789abcdef".into(),
         ip: "81.2.69.142".into(),
-        solution_json: solution.to_string(),
+        solution,
         probes_used: 5,
         created_at_unix_ms: 1_700_000_000_000,
         cached: false,
-        mode: "two-stage".into(),
+        mode: Mode::TwoStage,
         packets_sent: 21,
         min_rtt_ms: Some(1.234),
         nearest_probe: "london".into(),
         probes_asked: 7,
+        probe_rtts: vec![],
     }
 }
 
@@ -424,7 +460,7 @@ async fn rows_without_probes_are_retried_for_retry_for_s_then_written_and_redone
             .await
             .expect_err("every row failed: the run reports it");
         assert!(
-            e.downcast_ref::<geoloc_coordinator::client::NotLocated>()
+            e.downcast_ref::<geoloc_client::NotLocated>()
                 .is_some(),
             "{e:#}"
         );
@@ -519,8 +555,12 @@ async fn locate_geojson_has_the_region_and_the_estimate() {
         let mut c = srv.client().await;
         let (_, r) = locate(&mut c, req(TARGET)).await;
         let r = r.unwrap();
-        let sol: geoloc_engine::Solution = serde_json::from_str(&r.solution_json).unwrap();
-        let features = geoloc_coordinator::client::geojson_features(TARGET, &r);
+        let sol = solution(&r);
+        let located = Located::try_from(&r).unwrap();
+        let features: Vec<serde_json::Value> = geoloc_client::locate::geojson_features(TARGET, &located)
+            .into_iter()
+            .map(|f| serde_json::to_value(f).unwrap())
+            .collect();
         assert_eq!(features.len(), 2);
         let (region, estimate) = (&features[0], &features[1]);
         for (f, kind) in [(region, "region"), (estimate, "estimate")] {

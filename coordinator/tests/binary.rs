@@ -120,12 +120,12 @@ async fn binary_serves_stops_on_sigterm_and_keeps_results_across_restart() {
         let (mut p, url) = start(&db, &["--landmarks", landmarks]);
         let w = world(&[("127.0.0.50", 45.764, 4.8357)]);
         let probes = fleet(&url, &w, 5).await;
-        let mut c = geoloc_coordinator::client::connect(&url).await.unwrap();
+        let mut c = geoloc_client::connect(&url).await.unwrap();
         // Wait for the fleet to be healthy.
         let healthy = || {
             let url = url.clone();
             async move {
-                let mut c = geoloc_coordinator::client::connect(&url).await.unwrap();
+                let mut c = geoloc_client::connect(&url).await.unwrap();
                 let ps = c.list_probes(pb::ListProbesRequest {}).await.unwrap();
                 ps.into_inner().probes.iter().filter(|p| p.healthy).count() == 5
             }
@@ -161,7 +161,7 @@ async fn binary_serves_stops_on_sigterm_and_keeps_results_across_restart() {
         drop(probes);
         // Restart on the same database: the stored result is there, probes are remembered.
         let (_p2, url2) = start(&db, &[]);
-        let mut c2 = geoloc_coordinator::client::connect(&url2).await.unwrap();
+        let mut c2 = geoloc_client::connect(&url2).await.unwrap();
         let got = c2
             .get_result(pb::GetResultRequest {
                 key: Some(pb::get_result_request::Key::Ip("127.0.0.50".into())),
@@ -172,7 +172,7 @@ async fn binary_serves_stops_on_sigterm_and_keeps_results_across_restart() {
             .result
             .unwrap();
         assert_eq!(got.result_id, result.result_id);
-        assert_eq!(got.solution_json, result.solution_json);
+        assert_eq!(got.solution, result.solution);
         let ps = c2
             .list_probes(pb::ListProbesRequest {})
             .await

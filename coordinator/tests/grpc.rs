@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use geoloc_engine::{distance_km, LatLon, Solution};
+use geoloc_engine::{distance_km, LatLon};
 use geoloc_proto::v1 as pb;
 
 /// Every test is bounded.
@@ -33,9 +33,9 @@ async fn locate_all_with_progress_stores_and_recomputes() {
             .all(|p| p.total == 6 && p.min_rtt_ms.is_some()));
         assert_eq!(r.probes_asked, 6);
         assert_eq!(r.nearest_probe, "paris");
-        assert_eq!(r.mode, "all");
+        assert_eq!(r.locate_mode(), pb::LocateMode::All);
         assert_eq!(r.packets_sent, 6 * 3);
-        let sol: Solution = serde_json::from_str(&r.solution_json).unwrap();
+        let sol = solution(&r);
         let err = distance_km(
             sol.estimate,
             LatLon {
@@ -59,9 +59,9 @@ async fn locate_all_with_progress_stores_and_recomputes() {
             .result
             .unwrap();
         assert_eq!(by_ip.result_id, r.result_id);
-        assert_eq!(by_ip.solution_json, r.solution_json);
+        assert_eq!(by_ip.solution, r.solution);
         let again = srv.coord.recompute(&r.result_id).await.unwrap();
-        assert_eq!(serde_json::to_string(&again).unwrap(), r.solution_json);
+        assert_eq!(Some(pb::Solution::try_from(&again).unwrap()), r.solution);
         // The region's constraints are not serialised: test it on the recomputed solution
         // (same JSON, so the same region). It holds the target and is not the whole of
         // Europe: Paris measured 6 ms (sound bound 600 km), so Rome (1,100 km from Paris)
@@ -109,7 +109,7 @@ async fn two_stage_spends_fewer_packets() {
         r2.mode = pb::LocateMode::TwoStage as i32;
         let (progress, two) = locate(&mut c, r2).await;
         let two = two.unwrap();
-        assert_eq!(two.mode, "two-stage");
+        assert_eq!(two.locate_mode(), pb::LocateMode::TwoStage);
         assert_eq!(two.probes_asked, 6);
         assert!(progress.iter().any(|p| p.stage == 2));
         assert!(two.packets_sent < all.packets_sent, "{} vs {}", two.packets_sent, all.packets_sent);
@@ -123,8 +123,8 @@ async fn two_stage_spends_fewer_packets() {
         let stage2: Vec<&str> = progress.iter().filter(|p| p.stage == 2).map(|p| p.probe_id.as_str()).collect();
         assert!(stage2.contains(&"frankfurt") || stage2.contains(&"london"), "{stage2:?}");
         let truth = LatLon { lat: LYON.0, lon: LYON.1 };
-        let e_all = distance_km(serde_json::from_str::<Solution>(&all.solution_json).unwrap().estimate, truth);
-        let e_two = distance_km(serde_json::from_str::<Solution>(&two.solution_json).unwrap().estimate, truth);
+        let e_all = distance_km(solution(&all).estimate, truth);
+        let e_two = distance_km(solution(&two).estimate, truth);
         println!(
             "trade-off: all = {} probes, {} packets, error {e_all:.0} km; two-stage = {} probes, {} packets, error {e_two:.0} km",
             all.probes_asked, all.packets_sent, two.probes_asked, two.packets_sent
@@ -192,7 +192,7 @@ async fn silent_and_killed_probes_time_out_and_the_rest_is_solved() {
             "the dead session was noticed before the silent probe's budget ran out: {progress:?}"
         );
         assert_eq!(result.probes_asked, 6);
-        let sol: Solution = serde_json::from_str(&result.solution_json).unwrap();
+        let sol = solution(&result);
         assert_eq!(sol.landmarks, 4, "the four answers are solved");
         assert!(result.probes_used >= 3, "{result:?}");
         let rows = srv
@@ -298,7 +298,7 @@ async fn icmp_silent_target_is_measured_with_tcp() {
             "{:?}",
             inputs.per_probe
         );
-        let sol: geoloc_engine::Solution = serde_json::from_str(&r.solution_json).unwrap();
+        let sol = solution(&r);
         let truth = geoloc_engine::LatLon {
             lat: LYON.0,
             lon: LYON.1,
@@ -427,7 +427,7 @@ async fn invalid_input_gets_clear_errors() {
         );
         // No probes: a clear error event, not a hang.
         let (_, r) = locate(&mut c, req("81.2.69.142")).await;
-        assert_eq!(r.unwrap_err().code, "no-probes");
+        assert_eq!(r.unwrap_err().error_code(), pb::ErrorCode::NoProbes);
         // Batch: one event per index, bad ones included.
         let mut s = c
             .locate_batch(pb::LocateBatchRequest {
@@ -440,7 +440,7 @@ async fn invalid_input_gets_clear_errors() {
         let mut errors = std::collections::BTreeMap::new();
         while let Some(ev) = s.message().await.unwrap() {
             if let Some(pb::locate_event::Event::Error(e)) = ev.event {
-                errors.insert(ev.index, e.code);
+                errors.insert(ev.index, e.error_code().code().to_string());
             }
         }
         assert_eq!(errors.get(&0).map(String::as_str), Some("invalid-address"));
@@ -569,7 +569,7 @@ async fn locate_and_restart_on_postgres() {
         let r = r.unwrap();
         assert_eq!(progress.len(), 5);
         let again = srv.coord.recompute(&r.result_id).await.unwrap();
-        assert_eq!(serde_json::to_string(&again).unwrap(), r.solution_json);
+        assert_eq!(Some(pb::Solution::try_from(&again).unwrap()), r.solution);
         srv.stop().await;
         drop(probes);
         // Restart on the same schema, selected through the URL alone (as the binary would).
@@ -633,8 +633,8 @@ async fn probe_to_probe_rtts_calibrate_the_solution_and_recompute_uses_them() {
             .unwrap();
         assert!(row.calibration_json.is_some());
         let again = srv.coord.recompute(&r.result_id).await.unwrap();
-        assert_eq!(serde_json::to_string(&again).unwrap(), r.solution_json);
-        let sol: Solution = serde_json::from_str(&r.solution_json).unwrap();
+        assert_eq!(Some(pb::Solution::try_from(&again).unwrap()), r.solution);
+        let sol = solution(&r);
         // The same answers solved without the calibration (the sound 2/3 c bound): the fake
         // network's paths are 1.4 x the great circle plus 0.5 ms, so the fitted bestlines are
         // much tighter than the sound bound. A solver that ignores the calibration gives the
@@ -696,7 +696,7 @@ async fn locate_right_after_a_restart_waits_for_the_probes() {
         let srv = Server::start_at(addr, &db, |c| c.reconnect_grace_ms = 0).await;
         let mut c = srv.client().await;
         let (_, r) = locate(&mut c, req(TARGET)).await;
-        assert_eq!(r.unwrap_err().code, "no-probes");
+        assert_eq!(r.unwrap_err().error_code(), pb::ErrorCode::NoProbes);
         srv.stop().await;
 
         // With a grace: a locate that arrives while no probe is connected waits for all

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use geoloc_engine::{distance_km, LatLon, Solution};
+use geoloc_engine::{distance_km, LatLon};
 use geoloc_proto::v1 as pb;
 
 /// Targets of the guard: 40 eligible servers (at least 100 measured peers) taken at a fixed step
@@ -180,7 +180,7 @@ async fn two_stage_tradeoff_on_wondernetwork() {
                 .unwrap_or_else(|_| panic!("{name}: locating {} took over 120 s", nodes[t].0));
             // Every target must be located: a target dropped here would flatter the figures.
             let r = r.unwrap_or_else(|e| panic!("{name}: {} not located: {e:?}", nodes[t].0));
-            let sol: Solution = serde_json::from_str(&r.solution_json).unwrap();
+            let sol = solution(&r);
             s.err_km.push(distance_km(
                 sol.estimate,
                 LatLon {

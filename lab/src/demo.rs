@@ -20,6 +20,8 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use geoloc_client::LocateLine;
+
 use crate::geo::{self, distance_km, City, DelayModel, LatLon};
 use crate::world::{self, Placement, World};
 use crate::{Behaviour, Lab};
@@ -327,13 +329,21 @@ pub fn find_binary(name: &str, bin_dir: Option<&Path>) -> anyhow::Result<PathBuf
         })
 }
 
-/// Point in polygon (ray casting on lon/lat) for a GeoJSON Polygon or MultiPolygon; a
-/// region crossing the antimeridian is tested with the point's longitude shifted by 360°.
+/// Point in polygon (ray casting on lon/lat) for a GeoJSON Polygon, MultiPolygon or
+/// GeometryCollection (anything else, or null, contains nothing); a region crossing the
+/// antimeridian is tested with the point's longitude shifted by 360°.
 pub fn region_contains(region: &Value, p: LatLon) -> bool {
-    fn ring_contains(ring: &[Value], x: f64, y: f64) -> bool {
+    match geojson::Geometry::try_from(region.clone()) {
+        Ok(g) => geometry_contains(&g.value, p),
+        Err(_) => false,
+    }
+}
+
+fn geometry_contains(g: &geojson::Value, p: LatLon) -> bool {
+    fn ring_contains(ring: &[Vec<f64>], x: f64, y: f64) -> bool {
         let pts: Vec<(f64, f64)> = ring
             .iter()
-            .filter_map(|c| Some((c.get(0)?.as_f64()?, c.get(1)?.as_f64()?)))
+            .filter_map(|c| Some((*c.first()?, *c.get(1)?)))
             .collect();
         let mut inside = false;
         let n = pts.len();
@@ -346,26 +356,16 @@ pub fn region_contains(region: &Value, p: LatLon) -> bool {
         }
         inside
     }
-    fn polygon_contains(poly: &Value, x: f64, y: f64) -> bool {
-        let Some(rings) = poly.as_array() else {
-            return false;
-        };
-        let mut it = rings.iter().filter_map(Value::as_array);
+    fn polygon_contains(rings: &[Vec<Vec<f64>>], x: f64, y: f64) -> bool {
+        let mut it = rings.iter();
         let Some(outer) = it.next() else { return false };
         ring_contains(outer, x, y) && !it.any(|hole| ring_contains(hole, x, y))
     }
-    let polys: Vec<&Value> = match region.get("type").and_then(Value::as_str) {
-        Some("Polygon") => region.get("coordinates").into_iter().collect(),
-        Some("MultiPolygon") => region
-            .get("coordinates")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().collect())
-            .unwrap_or_default(),
-        Some("GeometryCollection") => {
-            return region
-                .get("geometries")
-                .and_then(Value::as_array)
-                .is_some_and(|g| g.iter().any(|g| region_contains(g, p)))
+    let polys: Vec<&Vec<Vec<Vec<f64>>>> = match g {
+        geojson::Value::Polygon(rings) => vec![rings],
+        geojson::Value::MultiPolygon(polys) => polys.iter().collect(),
+        geojson::Value::GeometryCollection(gs) => {
+            return gs.iter().any(|g| geometry_contains(&g.value, p))
         }
         _ => Vec::new(),
     };
@@ -767,18 +767,11 @@ impl DemoWorld {
         args.push(&ip_s);
         let out = self.geoloc(&args, Duration::from_secs(240));
         let locate_ms = start.elapsed().as_secs_f64() * 1e3;
-        let v: Value = match &out {
-            Ok(s) => s
-                .lines()
-                .find(|l| l.trim_start().starts_with('{'))
-                .and_then(|l| serde_json::from_str(l).ok())
-                .unwrap_or(Value::Null),
-            Err(_) => Value::Null,
-        };
+        let line = out.as_ref().ok().and_then(|s| json_line(s));
         Ok(compare(
             t,
             ip,
-            &v,
+            line.as_ref(),
             locate_ms,
             out.err().map(|e| format!("{e:#}")),
         ))
@@ -827,36 +820,46 @@ pub fn host_of(t: &TargetPlan) -> String {
     }
 }
 
-/// Checks one `geoloc locate --json` object against the plan.
+/// The first line of `geoloc locate --json` output, typed; None when there is none or it
+/// does not parse.
+pub fn json_line(out: &str) -> Option<LocateLine> {
+    out.lines()
+        .find(|l| l.trim_start().starts_with('{'))
+        .and_then(|l| serde_json::from_str(l).ok())
+}
+
+/// Checks one `geoloc locate --json` answer against the plan.
 pub fn compare(
     t: &TargetPlan,
     ip: IpAddr,
-    v: &Value,
+    line: Option<&LocateLine>,
     locate_ms: f64,
     error: Option<String>,
 ) -> TargetRow {
-    let s = &v["solution"];
-    let est = match (s["estimate"]["lat"].as_f64(), s["estimate"]["lon"].as_f64()) {
-        (Some(lat), Some(lon)) => Some(LatLon { lat, lon }),
-        _ => None,
+    let (located, failure) = match line {
+        Some(LocateLine::Located(l)) => (Some(l.as_ref()), None),
+        Some(LocateLine::Failed { error, .. }) => (None, Some(error.message.clone())),
+        None => (None, None),
     };
+    let s = located.map(|l| &l.solution);
+    let est = s.map(|s| LatLon {
+        lat: s.estimate.lat,
+        lon: s.estimate.lon,
+    });
     let error_km = est.map(|e| {
         t.cities
             .iter()
             .map(|c| distance_km(e, c.pos))
             .fold(f64::INFINITY, f64::min)
     });
-    let contained = !s["region"].is_null()
-        && t.cities
-            .iter()
-            .any(|c| region_contains(&s["region"], c.pos));
-    let tz = s["timezone"]["iana"].as_str().map(String::from);
-    let error = error
-        .or_else(|| v["error"]["message"].as_str().map(String::from))
-        .or_else(|| {
-            est.is_none()
-                .then(|| "no estimate in the answer".to_string())
-        });
+    let contained = s.is_some_and(|s| {
+        !s.region.is_null() && t.cities.iter().any(|c| region_contains(&s.region, c.pos))
+    });
+    let tz = s.map(|s| s.timezone.iana.clone());
+    let error = error.or(failure).or_else(|| {
+        est.is_none()
+            .then(|| "no estimate in the answer".to_string())
+    });
     TargetRow {
         name: t.name.clone(),
         ip: ip.to_string(),
@@ -872,22 +875,25 @@ pub fn compare(
         true_tz: t.cities[0].tz.clone(),
         estimate_lat: est.map(|e| e.lat),
         estimate_lon: est.map(|e| e.lon),
-        estimate_city: s["place"]["city"].as_str().map(String::from),
+        estimate_city: s.map(|s| s.place.city.clone()),
         error_km,
-        radius_km: s["radius_km"].as_f64(),
-        region_km2: s["region_km2"].as_f64(),
+        radius_km: s.map(|s| s.radius_km),
+        region_km2: s.map(|s| s.region_km2),
         contained,
         tz_match: tz
             .as_deref()
             .is_some_and(|z| t.cities.iter().any(|c| c.tz == z)),
         tz,
-        anycast_reported: s["anycast"].as_bool().unwrap_or(false),
+        anycast_reported: s.is_some_and(|s| s.anycast),
         instances_true: t.cities.len(),
-        instances_reported: s["instances"].as_array().map_or(0, Vec::len),
+        instances_reported: s.map_or(0, |s| s.instances.len()),
         maxmind_city: t.maxmind.name.clone(),
         maxmind_wrong: t.maxmind_wrong,
-        maxmind_verdict: s["maxmind"]["verdict"].as_str().map(String::from),
-        probes_used: v["probes_used"].as_u64(),
+        maxmind_verdict: s
+            .and_then(|s| s.maxmind.as_ref())
+            .and_then(|m| serde_json::to_value(m.verdict).ok())
+            .and_then(|v| v.as_str().map(String::from)),
+        probes_used: located.map(|l| u64::from(l.probes_used)),
         locate_ms,
         error,
     }
@@ -1015,19 +1021,17 @@ pub fn run_demo(a: &DemoArgs) -> anyhow::Result<(DemoReport, Value)> {
     let mut regions = Vec::new();
     for t in &plans {
         let ip = w.target_ip(t)?.to_string();
-        let v: Value = w
+        let line = w
             .geoloc(
                 &["locate", "--json", "--reuse", &ip],
                 Duration::from_secs(60),
             )
             .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with('{'))
-                    .and_then(|l| serde_json::from_str(l).ok())
-            })
-            .unwrap_or(Value::Null);
-        regions.push(v["solution"]["region"].clone());
+            .and_then(|s| json_line(&s));
+        regions.push(match line {
+            Some(LocateLine::Located(l)) => l.solution.region,
+            _ => Value::Null,
+        });
     }
     let stats = w.lab.stats();
     let timings = w.down()?;
@@ -1069,6 +1073,77 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use geoloc_client::{Located, Mode};
+    use geoloc_engine::{MaxmindComparison, Method, Place, Solution, Timezone, Verdict};
+
+    /// A located answer with the fields `compare` reads; the rest empty.
+    #[allow(clippy::too_many_arguments)]
+    fn answer(
+        lat: f64,
+        lon: f64,
+        tz: &str,
+        city: &str,
+        country: &str,
+        instances: &[(f64, f64)],
+        verdict: Verdict,
+        probes_used: u32,
+    ) -> Located {
+        Located {
+            ip: "x".into(),
+            result_id: String::new(),
+            created_at_unix_ms: 0,
+            cached: false,
+            mode: Mode::All,
+            probes_asked: probes_used,
+            probes_used,
+            packets_sent: 0,
+            min_rtt_ms: None,
+            nearest_probe: String::new(),
+            probe_rtts: vec![],
+            solution: Solution {
+                method: Method::Bestline,
+                estimate: geoloc_engine::LatLon { lat, lon },
+                radius_km: 0.0,
+                region_km2: 0.0,
+                timezone: Timezone {
+                    iana: tz.into(),
+                    utc_offset: "+00:00".into(),
+                    utc_offset_s: 0,
+                },
+                timezones: vec![],
+                place: Place {
+                    city: city.into(),
+                    country: country.into(),
+                    distance_km: 0.0,
+                },
+                anycast: instances.len() > 1,
+                instances: instances
+                    .iter()
+                    .map(|&(lat, lon)| geoloc_engine::Instance {
+                        lat,
+                        lon,
+                        city: String::new(),
+                        country: String::new(),
+                        landmark: String::new(),
+                        radius_km: 0.0,
+                    })
+                    .collect(),
+                dropped: vec![],
+                loosened: vec![],
+                maxmind: Some(MaxmindComparison {
+                    verdict,
+                    ..MaxmindComparison::no_data()
+                }),
+                landmarks: probes_used as usize,
+                used: probes_used as usize,
+                min_rtt_ms: 0.0,
+                nearest_landmark: String::new(),
+                region: Value::Null,
+                region_constraints: vec![],
+                region_tolerance: 0,
+            },
+        }
+    }
 
     #[test]
     fn plans_cover_every_kind_and_wrong_entries_are_far() {
@@ -1136,13 +1211,22 @@ mod tests {
         let mut plans = plan_targets(&pool, 2, 3, 3).unwrap();
         let t = plans.remove(1);
         let c = t.cities[0].clone();
-        let v = json!({"ip": "10.77.1.9", "probes_used": 12, "solution": {
-            "estimate": {"lat": c.pos.lat + 0.5, "lon": c.pos.lon}, "radius_km": 100.0, "region_km2": 31400.0,
-            "timezone": {"iana": c.tz, "utc_offset": "+00:00"}, "place": {"city": "X", "country": "Y"},
-            "anycast": false, "instances": [], "maxmind": {"verdict": "provably-wrong"},
-            "region": {"type": "Polygon", "coordinates": [[[c.pos.lon - 1.0, c.pos.lat - 1.0], [c.pos.lon + 1.0, c.pos.lat - 1.0],
-                [c.pos.lon + 1.0, c.pos.lat + 1.0], [c.pos.lon - 1.0, c.pos.lat + 1.0], [c.pos.lon - 1.0, c.pos.lat - 1.0]]]}}});
-        let row = compare(&t, "10.77.1.9".parse().unwrap(), &v, 1234.0, None);
+        let mut v = answer(
+            c.pos.lat + 0.5,
+            c.pos.lon,
+            &c.tz,
+            "X",
+            "Y",
+            &[],
+            Verdict::ProvablyWrong,
+            12,
+        );
+        v.solution.radius_km = 100.0;
+        v.solution.region_km2 = 31400.0;
+        v.solution.region = json!({"type": "Polygon", "coordinates": [[[c.pos.lon - 1.0, c.pos.lat - 1.0], [c.pos.lon + 1.0, c.pos.lat - 1.0],
+                [c.pos.lon + 1.0, c.pos.lat + 1.0], [c.pos.lon - 1.0, c.pos.lat + 1.0], [c.pos.lon - 1.0, c.pos.lat - 1.0]]]});
+        let v = LocateLine::Located(Box::new(v));
+        let row = compare(&t, "10.77.1.9".parse().unwrap(), Some(&v), 1234.0, None);
         assert!((row.error_km.unwrap() - 55.6).abs() < 1.0, "{row:?}");
         assert!(row.contained && row.tz_match && row.error.is_none());
         assert_eq!(row.maxmind_verdict.as_deref(), Some("provably-wrong"));
@@ -1164,7 +1248,7 @@ mod tests {
         let failed = compare(
             &t,
             "10.77.1.9".parse().unwrap(),
-            &Value::Null,
+            None,
             5.0,
             Some("timeout".into()),
         );
@@ -1177,33 +1261,43 @@ mod tests {
     fn summary_json_snapshot() {
         let pool = geo::builtin_cities();
         let plans = plan_targets(&pool, 3, 3, 9).unwrap();
-        let answer = |p: &TargetPlan, dlat: f64, verdict: &str| {
+        let answer = |p: &TargetPlan, dlat: f64, verdict: Verdict| {
             let c = &p.cities[0];
-            json!({"ip": "x", "probes_used": 20, "solution": {
-                "estimate": {"lat": c.pos.lat + dlat, "lon": c.pos.lon}, "radius_km": 250.0, "region_km2": 196000.0,
-                "timezone": {"iana": c.tz, "utc_offset": "+00:00"}, "place": {"city": c.name, "country": c.country},
-                "anycast": p.cities.len() > 1, "instances": p.cities.iter().map(|c| json!({"lat": c.pos.lat, "lon": c.pos.lon})).collect::<Vec<_>>(),
-                "maxmind": {"verdict": verdict}, "region": null}})
+            let instances: Vec<(f64, f64)> =
+                p.cities.iter().map(|c| (c.pos.lat, c.pos.lon)).collect();
+            let mut v = answer(
+                c.pos.lat + dlat,
+                c.pos.lon,
+                &c.tz,
+                &c.name,
+                &c.country,
+                &instances,
+                verdict,
+                20,
+            );
+            v.solution.radius_km = 250.0;
+            v.solution.region_km2 = 196000.0;
+            LocateLine::Located(Box::new(v))
         };
         let rows = vec![
             compare(
                 &plans[0],
                 "10.77.1.10".parse().unwrap(),
-                &answer(&plans[0], 0.5, "consistent"),
+                Some(&answer(&plans[0], 0.5, Verdict::Consistent)),
                 1200.0,
                 None,
             ),
             compare(
                 &plans[1],
                 "10.77.1.11".parse().unwrap(),
-                &answer(&plans[1], 2.0, "provably-wrong"),
+                Some(&answer(&plans[1], 2.0, Verdict::ProvablyWrong)),
                 1500.0,
                 None,
             ),
             compare(
                 &plans[2],
                 "10.77.1.12".parse().unwrap(),
-                &Value::Null,
+                None,
                 3000.0,
                 Some("no-probes: none".into()),
             ),

@@ -9,9 +9,15 @@
 //!
 //! The `.proto` files are in `proto/geoloc/v1/`; code is generated at build time by `protox`
 //! and `tonic-prost-build`, so no system `protoc` is needed.
+//!
+//! [`convert`] is the one place where the engine's types (`geoloc_engine::Solution`,
+//! `Measurement`) become wire messages and back; the way in checks every value.
 
 /// Generated messages, clients and servers of `geoloc.v1`.
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("geoloc.v1");
 }
+
+pub mod convert;
+pub use convert::ConvertError;

@@ -98,9 +98,7 @@ impl Server {
     pub async fn client(
         &self,
     ) -> pb::locate_service_client::LocateServiceClient<tonic::transport::Channel> {
-        geoloc_coordinator::client::connect(&self.url)
-            .await
-            .unwrap()
+        geoloc_client::connect(&self.url).await.unwrap()
     }
 }
 
@@ -471,6 +469,11 @@ pub async fn locate(
         }
     }
     panic!("stream ended without an answer");
+}
+
+/// The typed solution of a result, converted as a client does.
+pub fn solution(r: &pb::LocateResult) -> geoloc_engine::Solution {
+    geoloc_engine::Solution::try_from(r.solution.as_ref().expect("a solution")).unwrap()
 }
 
 /// The PostgreSQL test server: `GEOLOC_TEST_PG_URL`, default the local one.

@@ -12,10 +12,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use geoloc_proto::v1 as pb;
-use serde_json::Value;
 
-use crate::client::{connect, mode_pb, status_msg, DEFAULT_COORDINATOR};
-use crate::config::Mode;
+use crate::{connect, status_msg, Failure, Located, Mode, DEFAULT_COORDINATOR};
 
 /// Every column, in default order.
 pub const COLUMNS: &[&str] = &[
@@ -205,7 +203,7 @@ pub fn read_inputs(r: impl Read) -> anyhow::Result<Vec<Input>> {
             });
             continue;
         };
-        let error = crate::target::check(field, true)
+        let error = geoloc_policy::parse_target(field, true)
             .err()
             .map(|e| format!("{}: {}", e.code, e.message));
         out.push(Input {
@@ -249,20 +247,12 @@ pub fn parse_columns(list: Option<&str>) -> anyhow::Result<Vec<String>> {
     Ok(cols)
 }
 
-fn num(v: &Value, decimals: usize) -> String {
-    v.as_f64()
-        .map_or(String::new(), |x| format!("{x:.decimals$}"))
-}
-
-fn text(v: &Value) -> String {
-    v.as_str().unwrap_or("").to_string()
+fn num(x: Option<f64>, decimals: usize) -> String {
+    x.map_or(String::new(), |x| format!("{x:.decimals$}"))
 }
 
 /// All column values of a row for `ip`: a located result, or an error message.
-pub fn row_values(
-    ip: &str,
-    outcome: &Result<pb::LocateResult, String>,
-) -> BTreeMap<&'static str, String> {
+pub fn row_values(ip: &str, outcome: &Result<Located, String>) -> BTreeMap<&'static str, String> {
     let mut m: BTreeMap<&'static str, String> =
         COLUMNS.iter().map(|c| (*c, String::new())).collect();
     m.insert("ip", ip.to_string());
@@ -271,35 +261,29 @@ pub fn row_values(
             m.insert("error", e.replace(['\n', '\r'], " "));
         }
         Ok(r) => {
-            let s: Value = serde_json::from_str(&r.solution_json).unwrap_or(Value::Null);
-            m.insert("lat", num(&s["estimate"]["lat"], 4));
-            m.insert("lon", num(&s["estimate"]["lon"], 4));
-            m.insert("radius_km", num(&s["radius_km"], 1));
-            m.insert("city", text(&s["place"]["city"]));
-            m.insert("country", text(&s["place"]["country"]));
-            m.insert("timezone", text(&s["timezone"]["iana"]));
-            m.insert("utc_offset", text(&s["timezone"]["utc_offset"]));
-            m.insert(
-                "anycast",
-                s["anycast"]
-                    .as_bool()
-                    .map_or(String::new(), |b| b.to_string()),
-            );
+            let s = &r.solution;
+            m.insert("lat", num(Some(s.estimate.lat), 4));
+            m.insert("lon", num(Some(s.estimate.lon), 4));
+            m.insert("radius_km", num(Some(s.radius_km), 1));
+            m.insert("city", s.place.city.clone());
+            m.insert("country", s.place.country.clone());
+            m.insert("timezone", s.timezone.iana.clone());
+            m.insert("utc_offset", s.timezone.utc_offset.clone());
+            m.insert("anycast", s.anycast.to_string());
             m.insert("probes_used", r.probes_used.to_string());
-            m.insert(
-                "min_rtt_ms",
-                r.min_rtt_ms.map_or(String::new(), |x| format!("{x:.2}")),
-            );
+            m.insert("min_rtt_ms", num(r.min_rtt_ms, 2));
             m.insert("nearest_probe", r.nearest_probe.clone());
-            let mm = &s["maxmind"];
-            if !mm.is_null() {
-                m.insert("maxmind_lat", num(&mm["lat"], 4));
-                m.insert("maxmind_lon", num(&mm["lon"], 4));
-                m.insert("maxmind_city", text(&mm["city"]));
-                m.insert("maxmind_country", text(&mm["country"]));
-                m.insert("maxmind_accuracy_km", num(&mm["accuracy_radius_km"], 0));
-                m.insert("maxmind_distance_km", num(&mm["distance_km"], 1));
-                m.insert("maxmind_verdict", text(&mm["verdict"]));
+            if let Some(mm) = &s.maxmind {
+                m.insert("maxmind_lat", num(mm.lat, 4));
+                m.insert("maxmind_lon", num(mm.lon, 4));
+                m.insert("maxmind_city", mm.city.clone().unwrap_or_default());
+                m.insert("maxmind_country", mm.country.clone().unwrap_or_default());
+                m.insert("maxmind_accuracy_km", num(mm.accuracy_radius_km, 0));
+                m.insert("maxmind_distance_km", num(mm.distance_km, 1));
+                let verdict = serde_json::to_value(mm.verdict)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from));
+                m.insert("maxmind_verdict", verdict.unwrap_or_default());
             }
         }
     }
@@ -437,7 +421,7 @@ pub fn run_audit(args: AuditArgs) -> anyhow::Result<()> {
     }
     let start = kept.len();
     let mut w = rewrite(&args.output, &cols, &kept)?;
-    crate::client::runtime()?.block_on(audit(args, cols, inputs, start, &mut w))
+    crate::runtime()?.block_on(audit(args, cols, inputs, start, &mut w))
 }
 
 async fn audit(
@@ -556,7 +540,7 @@ async fn audit(
         bail!("internal error: {next} of {total} rows written");
     }
     if total > start && failures == total - start {
-        return Err(crate::client::NotLocated(format!(
+        return Err(crate::NotLocated(format!(
             "every one of the {} rows failed (see the error column of {})",
             total - start,
             args.output.display()
@@ -583,7 +567,7 @@ async fn batch_once(
     let mut client = connect(&args.coordinator).await?;
     let req = pb::LocateBatchRequest {
         ips: pending.iter().map(|&i| inputs[i].ip.clone()).collect(),
-        mode: mode_pb(args.mode),
+        mode: Mode::to_pb(args.mode) as i32,
         timeout_ms: args.timeout_ms.unwrap_or(0),
         k: 0,
         reuse_stored: !args.fresh,
@@ -615,16 +599,20 @@ async fn batch_once(
         let k = msg.index as usize;
         let Some(&i) = batch.get(k) else { continue };
         let outcome = match msg.event {
-            Some(pb::locate_event::Event::Result(r)) => Ok(r),
-            Some(pb::locate_event::Event::Error(e))
-                if TRANSIENT_CODES.contains(&e.code.as_str()) =>
-            {
-                // Left pending: asked again after a pause (see `audit`).
-                let reason = Err(format!("{}: {}", e.code, e.message));
-                deferred.insert(i, project(&row_values(&inputs[i].ip, &reason), cols));
-                continue;
+            // A result that fails the checks of geoloc_proto::convert is this row's error.
+            Some(pb::locate_event::Event::Result(r)) => {
+                Located::try_from(&r).map_err(|e| format!("bad-result: {e}"))
             }
-            Some(pb::locate_event::Event::Error(e)) => Err(format!("{}: {}", e.code, e.message)),
+            Some(pb::locate_event::Event::Error(e)) => {
+                let Failure { code, message } = Failure::from_pb(&e);
+                let reason = Err(format!("{code}: {message}"));
+                if TRANSIENT_CODES.contains(&code.as_str()) {
+                    // Left pending: asked again after a pause (see `audit`).
+                    deferred.insert(i, project(&row_values(&inputs[i].ip, &reason), cols));
+                    continue;
+                }
+                reason
+            }
             _ => continue,
         };
         if finished[k] {
