@@ -34,22 +34,7 @@ pub fn run_probes(args: ProbesArgs) -> anyhow::Result<()> {
             "probe", "lat", "lon", "status", "last seen", "version"
         );
         for p in &probes {
-            let status = probe_status(p);
-            let seen = if p.last_seen_unix_ms == 0 {
-                "never".to_string()
-            } else {
-                ago(now - p.last_seen_unix_ms)
-            };
-            println!(
-                "{:<20} {:>9.4} {:>10.4} {:<12} {:>10} {:<10} {}",
-                crate::printable(&p.probe_id),
-                p.lat,
-                p.lon,
-                status,
-                seen,
-                crate::printable(&p.agent_version),
-                crate::printable(&p.flag_reason)
-            );
+            println!("{}", table_row(p, now));
         }
         eprintln!(
             "{} probes, {} healthy",
@@ -58,6 +43,26 @@ pub fn run_probes(args: ProbesArgs) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+/// One line of the `geoloc probes` table. Texts come from probes (hostile): control
+/// characters are shown escaped, so a probe cannot move the cursor or forge a line.
+pub fn table_row(p: &pb::ProbeInfo, now_unix_ms: i64) -> String {
+    let seen = if p.last_seen_unix_ms == 0 {
+        "never".to_string()
+    } else {
+        ago(now_unix_ms - p.last_seen_unix_ms)
+    };
+    format!(
+        "{:<20} {:>9.4} {:>10.4} {:<12} {:>10} {:<10} {}",
+        crate::printable(&p.probe_id),
+        p.lat,
+        p.lon,
+        probe_status(p),
+        seen,
+        crate::printable(&p.agent_version),
+        crate::printable(&p.flag_reason)
+    )
 }
 
 /// One word for a probe's state: healthy, flagged, stale (connected, heartbeats late) or
@@ -98,5 +103,26 @@ fn ago(ms: i64) -> String {
         format!("{} min ago", s / 60)
     } else {
         format!("{} h ago", s / 3600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_probe_texts_cannot_reach_the_terminal_raw() {
+        let p = pb::ProbeInfo {
+            probe_id: "p1\x1b[2J".into(),
+            agent_version: "1.0\n2026-11-29 INFO forged line\x1b]0;owned\x07".into(),
+            flag_reason: "x\r\u{9b}31m".into(),
+            last_seen_unix_ms: 1_000,
+            ..Default::default()
+        };
+        let row = table_row(&p, 61_000);
+        assert!(!row.chars().any(char::is_control), "{row:?}");
+        assert!(row.contains("p1\\u{1b}[2J"), "{row}");
+        assert!(row.contains("\\n2026-11-29"), "{row}");
+        assert!(row.contains("60 s ago"), "{row}");
     }
 }

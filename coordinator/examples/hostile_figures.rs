@@ -55,7 +55,7 @@ async fn start(dir: &tempfile::TempDir) -> (Arc<Coordinator>, std::net::SocketAd
 }
 
 async fn batch(addr: std::net::SocketAddr) {
-    let mut c = geoloc_coordinator::client::connect(&format!("http://{addr}"))
+    let mut c = geoloc_client::connect(&format!("http://{addr}"))
         .await
         .unwrap();
     let n = 100_000usize;
@@ -94,7 +94,7 @@ async fn idle(addr: std::net::SocketAddr) {
         }
     }
     let t = Instant::now();
-    let mut c = geoloc_coordinator::client::connect(&format!("http://{addr}"))
+    let mut c = geoloc_client::connect(&format!("http://{addr}"))
         .await
         .unwrap();
     let ok = c.list_probes(pb::ListProbesRequest {}).await.is_ok();

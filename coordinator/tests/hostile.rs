@@ -187,6 +187,7 @@ async fn honest_fleet(url: &str) -> (World, Vec<FakeProbe>) {
 
 type Client = pb::locate_service_client::LocateServiceClient<tonic::transport::Channel>;
 
+/// Locates `ip` with the coordinator's defaults (the shared helper takes a whole request).
 async fn locate(
     client: &mut Client,
     ip: &str,
@@ -195,16 +196,7 @@ async fn locate(
         ip: ip.into(),
         ..Default::default()
     };
-    let mut s = client.locate(req).await.unwrap().into_inner();
-    let mut progress = Vec::new();
-    while let Some(ev) = s.message().await.unwrap() {
-        match ev.event.unwrap() {
-            pb::locate_event::Event::Progress(p) => progress.push(p),
-            pb::locate_event::Event::Result(r) => return (progress, Ok(r)),
-            pb::locate_event::Event::Error(e) => return (progress, Err(e)),
-        }
-    }
-    panic!("stream ended without an answer");
+    common::locate(client, req).await
 }
 
 /// The liar's stored rows of a result.
