@@ -53,9 +53,7 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("geoloc: error: {e:#}");
             // See the README's table of exit codes.
-            if e.downcast_ref::<geoloc_client::NotLocated>()
-                .is_some()
-            {
+            if e.downcast_ref::<geoloc_client::NotLocated>().is_some() {
                 std::process::ExitCode::from(1)
             } else {
                 std::process::ExitCode::from(2)

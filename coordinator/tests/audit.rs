@@ -460,8 +460,7 @@ async fn rows_without_probes_are_retried_for_retry_for_s_then_written_and_redone
             .await
             .expect_err("every row failed: the run reports it");
         assert!(
-            e.downcast_ref::<geoloc_client::NotLocated>()
-                .is_some(),
+            e.downcast_ref::<geoloc_client::NotLocated>().is_some(),
             "{e:#}"
         );
         assert!(
@@ -557,10 +556,11 @@ async fn locate_geojson_has_the_region_and_the_estimate() {
         let r = r.unwrap();
         let sol = solution(&r);
         let located = Located::try_from(&r).unwrap();
-        let features: Vec<serde_json::Value> = geoloc_client::locate::geojson_features(TARGET, &located)
-            .into_iter()
-            .map(|f| serde_json::to_value(f).unwrap())
-            .collect();
+        let features: Vec<serde_json::Value> =
+            geoloc_client::locate::geojson_features(TARGET, &located)
+                .into_iter()
+                .map(|f| serde_json::to_value(f).unwrap())
+                .collect();
         assert_eq!(features.len(), 2);
         let (region, estimate) = (&features[0], &features[1]);
         for (f, kind) in [(region, "region"), (estimate, "estimate")] {

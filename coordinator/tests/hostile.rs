@@ -919,8 +919,7 @@ async fn error_codes_and_exit_status_agree() {
             .unwrap();
         let err = res.expect_err("audit succeeded although every row failed");
         assert!(
-            err.downcast_ref::<geoloc_client::NotLocated>()
-                .is_some(),
+            err.downcast_ref::<geoloc_client::NotLocated>().is_some(),
             "{err:#}"
         );
         let csv = std::fs::read_to_string(&out).unwrap();
