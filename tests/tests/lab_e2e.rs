@@ -576,13 +576,30 @@ fn interrupted_demo_and_up_leave_nothing_behind() {
         assert!(up, "{args:?} did not come up");
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
         let (_, _) = wait_child_status(&mut child, Duration::from_secs(30));
+        // A process of the lab's (an `ip` of its teardown, an agent on its way out) may
+        // still be exiting when the parent is reaped; a leak stays for good. Wait on the
+        // condition, with a deadline, instead of looking once.
+        wait_until(Duration::from_secs(15), || {
+            ours().is_empty() && processes_mentioning(&token).is_empty()
+        });
         assert!(
             ours().is_empty(),
             "{args:?} left namespaces behind: {:?}",
             ours()
         );
         let left = processes_mentioning(&token);
-        assert!(left.is_empty(), "{args:?} left processes behind: {left:?}");
+        let cmdlines: Vec<String> = left
+            .iter()
+            .map(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert!(
+            left.is_empty(),
+            "{args:?} left processes behind: {left:?} {cmdlines:?}"
+        );
     }
 }
 
