@@ -243,6 +243,52 @@ pub mod duration_ms {
     }
 }
 
+/// A float read exactly from a number or from text: `#[serde(deserialize_with =
+/// "geoloc_rt::config::float")]` on every `f64` of an effective type. (figment reads short
+/// decimal text such as `-33.86` as an `f32`, which is not exactly `-33.86_f64`.)
+pub fn float<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    d.deserialize_any(FloatVisitor)
+}
+
+/// [`float`] for an `Option<f64>`: `#[serde(default, deserialize_with =
+/// "geoloc_rt::config::float_opt")]`.
+pub fn float_opt<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<f64>, D::Error> {
+    struct Exact(f64);
+    impl<'de> Deserialize<'de> for Exact {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            float(d).map(Exact)
+        }
+    }
+    Ok(Option::<Exact>::deserialize(d)?.map(|e| e.0))
+}
+
+struct FloatVisitor;
+
+impl Visitor<'_> for FloatVisitor {
+    type Value = f64;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number")
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<f64, E> {
+        Ok(v)
+    }
+    fn visit_f32<E: serde::de::Error>(self, v: f32) -> std::result::Result<f64, E> {
+        // Only text gives an f32 here (see `float`), and text is read by `visit_str`.
+        Ok(f64::from(v))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<f64, E> {
+        Ok(v as f64)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<f64, E> {
+        Ok(v as f64)
+    }
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<f64, E> {
+        s.trim()
+            .parse::<f64>()
+            .map_err(|e| E::custom(format!("{s:?} is not a number: {e}")))
+    }
+}
+
 /// A list given either as a sequence (TOML array, repeated flags) or as comma-separated
 /// text (the environment: `GEOLOC_PROBE_TCP_PORTS=443,80`):
 /// `#[serde(deserialize_with = "geoloc_rt::config::list_or_comma_separated")]`.
@@ -295,6 +341,8 @@ mod tests {
         on: Option<bool>,
         ports: Option<Vec<u16>>,
         wait_ms: Option<u64>,
+        lat: Option<f64>,
+        rate: Option<f64>,
     }
 
     #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -308,6 +356,10 @@ mod tests {
         ports: Vec<u16>,
         #[serde(rename = "wait-ms", with = "duration_ms")]
         wait: Duration,
+        #[serde(default, deserialize_with = "float_opt")]
+        lat: Option<f64>,
+        #[serde(deserialize_with = "float")]
+        rate: f64,
     }
 
     impl Default for Effective {
@@ -319,6 +371,8 @@ mod tests {
                 on: false,
                 ports: vec![443, 80],
                 wait: Duration::from_millis(200),
+                lat: None,
+                rate: 200.0,
             }
         }
     }
@@ -379,6 +433,8 @@ mod tests {
             ("T_PORTS", "8443, 8080"),
             ("T_NAME", "12345"),
             ("T_WAIT_MS", "1500"),
+            ("T_LAT", "-33.86"),
+            ("T_RATE", " 12.5 "),
         ]);
         let c: Effective = layers(&Flags::default(), &Flags::default(), &e)
             .extract()
@@ -391,6 +447,13 @@ mod tests {
             "digits stay text for a string"
         );
         assert_eq!(c.wait, Duration::from_millis(1500));
+        assert_eq!(c.lat, Some(-33.86), "exactly, not via f32");
+        assert_eq!(c.rate, 12.5);
+        let file: Flags = toml::from_str("lat = 48.8566\nrate = 7").unwrap();
+        let c: Effective = layers(&Flags::default(), &file, &env(&[]))
+            .extract()
+            .unwrap();
+        assert_eq!((c.lat, c.rate), (Some(48.8566), 7.0));
     }
 
     #[test]
@@ -430,7 +493,7 @@ mod tests {
         let text = to_toml(&Effective::default()).unwrap();
         assert_eq!(
             text,
-            "max-ttl = 30\nping-count = 5\non = false\nports = [443, 80]\nwait-ms = 200\n"
+            "max-ttl = 30\nping-count = 5\non = false\nports = [443, 80]\nwait-ms = 200\nrate = 200.0\n"
         );
     }
 }
