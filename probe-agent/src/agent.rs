@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{defaults, TracerouteProtocol};
 use crate::error::{Error, Result};
-use crate::measure::{unix_ms, MeasureRequest, MeasureResult, Measurer};
+use crate::measure::{unix_ms_u64, MeasureRequest, MeasureResult, Measurer};
 use crate::tcp::TcpOutcomeKind;
 
 /// How long in-flight measurements may run after a shutdown signal.
@@ -40,13 +40,22 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Timeout of the `Register` call.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Delay before reconnect attempt `attempt` (0-based): `min · 2^attempt`, capped at `max`,
-/// with "equal jitter": half of it fixed, the other half scaled by `jitter` ∈ [0, 1).
-pub fn backoff_delay(attempt: u32, min: Duration, max: Duration, jitter: f64) -> Duration {
-    let factor = 2u32.saturating_pow(attempt.min(31));
-    let base = min.saturating_mul(factor).min(max);
-    let half = base / 2;
-    half + half.mul_f64(jitter.clamp(0.0, 1.0))
+/// Reconnect delays ([`backon`]): attempt `k` (0-based) waits `b/2 + U[0,1)·b/2` where
+/// `b = min · 2^k` capped at `max` ("equal jitter": at least half of it, never above
+/// `max`). Never runs out.
+pub fn reconnect_backoff(min: Duration, max: Duration) -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder as _;
+    reconnect_backoff_builder(min, max).build()
+}
+
+fn reconnect_backoff_builder(min: Duration, max: Duration) -> backon::ExponentialBuilder {
+    // backon's jitter adds U[0,1)·d to d: halving both bounds gives equal jitter.
+    backon::ExponentialBuilder::default()
+        .with_min_delay(min / 2)
+        .with_max_delay(max / 2)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
 }
 
 /// Which concurrency pool a request runs in.
@@ -237,6 +246,7 @@ impl Agent {
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let cfg = self.measurer.config();
         let mut attempt: u32 = 0;
+        let mut delays = reconnect_backoff(cfg.reconnect_min, cfg.reconnect_max);
         loop {
             if *shutdown.borrow() {
                 return Ok(());
@@ -250,13 +260,9 @@ impl Agent {
                 SessionEnd::Failed { error, established } => {
                     if established {
                         attempt = 0;
+                        delays = reconnect_backoff(cfg.reconnect_min, cfg.reconnect_max);
                     }
-                    let delay = backoff_delay(
-                        attempt,
-                        cfg.reconnect_min,
-                        cfg.reconnect_max,
-                        rand::random(),
-                    );
+                    let delay = delays.next().unwrap_or(cfg.reconnect_max);
                     attempt = attempt.saturating_add(1);
                     warn!(
                         error = %error,
@@ -394,7 +400,7 @@ impl Agent {
                 _ = shutdown.changed() => break None,
                 _ = heartbeat.tick() => {
                     let hb = msg(pb::probe_message::Kind::Heartbeat(pb::Heartbeat {
-                        unix_ms: unix_ms(),
+                        unix_ms: unix_ms_u64(),
                         in_flight: running.len() as u32,
                     }));
                     if tx.send(hb).await.is_err() {
@@ -528,16 +534,41 @@ mod tests {
     fn backoff_is_exponential_capped_and_jittered() {
         let min = Duration::from_millis(500);
         let max = Duration::from_secs(30);
-        assert_eq!(backoff_delay(0, min, max, 0.0), Duration::from_millis(250));
-        assert_eq!(backoff_delay(0, min, max, 1.0), Duration::from_millis(500));
-        assert_eq!(backoff_delay(3, min, max, 1.0), Duration::from_millis(4000));
-        assert_eq!(backoff_delay(3, min, max, 0.0), Duration::from_millis(2000));
-        // Capped, also for absurd attempt counts.
-        assert_eq!(backoff_delay(20, min, max, 1.0), max);
-        assert_eq!(
-            backoff_delay(u32::MAX, min, max, 0.5),
-            Duration::from_millis(22_500)
-        );
+        let mut seen_jitter = false;
+        for seed in 0..20 {
+            use backon::BackoffBuilder as _;
+            let delays: Vec<Duration> = reconnect_backoff_builder(min, max)
+                .with_jitter_seed(seed)
+                .build()
+                .take(100)
+                .collect();
+            assert_eq!(delays.len(), 100, "never runs out");
+            for (k, d) in delays.iter().enumerate() {
+                // b = min * 2^k capped at max; the delay is in [b/2, b).
+                let base = min
+                    .saturating_mul(2u32.saturating_pow(k.min(31) as u32))
+                    .min(max);
+                assert!(
+                    *d >= base / 2 && *d <= base,
+                    "seed {seed} attempt {k}: {d:?} not in [{:?}, {base:?}]",
+                    base / 2
+                );
+                seen_jitter |= *d != base / 2;
+            }
+        }
+        assert!(seen_jitter, "delays are jittered");
+        // Without jitter the halves double: 250, 500, 1000, 2000 ms ... capped at 15 s.
+        use backon::BackoffBuilder as _;
+        let plain: Vec<Duration> = backon::ExponentialBuilder::default()
+            .with_min_delay(min / 2)
+            .with_max_delay(max / 2)
+            .without_max_times()
+            .build()
+            .take(8)
+            .collect();
+        assert_eq!(plain[0], Duration::from_millis(250));
+        assert_eq!(plain[3], Duration::from_millis(2000));
+        assert_eq!(plain[7], Duration::from_millis(15_000));
     }
 
     #[test]

@@ -1,24 +1,28 @@
 //! Configuration: TOML file, environment (`GEOLOC_PROBE_*`) and command-line flags.
 //!
 //! Precedence for every option: **flag > environment > file > default**, decided in one
-//! place ([`Layers::pick`]). The environment is read through [`EnvSource`] so tests inject
-//! a map instead of touching the process environment.
+//! place for both daemons (`geoloc_rt::config::Layers`). The environment is read through
+//! [`EnvSource`] so tests inject a map instead of touching the process environment.
 //!
 //! Every option has the same name everywhere: `max-ttl` in the file, `--max-ttl` on the
 //! command line, `GEOLOC_PROBE_MAX_TTL` in the environment. Lists are comma-separated in
 //! the environment (`GEOLOC_PROBE_TCP_PORTS=443,80`) and repeated or comma-separated on the
 //! command line (`--tcp-ports 443,80`). The file path itself comes from `--config FILE` or
-//! `GEOLOC_PROBE_CONFIG`.
+//! `GEOLOC_PROBE_CONFIG`. [`ConfigFlags`] is one layer (flags, and the file's schema);
+//! [`AgentConfig`] is the effective configuration.
 
-use std::collections::HashMap;
-use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
+use std::{fmt, result};
 
-use serde::Deserialize;
+use geoloc_rt::config::{duration_ms, float, float_opt, list_or_comma_separated, Layers};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+
+pub use geoloc_rt::config::{EnvSource, ProcessEnv};
 
 /// Default values, in one place.
 pub mod defaults {
@@ -66,39 +70,17 @@ pub mod defaults {
     pub const HEARTBEAT_INTERVAL_MS: u64 = 10_000;
 }
 
-/// Where environment variables come from.
-pub trait EnvSource {
-    /// The value of `key`, if set.
-    fn var(&self, key: &str) -> Option<String>;
-}
-
-/// The real process environment.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessEnv;
-
-impl EnvSource for ProcessEnv {
-    fn var(&self, key: &str) -> Option<String> {
-        std::env::var(key).ok()
-    }
-}
-
-impl EnvSource for HashMap<String, String> {
-    fn var(&self, key: &str) -> Option<String> {
-        self.get(key).cloned()
-    }
-}
+/// Prefix of the agent's environment variables.
+pub const ENV_PREFIX: &str = "GEOLOC_PROBE_";
 
 /// Environment variable name of an option: `max-ttl` → `GEOLOC_PROBE_MAX_TTL`.
 pub fn env_key(option: &str) -> String {
-    format!(
-        "GEOLOC_PROBE_{}",
-        option.to_ascii_uppercase().replace('-', "_")
-    )
+    geoloc_rt::config::env_key(ENV_PREFIX, option)
 }
 
 /// Traceroute probe protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case", try_from = "String")]
 pub enum TracerouteProtocol {
     /// ICMP echo requests with a constant checksum.
     Icmp,
@@ -110,13 +92,20 @@ pub enum TracerouteProtocol {
 
 impl FromStr for TracerouteProtocol {
     type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    fn from_str(s: &str) -> result::Result<Self, String> {
         match s.trim().to_ascii_lowercase().as_str() {
             "icmp" => Ok(Self::Icmp),
             "udp" => Ok(Self::Udp),
             "tcp" => Ok(Self::Tcp),
             other => Err(format!("expected icmp, udp or tcp, got {other:?}")),
         }
+    }
+}
+
+impl TryFrom<String> for TracerouteProtocol {
+    type Error = String;
+    fn try_from(s: String) -> result::Result<Self, String> {
+        s.parse()
     }
 }
 
@@ -130,43 +119,17 @@ impl fmt::Display for TracerouteProtocol {
     }
 }
 
-/// The TOML file: every field optional, unknown fields rejected.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct FileConfig {
-    pub id: Option<String>,
-    pub lat: Option<f64>,
-    pub lon: Option<f64>,
-    pub coordinator: Option<String>,
-    pub token: Option<String>,
-    pub advertise_ipv4: Option<String>,
-    pub advertise_ipv6: Option<String>,
-    pub allow_private: Option<bool>,
-    pub max_packets_per_second: Option<f64>,
-    pub packet_burst: Option<f64>,
-    pub target_packets_per_second: Option<f64>,
-    pub target_packet_burst: Option<f64>,
-    pub max_ttl: Option<u8>,
-    pub ping_count: Option<u32>,
-    pub ping_interval_ms: Option<u64>,
-    pub ping_timeout_ms: Option<u64>,
-    pub tcp_ports: Option<Vec<u16>>,
-    pub tcp_timeout_ms: Option<u64>,
-    pub traceroute_protocol: Option<TracerouteProtocol>,
-    pub traceroute_probes_per_hop: Option<u32>,
-    pub traceroute_timeout_ms: Option<u64>,
-    pub traceroute_udp_port: Option<u16>,
-    pub traceroute_tcp_port: Option<u16>,
-    pub max_concurrent_measurements: Option<usize>,
-    pub request_timeout_ms: Option<u64>,
-    pub reconnect_min_ms: Option<u64>,
-    pub reconnect_max_ms: Option<u64>,
-}
+/// The TOML file: the same keys as the flags, every key optional, unknown keys rejected.
+/// Its `config` holds the path it was read from (for messages).
+pub type FileConfig = ConfigFlags;
 
-impl FileConfig {
+impl ConfigFlags {
     /// Parses TOML text; `origin` names the source in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| Error::Config(format!("{origin}: {}", e.message())))
+        let mut file: ConfigFlags = toml::from_str(text)
+            .map_err(|e| Error::Config(format!("{origin}: {}", e.message())))?;
+        file.config = Some(PathBuf::from(origin));
+        Ok(file)
     }
 
     /// Reads and parses a file.
@@ -177,11 +140,13 @@ impl FileConfig {
     }
 }
 
-/// Command-line flags: the same options as the file, all optional.
-#[derive(Debug, Default, Clone, clap::Args)]
+/// One layer of options, all optional: the command-line flags, and the file's schema.
+#[derive(Debug, Default, Clone, clap::Args, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ConfigFlags {
     /// TOML configuration file (env GEOLOC_PROBE_CONFIG).
     #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Probe identity, 1..=64 of [A-Za-z0-9._-].
     #[arg(long)]
@@ -267,50 +232,62 @@ pub struct ConfigFlags {
     pub reconnect_max_ms: Option<u64>,
 }
 
-/// The resolved, validated configuration.
-#[derive(Debug, Clone, PartialEq)]
+/// The resolved, validated configuration (serialized with the file's keys).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct AgentConfig {
     /// Probe identity (required to run the agent, not for `measure`).
     pub id: Option<String>,
     /// Declared latitude, degrees.
+    #[serde(default, deserialize_with = "float_opt")]
     pub lat: Option<f64>,
     /// Declared longitude, degrees.
+    #[serde(default, deserialize_with = "float_opt")]
     pub lon: Option<f64>,
     /// Coordinator URL.
     pub coordinator: String,
     /// Credential.
     pub token: String,
     /// Announced IPv4 address.
-    pub advertise_ipv4: Option<std::net::Ipv4Addr>,
+    pub advertise_ipv4: Option<Ipv4Addr>,
     /// Announced IPv6 address.
-    pub advertise_ipv6: Option<std::net::Ipv6Addr>,
+    pub advertise_ipv6: Option<Ipv6Addr>,
     /// The agent's half of the private-target permission.
     pub allow_private: bool,
     /// Agent-wide packets/s.
+    #[serde(deserialize_with = "float")]
     pub max_packets_per_second: f64,
     /// Agent-wide burst.
+    #[serde(deserialize_with = "float")]
     pub packet_burst: f64,
     /// Per-target packets/s.
+    #[serde(deserialize_with = "float")]
     pub target_packets_per_second: f64,
     /// Per-target burst.
+    #[serde(deserialize_with = "float")]
     pub target_packet_burst: f64,
     /// Highest TTL ever sent.
     pub max_ttl: u8,
     /// Echo requests per ping.
     pub ping_count: u32,
     /// Spacing between echo requests.
+    #[serde(rename = "ping-interval-ms", with = "duration_ms")]
     pub ping_interval: Duration,
     /// Wait for each echo reply.
+    #[serde(rename = "ping-timeout-ms", with = "duration_ms")]
     pub ping_timeout: Duration,
     /// TCP ports.
+    #[serde(deserialize_with = "list_or_comma_separated")]
     pub tcp_ports: Vec<u16>,
     /// TCP connect timeout.
+    #[serde(rename = "tcp-timeout-ms", with = "duration_ms")]
     pub tcp_timeout: Duration,
     /// Traceroute protocol.
     pub traceroute_protocol: TracerouteProtocol,
     /// Probes per TTL.
     pub traceroute_probes_per_hop: u32,
     /// Wait after the last traceroute probe.
+    #[serde(rename = "traceroute-timeout-ms", with = "duration_ms")]
     pub traceroute_timeout: Duration,
     /// UDP traceroute destination port.
     pub traceroute_udp_port: u16,
@@ -320,93 +297,70 @@ pub struct AgentConfig {
     /// [`crate::agent::landmark_permits`]).
     pub max_concurrent_measurements: usize,
     /// Default request budget.
+    #[serde(rename = "request-timeout-ms", with = "duration_ms")]
     pub request_timeout: Duration,
     /// First reconnect delay.
+    #[serde(rename = "reconnect-min-ms", with = "duration_ms")]
     pub reconnect_min: Duration,
     /// Largest reconnect delay.
+    #[serde(rename = "reconnect-max-ms", with = "duration_ms")]
     pub reconnect_max: Duration,
-}
-
-/// Parses a value with [`FromStr`], for [`Layers::pick`].
-fn from_str<T: FromStr>(s: &str) -> std::result::Result<T, String>
-where
-    T::Err: fmt::Display,
-{
-    s.trim().parse::<T>().map_err(|e| e.to_string())
-}
-
-fn parse_bool(s: &str) -> std::result::Result<bool, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        other => Err(format!("expected true or false, got {other:?}")),
-    }
-}
-
-fn parse_ports(s: &str) -> std::result::Result<Vec<u16>, String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| p.parse::<u16>().map_err(|e| format!("port {p:?}: {e}")))
-        .collect()
-}
-
-/// The one precedence helper: flag > environment > file > default.
-pub struct Layers<'a> {
-    env: &'a dyn EnvSource,
-}
-
-impl<'a> Layers<'a> {
-    /// Reads the environment from `env`.
-    pub fn new(env: &'a dyn EnvSource) -> Self {
-        Layers { env }
-    }
-
-    /// Picks the value of `option` from the first layer that has it.
-    pub fn pick_opt<T>(
-        &self,
-        option: &str,
-        flag: Option<T>,
-        file: Option<T>,
-        parse: fn(&str) -> std::result::Result<T, String>,
-    ) -> Result<Option<T>> {
-        if flag.is_some() {
-            return Ok(flag);
-        }
-        let key = env_key(option);
-        if let Some(raw) = self.env.var(&key) {
-            return parse(&raw)
-                .map(Some)
-                .map_err(|e| Error::Config(format!("{key}={raw:?}: {e}")));
-        }
-        Ok(file)
-    }
-
-    /// [`Self::pick_opt`] with a default.
-    pub fn pick<T>(
-        &self,
-        option: &str,
-        flag: Option<T>,
-        file: Option<T>,
-        default: T,
-        parse: fn(&str) -> std::result::Result<T, String>,
-    ) -> Result<T> {
-        Ok(self.pick_opt(option, flag, file, parse)?.unwrap_or(default))
-    }
 }
 
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
 
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            id: None,
+            lat: None,
+            lon: None,
+            coordinator: defaults::COORDINATOR.to_string(),
+            token: String::new(),
+            advertise_ipv4: None,
+            advertise_ipv6: None,
+            allow_private: false,
+            max_packets_per_second: defaults::MAX_PACKETS_PER_SECOND,
+            packet_burst: defaults::PACKET_BURST,
+            target_packets_per_second: defaults::TARGET_PACKETS_PER_SECOND,
+            target_packet_burst: defaults::TARGET_PACKET_BURST,
+            max_ttl: defaults::MAX_TTL,
+            ping_count: defaults::PING_COUNT,
+            ping_interval: ms(defaults::PING_INTERVAL_MS),
+            ping_timeout: ms(defaults::PING_TIMEOUT_MS),
+            tcp_ports: defaults::TCP_PORTS.to_vec(),
+            tcp_timeout: ms(defaults::TCP_TIMEOUT_MS),
+            traceroute_protocol: TracerouteProtocol::Icmp,
+            traceroute_probes_per_hop: defaults::TRACEROUTE_PROBES_PER_HOP,
+            traceroute_timeout: ms(defaults::TRACEROUTE_TIMEOUT_MS),
+            traceroute_udp_port: defaults::TRACEROUTE_UDP_PORT,
+            traceroute_tcp_port: defaults::TRACEROUTE_TCP_PORT,
+            max_concurrent_measurements: defaults::MAX_CONCURRENT_MEASUREMENTS,
+            request_timeout: ms(defaults::REQUEST_TIMEOUT_MS),
+            reconnect_min: ms(defaults::RECONNECT_MIN_MS),
+            reconnect_max: ms(defaults::RECONNECT_MAX_MS),
+        }
+    }
+}
+
+fn config_error(e: geoloc_rt::Error) -> Error {
+    match e {
+        geoloc_rt::Error::Parse(m) => Error::Config(m),
+        other => Error::Config(other.to_string()),
+    }
+}
+
 impl AgentConfig {
     /// Resolves flags, environment, the file (from `--config` or `GEOLOC_PROBE_CONFIG`)
     /// and defaults, then validates.
     pub fn load(flags: &ConfigFlags, env: &dyn EnvSource) -> Result<Self> {
-        let layers = Layers::new(env);
-        let path = layers.pick_opt("config", flags.config.clone(), None, |s| {
-            Ok(PathBuf::from(s))
-        })?;
+        let path = flags.config.clone().or_else(|| {
+            env.var(&env_key("config"))
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+        });
         let file = match path {
             Some(p) => FileConfig::load(&p)?,
             None => FileConfig::default(),
@@ -414,220 +368,77 @@ impl AgentConfig {
         Self::resolve(flags, &file, env)
     }
 
-    /// Resolves already-parsed layers and validates.
+    /// Resolves already-parsed layers (flag > environment > file > default) and
+    /// validates; errors name the option and the layer its value came from.
     pub fn resolve(flags: &ConfigFlags, file: &FileConfig, env: &dyn EnvSource) -> Result<Self> {
-        let l = Layers::new(env);
-        let f = flags.clone();
-        let fc = file.clone();
-        let cfg = AgentConfig {
-            id: l.pick_opt("id", f.id, fc.id, from_str)?,
-            lat: l.pick_opt("lat", f.lat, fc.lat, from_str)?,
-            lon: l.pick_opt("lon", f.lon, fc.lon, from_str)?,
-            coordinator: l.pick(
-                "coordinator",
-                f.coordinator,
-                fc.coordinator,
-                defaults::COORDINATOR.to_string(),
-                from_str,
-            )?,
-            token: l.pick("token", f.token, fc.token, String::new(), from_str)?,
-            advertise_ipv4: l
-                .pick_opt(
-                    "advertise-ipv4",
-                    f.advertise_ipv4,
-                    fc.advertise_ipv4,
-                    from_str,
-                )?
-                .map(|s| {
-                    s.parse()
-                        .map_err(|e| Error::Config(format!("advertise-ipv4 {s:?}: {e}")))
-                })
-                .transpose()?,
-            advertise_ipv6: l
-                .pick_opt(
-                    "advertise-ipv6",
-                    f.advertise_ipv6,
-                    fc.advertise_ipv6,
-                    from_str,
-                )?
-                .map(|s| {
-                    s.parse()
-                        .map_err(|e| Error::Config(format!("advertise-ipv6 {s:?}: {e}")))
-                })
-                .transpose()?,
-            allow_private: l.pick(
-                "allow-private",
-                f.allow_private,
-                fc.allow_private,
-                false,
-                parse_bool,
-            )?,
-            max_packets_per_second: l.pick(
-                "max-packets-per-second",
-                f.max_packets_per_second,
-                fc.max_packets_per_second,
-                defaults::MAX_PACKETS_PER_SECOND,
-                from_str,
-            )?,
-            packet_burst: l.pick(
-                "packet-burst",
-                f.packet_burst,
-                fc.packet_burst,
-                defaults::PACKET_BURST,
-                from_str,
-            )?,
-            target_packets_per_second: l.pick(
-                "target-packets-per-second",
-                f.target_packets_per_second,
-                fc.target_packets_per_second,
-                defaults::TARGET_PACKETS_PER_SECOND,
-                from_str,
-            )?,
-            target_packet_burst: l.pick(
-                "target-packet-burst",
-                f.target_packet_burst,
-                fc.target_packet_burst,
-                defaults::TARGET_PACKET_BURST,
-                from_str,
-            )?,
-            max_ttl: l.pick(
-                "max-ttl",
-                f.max_ttl,
-                fc.max_ttl,
-                defaults::MAX_TTL,
-                from_str,
-            )?,
-            ping_count: l.pick(
-                "ping-count",
-                f.ping_count,
-                fc.ping_count,
-                defaults::PING_COUNT,
-                from_str,
-            )?,
-            ping_interval: ms(l.pick(
-                "ping-interval-ms",
-                f.ping_interval_ms,
-                fc.ping_interval_ms,
-                defaults::PING_INTERVAL_MS,
-                from_str,
-            )?),
-            ping_timeout: ms(l.pick(
-                "ping-timeout-ms",
-                f.ping_timeout_ms,
-                fc.ping_timeout_ms,
-                defaults::PING_TIMEOUT_MS,
-                from_str,
-            )?),
-            tcp_ports: l.pick(
-                "tcp-ports",
-                f.tcp_ports,
-                fc.tcp_ports,
-                defaults::TCP_PORTS.to_vec(),
-                parse_ports,
-            )?,
-            tcp_timeout: ms(l.pick(
-                "tcp-timeout-ms",
-                f.tcp_timeout_ms,
-                fc.tcp_timeout_ms,
-                defaults::TCP_TIMEOUT_MS,
-                from_str,
-            )?),
-            traceroute_protocol: l.pick(
-                "traceroute-protocol",
-                f.traceroute_protocol,
-                fc.traceroute_protocol,
-                TracerouteProtocol::Icmp,
-                from_str,
-            )?,
-            traceroute_probes_per_hop: l.pick(
-                "traceroute-probes-per-hop",
-                f.traceroute_probes_per_hop,
-                fc.traceroute_probes_per_hop,
-                defaults::TRACEROUTE_PROBES_PER_HOP,
-                from_str,
-            )?,
-            traceroute_timeout: ms(l.pick(
-                "traceroute-timeout-ms",
-                f.traceroute_timeout_ms,
-                fc.traceroute_timeout_ms,
-                defaults::TRACEROUTE_TIMEOUT_MS,
-                from_str,
-            )?),
-            traceroute_udp_port: l.pick(
-                "traceroute-udp-port",
-                f.traceroute_udp_port,
-                fc.traceroute_udp_port,
-                defaults::TRACEROUTE_UDP_PORT,
-                from_str,
-            )?,
-            traceroute_tcp_port: l.pick(
-                "traceroute-tcp-port",
-                f.traceroute_tcp_port,
-                fc.traceroute_tcp_port,
-                defaults::TRACEROUTE_TCP_PORT,
-                from_str,
-            )?,
-            max_concurrent_measurements: l.pick(
-                "max-concurrent-measurements",
-                f.max_concurrent_measurements,
-                fc.max_concurrent_measurements,
-                defaults::MAX_CONCURRENT_MEASUREMENTS,
-                from_str,
-            )?,
-            request_timeout: ms(l.pick(
-                "request-timeout-ms",
-                f.request_timeout_ms,
-                fc.request_timeout_ms,
-                defaults::REQUEST_TIMEOUT_MS,
-                from_str,
-            )?),
-            reconnect_min: ms(l.pick(
-                "reconnect-min-ms",
-                f.reconnect_min_ms,
-                fc.reconnect_min_ms,
-                defaults::RECONNECT_MIN_MS,
-                from_str,
-            )?),
-            reconnect_max: ms(l.pick(
-                "reconnect-max-ms",
-                f.reconnect_max_ms,
-                fc.reconnect_max_ms,
-                defaults::RECONNECT_MAX_MS,
-                from_str,
-            )?),
-        };
-        cfg.validate()?;
+        let origin = file
+            .config
+            .as_ref()
+            .map_or_else(|| "(config)".to_string(), |p| p.display().to_string());
+        let layers = Layers::new(ENV_PREFIX, &AgentConfig::default())
+            .and_then(|l| l.file(&origin, file))
+            .and_then(|l| l.env(env))
+            .and_then(|l| l.flags(flags))
+            .map_err(config_error)?;
+        let cfg: AgentConfig = layers.extract().map_err(config_error)?;
+        cfg.check()
+            .map_err(|(key, message)| config_error(layers.invalid(key, message)))?;
         Ok(cfg)
+    }
+
+    /// The configuration as TOML (the file's keys) with the token redacted.
+    pub fn to_redacted_toml(&self) -> Result<String> {
+        let mut shown = self.clone();
+        if !shown.token.is_empty() {
+            shown.token = geoloc_rt::config::REDACTED.into();
+        }
+        geoloc_rt::config::to_toml(&shown).map_err(config_error)
     }
 
     /// Checks ranges; the message names the option.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::Config(m));
+        self.check().map_err(|(_, message)| Error::Config(message))
+    }
+
+    /// Range checks: the option at fault and what is wrong.
+    fn check(&self) -> result::Result<(), (&'static str, String)> {
+        let bad = |key: &'static str, m: String| Err((key, m));
         if let Some(id) = &self.id {
-            validate_probe_id(id)?;
+            if let Some(problem) = probe_id_problem(id) {
+                return Err(("id", problem));
+            }
         }
         if let Some(lat) = self.lat {
             if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
-                return bad(format!("lat must be within -90..=90 degrees, got {lat}"));
+                return bad(
+                    "lat",
+                    format!("lat must be within -90..=90 degrees, got {lat}"),
+                );
             }
         }
         if let Some(lon) = self.lon {
             if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
-                return bad(format!("lon must be within -180..=180 degrees, got {lon}"));
+                return bad(
+                    "lon",
+                    format!("lon must be within -180..=180 degrees, got {lon}"),
+                );
             }
         }
         if !(self.coordinator.starts_with("http://") || self.coordinator.starts_with("https://")) {
-            return bad(format!(
-                "coordinator must be an http:// or https:// URL, got {:?}",
-                self.coordinator
-            ));
+            return bad(
+                "coordinator",
+                format!(
+                    "coordinator must be an http:// or https:// URL, got {:?}",
+                    self.coordinator
+                ),
+            );
         }
         for (name, v) in [
             ("max-packets-per-second", self.max_packets_per_second),
             ("target-packets-per-second", self.target_packets_per_second),
         ] {
             if !v.is_finite() || v <= 0.0 {
-                return bad(format!("{name} must be a positive number, got {v}"));
+                return bad(name, format!("{name} must be a positive number, got {v}"));
             }
         }
         for (name, v) in [
@@ -635,29 +446,45 @@ impl AgentConfig {
             ("target-packet-burst", self.target_packet_burst),
         ] {
             if !v.is_finite() || v < 1.0 {
-                return bad(format!("{name} must be at least 1, got {v}"));
+                return bad(name, format!("{name} must be at least 1, got {v}"));
             }
         }
         if self.max_ttl == 0 {
-            return bad("max-ttl must be within 1..=255".into());
+            return bad("max-ttl", "max-ttl must be within 1..=255".into());
         }
         if !(1..=1000).contains(&self.ping_count) {
-            return bad(format!(
-                "ping-count must be within 1..=1000, got {}",
-                self.ping_count
-            ));
+            return bad(
+                "ping-count",
+                format!(
+                    "ping-count must be within 1..=1000, got {}",
+                    self.ping_count
+                ),
+            );
         }
         if !(1..=16).contains(&self.traceroute_probes_per_hop) {
-            return bad(format!(
-                "traceroute-probes-per-hop must be within 1..=16, got {}",
-                self.traceroute_probes_per_hop
-            ));
+            return bad(
+                "traceroute-probes-per-hop",
+                format!(
+                    "traceroute-probes-per-hop must be within 1..=16, got {}",
+                    self.traceroute_probes_per_hop
+                ),
+            );
         }
         if self.tcp_ports.is_empty() || self.tcp_ports.contains(&0) {
-            return bad("tcp-ports must list at least one port, none of them 0".into());
+            return bad(
+                "tcp-ports",
+                "tcp-ports must list at least one port, none of them 0".into(),
+            );
         }
         if self.traceroute_udp_port == 0 || self.traceroute_tcp_port == 0 {
-            return bad("traceroute-udp-port and traceroute-tcp-port must not be 0".into());
+            return bad(
+                if self.traceroute_udp_port == 0 {
+                    "traceroute-udp-port"
+                } else {
+                    "traceroute-tcp-port"
+                },
+                "traceroute-udp-port and traceroute-tcp-port must not be 0".into(),
+            );
         }
         for (name, d) in [
             ("ping-timeout-ms", self.ping_timeout),
@@ -667,14 +494,20 @@ impl AgentConfig {
             ("reconnect-min-ms", self.reconnect_min),
         ] {
             if d.is_zero() {
-                return bad(format!("{name} must be greater than 0"));
+                return bad(name, format!("{name} must be greater than 0"));
             }
         }
         if self.max_concurrent_measurements == 0 {
-            return bad("max-concurrent-measurements must be at least 1".into());
+            return bad(
+                "max-concurrent-measurements",
+                "max-concurrent-measurements must be at least 1".into(),
+            );
         }
         if self.reconnect_max < self.reconnect_min {
-            return bad("reconnect-max-ms must not be below reconnect-min-ms".into());
+            return bad(
+                "reconnect-max-ms",
+                "reconnect-max-ms must not be below reconnect-min-ms".into(),
+            );
         }
         Ok(())
     }
@@ -697,22 +530,25 @@ impl AgentConfig {
 
 /// Probe ids: 1..=64 characters of `[A-Za-z0-9._-]`.
 pub fn validate_probe_id(id: &str) -> Result<()> {
+    match probe_id_problem(id) {
+        Some(problem) => Err(Error::Config(problem)),
+        None => Ok(()),
+    }
+}
+
+fn probe_id_problem(id: &str) -> Option<String> {
     let ok = !id.is_empty()
         && id.len() <= 64
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Config(format!(
-            "id must be 1..=64 characters of [A-Za-z0-9._-], got {id:?}"
-        )))
-    }
+    (!ok).then(|| format!("id must be 1..=64 characters of [A-Za-z0-9._-], got {id:?}"))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -843,8 +679,86 @@ mod tests {
         let file = FileConfig::parse(&uncommented, path).unwrap();
         let c = AgentConfig::resolve(&ConfigFlags::default(), &file, &HashMap::new()).unwrap();
         assert!(c.id.is_some() && c.lat.is_some() && c.lon.is_some());
-        // Every field of FileConfig appears in the sample.
-        let debug = format!("{file:?}");
-        assert!(!debug.contains("None"), "sample misses an option: {debug}");
+        // Every option of the effective configuration appears in the sample.
+        let shown = toml::to_string(&file).unwrap();
+        let all = AgentConfig {
+            id: Some("x".into()),
+            lat: Some(0.0),
+            lon: Some(0.0),
+            advertise_ipv4: Some(Ipv4Addr::LOCALHOST),
+            advertise_ipv6: Some(Ipv6Addr::LOCALHOST),
+            ..AgentConfig::default()
+        };
+        let every = toml::to_string(&all).unwrap();
+        for key in every
+            .lines()
+            .filter_map(|l| l.split_once(" = ").map(|(k, _)| k))
+        {
+            assert!(
+                shown.lines().any(|l| l.starts_with(&format!("{key} = "))),
+                "sample misses `{key}`: {shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn range_errors_name_the_layer_the_value_came_from() {
+        let file = FileConfig::parse("ping-count = 0", "/etc/geoloc/probe-agent.toml").unwrap();
+        let err = AgentConfig::resolve(&ConfigFlags::default(), &file, &HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ping-count must be within 1..=1000, got 0")
+                && err.contains("ping-count in file /etc/geoloc/probe-agent.toml"),
+            "{err}"
+        );
+        let e = env(&[("GEOLOC_PROBE_RECONNECT_MAX_MS", "100")]);
+        let err = AgentConfig::resolve(&ConfigFlags::default(), &file, &e)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ping-count in file"),
+            "first problem first: {err}"
+        );
+        let flags = ConfigFlags {
+            lon: Some(200.0),
+            ..Default::default()
+        };
+        let err = AgentConfig::resolve(&flags, &FileConfig::default(), &HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--lon on the command line"), "{err}");
+        let err = AgentConfig::resolve(&ConfigFlags::default(), &FileConfig::default(), &e)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("GEOLOC_PROBE_RECONNECT_MAX_MS in the environment"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn printed_configuration_redacts_the_token() {
+        let file = FileConfig::parse(
+            "id = \"par-1\"\nlat = 48.8566\nlon = 2.3522\ntoken = \"s3cret\"\n\
+             tcp-ports = [443, 8443]\nadvertise-ipv4 = \"192.0.2.10\"\n",
+            "t",
+        )
+        .unwrap();
+        let c = AgentConfig::resolve(&ConfigFlags::default(), &file, &HashMap::new()).unwrap();
+        let text = c.to_redacted_toml().unwrap();
+        assert!(!text.contains("s3cret"), "{text}");
+        insta::assert_snapshot!(text);
+        // What is printed reads back as a file giving the same configuration (token aside).
+        let back = FileConfig::parse(&text, "printed").unwrap();
+        let again = AgentConfig::resolve(&ConfigFlags::default(), &back, &HashMap::new()).unwrap();
+        assert_eq!(again.token, geoloc_rt::config::REDACTED);
+        assert_eq!(
+            AgentConfig {
+                token: c.token.clone(),
+                ..again
+            },
+            c
+        );
     }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use geoloc_probe_agent::agent::Agent;
 use geoloc_probe_agent::config::{AgentConfig, ConfigFlags, ProcessEnv, TracerouteProtocol};
 use geoloc_probe_agent::measure::{MeasureRequest, Measurer};
@@ -32,6 +32,9 @@ struct Cli {
 enum Command {
     /// Register with the coordinator and run measurements until SIGINT/SIGTERM.
     Run {
+        /// Print the effective configuration as TOML (token redacted) and exit.
+        #[arg(long)]
+        print_config: bool,
         #[command(flatten)]
         config: ConfigFlags,
     },
@@ -61,11 +64,14 @@ enum Command {
         #[command(flatten)]
         config: ConfigFlags,
     },
-    /// Print the resolved configuration (token redacted) and ICMP permissions, then exit.
+    /// Print the resolved configuration as TOML (token redacted) and ICMP permissions,
+    /// then exit.
     Check {
         #[command(flatten)]
         config: ConfigFlags,
     },
+    #[command(flatten)]
+    Docs(geoloc_rt::docs::DocsCommand),
 }
 
 fn init_tracing() {
@@ -113,11 +119,22 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { config } => {
+        Command::Docs(docs) => {
+            docs.run(Cli::command(), &mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            print_config,
+            config,
+        } => {
             let cfg = match load_config(&config) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
+            if print_config {
+                print!("{}", cfg.to_redacted_toml()?);
+                return Ok(ExitCode::SUCCESS);
+            }
             if let Err(e) = cfg.identity() {
                 eprintln!("geoloc-probe-agent: {e}");
                 return Ok(ExitCode::from(EXIT_CONFIG));
@@ -136,10 +153,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(async move {
                 let measurer = Measurer::new(Arc::new(cfg));
                 let agent = Agent::new(measurer)?;
+                let stop = geoloc_rt::shutdown_token()?;
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {
-                    wait_for_signal().await;
-                    tracing::info!("shutdown signal received");
+                    stop.cancelled().await;
                     let _ = tx.send(true);
                 });
                 match agent.run(rx).await {
@@ -206,11 +223,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             let access = privileges::probe_icmp_access();
-            let mut shown = cfg.clone();
-            if !shown.token.is_empty() {
-                shown.token = "<redacted>".into();
-            }
-            println!("{shown:#?}");
+            print!("{}", cfg.to_redacted_toml()?);
             println!(
                 "icmp: raw socket (CAP_NET_RAW) = {}, datagram socket (ping_group_range {:?}) = {}",
                 access.raw,
@@ -230,21 +243,6 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_NO_PERMISSION as u8));
             }
             Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

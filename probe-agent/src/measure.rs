@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -97,12 +97,9 @@ pub struct MeasureResult {
     pub finished_unix_ms: u64,
 }
 
-/// Current wall-clock time in ms since the Unix epoch.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// [`geoloc_rt::unix_ms`] as the u64 of the result schema and the wire.
+pub(crate) fn unix_ms_u64() -> u64 {
+    u64::try_from(geoloc_rt::unix_ms()).unwrap_or(0)
 }
 
 /// Executes measurements with the agent's configuration, sockets and packet budget.
@@ -138,7 +135,7 @@ impl Measurer {
 
     /// Runs every selected measurement concurrently, within the request's budget.
     pub async fn run(&self, req: &MeasureRequest) -> MeasureResult {
-        let started_unix_ms = unix_ms();
+        let started_unix_ms = unix_ms_u64();
         let cfg = &self.config;
         let mut result = MeasureResult {
             schema: 1,
@@ -153,12 +150,12 @@ impl Measurer {
         };
         if let Err(e) = safety::check_target(req.target, cfg.allow_private, req.allow_private) {
             result.error = Some(e.to_string());
-            result.finished_unix_ms = unix_ms();
+            result.finished_unix_ms = unix_ms_u64();
             return result;
         }
         if !(req.ping || req.tcp || req.traceroute) {
             result.error = Some("nothing to measure: ask for ping, tcp and/or traceroute".into());
-            result.finished_unix_ms = unix_ms();
+            result.finished_unix_ms = unix_ms_u64();
             return result;
         }
         let budget_time = req.timeout.unwrap_or(cfg.request_timeout);
@@ -222,7 +219,7 @@ impl Measurer {
         result.ping = p;
         result.tcp = t;
         result.traceroute = tr;
-        result.finished_unix_ms = unix_ms();
+        result.finished_unix_ms = unix_ms_u64();
         result
     }
 }

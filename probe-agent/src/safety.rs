@@ -5,13 +5,18 @@
 //!   addresses are probed by default; the others need `allow-private` in the agent's own
 //!   configuration **and** in the coordinator's request ([`check_target`]). Unspecified,
 //!   broadcast and multicast addresses are never probed.
-//! * [`PacketBudget`]: a per-agent token bucket and one per target; every packet the agent
-//!   itself sends takes one token from both.
+//! * [`PacketBudget`]: a per-agent rate limit and one per target ([`governor`]); every
+//!   packet the agent itself sends takes one from both.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, MonotonicClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 
 use crate::error::{Error, Result};
 
@@ -45,105 +50,112 @@ pub fn check_target(
     }
 }
 
-/// A classic token bucket: `rate_per_s` tokens per second, at most `burst` stored.
-#[derive(Debug, Clone)]
-pub struct TokenBucket {
-    rate_per_s: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
+/// Longest replenish period (slowest rate) a cap is given: one packet per hour. Keeps
+/// governor's nanosecond arithmetic (period x burst) far from overflow.
+const SLOWEST_PERIOD: Duration = Duration::from_secs(3600);
+/// Largest burst a cap is given, packets.
+const LARGEST_BURST: u32 = 1_000_000;
+
+/// A [`governor`] quota of `rate_per_s` packets per second with bursts of `burst` packets
+/// (at least 1; a fractional burst is rounded down; rates slower than one packet per hour
+/// are one per hour).
+pub fn quota(rate_per_s: f64, burst: f64) -> Quota {
+    let period = if rate_per_s.is_finite() && rate_per_s > 0.0 {
+        Duration::try_from_secs_f64(1.0 / rate_per_s).unwrap_or(SLOWEST_PERIOD)
+    } else {
+        SLOWEST_PERIOD
+    };
+    let period = period.clamp(Duration::from_nanos(1), SLOWEST_PERIOD);
+    let burst = if burst.is_finite() {
+        burst.clamp(1.0, f64::from(LARGEST_BURST)) as u32
+    } else {
+        1
+    };
+    Quota::with_period(period)
+        .expect("period is at least 1 ns")
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
 }
 
-impl TokenBucket {
-    /// A full bucket.
-    pub fn new(rate_per_s: f64, burst: f64, now: Instant) -> Self {
-        let burst = burst.max(1.0);
-        TokenBucket {
-            rate_per_s: rate_per_s.max(f64::MIN_POSITIVE),
-            burst,
-            tokens: burst,
-            last: now,
-        }
-    }
+type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
+type Keyed<C> =
+    RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
-    fn refill(&mut self, now: Instant) {
-        let elapsed_s = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed_s * self.rate_per_s).min(self.burst);
-        self.last = now.max(self.last);
-    }
+/// Packet rate caps shared by every measurement of one agent: one [`governor`] rate limiter
+/// for the whole agent and a keyed one per destination address (GCRA, equivalent to token
+/// buckets).
+pub struct PacketBudget<C: Clock = MonotonicClock> {
+    global: Direct<C>,
+    per_target: Keyed<C>,
+    clock: C,
+}
 
-    /// How long until one token is available (zero when one is available now).
-    pub fn wait_for_one(&mut self, now: Instant) -> Duration {
-        self.refill(now);
-        if self.tokens >= 1.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64((1.0 - self.tokens) / self.rate_per_s)
-        }
-    }
-
-    /// Takes one token; the caller checked [`Self::wait_for_one`] returned zero.
-    fn take_one(&mut self) {
-        self.tokens -= 1.0;
-    }
-
-    /// True when the bucket is full (it can be forgotten without changing behaviour).
-    fn is_full(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        self.tokens >= self.burst
+impl<C: Clock> std::fmt::Debug for PacketBudget<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PacketBudget")
+            .field("targets", &self.per_target.len())
+            .finish_non_exhaustive()
     }
 }
 
-/// Packet rate caps shared by every measurement of one agent.
-#[derive(Debug)]
-pub struct PacketBudget {
-    global: Mutex<TokenBucket>,
-    per_target: Mutex<HashMap<IpAddr, TokenBucket>>,
-    per_target_rate_per_s: f64,
-    per_target_burst: f64,
-}
-
-/// Forget full per-target buckets once the map holds this many.
+/// Forget idle per-target state once this many targets are tracked.
 const PER_TARGET_GC_THRESHOLD: usize = 1024;
 
 impl PacketBudget {
     /// Builds the caps: `global_pps`/`global_burst` for the whole agent, `target_pps`/
     /// `target_burst` for each destination address.
     pub fn new(global_pps: f64, global_burst: f64, target_pps: f64, target_burst: f64) -> Self {
+        PacketBudget::with_clock(
+            global_pps,
+            global_burst,
+            target_pps,
+            target_burst,
+            MonotonicClock,
+        )
+    }
+}
+
+impl<C: Clock + Clone> PacketBudget<C> {
+    /// [`PacketBudget::new`] on another clock (tests use governor's `FakeRelativeClock`).
+    pub fn with_clock(
+        global_pps: f64,
+        global_burst: f64,
+        target_pps: f64,
+        target_burst: f64,
+        clock: C,
+    ) -> Self {
         PacketBudget {
-            global: Mutex::new(TokenBucket::new(global_pps, global_burst, Instant::now())),
-            per_target: Mutex::new(HashMap::new()),
-            per_target_rate_per_s: target_pps,
-            per_target_burst: target_burst,
+            global: RateLimiter::direct_with_clock(quota(global_pps, global_burst), clock.clone()),
+            per_target: RateLimiter::dashmap_with_clock(
+                quota(target_pps, target_burst),
+                clock.clone(),
+            ),
+            clock,
         }
     }
 
-    /// Takes one token from both buckets if both have one; otherwise how long to wait.
-    pub fn try_take(&self, target: IpAddr, now: Instant) -> std::result::Result<(), Duration> {
-        // Lock order: global, then per-target (everywhere).
-        let mut global = self.global.lock().unwrap_or_else(|e| e.into_inner());
-        let mut map = self.per_target.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= PER_TARGET_GC_THRESHOLD {
-            map.retain(|_, b| !b.is_full(now));
+    /// Takes one packet from the target's cap, then from the agent's; otherwise how long
+    /// to wait. A refusal by the target's cap takes nothing from the agent's; a refusal by
+    /// the agent's cap has used up one of the target's packets (never more than the caps
+    /// are sent, at worst fewer).
+    pub fn try_take(&self, target: IpAddr) -> std::result::Result<(), Duration> {
+        if self.per_target.len() >= PER_TARGET_GC_THRESHOLD {
+            self.per_target.retain_recent();
+            self.per_target.shrink_to_fit();
         }
-        let bucket = map.entry(target).or_insert_with(|| {
-            TokenBucket::new(self.per_target_rate_per_s, self.per_target_burst, now)
-        });
-        let wait = global.wait_for_one(now).max(bucket.wait_for_one(now));
-        if wait.is_zero() {
-            global.take_one();
-            bucket.take_one();
-            Ok(())
-        } else {
-            Err(wait)
-        }
+        let now = self.clock.now();
+        self.per_target
+            .check_key(&target)
+            .map_err(|not_until| not_until.wait_time_from(now))?;
+        self.global
+            .check()
+            .map_err(|not_until| not_until.wait_time_from(now))
     }
 
     /// Waits (async) for a token; false if none could be had before `deadline`.
     pub async fn take(&self, target: IpAddr, deadline: Instant) -> bool {
         loop {
             let now = Instant::now();
-            match self.try_take(target, now) {
+            match self.try_take(target) {
                 Ok(()) => return true,
                 Err(wait) => {
                     if now + wait > deadline {
@@ -159,7 +171,7 @@ impl PacketBudget {
     pub fn take_blocking(&self, target: IpAddr, deadline: Instant) -> bool {
         loop {
             let now = Instant::now();
-            match self.try_take(target, now) {
+            match self.try_take(target) {
                 Ok(()) => return true,
                 Err(wait) => {
                     if now + wait > deadline {
@@ -174,6 +186,8 @@ impl PacketBudget {
 
 #[cfg(test)]
 mod tests {
+    use governor::clock::FakeRelativeClock;
+
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
@@ -200,46 +214,88 @@ mod tests {
         assert!(err.contains("allow-private"), "{err}");
     }
 
+    fn fake_budget(
+        gp: f64,
+        gb: f64,
+        tp: f64,
+        tb: f64,
+    ) -> (PacketBudget<FakeRelativeClock>, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        (
+            PacketBudget::with_clock(gp, gb, tp, tb, clock.clone()),
+            clock,
+        )
+    }
+
     #[test]
-    fn bucket_allows_burst_then_paces() {
-        let t0 = Instant::now();
-        let mut b = TokenBucket::new(10.0, 3.0, t0);
-        for _ in 0..3 {
-            assert_eq!(b.wait_for_one(t0), Duration::ZERO);
-            b.take_one();
+    fn cap_allows_burst_then_paces() {
+        // 10 packets/s, burst 3 (the agent-wide cap: every target is fresh).
+        let (b, clock) = fake_budget(10.0, 3.0, 1000.0, 1000.0);
+        for i in 0..3 {
+            assert!(b.try_take(ip(&format!("192.0.2.{i}"))).is_ok());
         }
-        let wait = b.wait_for_one(t0);
-        assert!(wait > Duration::from_millis(90) && wait <= Duration::from_millis(100));
-        assert_eq!(
-            b.wait_for_one(t0 + Duration::from_millis(100)),
-            Duration::ZERO
+        let wait = b.try_take(ip("192.0.2.9")).unwrap_err();
+        assert!(
+            wait > Duration::from_millis(90) && wait <= Duration::from_millis(100),
+            "{wait:?}"
         );
+        clock.advance(Duration::from_millis(100));
+        assert!(b.try_take(ip("192.0.2.9")).is_ok());
         // Never more than the burst, however long we wait.
-        let later = t0 + Duration::from_secs(3600);
-        b.refill(later);
-        assert!(b.tokens <= 3.0);
+        clock.advance(Duration::from_secs(3600));
+        let sent = (0..10)
+            .filter(|i| b.try_take(ip(&format!("198.51.100.{i}"))).is_ok())
+            .count();
+        assert_eq!(sent, 3);
+    }
+
+    #[test]
+    fn quotas_from_the_configuration() {
+        let q = quota(200.0, 50.0);
+        assert_eq!(q.replenish_interval(), Duration::from_millis(5));
+        assert_eq!(q.burst_size().get(), 50);
+        // A fractional burst is rounded down, never below 1; absurd values are bounded.
+        assert_eq!(quota(0.5, 1.9).burst_size().get(), 1);
+        assert_eq!(quota(0.5, 1.9).replenish_interval(), Duration::from_secs(2));
+        assert_eq!(
+            quota(1e-12, f64::INFINITY).replenish_interval(),
+            SLOWEST_PERIOD
+        );
+        assert_eq!(quota(f64::NAN, 1e300).burst_size().get(), LARGEST_BURST);
     }
 
     #[test]
     fn budget_caps_per_target_and_globally() {
-        let t0 = Instant::now();
-        let budget = PacketBudget::new(100.0, 5.0, 10.0, 2.0);
+        let (budget, clock) = fake_budget(100.0, 5.0, 10.0, 2.0);
         let a = ip("192.0.2.1");
         let b = ip("192.0.2.2");
-        assert!(budget.try_take(a, t0).is_ok());
-        assert!(budget.try_take(a, t0).is_ok());
-        // Per-target cap reached for a, not for b.
-        assert!(budget.try_take(a, t0).is_err());
-        assert!(budget.try_take(b, t0).is_ok());
-        assert!(budget.try_take(b, t0).is_ok());
+        assert!(budget.try_take(a).is_ok());
+        assert!(budget.try_take(a).is_ok());
+        // Per-target cap reached for a, not for b; the refusal took nothing globally.
+        assert!(budget.try_take(a).is_err());
+        assert!(budget.try_take(b).is_ok());
+        assert!(budget.try_take(b).is_ok());
         let c = ip("192.0.2.3");
-        assert!(budget.try_take(c, t0).is_ok());
+        assert!(budget.try_take(c).is_ok());
         // Global burst of 5 used up: even a fresh target waits.
         let d = ip("192.0.2.4");
-        assert!(budget.try_take(d, t0).is_err());
-        // A refused take consumed nothing: 20 ms later (>= 1 global token, the bucket was
-        // created a hair after t0) d goes through.
-        assert!(budget.try_take(d, t0 + Duration::from_millis(20)).is_ok());
+        let wait = budget.try_take(d).unwrap_err();
+        assert!(wait <= Duration::from_millis(10), "{wait:?}");
+        // 20 ms later (2 global packets back) d goes through.
+        clock.advance(Duration::from_millis(20));
+        assert!(budget.try_take(d).is_ok());
+    }
+
+    #[test]
+    fn idle_targets_are_forgotten() {
+        let (budget, clock) = fake_budget(1e6, 1e6, 10.0, 1.0);
+        for i in 0..PER_TARGET_GC_THRESHOLD as u32 {
+            assert!(budget.try_take(IpAddr::from(i.to_be_bytes())).is_ok());
+        }
+        assert_eq!(budget.per_target.len(), PER_TARGET_GC_THRESHOLD);
+        clock.advance(Duration::from_secs(1));
+        assert!(budget.try_take(ip("192.0.2.1")).is_ok());
+        assert!(budget.per_target.len() < 10, "{}", budget.per_target.len());
     }
 
     #[test]

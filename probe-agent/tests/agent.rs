@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use geoloc_probe_agent::agent::{backoff_delay, Agent};
+use geoloc_probe_agent::agent::Agent;
 use geoloc_probe_agent::config::{AgentConfig, ConfigFlags, FileConfig};
 use geoloc_probe_agent::measure::Measurer;
 use geoloc_proto::v1 as pb;
@@ -392,7 +392,8 @@ async fn keeps_retrying_with_backoff_while_the_coordinator_is_unavailable_and_st
     // With backoff: the gap after failure k is at least the fixed half of attempt k's
     // delay (25, 50, 100, 200 ms). Load only lengthens the gaps; a tight loop fails here.
     for (k, w) in at.windows(2).enumerate() {
-        let floor = backoff_delay(k as u32, min, max, 0.0);
+        // geoloc_probe_agent::agent::reconnect_backoff: at least half of min * 2^k (<= max).
+        let floor = min.saturating_mul(1 << k).min(max) / 2;
         let gap = w[1] - w[0];
         assert!(
             gap + Duration::from_millis(2) >= floor,

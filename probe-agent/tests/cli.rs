@@ -70,11 +70,61 @@ fn check_shows_precedence_and_redacts_the_token() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("max_ttl: 12"), "{stdout}");
-    assert!(stdout.contains("ping_count: 9"), "{stdout}");
+    assert!(stdout.contains("max-ttl = 12\n"), "{stdout}");
+    assert!(stdout.contains("ping-count = 9\n"), "{stdout}");
     assert!(stdout.contains("\"from-file\""), "{stdout}");
     assert!(
         !stdout.contains("t0p") && stdout.contains("<redacted>"),
         "{stdout}"
     );
+}
+
+#[test]
+fn print_config_prints_the_effective_toml_without_needing_an_identity() {
+    let out = agent()
+        .args(["run", "--print-config", "--ping-count", "4"])
+        .env("GEOLOC_PROBE_TOKEN", "hunter2")
+        .env("GEOLOC_PROBE_TCP_PORTS", "8443,8080")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ping-count = 4\n"), "{stdout}");
+    assert!(stdout.contains("tcp-ports = [8443, 8080]\n"), "{stdout}");
+    assert!(
+        stdout.contains("token = \"<redacted>\"\n") && !stdout.contains("hunter2"),
+        "{stdout}"
+    );
+    // The printed configuration is a valid configuration file.
+    let f = config_file(&stdout.replace("<redacted>", "x"));
+    let out = agent()
+        .args(["run", "--print-config", "--config"])
+        .arg(f.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), stdout);
+}
+
+#[test]
+fn completions_and_man_pages_name_the_subcommands_and_flags() {
+    let out = agent().args(["completions", "bash"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let script = String::from_utf8_lossy(&out.stdout);
+    for word in ["run", "measure", "check", "--max-ttl", "--print-config"] {
+        assert!(script.contains(word), "completion script lacks {word}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = agent().arg("man").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let page = std::fs::read_to_string(dir.path().join("geoloc-probe-agent-run.1")).unwrap();
+    assert!(
+        page.contains("max\\-ttl") || page.contains("max-ttl"),
+        "{page}"
+    );
+    let main = std::fs::read_to_string(dir.path().join("geoloc-probe-agent.1")).unwrap();
+    assert!(main.contains("measure"), "{main}");
+    // Hidden from the help: they are for packagers.
+    let help = agent().arg("--help").output().unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("completions"));
 }
