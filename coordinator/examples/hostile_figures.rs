@@ -144,7 +144,7 @@ async fn register(coord: &Coordinator, addr: std::net::SocketAddr) {
     println!(
         "register: 22000 attempts in {:.1} s: {ok} accepted, {refused} refused; {} probes known; RSS {before:.0} -> {:.0} MB",
         t.elapsed().as_secs_f64(),
-        coord.registry.len(),
+        coord.fleet.registry.len(),
         rss_mb()
     );
 }

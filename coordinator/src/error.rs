@@ -40,6 +40,8 @@ pub enum CoordinatorError {
     InvalidConfig(String),
     #[error("GeoIP database {path}: {message}")]
     GeoIp { path: PathBuf, message: String },
+    #[error("replayed measurements: {0}")]
+    Replay(String),
     #[error("no result {0}")]
     NotFound(String),
     #[error("engine: {0}")]

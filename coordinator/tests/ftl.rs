@@ -43,6 +43,7 @@ async fn wait_landmark_rows(coord: &Arc<Coordinator>, n: usize) {
 
 fn flagged(coord: &Coordinator) -> Vec<String> {
     coord
+        .fleet
         .registry
         .snapshot()
         .into_iter()
@@ -55,7 +56,7 @@ async fn wait_flagged(coord: &Arc<Coordinator>, id: &'static str) {
     let c = Arc::clone(coord);
     wait_until(&format!("{id} flagged"), 30, move || {
         let c = Arc::clone(&c);
-        async move { c.registry.get(id).is_some_and(|p| p.flagged) }
+        async move { c.fleet.registry.get(id).is_some_and(|p| p.flagged) }
     })
     .await;
 }
@@ -99,7 +100,7 @@ async fn one_faster_than_light_partner_is_not_enough_two_are() {
             Vec::<String>::new()
         );
         assert!(flagged(&srv.coord).is_empty(), "one pair flags nobody");
-        assert!(srv.coord.registry.get("liar").unwrap().healthy);
+        assert!(srv.coord.fleet.registry.get("liar").unwrap().healthy);
 
         // A second honest probe: the liar is faster than light with two landmarks now.
         let (id, lat, lon, ip) = FLEET[5];
@@ -121,7 +122,7 @@ async fn one_faster_than_light_partner_is_not_enough_two_are() {
             ["liar"],
             "only the liar, not its honest peers"
         );
-        let liar = srv.coord.registry.get("liar").unwrap();
+        let liar = srv.coord.fleet.registry.get("liar").unwrap();
         assert!(!liar.healthy);
         assert!(
             liar.flag_reason.contains("to paris is faster than light")
@@ -193,7 +194,7 @@ async fn a_cleared_flag_counts_only_evidence_measured_after_it() {
             Vec::<String>::new()
         );
         assert!(flagged(&srv.coord).is_empty());
-        assert!(srv.coord.registry.get("liar").unwrap().healthy);
+        assert!(srv.coord.fleet.registry.get("liar").unwrap().healthy);
         let stored = srv.coord.storage.get_probe("liar").await.unwrap().unwrap();
         assert!(!stored.flagged && stored.flag_epoch_unix_ms > 0);
 
@@ -223,7 +224,7 @@ async fn a_probe_that_moves_is_checked_afresh_at_its_new_position() {
         liar.kill();
         drop(liar);
         let _liar = start_liar(&srv, &w, LIAR_REAL).await;
-        let now = srv.coord.registry.get("liar").unwrap();
+        let now = srv.coord.fleet.registry.get("liar").unwrap();
         assert!(!now.flagged && now.flag_reason.is_empty(), "{now:?}");
         wait_landmark_rows(&srv.coord, 18).await;
         assert_eq!(

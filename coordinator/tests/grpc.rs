@@ -210,7 +210,7 @@ async fn silent_and_killed_probes_time_out_and_the_rest_is_solved() {
         assert_eq!(outcome("london"), ["timeout"]);
         assert_eq!(outcome("frankfurt"), ["disconnected"]);
         assert_eq!(outcome("paris"), ["answered"]);
-        assert!(!srv.coord.registry.get("frankfurt").unwrap().connected);
+        assert!(!srv.coord.fleet.registry.get("frankfurt").unwrap().connected);
         srv.stop().await;
     })
     .await;
@@ -224,7 +224,7 @@ async fn locate_with_fleet_behaving(
     pb::LocateResult,
     Vec<Vec<Vec<i32>>>,
     Vec<geoloc_coordinator::storage::MeasurementRow>,
-    geoloc_coordinator::solve::Inputs,
+    geoloc_coordinator::core::solve::Inputs,
 ) {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(&sqlite_url(&dir), |_| {}).await;
@@ -251,7 +251,7 @@ async fn locate_with_fleet_behaving(
         .measurements_for_result(&r.result_id)
         .await
         .unwrap();
-    let inputs = geoloc_coordinator::solve::inputs_from_rows(&rows).unwrap();
+    let inputs = geoloc_coordinator::core::solve::inputs_from_rows(&rows).unwrap();
     srv.stop().await;
     (r, kinds, rows, inputs)
 }
@@ -275,7 +275,7 @@ async fn silent_target_falls_back_to_traceroute_last_hop() {
             inputs
                 .per_probe
                 .iter()
-                .all(|p| p.kind == geoloc_coordinator::raw::RttKind::LastHop),
+                .all(|p| p.kind == geoloc_coordinator::core::measurement::RttKind::LastHop),
             "{:?}",
             inputs.per_probe
         );
@@ -294,7 +294,7 @@ async fn icmp_silent_target_is_measured_with_tcp() {
             inputs
                 .per_probe
                 .iter()
-                .all(|p| p.kind == geoloc_coordinator::raw::RttKind::Echo),
+                .all(|p| p.kind == geoloc_coordinator::core::measurement::RttKind::Echo),
             "{:?}",
             inputs.per_probe
         );
@@ -384,7 +384,7 @@ async fn faster_than_light_probe_is_flagged_and_left_out_until_cleared() {
             .unwrap()
             .into_inner();
         assert!(cleared.was_flagged);
-        assert!(srv.coord.registry.get("liar").unwrap().healthy);
+        assert!(srv.coord.fleet.registry.get("liar").unwrap().healthy);
         let e = c
             .clear_flag(pb::ClearFlagRequest {
                 probe_id: "nobody".into(),
@@ -511,7 +511,7 @@ async fn restart_keeps_results_and_does_not_measure_twice() {
         }
         let srv = Server::start(&url, |_| {}).await;
         // Probes known from the database, not connected yet.
-        let ps = srv.coord.registry.snapshot();
+        let ps = srv.coord.fleet.registry.snapshot();
         assert_eq!(ps.len(), 4);
         assert!(ps.iter().all(|p| !p.connected && !p.healthy));
         let probes = fleet(&srv.url, &w, 4).await;
@@ -586,7 +586,7 @@ async fn locate_and_restart_on_postgres() {
             .result
             .unwrap();
         assert_eq!(got.result_id, r.result_id);
-        assert_eq!(srv.coord.registry.snapshot().len(), 5);
+        assert_eq!(srv.coord.fleet.registry.snapshot().len(), 5);
         drop_pg_schema(&srv.coord.storage, &schema).await;
         srv.stop().await;
     })
@@ -618,7 +618,7 @@ async fn probe_to_probe_rtts_calibrate_the_solution_and_recompute_uses_them() {
         let cal = cal.expect("calibrated");
         assert_eq!(cal.len(), 7, "a bestline per probe");
         assert!(
-            srv.coord.registry.snapshot().iter().all(|p| !p.flagged),
+            srv.coord.fleet.registry.snapshot().iter().all(|p| !p.flagged),
             "honest probes are not flagged"
         );
         let mut c = srv.client().await;
@@ -645,8 +645,8 @@ async fn probe_to_probe_rtts_calibrate_the_solution_and_recompute_uses_them() {
             .measurements_for_result(&r.result_id)
             .await
             .unwrap();
-        let inputs = geoloc_coordinator::solve::inputs_from_rows(&rows).unwrap();
-        let sound = geoloc_coordinator::solve::solve(
+        let inputs = geoloc_coordinator::core::solve::inputs_from_rows(&rows).unwrap();
+        let sound = geoloc_coordinator::core::solve::solve(
             &inputs,
             &None,
             r.created_at_unix_ms / 1000,
@@ -713,7 +713,7 @@ async fn locate_right_after_a_restart_waits_for_the_probes() {
             !pending.is_finished(),
             "the locate did not wait for the probes"
         );
-        assert!(srv.coord.registry.healthy().is_empty());
+        assert!(srv.coord.fleet.registry.healthy().is_empty());
         let late = fleet(&srv.url, &w, 3).await;
         let (_, r) = pending.await.unwrap();
         let r = r.expect("located after the probes reconnected");

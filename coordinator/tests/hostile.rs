@@ -1,14 +1,15 @@
 //! Attacks on the coordinator over loopback (issue 14): fake probes that answer with values
 //! no honest agent sends, and clients that push the limits. Each test reproduces one attack
 //! and checks that the coordinator refuses it, names the probe, and keeps serving the
-//! honest ones. Honest fake probes come from `tests/common`; the hostile ones are built here
-//! from the generated gRPC client, answering whatever the test scripts.
+//! honest ones. Honest and hostile fake probes both come from `tests/common`
+//! (`FakeProbe::start` and `FakeProbe::start_scripted`, one session loop).
 mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use geoloc_coordinator::core::MeasurementSource;
 use geoloc_engine::LatLon;
 use geoloc_proto::v1 as pb;
 use pb::probe_message::Kind as PKind;
@@ -26,116 +27,11 @@ async fn bounded<F: std::future::Future>(f: F) -> F::Output {
 const TARGET: &str = "127.0.0.50";
 const LYON: (f64, f64) = (45.764, 4.8357);
 
-/// What a hostile probe sends for one request (any number of messages, maybe none).
-type Script = Arc<dyn Fn(&pb::MeasurementRequest) -> Vec<pb::ProbeMessage> + Send + Sync>;
-
-/// A registered probe with an open session that answers as scripted.
-struct Hostile {
-    requests: Arc<Mutex<Vec<pb::MeasurementRequest>>>,
-    task: tokio::task::JoinHandle<()>,
-    /// Set when the session ended.
-    closed: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Drop for Hostile {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
+/// A registration as the hostile probes send it.
 fn registration(id: &str, pos: (f64, f64), ipv4: &str) -> pb::RegisterRequest {
     pb::RegisterRequest {
-        probe_id: id.into(),
-        lat: pos.0,
-        lon: pos.1,
-        credential: TOKEN.into(),
         agent_version: "hostile-0".into(),
-        allow_private: true,
-        ipv4: ipv4.into(),
-        ipv6: String::new(),
-    }
-}
-
-async fn probe_client(
-    url: &str,
-) -> pb::probe_service_client::ProbeServiceClient<tonic::transport::Channel> {
-    pb::probe_service_client::ProbeServiceClient::connect(url.to_string())
-        .await
-        .unwrap()
-        .max_decoding_message_size(64 << 20)
-}
-
-/// Registers, waiting out the registration rate limit (bounded).
-async fn register_retrying(
-    pc: &mut pb::probe_service_client::ProbeServiceClient<tonic::transport::Channel>,
-    reg: pb::RegisterRequest,
-) -> pb::RegisterReply {
-    for _ in 0..300 {
-        match pc.register(reg.clone()).await {
-            Ok(r) => return r.into_inner(),
-            Err(s) if s.code() == tonic::Code::ResourceExhausted => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(s) => panic!("registration refused: {s}"),
-        }
-    }
-    panic!("registration still throttled after 30 s");
-}
-
-impl Hostile {
-    async fn start(url: &str, reg: pb::RegisterRequest, script: Script) -> Hostile {
-        let mut pc = probe_client(url).await;
-        let id = reg.probe_id.clone();
-        let reply = register_retrying(&mut pc, reg).await;
-        let (tx, rx) = mpsc::channel::<pb::ProbeMessage>(64);
-        tx.send(pb::ProbeMessage {
-            kind: Some(PKind::Hello(pb::Hello {
-                session_token: reply.session_token.clone(),
-                probe_id: id,
-            })),
-        })
-        .await
-        .unwrap();
-        let mut inbound = pc
-            .session(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        let first = inbound.message().await.unwrap().unwrap();
-        assert!(matches!(
-            first.kind,
-            Some(pb::coordinator_message::Kind::Ack(_))
-        ));
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let reqs = Arc::clone(&requests);
-        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let cl = Arc::clone(&closed);
-        let hb = Duration::from_millis(u64::from(reply.heartbeat_interval_ms));
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(hb);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        let m = pb::ProbeMessage { kind: Some(PKind::Heartbeat(pb::Heartbeat { unix_ms: 0, in_flight: 0 })) };
-                        if tx.send(m).await.is_err() { break; }
-                    }
-                    msg = inbound.message() => {
-                        let Ok(Some(msg)) = msg else { break };
-                        let Some(pb::coordinator_message::Kind::MeasurementRequest(req)) = msg.kind else { continue };
-                        reqs.lock().unwrap().push(req.clone());
-                        for m in script(&req) {
-                            if tx.send(m).await.is_err() { break; }
-                        }
-                    }
-                }
-            }
-            cl.store(true, std::sync::atomic::Ordering::SeqCst);
-        });
-        Hostile {
-            requests,
-            task,
-            closed,
-        }
+        ..common::registration(id, pos, ipv4)
     }
 }
 
@@ -276,7 +172,8 @@ async fn bad_answers_are_rejected_and_the_honest_ones_locate() {
             let id = format!("liar-{name}");
             let script: Script = Arc::new(move |q| result_msg(forge(q)));
             // The liar claims to sit on the target: a believed lie would decide the answer.
-            let liar = Hostile::start(&srv.url, registration(&id, LYON, ""), script).await;
+            let liar =
+                FakeProbe::start_scripted(&srv.url, registration(&id, LYON, ""), script).await;
             wait_healthy(&srv.coord, 5).await;
             let (progress, res) = locate(&mut c, TARGET).await;
             let r = res.unwrap_or_else(|e| panic!("{name}: locate failed: {e:?}"));
@@ -287,7 +184,7 @@ async fn bad_answers_are_rejected_and_the_honest_ones_locate() {
             assert!(r.min_rtt_ms.is_some_and(|x| x > 1.0), "{name}: {r:?}");
             assert!(r.packets_sent < 100, "{name}: {} packets", r.packets_sent);
             assert_eq!(r.probes_used, 4, "{name}");
-            assert_eq!(srv.coord.registry.rejected(&id), 1, "{name}");
+            assert_eq!(srv.coord.fleet.registry.rejected(&id), 1, "{name}");
             let rows = rows_of(&srv, &r.result_id, &id).await;
             assert_eq!(rows.len(), 1, "{name}");
             assert_eq!(rows[0].outcome, "rejected", "{name}");
@@ -313,7 +210,7 @@ async fn bad_answers_are_rejected_and_the_honest_ones_locate() {
             drop(liar);
             // Its session ends; wait until it no longer counts as healthy.
             for _ in 0..200 {
-                if srv.coord.registry.healthy().len() == 4 {
+                if srv.coord.fleet.registry.healthy().len() == 4 {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(25)).await;
@@ -345,9 +242,9 @@ async fn oversized_answers_are_not_stored() {
             }]
         });
         let liars = [
-            Hostile::start(&srv.url, registration("huge", LYON, ""), huge).await,
-            Hostile::start(&srv.url, registration("many", LYON, ""), many).await,
-            Hostile::start(&srv.url, registration("chatty", LYON, ""), chatty).await,
+            FakeProbe::start_scripted(&srv.url, registration("huge", LYON, ""), huge).await,
+            FakeProbe::start_scripted(&srv.url, registration("many", LYON, ""), many).await,
+            FakeProbe::start_scripted(&srv.url, registration("chatty", LYON, ""), chatty).await,
         ];
         wait_healthy(&srv.coord, 7).await;
         let mut c = srv.client().await;
@@ -590,7 +487,7 @@ async fn registration_flood_is_throttled_and_steers_nothing() {
             a2.lock().unwrap().push(q.target.clone());
             result_msg(ping_answer(q, vec![5.0]))
         });
-        let p = Hostile::start(
+        let p = FakeProbe::start_scripted(
             &srv.url,
             registration("honest", (48.85, 2.35), "127.0.1.1"),
             honest,
@@ -605,7 +502,7 @@ async fn registration_flood_is_throttled_and_steers_nothing() {
             targets.len()
         );
         assert!(
-            targets.len() <= geoloc_coordinator::ftl::LANDMARK_CHECKS_PER_CONNECT,
+            targets.len() <= geoloc_coordinator::core::vetting::LANDMARK_CHECKS_PER_CONNECT,
             "{} landmark requests",
             targets.len()
         );
@@ -621,16 +518,17 @@ async fn registration_flood_is_throttled_and_steers_nothing() {
         let addr = srv.addr;
         srv.stop().await;
         let srv = Server::start_at(addr, &url_db, |c| c.reconnect_grace_ms = 60_000).await;
-        let _p = Hostile::start(
+        let _p = FakeProbe::start_scripted(
             &srv.url,
             registration("honest", (48.85, 2.35), "127.0.1.1"),
             Arc::new(|q| result_msg(ping_answer(q, vec![5.0]))),
         )
         .await;
         // Only the honest probe is awaited: the grace (60 s) does not run out first.
-        let probes = tokio::time::timeout(Duration::from_secs(30), srv.coord.probes_for_locate())
-            .await
-            .expect("locate held by probes that were never seen in a session");
+        let probes =
+            tokio::time::timeout(Duration::from_secs(30), srv.coord.fleet.vantage_points())
+                .await
+                .expect("locate held by probes that were never seen in a session");
         assert_eq!(probes.len(), 1);
         srv.stop().await;
     })
@@ -704,7 +602,7 @@ async fn fresh_probes_cannot_flag_a_vetted_one() {
         {
             let lie: Script = Arc::new(|q| result_msg(ping_answer(q, vec![1.0])));
             let reg = registration(&format!("liar{i}"), pos, &format!("127.0.2.{}", i + 1));
-            liars.push(Hostile::start(&srv.url, reg, lie).await);
+            liars.push(FakeProbe::start_scripted(&srv.url, reg, lie).await);
         }
         // Each liar measures the victim (and the others) at 1 ms.
         wait_landmark_rows(&srv, 3).await;
@@ -722,7 +620,7 @@ async fn fresh_probes_cannot_flag_a_vetted_one() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         srv.coord.evaluate_flags().await.unwrap();
-        let v = srv.coord.registry.get("victim").unwrap();
+        let v = srv.coord.fleet.registry.get("victim").unwrap();
         assert!(!v.flagged, "victim flagged: {}", v.flag_reason);
         srv.stop().await;
     })
@@ -744,7 +642,7 @@ async fn impostors_declaring_a_probes_address_cannot_flag_it() {
         {
             let quiet: Script = Arc::new(|q| result_msg(ping_answer(q, vec![])));
             let reg = registration(&format!("impostor{i}"), pos, "127.0.1.1");
-            impostors.push(Hostile::start(&srv.url, reg, quiet).await);
+            impostors.push(FakeProbe::start_scripted(&srv.url, reg, quiet).await);
         }
         let paris = (48.8566, 2.3522);
         let w = world(&[("127.0.1.1", paris.0, paris.1)]);
@@ -765,7 +663,7 @@ async fn impostors_declaring_a_probes_address_cannot_flag_it() {
             0,
             "the victim measured its own address"
         );
-        let v = srv.coord.registry.get("victim").unwrap();
+        let v = srv.coord.fleet.registry.get("victim").unwrap();
         assert!(!v.flagged, "victim flagged: {}", v.flag_reason);
         srv.stop().await;
     })
@@ -789,7 +687,9 @@ async fn log_injection_and_credential_guessing() {
         let e = pc.register(forged).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
         let script: Script = Arc::new(|_| Vec::new());
-        let p = Hostile::start(&srv.url, registration("shouter", (1.0, 1.0), ""), script).await;
+        let p =
+            FakeProbe::start_scripted(&srv.url, registration("shouter", (1.0, 1.0), ""), script)
+                .await;
         drop(p);
         // A session-level error with a forged line in it.
         let mut pc2 = probe_client(&srv.url).await;

@@ -5,8 +5,8 @@
 //! cannot be reached; any other error, a migration failing on PostgreSQL included, fails it.
 mod common;
 
-use geoloc_coordinator::raw::{RawPing, RawResult};
-use geoloc_coordinator::solve::{inputs_from_rows, solve, GeoIpJson};
+use geoloc_coordinator::core::measurement::{MeasurementResult, RawPing};
+use geoloc_coordinator::core::solve::{inputs_from_rows, solve, GeoIpJson};
 use geoloc_coordinator::storage::{MeasurementRow, ProbeRow, ResultRow, ResultStatus, Storage};
 
 /// A store for one test; the guard removes it.
@@ -115,7 +115,7 @@ fn meas(
     rtts: &[f64],
     created: i64,
 ) -> MeasurementRow {
-    let raw = RawResult {
+    let raw = MeasurementResult {
         request_id: format!("req-{id}"),
         target: "81.2.69.142".into(),
         ping: Some(RawPing {
@@ -339,7 +339,7 @@ async fn measurements_and_recompute(s: &Storage) {
     r.status = ResultStatus::Done;
     r.solution_json = Some(serde_json::to_string(&sol).unwrap());
     s.update_result(&r).await.unwrap();
-    let again = geoloc_coordinator::locate::recompute(s, "r1")
+    let again = geoloc_coordinator::core::locate::recompute(s, "r1")
         .await
         .unwrap();
     assert_eq!(
@@ -352,7 +352,7 @@ async fn measurements_and_recompute(s: &Storage) {
         Some(Some("London".into()))
     );
     // Recompute of an unknown result is a clear error.
-    let e = geoloc_coordinator::locate::recompute(s, "nope")
+    let e = geoloc_coordinator::core::locate::recompute(s, "nope")
         .await
         .unwrap_err()
         .to_string();

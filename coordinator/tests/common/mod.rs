@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +18,29 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
 pub const TOKEN: &str = "test-token";
+
+/// An in-process coordinator on `storage` with the test settings (private targets allowed,
+/// short heartbeats and budgets, no landmark checks), changed by `tweak`; no gRPC server.
+pub async fn coordinator(
+    storage: geoloc_coordinator::storage::Storage,
+    tweak: impl FnOnce(&mut Config),
+) -> Arc<Coordinator> {
+    let database = "sqlite://unused";
+    let mut config = Config::merge(Args::default(), FileConfig::default()).unwrap();
+    config.database = database.to_string();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.allow_private = true;
+    config.probe_token = Some(TOKEN.into());
+    config.heartbeat_interval_ms = 300;
+    config.probe_timeout_ms = 1500;
+    config.ping_count = 3;
+    config.ping_interval_ms = 0;
+    config.landmark_checks = false;
+    tweak(&mut config);
+    Coordinator::with_storage(config, storage)
+        .await
+        .expect("coordinator starts")
+}
 
 /// A running in-process coordinator.
 pub struct Server {
@@ -50,21 +74,7 @@ impl Server {
         storage: geoloc_coordinator::storage::Storage,
         tweak: impl FnOnce(&mut Config),
     ) -> Server {
-        let database = "sqlite://unused";
-        let mut config = Config::merge(Args::default(), FileConfig::default()).unwrap();
-        config.database = database.to_string();
-        config.listen = "127.0.0.1:0".parse().unwrap();
-        config.allow_private = true;
-        config.probe_token = Some(TOKEN.into());
-        config.heartbeat_interval_ms = 300;
-        config.probe_timeout_ms = 1500;
-        config.ping_count = 3;
-        config.ping_interval_ms = 0;
-        config.landmark_checks = false;
-        tweak(&mut config);
-        let coord = Coordinator::with_storage(config, storage)
-            .await
-            .expect("coordinator starts");
+        let coord = coordinator(storage, tweak).await;
         let (listener, addr) = server::bind(addr).await.unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let c = Arc::clone(&coord);
@@ -149,10 +159,58 @@ pub fn fake_rtt_ms(a: LatLon, b: LatLon) -> f64 {
     distance_km(a, b) * 1.4 / FIBRE_KM_PER_MS_RTT + 0.5
 }
 
-/// A fake probe with a live session.
+/// What a scripted probe sends for one request (any number of messages, maybe none).
+pub type Script = Arc<dyn Fn(&pb::MeasurementRequest) -> Vec<pb::ProbeMessage> + Send + Sync>;
+
+/// A registration as the fake probes send it.
+pub fn registration(id: &str, pos: (f64, f64), ipv4: &str) -> pb::RegisterRequest {
+    pb::RegisterRequest {
+        probe_id: id.into(),
+        lat: pos.0,
+        lon: pos.1,
+        credential: TOKEN.into(),
+        agent_version: "fake-0".into(),
+        allow_private: true,
+        ipv4: ipv4.into(),
+        ipv6: String::new(),
+    }
+}
+
+/// A probe-service client that accepts large messages (hostile tests read big replies).
+pub async fn probe_client(
+    url: &str,
+) -> pb::probe_service_client::ProbeServiceClient<tonic::transport::Channel> {
+    pb::probe_service_client::ProbeServiceClient::connect(url.to_string())
+        .await
+        .unwrap()
+        .max_decoding_message_size(64 << 20)
+}
+
+/// Registers, waiting out the registration rate limit (bounded).
+pub async fn register_retrying(
+    pc: &mut pb::probe_service_client::ProbeServiceClient<tonic::transport::Channel>,
+    reg: pb::RegisterRequest,
+) -> pb::RegisterReply {
+    for _ in 0..300 {
+        match pc.register(reg.clone()).await {
+            Ok(r) => return r.into_inner(),
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(s) => panic!("registration refused: {s}"),
+        }
+    }
+    panic!("registration still throttled after 30 s");
+}
+
+/// A fake probe with a live session: registered, heartbeating, answering every measurement
+/// request as its script says. Honest ones come from [`FakeProbe::start`], hostile ones
+/// from [`FakeProbe::start_scripted`]; both run the one session loop here.
 pub struct FakeProbe {
     pub id: String,
     pub requests: Arc<Mutex<Vec<pb::MeasurementRequest>>>,
+    /// Set when the session ended.
+    pub closed: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -191,28 +249,47 @@ impl FakeProbe {
         rtt: RttFn,
         behaviour: Behaviour,
     ) -> FakeProbe {
-        let mut pc = pb::probe_service_client::ProbeServiceClient::connect(url.to_string())
-            .await
-            .unwrap();
-        let reply = pc
-            .register(pb::RegisterRequest {
-                probe_id: id.into(),
-                lat: declared.0,
-                lon: declared.1,
-                credential: TOKEN.into(),
-                agent_version: "fake-0".into(),
-                allow_private: true,
-                ipv4: ipv4.into(),
-                ipv6: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let script: Script = Arc::new(move |req| {
+            if behaviour == Behaviour::Silent {
+                return Vec::new();
+            }
+            let rtt = rtt(&req.target);
+            if behaviour == Behaviour::HangOnUnknown && rtt.is_none() {
+                return Vec::new();
+            }
+            vec![pb::ProbeMessage {
+                kind: Some(PKind::MeasurementResult(answer(req, rtt, behaviour))),
+            }]
+        });
+        let delay = match behaviour {
+            Behaviour::Delayed(ms) => Duration::from_millis(ms),
+            _ => Duration::ZERO,
+        };
+        Self::session(url, registration(id, declared, ipv4), delay, script).await
+    }
+
+    /// Registers `reg` (retrying while throttled), opens the session and sends what `script`
+    /// returns for every request, until dropped/killed.
+    pub async fn start_scripted(url: &str, reg: pb::RegisterRequest, script: Script) -> FakeProbe {
+        Self::session(url, reg, Duration::ZERO, script).await
+    }
+
+    /// The session loop: heartbeats, records every request, answers as scripted (after
+    /// `delay`, without holding up the next request).
+    async fn session(
+        url: &str,
+        reg: pb::RegisterRequest,
+        delay: Duration,
+        script: Script,
+    ) -> FakeProbe {
+        let mut pc = probe_client(url).await;
+        let id = reg.probe_id.clone();
+        let reply = register_retrying(&mut pc, reg).await;
         let (tx, rx) = mpsc::channel::<pb::ProbeMessage>(64);
         tx.send(pb::ProbeMessage {
             kind: Some(PKind::Hello(pb::Hello {
                 session_token: reply.session_token.clone(),
-                probe_id: id.into(),
+                probe_id: id.clone(),
             })),
         })
         .await
@@ -234,10 +311,12 @@ impl FakeProbe {
         );
         let requests = Arc::new(Mutex::new(Vec::new()));
         let reqs = Arc::clone(&requests);
+        let closed = Arc::new(AtomicBool::new(false));
+        let cl = Arc::clone(&closed);
         let hb_interval = Duration::from_millis(u64::from(reply.heartbeat_interval_ms));
         let task = tokio::spawn(async move {
             let mut hb = tokio::time::interval(hb_interval);
-            loop {
+            'session: loop {
                 tokio::select! {
                     _ = hb.tick() => {
                         let m = pb::ProbeMessage { kind: Some(PKind::Heartbeat(pb::Heartbeat { unix_ms: 0, in_flight: 0 })) };
@@ -247,25 +326,29 @@ impl FakeProbe {
                         let Ok(Some(msg)) = msg else { break };
                         let Some(pb::coordinator_message::Kind::MeasurementRequest(req)) = msg.kind else { continue };
                         reqs.lock().unwrap().push(req.clone());
-                        if behaviour == Behaviour::Silent { continue; }
-                        let rtt = rtt(&req.target);
-                        if behaviour == Behaviour::HangOnUnknown && rtt.is_none() { continue; }
-                        let answer = answer(&req, rtt, behaviour);
-                        let msg = pb::ProbeMessage { kind: Some(PKind::MeasurementResult(answer)) };
-                        if let Behaviour::Delayed(ms) = behaviour {
+                        let out = script(&req);
+                        if delay.is_zero() {
+                            for m in out {
+                                if tx.send(m).await.is_err() { break 'session; }
+                            }
+                        } else {
                             let tx = tx.clone();
                             tokio::spawn(async move {
-                                tokio::time::sleep(Duration::from_millis(ms)).await;
-                                let _ = tx.send(msg).await;
+                                tokio::time::sleep(delay).await;
+                                for m in out {
+                                    let _ = tx.send(m).await;
+                                }
                             });
-                        } else if tx.send(msg).await.is_err() { break; }
+                        }
                     }
                 }
             }
+            cl.store(true, Ordering::SeqCst);
         });
         FakeProbe {
-            id: id.into(),
+            id,
             requests,
+            closed,
             task,
         }
     }
@@ -365,14 +448,14 @@ fn answer(req: &pb::MeasurementRequest, rtt: Option<f64>, b: Behaviour) -> pb::M
 /// Waits until `n` probes are healthy (bounded).
 pub async fn wait_healthy(coord: &Coordinator, n: usize) {
     for _ in 0..100 {
-        if coord.registry.healthy().len() >= n {
+        if coord.fleet.registry.healthy().len() >= n {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!(
         "only {} probes healthy, wanted {n}",
-        coord.registry.healthy().len()
+        coord.fleet.registry.healthy().len()
     );
 }
 

@@ -5,25 +5,24 @@
 //! peers down with it; it is flagged only when faster than light with two others or more (a
 //! single pair cannot tell which one lies). Flagged probes are left out of solving
 //! until cleared (`ClearFlag`); clearing or moving a probe discards older evidence.
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use geoloc_engine::delay::MIN_CALIBRATION_POINTS;
 use geoloc_engine::{
     distance_km, violates_speed_of_light, Calibration, LandmarkRtt, LatLon, FIBRE_KM_PER_MS_RTT,
 };
-use geoloc_proto::v1 as pb;
 
-use crate::landmarks::LandmarkKind;
-use crate::raw::{RawResult, RttKind};
-use crate::registry::ProbeSnapshot;
-use crate::storage::MeasurementRow;
+use crate::core::landmarks::LandmarkKind;
+use crate::core::measurement::{Purpose, RttKind};
+use crate::core::registry::ProbeSnapshot;
+use crate::core::target;
+use crate::{unix_ms, Coordinator};
 
 /// (landmark a, landmark b) with a < b -> (min RTT ms, position of a, position of b).
 type PairMap = BTreeMap<(String, String), (f64, LatLon, LatLon)>;
-use crate::{new_id, target, unix_ms, Coordinator};
 
 /// Landmark measurements one probe runs at a time.
 const LANDMARK_SLOTS_PER_PROBE: usize = 2;
@@ -100,14 +99,30 @@ pub fn blame(violations: &[Violation]) -> BTreeMap<String, Vec<Violation>> {
     out
 }
 
-impl Coordinator {
+/// The state of vetting the fleet: who measures whom, the evaluations' coalescing, and the
+/// delay model fitted on the landmark RTTs. Its methods read the fleet and the store through
+/// the [`Coordinator`] that owns it.
+#[derive(Default)]
+pub struct Vetting {
+    /// Serialises speed-of-light evaluations.
+    lock: tokio::sync::Mutex<()>,
+    /// Latest fitted calibration (None = not fitted yet); see [`Vetting::calibration`].
+    calibration_cache: RwLock<Option<Option<Calibration>>>,
+    /// Landmark-check rounds finished / covered by the latest evaluation (coalescing).
+    landmark_generation: AtomicU64,
+    evaluated_generation: AtomicU64,
+    /// Per measuring probe, the landmark measurements allowed at a time.
+    landmark_slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+}
+
+impl Vetting {
     /// Landmarks that may be measured: passive landmarks from the operator's file and
     /// probes with a live session whose declared address passed the target checks and is
     /// declared by no other landmark (an address claimed twice is ambiguous: measuring it
     /// would let a newcomer turn a probe's RTT to itself into evidence against it).
-    fn measurables(&self) -> Vec<Measurable> {
+    fn measurables(&self, cx: &Coordinator) -> Vec<Measurable> {
         let mut out: Vec<Measurable> = Vec::new();
-        for p in self.registry.live() {
+        for p in cx.fleet.registry.live() {
             if let Some(ip) = p.address() {
                 out.push(Measurable {
                     id: p.probe_id.clone(),
@@ -116,7 +131,7 @@ impl Coordinator {
                 });
             }
         }
-        for l in &self.landmarks {
+        for l in &cx.landmarks {
             if l.kind == LandmarkKind::Passive && !out.iter().any(|m| m.id == l.id) {
                 if let Some(ip) = l.ip {
                     out.push(Measurable {
@@ -132,7 +147,7 @@ impl Coordinator {
         }
         // Every declared address, connected or not, counts for ambiguity.
         let mut claims: BTreeMap<std::net::IpAddr, usize> = BTreeMap::new();
-        for p in self.registry.snapshot() {
+        for p in cx.fleet.registry.snapshot() {
             for ip in [p.ipv4.parse().ok(), p.ipv6.parse().ok()]
                 .into_iter()
                 .flatten()
@@ -140,7 +155,7 @@ impl Coordinator {
                 *claims.entry(ip).or_default() += 1;
             }
         }
-        for l in &self.landmarks {
+        for l in &cx.landmarks {
             if l.kind == LandmarkKind::Passive {
                 if let Some(ip) = l.ip {
                     *claims.entry(ip).or_default() += 1;
@@ -152,18 +167,18 @@ impl Coordinator {
             if !unique {
                 tracing::debug!(landmark = %m.id, ip = %m.ip, "address declared more than once: not measured");
             }
-            unique && target::check(&m.ip.to_string(), self.config.allow_private).is_ok()
+            unique && target::check(&m.ip.to_string(), cx.config.allow_private).is_ok()
         });
         out
     }
 
     /// A probe whose word counts against others: its position is in the operator's
     /// landmarks file, or it has been in the fleet for [`VETTED_AFTER_MS`] without a flag.
-    fn vetted(&self, p: &ProbeSnapshot) -> bool {
+    fn vetted(&self, cx: &Coordinator, p: &ProbeSnapshot) -> bool {
         if p.flagged {
             return false;
         }
-        let in_file = self
+        let in_file = cx
             .landmarks
             .iter()
             .any(|l| l.id == p.probe_id && l.kind == LandmarkKind::Probe);
@@ -172,18 +187,18 @@ impl Coordinator {
 
     /// After `probe_id` connected: it measures every other landmark, every other live probe
     /// measures it; then flags are re-evaluated. Bounded by `budget` per measurement.
-    pub async fn check_landmarks_for(self: &Arc<Self>, probe_id: &str, budget: Duration) {
-        let Some(me) = self.registry.get(probe_id) else {
+    pub async fn check_landmarks_for(&self, cx: &Coordinator, probe_id: &str, budget: Duration) {
+        let Some(me) = cx.fleet.registry.get(probe_id) else {
             return;
         };
-        let mut targets = self.measurables();
+        let mut targets = self.measurables(cx);
         let mine = targets.iter().find(|t| t.id == me.probe_id).cloned();
         let my_ips: Vec<std::net::IpAddr> = [me.ipv4.parse().ok(), me.ipv6.parse().ok()]
             .into_iter()
             .flatten()
             .collect();
         targets.retain(|t| t.id != me.probe_id && !my_ips.contains(&t.ip));
-        let mut live = self.registry.live();
+        let mut live = cx.fleet.registry.live();
         live.retain(|p| p.probe_id != me.probe_id);
         // A fixed budget per connect, whatever the fleet's size: a random sample of the
         // landmarks for it to measure, and of the live probes to measure it.
@@ -208,48 +223,40 @@ impl Coordinator {
             return;
         }
         let futs = jobs.into_iter().map(|(from, to)| {
-            let this = Arc::clone(self);
             async move {
                 // At most LANDMARK_SLOTS_PER_PROBE of these per measuring probe at a time:
                 // hundreds are queued when a fleet connects, and the budget should only
                 // start counting once the request is actually sent.
-                let slot = this.landmark_slot(&from.probe_id);
+                let slot = self.landmark_slot(&from.probe_id);
                 let Ok(_permit) = slot.acquire_owned().await else {
-                    return None;
+                    return;
                 };
                 // Background work: let running locates have the probes and the CPU (for at
                 // most LANDMARK_MAX_YIELD, so a busy coordinator still checks its fleet).
                 let yield_until = tokio::time::Instant::now() + LANDMARK_MAX_YIELD;
-                while this.locates_in_flight() > 0 && tokio::time::Instant::now() < yield_until {
+                while cx.locates_in_flight() > 0 && tokio::time::Instant::now() < yield_until {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                let req = pb::MeasurementRequest {
-                    request_id: new_id(),
-                    target: to.ip.to_string(),
-                    kinds: vec![pb::MeasurementKind::Ping as i32],
-                    ping_count: LANDMARK_PINGS,
-                    interval_ms: this.config.ping_interval_ms,
-                    timeout_ms: budget.as_millis() as u32,
-                    tcp_ports: Vec::new(),
-                    max_ttl: 0,
-                    allow_private: this.config.allow_private,
-                    purpose: pb::MeasurementPurpose::Landmark as i32,
-                };
-                Some(
-                    this.ask(&from, req, budget, None, 1, Some((&to.id, to.pos)))
-                        .await,
-                )
+                let fleet = &cx.fleet;
+                let req = fleet
+                    .defaults
+                    .ping(to.ip, LANDMARK_PINGS, budget, Purpose::Landmark);
+                let m = fleet.ask(&from.vantage_point(), req, budget).await;
+                let row = m.to_row(None, Purpose::Landmark, 1, Some((&to.id, to.pos)));
+                if let Err(e) = cx.storage.insert_measurement(&row).await {
+                    tracing::error!(error = %e, probe = %row.probe_id, "could not store a measurement");
+                }
             }
         });
-        let _rows: Vec<Option<MeasurementRow>> = futures::future::join_all(futs).await;
+        futures::future::join_all(futs).await;
         // Evaluate, unless an evaluation that started after these rows were stored already
         // covered them (a connecting fleet triggers one check per probe; coalesce them).
         let mine = self.landmark_generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let _g = self.ftl_lock.lock().await;
+        let _g = self.lock.lock().await;
         if self.evaluated_generation.load(Ordering::SeqCst) >= mine {
             return;
         }
-        if let Err(e) = self.evaluate_locked().await {
+        if let Err(e) = self.evaluate_locked(cx).await {
             tracing::error!(error = %e, "speed-of-light evaluation failed");
         }
     }
@@ -269,9 +276,13 @@ impl Coordinator {
     /// Minimum echo RTT per unordered landmark pair, from the stored landmark measurements
     /// that are about the current declared positions and newer than both flag epochs.
     /// Values: (RTT ms, position of the first, position of the second).
-    async fn current_pairs(&self) -> crate::Result<(PairMap, BTreeMap<String, ProbeSnapshot>)> {
-        let rows = self.storage.landmark_measurements().await?;
-        let probes: BTreeMap<String, ProbeSnapshot> = self
+    async fn current_pairs(
+        &self,
+        cx: &Coordinator,
+    ) -> crate::Result<(PairMap, BTreeMap<String, ProbeSnapshot>)> {
+        let rows = cx.storage.landmark_measurements().await?;
+        let probes: BTreeMap<String, ProbeSnapshot> = cx
+            .fleet
             .registry
             .snapshot()
             .into_iter()
@@ -281,7 +292,7 @@ impl Coordinator {
             if let Some(p) = probes.get(id) {
                 return Some((p.pos(), p.flag_epoch_unix_ms));
             }
-            self.landmarks.iter().find(|l| l.id == id).map(|l| {
+            cx.landmarks.iter().find(|l| l.id == id).map(|l| {
                 (
                     LatLon {
                         lat: l.lat,
@@ -299,9 +310,8 @@ impl Coordinator {
             let (Some(to_lat), Some(to_lon)) = (r.target_lat, r.target_lon) else {
                 continue;
             };
-            let raw: RawResult = match serde_json::from_str(&r.raw_json) {
-                Ok(raw) => raw,
-                Err(_) => continue,
+            let Ok(raw) = r.result() else {
+                continue;
             };
             let Some((rtt, RttKind::Echo)) = raw.best_rtt() else {
                 continue;
@@ -350,8 +360,8 @@ impl Coordinator {
     /// faster-than-light RTT left out); None when calibration is off or there are fewer than
     /// `MIN_CALIBRATION_POINTS` pairs. Cached: refitted by every speed-of-light evaluation
     /// and flag change, so a locate does not re-read the landmark measurements.
-    pub async fn calibration(&self) -> crate::Result<Option<Calibration>> {
-        if !self.config.calibrate {
+    pub async fn calibration(&self, cx: &Coordinator) -> crate::Result<Option<Calibration>> {
+        if !cx.config.calibrate {
             return Ok(None);
         }
         if let Some(c) = self.cached_calibration() {
@@ -359,14 +369,14 @@ impl Coordinator {
         }
         // Not fitted yet. An evaluation in progress will fit it: do not wait for it (the
         // locate goes on with the sound bound; the model used is stored with the result).
-        let Ok(_g) = self.ftl_lock.try_lock() else {
+        let Ok(_g) = self.lock.try_lock() else {
             return Ok(None);
         };
         if let Some(c) = self.cached_calibration() {
             return Ok(c);
         }
-        let (pairs, probes) = self.current_pairs().await?;
-        let cal = fit_calibration(pairs, &probes, self.config.calibration_min_rtts as usize);
+        let (pairs, probes) = self.current_pairs(cx).await?;
+        let cal = fit_calibration(pairs, &probes, cx.config.calibration_min_rtts as usize);
         self.store_calibration(cal.clone());
         Ok(cal)
     }
@@ -392,19 +402,19 @@ impl Coordinator {
 
     /// Re-reads all landmark measurements and flags the landmarks to blame. Flags are only
     /// ever added here; `ClearFlag` removes them. Returns the probes newly flagged.
-    pub async fn evaluate_flags(&self) -> crate::Result<Vec<String>> {
-        let _g = self.ftl_lock.lock().await;
-        self.evaluate_locked().await
+    pub async fn evaluate_flags(&self, cx: &Coordinator) -> crate::Result<Vec<String>> {
+        let _g = self.lock.lock().await;
+        self.evaluate_locked(cx).await
     }
 
     /// [`Coordinator::evaluate_flags`] with `ftl_lock` held; also refits the calibration.
-    async fn evaluate_locked(&self) -> crate::Result<Vec<String>> {
+    async fn evaluate_locked(&self, cx: &Coordinator) -> crate::Result<Vec<String>> {
         self.evaluated_generation.store(
             self.landmark_generation.load(Ordering::SeqCst),
             Ordering::SeqCst,
         );
         let t0 = std::time::Instant::now();
-        let (best, mut probes) = self.current_pairs().await?;
+        let (best, mut probes) = self.current_pairs(cx).await?;
         tracing::debug!(
             pairs = best.len(),
             ms = t0.elapsed().as_millis() as u64,
@@ -444,11 +454,11 @@ impl Coordinator {
                 .collect();
             // Evidence against a vetted probe counts only from vetted probes and passive
             // landmarks: fresh registrations cannot take an established probe down.
-            if self.vetted(p) {
+            if self.vetted(cx, p) {
                 let heard: BTreeSet<&str> = partners
                     .iter()
                     .copied()
-                    .filter(|o| probes.get(*o).is_none_or(|q| self.vetted(q)))
+                    .filter(|o| probes.get(*o).is_none_or(|q| self.vetted(cx, q)))
                     .collect();
                 if heard.len() < partners.len() {
                     tracing::warn!(probe = %id, unvetted = partners.len() - heard.len(), "faster-than-light evidence from unvetted probes against a vetted one ignored");
@@ -467,20 +477,18 @@ impl Coordinator {
                 .collect::<Vec<_>>()
                 .join("; ");
             tracing::warn!(probe = %id, %reason, "probe flagged");
-            self.storage
-                .set_probe_flag(&id, true, &reason, None)
-                .await?;
-            self.registry.set_flag(&id, true, &reason, None);
+            cx.storage.set_probe_flag(&id, true, &reason, None).await?;
+            cx.fleet.registry.set_flag(&id, true, &reason, None);
             if let Some(p) = probes.get_mut(&id) {
                 p.row.flagged = true;
             }
             newly.push(id);
         }
-        if self.config.calibrate {
+        if cx.config.calibrate {
             self.store_calibration(fit_calibration(
                 best,
                 &probes,
-                self.config.calibration_min_rtts as usize,
+                cx.config.calibration_min_rtts as usize,
             ));
         }
         Ok(newly)
@@ -488,16 +496,20 @@ impl Coordinator {
 
     /// Clears a probe's flag; older evidence no longer counts against it. Returns whether
     /// it was flagged, None for an unknown probe.
-    pub async fn clear_flag(&self, probe_id: &str) -> crate::Result<Option<bool>> {
-        let _g = self.ftl_lock.lock().await;
-        let Some(p) = self.registry.get(probe_id) else {
+    pub async fn clear_flag(
+        &self,
+        cx: &Coordinator,
+        probe_id: &str,
+    ) -> crate::Result<Option<bool>> {
+        let _g = self.lock.lock().await;
+        let Some(p) = cx.fleet.registry.get(probe_id) else {
             return Ok(None);
         };
         let now = unix_ms();
-        self.storage
+        cx.storage
             .set_probe_flag(probe_id, false, "", Some(now))
             .await?;
-        self.registry.set_flag(probe_id, false, "", Some(now));
+        cx.fleet.registry.set_flag(probe_id, false, "", Some(now));
         // The evidence counted changed: refit on the next use.
         self.set_cached_calibration(None);
         Ok(Some(p.flagged))

@@ -142,7 +142,7 @@ mod tests {
 
     #[test]
     fn parses_the_sample() {
-        let text = include_str!("../../landmarks/landmarks.csv");
+        let text = include_str!("../../../landmarks/landmarks.csv");
         let l = parse(text).unwrap();
         assert!(l.iter().any(|l| l.kind == LandmarkKind::Passive));
         assert!(l.iter().any(|l| l.kind == LandmarkKind::Probe));

@@ -1,12 +1,13 @@
-//! Choosing probes: spread over the world (first stage) and nearest a point (second stage).
+//! Choosing vantage points: spread over the world (first stage) and nearest a point (second
+//! stage). Works on any source's vantage points.
 use geoloc_engine::{distance_km, LatLon};
 
-use crate::registry::ProbeSnapshot;
+use crate::core::source::VantagePoint;
 
 /// `n` probes spread over the world by farthest-point sampling: start with the probe farthest
 /// from the fleet's mean position (ties by id), then repeatedly add the probe farthest from
 /// those already chosen. Deterministic. Returns indices into `probes`.
-pub fn spread(probes: &[ProbeSnapshot], n: usize) -> Vec<usize> {
+pub fn spread(probes: &[VantagePoint], n: usize) -> Vec<usize> {
     if probes.is_empty() || n == 0 {
         return Vec::new();
     }
@@ -14,12 +15,12 @@ pub fn spread(probes: &[ProbeSnapshot], n: usize) -> Vec<usize> {
     let mut chosen: Vec<usize> = Vec::with_capacity(n);
     // Start: lowest id, so results do not depend on the fleet's arrival order.
     let first = (0..probes.len())
-        .min_by(|&a, &b| probes[a].probe_id.cmp(&probes[b].probe_id))
+        .min_by(|&a, &b| probes[a].id.cmp(&probes[b].id))
         .unwrap_or(0);
     chosen.push(first);
     let mut min_d: Vec<f64> = probes
         .iter()
-        .map(|p| distance_km(p.pos(), probes[first].pos()))
+        .map(|p| distance_km(p.pos, probes[first].pos))
         .collect();
     while chosen.len() < n {
         let next = (0..probes.len())
@@ -27,26 +28,26 @@ pub fn spread(probes: &[ProbeSnapshot], n: usize) -> Vec<usize> {
             .max_by(|&a, &b| {
                 min_d[a]
                     .total_cmp(&min_d[b])
-                    .then(probes[b].probe_id.cmp(&probes[a].probe_id))
+                    .then(probes[b].id.cmp(&probes[a].id))
             });
         let Some(next) = next else { break };
         chosen.push(next);
         for (i, d) in min_d.iter_mut().enumerate() {
-            *d = d.min(distance_km(probes[i].pos(), probes[next].pos()));
+            *d = d.min(distance_km(probes[i].pos, probes[next].pos));
         }
     }
     chosen
 }
 
 /// The `k` probes nearest `point`, skipping `exclude`; indices into `probes`, nearest first.
-pub fn nearest(probes: &[ProbeSnapshot], point: LatLon, k: usize, exclude: &[usize]) -> Vec<usize> {
+pub fn nearest(probes: &[VantagePoint], point: LatLon, k: usize, exclude: &[usize]) -> Vec<usize> {
     let mut idx: Vec<(f64, usize)> = (0..probes.len())
         .filter(|i| !exclude.contains(i))
-        .map(|i| (distance_km(probes[i].pos(), point), i))
+        .map(|i| (distance_km(probes[i].pos, point), i))
         .collect();
     idx.sort_by(|a, b| {
         a.0.total_cmp(&b.0)
-            .then(probes[a.1].probe_id.cmp(&probes[b.1].probe_id))
+            .then(probes[a.1].id.cmp(&probes[b.1].id))
     });
     idx.into_iter().take(k).map(|(_, i)| i).collect()
 }
@@ -61,7 +62,7 @@ pub const TYPICAL_KM_PER_MS_RTT: f64 = 60.0;
 /// relative error, closer probes weigh more); probes outside a first-stage sound-bound disc
 /// are ranked last. Skips `exclude`; indices into `probes`, best first.
 pub fn nearest_by_rtt_fit(
-    probes: &[ProbeSnapshot],
+    probes: &[VantagePoint],
     seen: &[(LatLon, f64)],
     k: usize,
     exclude: &[usize],
@@ -82,13 +83,13 @@ pub fn nearest_by_rtt_fit(
     };
     let mut idx: Vec<((bool, f64), usize)> = (0..probes.len())
         .filter(|i| !exclude.contains(i))
-        .map(|i| (score(probes[i].pos()), i))
+        .map(|i| (score(probes[i].pos), i))
         .collect();
     idx.sort_by(|a, b| {
         a.0 .0
             .cmp(&b.0 .0)
             .then(a.0 .1.total_cmp(&b.0 .1))
-            .then(probes[a.1].probe_id.cmp(&probes[b.1].probe_id))
+            .then(probes[a.1].id.cmp(&probes[b.1].id))
     });
     idx.into_iter().take(k).map(|(_, i)| i).collect()
 }
@@ -97,23 +98,10 @@ pub fn nearest_by_rtt_fit(
 mod tests {
     use super::*;
 
-    fn p(id: &str, lat: f64, lon: f64) -> ProbeSnapshot {
-        ProbeSnapshot {
-            row: crate::storage::ProbeRow {
-                probe_id: id.into(),
-                lat,
-                lon,
-                ipv4: String::new(),
-                ipv6: String::new(),
-                agent_version: String::new(),
-                flagged: false,
-                flag_reason: String::new(),
-                flag_epoch_unix_ms: 0,
-                first_seen_unix_ms: 0,
-                last_seen_unix_ms: 0,
-            },
-            connected: true,
-            healthy: true,
+    fn p(id: &str, lat: f64, lon: f64) -> VantagePoint {
+        VantagePoint {
+            id: id.into(),
+            pos: LatLon { lat, lon },
         }
     }
 
@@ -127,7 +115,7 @@ mod tests {
             p("e-newyork", 40.7, -74.0),
         ];
         let s = spread(&ps, 3);
-        let ids: Vec<&str> = s.iter().map(|&i| ps[i].probe_id.as_str()).collect();
+        let ids: Vec<&str> = s.iter().map(|&i| ps[i].id.as_str()).collect();
         assert_eq!(ids, ["a-paris", "d-sydney", "e-newyork"]);
         assert_eq!(spread(&ps, 10).len(), 5);
         assert!(spread(&[], 3).is_empty());
@@ -174,13 +162,9 @@ mod tests {
             p("saopaulo", -23.55, -46.63),
             p("frankfurt", 50.11, 8.68),
         ];
-        let seen = [
-            (ps[1].pos(), 80.0),
-            (ps[2].pos(), 280.0),
-            (ps[3].pos(), 230.0),
-        ];
+        let seen = [(ps[1].pos, 80.0), (ps[2].pos, 280.0), (ps[3].pos, 230.0)];
         let n = nearest_by_rtt_fit(&ps, &seen, 2, &[1, 2, 3]);
-        let mut ids: Vec<&str> = n.iter().map(|&i| ps[i].probe_id.as_str()).collect();
+        let mut ids: Vec<&str> = n.iter().map(|&i| ps[i].id.as_str()).collect();
         ids.sort();
         assert_eq!(ids, ["frankfurt", "paris"]);
     }

@@ -67,7 +67,7 @@ impl Throttle {
         if self.auth_log.check().is_ok() {
             let suppressed = self.auth_failures_unlogged.swap(0, Ordering::Relaxed);
             tracing::warn!(
-                probe = %crate::validate::bounded_text(probe_id, 80),
+                probe = %crate::core::text::bounded_text(probe_id, 80),
                 peer = ?peer,
                 suppressed,
                 "registration with a wrong credential"

@@ -1,25 +1,36 @@
 //! Probe registry: who is registered, who has a live session, liveness from heartbeats, and
-//! the request/answer plumbing over each probe's session stream.
+//! the request/answer plumbing over each probe's session. A session is a channel of
+//! [`SessionCommand`]s (domain values); the gRPC adapter turns them into wire messages.
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use geoloc_proto::v1 as pb;
 use tokio::sync::{mpsc, oneshot};
-use tonic::Status;
 
-use crate::storage::ProbeRow;
+use crate::core::measurement::{MeasurementRequest, MeasurementResult};
+use crate::core::rows::ProbeRow;
+use crate::core::source::VantagePoint;
 use crate::unix_ms;
 
-/// Messages sent down a probe's session stream.
-pub type Outbound = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
+/// What the coordinator tells a probe over its session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionCommand {
+    /// Measure this.
+    Measure(MeasurementRequest),
+    /// Stop working on `request_id` (nobody waits for it any more).
+    Cancel { request_id: String, reason: String },
+}
+
+/// Commands sent down a probe's session.
+pub type Outbound = mpsc::Sender<SessionCommand>;
 
 /// What came back for one measurement request.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Answer(Box<pb::MeasurementResult>),
+    /// An answer that passed the checks at the edge.
+    Answer(Box<MeasurementResult>),
     /// The probe reported it could not carry out the request.
     ProbeError(String),
-    /// The answer failed the checks at the edge (`crate::validate`): counted as the probe's
+    /// The answer failed the checks at the edge (`crate::grpc::validate`): counted as the probe's
     /// error, nothing of it is stored or solved.
     Rejected(String),
     /// No answer within the budget.
@@ -42,6 +53,16 @@ pub struct ProbeSnapshot {
     pub healthy: bool,
 }
 
+impl ProbeSnapshot {
+    /// This probe as a place to measure from.
+    pub fn vantage_point(&self) -> VantagePoint {
+        VantagePoint {
+            id: self.row.probe_id.clone(),
+            pos: self.row.pos(),
+        }
+    }
+}
+
 impl std::ops::Deref for ProbeSnapshot {
     type Target = ProbeRow;
     fn deref(&self) -> &ProbeRow {
@@ -53,7 +74,7 @@ struct Session {
     id: u64,
     tx: Outbound,
     /// Waiting requests: who waits, and the request (answers are checked against it).
-    pending: HashMap<String, (oneshot::Sender<Outcome>, pb::MeasurementRequest)>,
+    pending: HashMap<String, (oneshot::Sender<Outcome>, MeasurementRequest)>,
 }
 
 struct ProbeState {
@@ -193,7 +214,7 @@ impl Registry {
         probe_id: &str,
         session_id: u64,
         request_id: &str,
-    ) -> Option<(oneshot::Sender<Outcome>, pb::MeasurementRequest)> {
+    ) -> Option<(oneshot::Sender<Outcome>, MeasurementRequest)> {
         let mut g = self.lock();
         g.probes
             .get_mut(probe_id)
@@ -284,7 +305,7 @@ impl Registry {
     pub async fn measure(
         &self,
         probe_id: &str,
-        req: pb::MeasurementRequest,
+        req: MeasurementRequest,
         budget: Duration,
     ) -> Outcome {
         let request_id = req.request_id.clone();
@@ -297,11 +318,8 @@ impl Registry {
             s.pending.insert(request_id.clone(), (otx, req.clone()));
             (s.tx.clone(), s.id)
         };
-        let msg = pb::CoordinatorMessage {
-            kind: Some(pb::coordinator_message::Kind::MeasurementRequest(req)),
-        };
         let deadline = tokio::time::Instant::now() + budget;
-        match tokio::time::timeout_at(deadline, tx.send(Ok(msg))).await {
+        match tokio::time::timeout_at(deadline, tx.send(SessionCommand::Measure(req))).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => {
                 self.forget(probe_id, session_id, &request_id);
@@ -317,13 +335,10 @@ impl Registry {
             Ok(Err(_)) => Outcome::Disconnected,
             Err(_) => {
                 self.forget(probe_id, session_id, &request_id);
-                let cancel = pb::CoordinatorMessage {
-                    kind: Some(pb::coordinator_message::Kind::Cancel(pb::Cancel {
-                        request_id,
-                        reason: format!("no answer within {} ms", budget.as_millis()),
-                    })),
-                };
-                let _ = tx.try_send(Ok(cancel));
+                let _ = tx.try_send(SessionCommand::Cancel {
+                    request_id,
+                    reason: format!("no answer within {} ms", budget.as_millis()),
+                });
                 Outcome::Timeout
             }
         }

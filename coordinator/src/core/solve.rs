@@ -1,12 +1,12 @@
-//! From stored raw rows to the engine's answer. Used both live and by
+//! From stored measurement rows to the engine's answer. Used both live and by
 //! [`crate::Coordinator::recompute`], so a recomputed result equals the stored one.
 use std::collections::BTreeMap;
 
 use geoloc_engine::{GeoIpRecord, Kind, LatLon, Measurement, Solution, SolveOptions};
 use serde::{Deserialize, Serialize};
 
-use crate::raw::{RawResult, RttKind};
-use crate::storage::MeasurementRow;
+use crate::core::measurement::RttKind;
+use crate::core::rows::MeasurementRow;
 
 /// JSON form of the GeoIP record stored with a result (`results.geoip_json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,18 +80,13 @@ impl Inputs {
 
 /// Reduces raw rows to one RTT per probe: the best echo over its rows, else its best last
 /// hop. Rows marked `excluded` are counted (packets) but not used.
-pub fn inputs_from_rows(rows: &[MeasurementRow]) -> Result<Inputs, String> {
+pub fn inputs_from_rows(rows: &[MeasurementRow]) -> crate::Result<Inputs> {
     let mut best: BTreeMap<&str, ProbeRtt> = BTreeMap::new();
     let mut asked: BTreeMap<&str, ()> = BTreeMap::new();
     let mut packets = 0u64;
     for row in rows {
         asked.insert(&row.probe_id, ());
-        let raw: RawResult = if row.raw_json.is_empty() {
-            RawResult::default()
-        } else {
-            serde_json::from_str(&row.raw_json)
-                .map_err(|e| format!("measurement {}: raw_json: {e}", row.measurement_id))?
-        };
+        let raw = row.result()?;
         packets += raw.packets_sent();
         if !row.excluded.is_empty() {
             continue;

@@ -3,10 +3,13 @@
 //! an answer must be about what was asked (target, kinds, counts), carry only finite RTTs in
 //! a physical range, and stay within fixed size caps, so a stored row is bounded and can
 //! always be rebuilt.
-use std::borrow::Cow;
 use std::net::IpAddr;
 
 use geoloc_proto::v1 as pb;
+
+use crate::core::measurement::MeasurementRequest;
+
+pub use crate::core::text::{bounded_text, printable};
 
 /// Smallest RTT accepted, ms (1 µs: a real echo, even on loopback, takes longer).
 pub const MIN_RTT_MS: f64 = 0.001;
@@ -78,15 +81,12 @@ pub fn compact(x: f64) -> String {
 /// Checks an answer against the request it claims to answer. Accepts exactly what an honest
 /// agent can send: the same target, only the kinds asked, counts within what was asked,
 /// finite RTTs in range, bounded lists and texts.
-pub fn answer(req: &pb::MeasurementRequest, r: &pb::MeasurementResult) -> Result<(), Rejected> {
+pub fn answer(req: &MeasurementRequest, r: &pb::MeasurementResult) -> Result<(), Rejected> {
     if r.request_id != req.request_id {
         return reject("answer for another request");
     }
     check_text("target", &r.target, MAX_ADDRESS_LEN)?;
-    let same_target = match (r.target.parse::<IpAddr>(), req.target.parse::<IpAddr>()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => r.target == req.target,
-    };
+    let same_target = r.target.parse::<IpAddr>() == Ok(req.target);
     if !same_target {
         return reject(format!(
             "answer names target {:?}, the request was for {}",
@@ -94,9 +94,8 @@ pub fn answer(req: &pb::MeasurementRequest, r: &pb::MeasurementResult) -> Result
         ));
     }
     check_text("error", &r.error, MAX_ERROR_LEN)?;
-    let asked = |k: pb::MeasurementKind| req.kinds.contains(&(k as i32));
     if let Some(p) = &r.ping {
-        if !asked(pb::MeasurementKind::Ping) {
+        if !req.kinds.ping {
             return reject("ping result for a request without ping");
         }
         let max_sent = if req.ping_count == 0 {
@@ -138,7 +137,7 @@ pub fn answer(req: &pb::MeasurementRequest, r: &pb::MeasurementResult) -> Result
         check_text("ping error", &p.error, MAX_ERROR_LEN)?;
     }
     if !r.tcp.is_empty() {
-        if !asked(pb::MeasurementKind::Tcp) {
+        if !req.kinds.tcp {
             return reject("TCP results for a request without TCP");
         }
         let max = if req.tcp_ports.is_empty() {
@@ -163,7 +162,7 @@ pub fn answer(req: &pb::MeasurementRequest, r: &pb::MeasurementResult) -> Result
         }
     }
     if let Some(t) = &r.traceroute {
-        if !asked(pb::MeasurementKind::Traceroute) {
+        if !req.kinds.traceroute {
             return reject("traceroute for a request without traceroute");
         }
         let max_ttl = if req.max_ttl == 0 {
@@ -204,48 +203,23 @@ fn check_address(what: &str, a: &str, may_be_empty: bool) -> Result<(), Rejected
     }
 }
 
-/// `s` with control characters escaped (`\n`, `\u{1b}`, ...), safe for one log or terminal
-/// line. Borrowed when there is nothing to escape.
-pub fn printable(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
-}
-
-/// `s` cut to at most `max` bytes (on a character boundary) with control characters
-/// escaped; a cut text says how long it was.
-pub fn bounded_text(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return printable(s).into_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes)", printable(&s[..end]), s.len())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn req() -> pb::MeasurementRequest {
-        pb::MeasurementRequest {
-            request_id: "r1".into(),
-            target: "192.0.2.1".into(),
-            kinds: vec![pb::MeasurementKind::Ping as i32],
-            ping_count: 3,
-            ..Default::default()
-        }
+    fn req() -> MeasurementRequest {
+        let d = crate::core::measurement::RequestDefaults {
+            ping_interval_ms: 0,
+            allow_private: false,
+        };
+        let mut r = d.ping(
+            "192.0.2.1".parse().unwrap(),
+            3,
+            std::time::Duration::from_secs(1),
+            crate::core::measurement::Purpose::Locate,
+        );
+        r.request_id = "r1".into();
+        r
     }
 
     fn ping(rtts: &[f64]) -> pb::MeasurementResult {
@@ -307,7 +281,10 @@ mod tests {
     #[test]
     fn control_characters_are_escaped_and_long_text_cut() {
         assert_eq!(printable("a\nb\u{1b}[31m"), "a\\nb\\u{1b}[31m");
-        assert!(matches!(printable("plain é"), Cow::Borrowed(_)));
+        assert!(matches!(
+            printable("plain é"),
+            std::borrow::Cow::Borrowed(_)
+        ));
         let s = bounded_text(&"x".repeat(1000), 10);
         assert!(
             s.starts_with("xxxxxxxxxx…") && s.contains("1000 bytes"),

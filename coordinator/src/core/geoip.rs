@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use crate::core::solve::GeoIpJson;
 use crate::error::{CoordinatorError, Result};
-use crate::solve::GeoIpJson;
 
 /// An open GeoIP City database.
 pub struct GeoIp {

@@ -1,0 +1,213 @@
+//! [`Coordinator`]: the state shared by the adapters, composed of parts that each own their
+//! state (the [`Fleet`] with its registry and throttle, the [`Vetting`] of positions, the
+//! store, landmarks and GeoIP database); every `impl Coordinator` is in this file.
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use geoloc_engine::{Calibration, Solution};
+
+use crate::config::Config;
+use crate::core::fleet::Fleet;
+use crate::core::geoip::GeoIp;
+use crate::core::landmarks::{self, Landmark};
+use crate::core::locate::{self, LocateFailure, LocateParams, Located, Progress};
+use crate::core::measurement::RequestDefaults;
+use crate::core::register::{self, RegisterError, Registered, Registration};
+use crate::core::registry::Registry;
+use crate::core::rows::ResultRow;
+use crate::core::source::MeasurementSource;
+use crate::core::vetting::Vetting;
+use crate::storage::Storage;
+use crate::{unix_ms, Result};
+
+/// A probe last seen this recently before a start is expected to reconnect, ms.
+const RECENTLY_SEEN_MS: i64 = 3_600_000;
+
+/// The coordinator's state, shared by the gRPC services.
+pub struct Coordinator {
+    pub config: Config,
+    pub storage: Storage,
+    /// The own probes: registry, registration limits, how they are asked. The first
+    /// [`MeasurementSource`].
+    pub fleet: Fleet,
+    /// Speed-of-light checks and the fitted delay model.
+    pub vetting: Vetting,
+    pub landmarks: Vec<Landmark>,
+    pub geoip: Option<GeoIp>,
+    shutting_down: AtomicBool,
+    /// Locate runs in progress (landmark checks yield to them).
+    locates_in_flight: AtomicUsize,
+}
+
+impl Coordinator {
+    /// Opens the database (applying migrations), loads landmarks, the GeoIP database and the
+    /// known probes; runs left `running` by a previous process are marked `interrupted`.
+    pub async fn new(config: Config) -> Result<Arc<Coordinator>> {
+        let storage = Storage::connect(&config.database).await?;
+        Self::with_storage(config, storage).await
+    }
+
+    /// Like [`Coordinator::new`] with an already opened store.
+    pub async fn with_storage(config: Config, storage: Storage) -> Result<Arc<Coordinator>> {
+        config.validate()?;
+        let landmarks = match &config.landmarks {
+            Some(p) => landmarks::load(p)?,
+            None => Vec::new(),
+        };
+        let geoip = match &config.geoip {
+            Some(p) => Some(GeoIp::open(p)?),
+            None => None,
+        };
+        let interrupted = storage.mark_interrupted(unix_ms()).await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "runs left unfinished by a previous coordinator marked interrupted"
+            );
+        }
+        let registry = Registry::new(Duration::from_millis(u64::from(
+            config.heartbeat_interval_ms,
+        )));
+        let known = storage.list_probes().await?;
+        let now = unix_ms();
+        // Unflagged probes seen in the hour before this start: after a restart, locates
+        // wait (up to `reconnect_grace_ms`) for this many to be healthy again.
+        let expected = known
+            .iter()
+            .filter(|p| !p.flagged && now - p.last_seen_unix_ms < RECENTLY_SEEN_MS)
+            .count();
+        registry.load(known);
+        let fleet = Fleet::new(
+            registry,
+            RequestDefaults {
+                ping_interval_ms: config.ping_interval_ms,
+                allow_private: config.allow_private,
+            },
+            Duration::from_millis(u64::from(config.reconnect_grace_ms)),
+            expected,
+        );
+        Ok(Arc::new(Coordinator {
+            config,
+            storage,
+            fleet,
+            vetting: Vetting::default(),
+            landmarks,
+            geoip,
+            shutting_down: AtomicBool::new(false),
+            locates_in_flight: AtomicUsize::new(0),
+        }))
+    }
+
+    // ---- lifecycle ------------------------------------------------------------------------
+
+    /// Starts stopping: no new locate runs, probe sessions closed; runs in flight end as
+    /// `interrupted` (clients see UNAVAILABLE and retry; their finished results are stored).
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.fleet.close();
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Locate runs in progress.
+    pub fn locates_in_flight(&self) -> usize {
+        self.locates_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Counts a locate run until the guard is dropped.
+    pub(crate) fn locate_guard(&self) -> InFlight<'_> {
+        self.locates_in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(&self.locates_in_flight)
+    }
+
+    // ---- locating -------------------------------------------------------------------------
+
+    /// Locates one address with the own fleet. `progress` hears every stage and every
+    /// vantage point that finished.
+    pub async fn locate(
+        &self,
+        p: LocateParams,
+        progress: Progress<'_>,
+    ) -> std::result::Result<Located, LocateFailure> {
+        locate::run(self, &self.fleet, p, progress).await
+    }
+
+    /// Like [`Coordinator::locate`] with measurements from `source` (a replay, a platform).
+    pub async fn locate_with(
+        &self,
+        source: &dyn MeasurementSource,
+        p: LocateParams,
+        progress: Progress<'_>,
+    ) -> std::result::Result<Located, LocateFailure> {
+        locate::run(self, source, p, progress).await
+    }
+
+    /// A finished result read back from the store.
+    pub async fn stored(&self, row: &ResultRow) -> Result<Located> {
+        locate::located(&self.storage, row, true).await
+    }
+
+    /// Recomputes a stored result from its measurement rows (same derivation, same GeoIP
+    /// record, same instant for UTC offsets).
+    pub async fn recompute(&self, result_id: &str) -> Result<Solution> {
+        locate::recompute(&self.storage, result_id).await
+    }
+
+    // ---- the fleet ------------------------------------------------------------------------
+
+    /// Rate and credential checks of a registration, before its fields are read.
+    pub fn admit(
+        &self,
+        peer: Option<std::net::IpAddr>,
+        credential: &str,
+        probe_id: &str,
+    ) -> std::result::Result<(), RegisterError> {
+        register::admit(self, peer, credential, probe_id)
+    }
+
+    /// Records a registration; returns the session token and flag state.
+    pub async fn register(
+        &self,
+        r: Registration,
+    ) -> std::result::Result<Registered, RegisterError> {
+        register::register(self, r).await
+    }
+
+    // ---- vetting --------------------------------------------------------------------------
+
+    /// After `probe_id` connected: it measures other landmarks, other live probes measure
+    /// it; then flags are re-evaluated. Bounded by `budget` per measurement.
+    pub async fn check_landmarks_for(&self, probe_id: &str, budget: Duration) {
+        self.vetting
+            .check_landmarks_for(self, probe_id, budget)
+            .await
+    }
+
+    /// Re-reads all landmark measurements and flags the landmarks to blame. Returns the
+    /// probes newly flagged.
+    pub async fn evaluate_flags(&self) -> Result<Vec<String>> {
+        self.vetting.evaluate_flags(self).await
+    }
+
+    /// The delay model fitted on the landmark RTTs, if calibration is on and there is one.
+    pub async fn calibration(&self) -> Result<Option<Calibration>> {
+        self.vetting.calibration(self).await
+    }
+
+    /// Clears a probe's flag; returns whether it was flagged, None for an unknown probe.
+    pub async fn clear_flag(&self, probe_id: &str) -> Result<Option<bool>> {
+        self.vetting.clear_flag(self, probe_id).await
+    }
+}
+
+/// Decrements the locate counter when dropped.
+pub(crate) struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}

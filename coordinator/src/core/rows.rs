@@ -1,0 +1,135 @@
+//! The records the store keeps, in the domain's words: a probe, a locate run (result), one
+//! measurement. `crate::storage` reads and writes them (SQLite or PostgreSQL); nothing here
+//! knows SQL or the wire.
+use crate::core::measurement::{MeasurementOutcome, MeasurementResult};
+use crate::error::{CoordinatorError, Result};
+
+/// A probe as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeRow {
+    pub probe_id: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub ipv4: String,
+    pub ipv6: String,
+    pub agent_version: String,
+    pub flagged: bool,
+    pub flag_reason: String,
+    pub flag_epoch_unix_ms: i64,
+    pub first_seen_unix_ms: i64,
+    pub last_seen_unix_ms: i64,
+}
+
+impl ProbeRow {
+    /// The declared position.
+    pub fn pos(&self) -> geoloc_engine::LatLon {
+        geoloc_engine::LatLon {
+            lat: self.lat,
+            lon: self.lon,
+        }
+    }
+    /// Address at which this probe can be measured (IPv4 preferred).
+    pub fn address(&self) -> Option<std::net::IpAddr> {
+        self.ipv4.parse().ok().or_else(|| self.ipv6.parse().ok())
+    }
+}
+
+/// Status of a result row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultStatus {
+    Running,
+    Done,
+    Failed,
+    Interrupted,
+}
+
+impl ResultStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultStatus::Running => "running",
+            ResultStatus::Done => "done",
+            ResultStatus::Failed => "failed",
+            ResultStatus::Interrupted => "interrupted",
+        }
+    }
+    pub(crate) fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "running" => ResultStatus::Running,
+            "done" => ResultStatus::Done,
+            "failed" => ResultStatus::Failed,
+            "interrupted" => ResultStatus::Interrupted,
+            other => {
+                return Err(CoordinatorError::Corrupt {
+                    what: "results.status",
+                    detail: other.to_string(),
+                })
+            }
+        })
+    }
+}
+
+/// A located address (one locate run) as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultRow {
+    pub result_id: String,
+    pub ip: String,
+    pub mode: String,
+    pub status: ResultStatus,
+    pub solution_json: Option<String>,
+    pub error_code: String,
+    pub error: String,
+    pub geoip_json: Option<String>,
+    /// Engine `Calibration` used (JSON), if any.
+    pub calibration_json: Option<String>,
+    pub probes_asked: i64,
+    pub probes_used: i64,
+    pub packets_sent: i64,
+    pub min_rtt_ms: Option<f64>,
+    pub nearest_probe: String,
+    pub created_at_unix_ms: i64,
+    pub finished_unix_ms: Option<i64>,
+}
+
+/// One raw probe answer as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeasurementRow {
+    pub measurement_id: String,
+    pub result_id: Option<String>,
+    /// "locate" or "landmark".
+    pub purpose: String,
+    pub stage: i64,
+    pub request_id: String,
+    pub probe_id: String,
+    pub probe_lat: f64,
+    pub probe_lon: f64,
+    pub target: String,
+    pub target_landmark: Option<String>,
+    pub target_lat: Option<f64>,
+    pub target_lon: Option<f64>,
+    /// "answered" | "no-reply" | "timeout" | "disconnected" | "probe-error" | "rejected"
+    /// (the answer failed the checks of `crate::grpc::validate`; `error` says why).
+    pub outcome: String,
+    pub error: String,
+    pub excluded: String,
+    pub packets_sent: i64,
+    pub raw_json: String,
+    pub created_unix_ms: i64,
+}
+
+impl MeasurementRow {
+    /// The answer stored with this row (an empty `raw_json` is an empty answer).
+    pub fn result(&self) -> Result<MeasurementResult> {
+        if self.raw_json.is_empty() {
+            return Ok(MeasurementResult::default());
+        }
+        serde_json::from_str(&self.raw_json).map_err(|e| CoordinatorError::Corrupt {
+            what: "measurements.raw_json",
+            detail: format!("measurement {}: {e}", self.measurement_id),
+        })
+    }
+
+    /// How the request ended; None for a name this version does not know.
+    pub fn outcome(&self) -> Option<MeasurementOutcome> {
+        MeasurementOutcome::parse(&self.outcome)
+    }
+}

@@ -1,0 +1,262 @@
+//! `LocateService`: what clients call. Converts requests to [`crate::core::locate::LocateParams`], runs the
+//! core's locate jobs, and streams their events and results back as wire messages.
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use geoloc_proto::v1 as pb;
+use pb::locate_service_server::LocateService;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{convert, internal, invalid, truncate, BoxStream};
+use crate::core::locate::{LocateEvent, LocateFailure, Located};
+use crate::core::rows::ResultStatus;
+use crate::core::target;
+use crate::Coordinator;
+
+/// Most addresses in one LocateBatch.
+pub const MAX_BATCH: usize = 100_000;
+
+/// `LocateService`.
+pub struct LocateSvc(pub Arc<Coordinator>);
+
+fn event(ip: &str, index: u32, e: pb::locate_event::Event) -> pb::LocateEvent {
+    pb::LocateEvent {
+        ip: ip.to_string(),
+        index,
+        event: Some(e),
+    }
+}
+
+fn failure_event(ip: &str, index: u32, f: LocateFailure) -> pb::LocateEvent {
+    event(
+        ip,
+        index,
+        pb::locate_event::Event::Error(convert::locate_error(f)),
+    )
+}
+
+/// A located address as a result event (an internal error if it does not convert).
+fn result_event(ip: &str, index: u32, l: &Located) -> pb::LocateEvent {
+    match convert::located(l) {
+        Ok(r) => event(ip, index, pb::locate_event::Event::Result(r)),
+        Err(e) => {
+            tracing::error!(error = %e, "a result did not convert to its wire form");
+            failure_event(ip, index, LocateFailure::from(e))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl LocateService for LocateSvc {
+    type LocateStream = BoxStream<pb::LocateEvent>;
+
+    async fn locate(
+        &self,
+        req: Request<pb::LocateRequest>,
+    ) -> Result<Response<Self::LocateStream>, Status> {
+        let r = req.into_inner();
+        let params = convert::params(&r);
+        // Bad input fails the call itself.
+        target::check(&r.ip, self.0.config.allow_private)
+            .map_err(|e| invalid(e.code, e.message))?;
+        let (tx, rx) = mpsc::channel(64);
+        let coord = Arc::clone(&self.0);
+        tokio::spawn(async move {
+            let ip = r.ip.clone();
+            let ptx = tx.clone();
+            let pip = ip.clone();
+            let progress = move |e: LocateEvent| {
+                if let Some(p) = convert::event(e) {
+                    let _ = ptx.try_send(Ok(event(&pip, 0, pb::locate_event::Event::Progress(p))));
+                }
+            };
+            let ev = match coord.locate(params, &progress).await {
+                Ok(res) => result_event(&ip, 0, &res),
+                Err(f) if f.is_invalid_input() => {
+                    let _ = tx.send(Err(invalid(f.code.as_str(), f.message))).await;
+                    return;
+                }
+                Err(f) if f.is_interrupted() => {
+                    let _ = tx.send(Err(Status::unavailable(f.message))).await;
+                    return;
+                }
+                Err(f) => failure_event(&ip, 0, f),
+            };
+            // The client may be gone; the result is stored anyway.
+            let _ = tx.send(Ok(ev)).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type LocateBatchStream = BoxStream<pb::LocateEvent>;
+
+    async fn locate_batch(
+        &self,
+        req: Request<pb::LocateBatchRequest>,
+    ) -> Result<Response<Self::LocateBatchStream>, Status> {
+        let mut r = req.into_inner();
+        if r.ips.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "{} addresses in one batch (at most {MAX_BATCH})",
+                r.ips.len()
+            )));
+        }
+        let coord = Arc::clone(&self.0);
+        let concurrency = if r.concurrency == 0 {
+            coord.config.batch_concurrency
+        } else {
+            r.concurrency.min(256)
+        } as usize;
+        let (tx, rx) = mpsc::channel(256);
+        // Shared by every address's task (a copy per address made a batch quadratic).
+        let ips: Arc<Vec<String>> = Arc::new(std::mem::take(&mut r.ips));
+        tokio::spawn(async move {
+            // Same address twice in a batch: measured once, answered for each index.
+            let mut groups: HashMap<String, Vec<u32>> = HashMap::new();
+            let mut order: Vec<String> = Vec::new();
+            for (i, ip) in ips.iter().enumerate() {
+                let key = match target::check(ip, coord.config.allow_private) {
+                    Ok(a) => target::canonical(a),
+                    Err(e) => {
+                        let f = LocateFailure::refused(e);
+                        let _ = tx.send(Ok(failure_event(&truncate(ip), i as u32, f))).await;
+                        continue;
+                    }
+                };
+                if !groups.contains_key(&key) {
+                    order.push(key.clone());
+                }
+                groups.entry(key).or_default().push(i as u32);
+            }
+            let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+            let mut set = tokio::task::JoinSet::new();
+            for key in order {
+                let indices = groups.remove(&key).unwrap_or_default();
+                let Ok(permit) = Arc::clone(&sem).acquire_owned().await else {
+                    break;
+                };
+                if coord.is_shutting_down() {
+                    let _ = tx
+                        .send(Err(Status::unavailable("the coordinator is shutting down")))
+                        .await;
+                    break;
+                }
+                if tx.is_closed() {
+                    // Client gone: do not start measuring more addresses.
+                    break;
+                }
+                let coord = Arc::clone(&coord);
+                let tx = tx.clone();
+                let ips = Arc::clone(&ips);
+                let params = convert::batch_params(&r, key.clone());
+                set.spawn(async move {
+                    let _permit = permit;
+                    let first = indices[0];
+                    let ptx = tx.clone();
+                    let pip = ips[first as usize].clone();
+                    let progress = move |e: LocateEvent| {
+                        if let Some(p) = convert::event(e) {
+                            let _ = ptx.try_send(Ok(event(
+                                &pip,
+                                first,
+                                pb::locate_event::Event::Progress(p),
+                            )));
+                        }
+                    };
+                    let outcome = coord.locate(params, &progress).await;
+                    if let Err(f) = &outcome {
+                        if f.is_interrupted() {
+                            // Ends the stream: the client retries what is left.
+                            let _ = tx.send(Err(Status::unavailable(f.message.clone()))).await;
+                            return;
+                        }
+                    }
+                    for &i in &indices {
+                        let ip = &ips[i as usize];
+                        let ev = match &outcome {
+                            Ok(res) => result_event(ip, i, res),
+                            Err(f) => failure_event(ip, i, f.clone()),
+                        };
+                        let _ = tx.send(Ok(ev)).await;
+                    }
+                });
+            }
+            while set.join_next().await.is_some() {}
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_result(
+        &self,
+        req: Request<pb::GetResultRequest>,
+    ) -> Result<Response<pb::GetResultReply>, Status> {
+        let r = req.into_inner();
+        let row = match r.key {
+            Some(pb::get_result_request::Key::ResultId(id)) => {
+                if id.len() > 64 {
+                    return Err(Status::invalid_argument(
+                        "result_id longer than 64 characters",
+                    ));
+                }
+                self.0.storage.get_result(&id).await.map_err(internal)?
+            }
+            Some(pb::get_result_request::Key::Ip(ip)) => {
+                let a =
+                    target::check(&ip, true).map_err(|e| Status::invalid_argument(e.message))?;
+                self.0
+                    .storage
+                    .latest_done_result(&target::canonical(a))
+                    .await
+                    .map_err(internal)?
+            }
+            None => return Err(Status::invalid_argument("give an ip or a result_id")),
+        };
+        match row {
+            Some(row) if row.status == ResultStatus::Done => {
+                let stored = self.0.stored(&row).await.map_err(internal)?;
+                let result = convert::located(&stored).map_err(internal)?;
+                Ok(Response::new(pb::GetResultReply {
+                    result: Some(result),
+                }))
+            }
+            Some(row) => Err(Status::not_found(format!(
+                "result {} is {}: {}",
+                row.result_id,
+                row.status.as_str(),
+                row.error
+            ))),
+            None => Err(Status::not_found("no stored result")),
+        }
+    }
+
+    async fn list_probes(
+        &self,
+        _req: Request<pb::ListProbesRequest>,
+    ) -> Result<Response<pb::ListProbesReply>, Status> {
+        let probes = self
+            .0
+            .fleet
+            .registry
+            .snapshot()
+            .into_iter()
+            .map(convert::probe_info)
+            .collect();
+        Ok(Response::new(pb::ListProbesReply { probes }))
+    }
+
+    async fn clear_flag(
+        &self,
+        req: Request<pb::ClearFlagRequest>,
+    ) -> Result<Response<pb::ClearFlagReply>, Status> {
+        let id = req.into_inner().probe_id;
+        match self.0.clear_flag(&id).await.map_err(internal)? {
+            Some(was_flagged) => Ok(Response::new(pb::ClearFlagReply { was_flagged })),
+            None => Err(Status::not_found(format!(
+                "unknown probe {:?}",
+                truncate(&id)
+            ))),
+        }
+    }
+}

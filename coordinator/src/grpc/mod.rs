@@ -1,0 +1,98 @@
+//! The gRPC edge: `ProbeService` (probe agents, [`probe`]) and `LocateService` (clients,
+//! [`client`]) on one port. Each service checks the wire messages ([`validate`]), converts
+//! them to the core's types once ([`convert`]) and calls the [`Coordinator`]; connection
+//! limits are in [`conn`].
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use geoloc_proto::v1 as pb;
+use pb::locate_service_server::LocateServiceServer;
+use pb::probe_service_server::ProbeServiceServer;
+use tonic::Status;
+
+pub mod client;
+pub mod conn;
+pub mod convert;
+pub mod probe;
+pub mod validate;
+
+pub use client::LocateSvc;
+pub use conn::Limits;
+pub use probe::ProbeSvc;
+
+use crate::{Coordinator, CoordinatorError};
+
+/// Calls open at a time on one connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
+/// Serves both services on `listener` until `shutdown` resolves, with the default
+/// [`Limits`].
+pub async fn serve(
+    coord: Arc<Coordinator>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> crate::Result<()> {
+    serve_with(coord, listener, Limits::default(), shutdown).await
+}
+
+/// Like [`serve`] with explicit connection limits.
+pub async fn serve_with(
+    coord: Arc<Coordinator>,
+    listener: tokio::net::TcpListener,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> crate::Result<()> {
+    let incoming = conn::accept(listener, &limits);
+    let probes = ProbeServiceServer::new(ProbeSvc(Arc::clone(&coord)))
+        .max_decoding_message_size(validate::MAX_PROBE_MESSAGE)
+        .max_encoding_message_size(validate::MAX_PROBE_MESSAGE);
+    let clients = LocateServiceServer::new(LocateSvc(coord))
+        .max_decoding_message_size(validate::MAX_CLIENT_MESSAGE)
+        .max_encoding_message_size(validate::MAX_REPLY_MESSAGE);
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .http2_max_header_list_size(Some(16 * 1024))
+        .add_service(probes)
+        .add_service(clients)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Binds `addr` (port 0 = any free port) and returns the listener and its real address.
+pub async fn bind(addr: SocketAddr) -> crate::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| CoordinatorError::Listen { addr, source })?;
+    let a = l
+        .local_addr()
+        .map_err(|source| CoordinatorError::Listen { addr, source })?;
+    Ok((l, a))
+}
+
+/// INVALID_ARGUMENT with the machine-readable code (`bogon`, `invalid-address`,
+/// `invalid-argument`) in the `geoloc-error-code` metadata, as batch events carry it.
+fn invalid(code: &str, message: impl Into<String>) -> Status {
+    let mut s = Status::invalid_argument(message);
+    if let Ok(v) = code.parse() {
+        s.metadata_mut().insert("geoloc-error-code", v);
+    }
+    s
+}
+
+fn internal(e: CoordinatorError) -> Status {
+    tracing::error!(error = %e, "internal error");
+    Status::internal(e.to_string())
+}
+
+/// A client- or probe-given text for a message or a log line: cut and escaped.
+fn truncate(s: &str) -> String {
+    validate::bounded_text(s, 80)
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;

@@ -1,0 +1,240 @@
+//! `ProbeService`: registrations and probe sessions. Checks every field a probe sends,
+//! converts it to the core's types, and turns the core's [`SessionCommand`]s into wire
+//! messages.
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use geoloc_engine::LatLon;
+use geoloc_proto::v1 as pb;
+use pb::probe_service_server::ProbeService;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{convert, internal, truncate, validate, BoxStream};
+use crate::core::landmarks::valid_id;
+use crate::core::register::{RegisterError, Registration};
+use crate::core::registry::{Outcome, SessionCommand};
+use crate::{unix_ms, Coordinator, VERSION};
+
+/// A probe must send `hello` this soon after opening its session.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest accepted text fields from probes.
+const MAX_FIELD_LEN: usize = 256;
+/// Commands waiting to be sent down one session.
+const SESSION_QUEUE: usize = 256;
+
+/// `ProbeService`.
+pub struct ProbeSvc(pub Arc<Coordinator>);
+
+fn refused(e: RegisterError) -> Status {
+    match e {
+        RegisterError::Throttled(m) => Status::resource_exhausted(m),
+        RegisterError::WrongCredential => Status::unauthenticated("wrong probe credential"),
+        RegisterError::Internal(e) => internal(e),
+    }
+}
+
+/// The fields of a registration, checked: an id, a position on Earth, addresses that parse,
+/// bounded printable texts.
+fn registration(r: &pb::RegisterRequest) -> Result<Registration, Status> {
+    if !valid_id(&r.probe_id) {
+        return Err(Status::invalid_argument(format!(
+            "bad probe_id {:?}: 1..=64 characters of A-Z a-z 0-9 . _ -",
+            truncate(&r.probe_id)
+        )));
+    }
+    let pos = LatLon::checked(r.lat, r.lon)
+        .map_err(|e| Status::invalid_argument(format!("bad position: {e}")))?;
+    if r.ipv4.len() > MAX_FIELD_LEN
+        || r.ipv6.len() > MAX_FIELD_LEN
+        || r.agent_version.len() > MAX_FIELD_LEN
+    {
+        return Err(Status::invalid_argument(
+            "ipv4, ipv6 or agent_version longer than 256 bytes",
+        ));
+    }
+    if r.agent_version.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(format!(
+            "agent_version {} contains control characters",
+            truncate(&r.agent_version)
+        )));
+    }
+    let ipv4 = match r.ipv4.as_str() {
+        "" => None,
+        s => Some(
+            s.parse::<std::net::Ipv4Addr>()
+                .map_err(|_| Status::invalid_argument(format!("bad ipv4 {}", truncate(&r.ipv4))))?,
+        ),
+    };
+    let ipv6 = match r.ipv6.as_str() {
+        "" => None,
+        s => Some(
+            s.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| Status::invalid_argument(format!("bad ipv6 {}", truncate(&r.ipv6))))?,
+        ),
+    };
+    Ok(Registration {
+        probe_id: r.probe_id.clone(),
+        pos,
+        ipv4,
+        ipv6,
+        agent_version: r.agent_version.clone(),
+    })
+}
+
+/// One registration, checked in the order that keeps guessing expensive: the source's rate
+/// and the credential first, then the fields.
+pub async fn register(
+    coord: &Coordinator,
+    r: &pb::RegisterRequest,
+    peer: Option<std::net::IpAddr>,
+) -> Result<pb::RegisterReply, Status> {
+    coord
+        .admit(peer, &r.credential, &r.probe_id)
+        .map_err(refused)?;
+    let reg = registration(r)?;
+    let done = coord.register(reg).await.map_err(refused)?;
+    Ok(pb::RegisterReply {
+        session_token: done.session_token,
+        heartbeat_interval_ms: done.heartbeat_interval_ms,
+        coordinator_version: VERSION.to_string(),
+        flagged: done.flagged,
+        flag_reason: done.flag_reason,
+    })
+}
+
+#[tonic::async_trait]
+impl ProbeService for ProbeSvc {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterReply>, Status> {
+        let peer = req.remote_addr().map(|a| a.ip());
+        register(&self.0, req.get_ref(), peer)
+            .await
+            .map(Response::new)
+    }
+
+    type SessionStream = BoxStream<pb::CoordinatorMessage>;
+
+    async fn session(
+        &self,
+        req: Request<Streaming<pb::ProbeMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let coord = Arc::clone(&self.0);
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello within 10 s"))??;
+        let hello = match first.and_then(|m| m.kind) {
+            Some(pb::probe_message::Kind::Hello(h)) => h,
+            _ => {
+                return Err(Status::failed_precondition(
+                    "the first message of a session must be hello",
+                ))
+            }
+        };
+        if !coord
+            .fleet
+            .registry
+            .check_token(&hello.probe_id, &hello.session_token)
+        {
+            return Err(Status::unauthenticated(format!(
+                "unknown session token for probe {:?}: call Register again",
+                truncate(&hello.probe_id)
+            )));
+        }
+        let probe_id = hello.probe_id.clone();
+        let (tx, rx) = mpsc::channel::<SessionCommand>(SESSION_QUEUE);
+        let session_id = coord
+            .fleet
+            .registry
+            .attach(&probe_id, tx)
+            .ok_or_else(|| Status::unauthenticated("probe not registered: call Register"))?;
+        let ack = pb::CoordinatorMessage {
+            kind: Some(pb::coordinator_message::Kind::Ack(pb::Ack {
+                probe_id: probe_id.clone(),
+                request_id: String::new(),
+                message: "session open".into(),
+                unix_ms: unix_ms() as u64,
+            })),
+        };
+        // The ack first, then the core's commands as wire messages.
+        let outbound = futures::stream::once(std::future::ready(Ok::<_, Status>(ack)))
+            .chain(ReceiverStream::new(rx).map(|c| Ok(convert::command(c))));
+        let _ = coord.storage.touch_probe(&probe_id, unix_ms()).await;
+        tracing::info!(probe = %probe_id, session_id, "probe session open");
+
+        if coord.config.landmark_checks {
+            let c = Arc::clone(&coord);
+            let pid = probe_id.clone();
+            let budget = Duration::from_millis(u64::from(c.config.probe_timeout_ms));
+            tokio::spawn(async move { c.check_landmarks_for(&pid, budget).await });
+        }
+
+        tokio::spawn(async move {
+            let mut last_db_touch = std::time::Instant::now();
+            loop {
+                let msg = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::info!(probe = %probe_id, error = %e, "probe session error");
+                        break;
+                    }
+                };
+                let now = coord.fleet.registry.seen(&probe_id);
+                if last_db_touch.elapsed() > Duration::from_secs(30) {
+                    last_db_touch = std::time::Instant::now();
+                    let _ = coord.storage.touch_probe(&probe_id, now).await;
+                }
+                match msg.kind {
+                    Some(pb::probe_message::Kind::Heartbeat(_))
+                    | Some(pb::probe_message::Kind::Hello(_))
+                    | None => {}
+                    Some(pb::probe_message::Kind::MeasurementResult(r)) => {
+                        let Some((waiter, req)) =
+                            coord
+                                .fleet
+                                .registry
+                                .take_pending(&probe_id, session_id, &r.request_id)
+                        else {
+                            tracing::debug!(probe = %probe_id, request_id = %truncate(&r.request_id), "late or unknown result dropped");
+                            continue;
+                        };
+                        // The edge: nothing from the answer is stored or solved unless it
+                        // is about what was asked and physically possible.
+                        let outcome = match validate::answer(&req, &r) {
+                            Ok(()) => Outcome::Answer(Box::new(convert::result(&r))),
+                            Err(why) => {
+                                let n = coord.fleet.registry.count_rejected(&probe_id);
+                                tracing::warn!(probe = %probe_id, request_id = %req.request_id, reason = %why, rejected = n, "answer rejected");
+                                Outcome::Rejected(why.0)
+                            }
+                        };
+                        let _ = waiter.send(outcome);
+                    }
+                    Some(pb::probe_message::Kind::Error(e)) => {
+                        let message = validate::bounded_text(&e.message, validate::MAX_ERROR_LEN);
+                        if e.request_id.is_empty() {
+                            tracing::warn!(probe = %probe_id, %message, "probe reported an error");
+                        } else {
+                            coord.fleet.registry.deliver(
+                                &probe_id,
+                                session_id,
+                                &e.request_id,
+                                Outcome::ProbeError(message),
+                            );
+                        }
+                    }
+                }
+            }
+            coord.fleet.registry.detach(&probe_id, session_id);
+            let _ = coord.storage.touch_probe(&probe_id, unix_ms()).await;
+            tracing::info!(probe = %probe_id, session_id, "probe session closed");
+        });
+        Ok(Response::new(Box::pin(outbound)))
+    }
+}
