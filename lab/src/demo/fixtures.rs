@@ -1,9 +1,14 @@
 //! Canned `geoloc locate --json` answers for the demo's unit tests.
 use geoloc_client::{Located, Mode};
 use geoloc_engine::{MaxmindComparison, Method, Place, Solution, Timezone, Verdict};
+use geoloc_engine::enrich::{format_offset, utc_offset_s};
 use serde_json::Value;
 
-/// A located answer with the fields `compare` reads; the rest empty.
+/// When the canned answers were made: 2026-01-01 00:00 UTC.
+pub(crate) const AT_UNIX_S: i64 = 1_767_225_600;
+
+/// A located answer with the fields `compare` reads (its UTC offset that of `tz` at
+/// [`AT_UNIX_S`]); the rest empty.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn answer(
     lat: f64,
@@ -15,10 +20,11 @@ pub(crate) fn answer(
     verdict: Verdict,
     probes_used: u32,
 ) -> Located {
+    let offset_s = utc_offset_s(tz, AT_UNIX_S).unwrap_or(0);
     Located {
         ip: "x".into(),
         result_id: String::new(),
-        created_at_unix_ms: 0,
+        created_at_unix_ms: AT_UNIX_S * 1000,
         cached: false,
         mode: Mode::All,
         probes_asked: probes_used,
@@ -34,8 +40,8 @@ pub(crate) fn answer(
             region_km2: 0.0,
             timezone: Timezone {
                 iana: tz.into(),
-                utc_offset: "+00:00".into(),
-                utc_offset_s: 0,
+                utc_offset: format_offset(offset_s),
+                utc_offset_s: offset_s,
             },
             timezones: vec![],
             place: Place {

@@ -29,7 +29,7 @@ pub struct DemoReport {
     pub p80_km: Option<f64>,
     /// Targets whose true position is inside the reported region.
     pub contained: usize,
-    /// Targets whose reported IANA time zone is the true one.
+    /// Targets whose reported time zone has a true zone's UTC offset (see [`TargetRow::tz_match`]).
     pub tz_match: usize,
     /// Targets whose MaxMind entry came out `provably-wrong`.
     pub maxmind_flagged: usize,

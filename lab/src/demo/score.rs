@@ -7,6 +7,8 @@ use geoloc_client::LocateLine;
 
 use super::plan::{TargetKind, TargetPlan};
 use super::region::region_contains;
+use geoloc_engine::enrich::utc_offset_s;
+
 use crate::geo::{distance_km, LatLon};
 
 /// One located target (a row of the table and of the JSON `rows`).
@@ -29,6 +31,8 @@ pub struct TargetRow {
     /// The true position lies inside the reported region (anycast: any instance).
     pub contained: bool,
     pub tz: Option<String>,
+    /// The reported zone's UTC offset is a true zone's at the answer's time (the local time
+    /// is right even when the zone's name is not: Europe/Zurich for a target in Rome).
     pub tz_match: bool,
     pub anycast_reported: bool,
     pub instances_true: usize,
@@ -101,9 +105,13 @@ pub fn compare(
         radius_km: s.map(|s| s.radius_km),
         region_km2: s.map(|s| s.region_km2),
         contained,
-        tz_match: tz
-            .as_deref()
-            .is_some_and(|z| t.cities.iter().any(|c| c.tz == z)),
+        tz_match: located.is_some_and(|l| {
+            offset_matches(
+                t.cities.iter().map(|c| c.tz.as_str()),
+                l.solution.timezone.utc_offset_s,
+                l.created_at_unix_ms,
+            )
+        }),
         tz,
         anycast_reported: s.is_some_and(|s| s.anycast),
         instances_true: t.cities.len(),
@@ -118,6 +126,24 @@ pub fn compare(
         locate_ms,
         error,
     }
+}
+
+/// Whether `reported_offset_s` (the answer's UTC offset, seconds) is the UTC offset of one
+/// of `true_zones` (IANA names) at `at_unix_ms` (the answer's creation time; `0` or less:
+/// now), as `geoloc eval` scores time zones. An unknown zone name matches nothing.
+pub fn offset_matches<'a>(
+    mut true_zones: impl Iterator<Item = &'a str>,
+    reported_offset_s: i32,
+    at_unix_ms: i64,
+) -> bool {
+    let at_unix_s = if at_unix_ms > 0 {
+        at_unix_ms / 1000
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    };
+    true_zones.any(|z| utc_offset_s(z, at_unix_s) == Some(reported_offset_s))
 }
 
 #[cfg(test)]
@@ -182,5 +208,42 @@ mod tests {
         );
         assert_eq!(failed.error.as_deref(), Some("timeout"));
         assert!(failed.error_km.is_none() && !failed.contained);
+    }
+
+    /// Issue 10: the time zone is scored by UTC offset, as `geoloc eval` does: Europe/Zurich
+    /// for a target in Rome is the right local time, Europe/London (an hour behind all
+    /// year) is not, in winter and in summer.
+    #[test]
+    fn time_zone_is_scored_by_utc_offset() {
+        let pool = geo::builtin_cities();
+        let mut plans = plan_targets(&pool, 5, 3, 3).unwrap();
+        let mut t = plans.remove(4);
+        let rome = crate::geo::City {
+            name: "Rome".into(),
+            country: "IT".into(),
+            pos: LatLon {
+                lat: 41.9,
+                lon: 12.5,
+            },
+            tz: "Europe/Rome".into(),
+            population: 0,
+        };
+        t.cities = vec![rome.clone()];
+        // 2026-01-15 and 2026-07-15, 12:00 UTC: winter (+01:00) and summer (+02:00).
+        for (at_ms, rome_s) in [(1_768_478_400_000_i64, 3600), (1_784_116_800_000, 7200)] {
+            let row = |tz: &str, offset_s: i32| {
+                let mut v = answer(41.9, 12.5, tz, "X", "IT", &[], Verdict::Consistent, 5);
+                v.created_at_unix_ms = at_ms;
+                v.solution.timezone.utc_offset_s = offset_s;
+                let v = LocateLine::Located(Box::new(v));
+                compare(&t, "10.77.1.9".parse().unwrap(), Some(&v), 1.0, None)
+            };
+            assert!(row("Europe/Zurich", rome_s).tz_match, "Zurich for Rome");
+            assert!(row("Europe/Rome", rome_s).tz_match);
+            assert!(!row("Europe/London", rome_s - 3600).tz_match, "London for Rome");
+            assert!(!row("Europe/Rome", rome_s - 3600).tz_match, "the right name with a wrong offset");
+        }
+        assert!(!offset_matches(["Not/AZone"].into_iter(), 0, 1));
+        assert!(offset_matches(["Etc/UTC"].into_iter(), 0, 0), "0 means now");
     }
 }
