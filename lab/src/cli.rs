@@ -2,10 +2,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
+use crate::demo::{self, DemoArgs};
 use crate::geo::{self, DelayModel};
+use crate::signals::{cleanup_on_signal, wait_for_signal};
 use crate::world::{self, Placement, World};
 use crate::{netns, Behaviour, Lab};
 
@@ -18,7 +20,7 @@ pub struct LabArgs {
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
     /// Bring up the emulated Internet, locate every target through the real system, tear down.
-    Demo(crate::demo::DemoArgs),
+    Demo(DemoArgs),
     /// Bring up hosts in cities around the world and keep them until Ctrl-C (for manual use:
     /// `ip netns exec <ns> ping ...`).
     Up(UpArgs),
@@ -67,46 +69,42 @@ pub struct FitArgs {
 
 pub fn run(args: LabArgs) -> anyhow::Result<()> {
     match args.command {
-        LabCommand::Demo(a) => crate::demo::run(a),
+        LabCommand::Demo(a) => run_demo(a),
         LabCommand::Up(a) => up(a),
         LabCommand::Cleanup(a) => cleanup(a),
         LabCommand::Fit(a) => fit(a),
     }
 }
 
-/// A tokio runtime whose only job is to wait for Ctrl-C / SIGTERM.
-pub(crate) fn wait_for_signal(limit: Option<Duration>) -> anyhow::Result<bool> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let sleep = async {
-            match limit {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => Ok(true),
-            _ = term.recv() => Ok(true),
-            _ = sleep => Ok(false),
+/// `geoloc lab demo`: runs the demo within `--timeout-secs`, cleaning up on Ctrl-C / SIGTERM,
+/// prints the table and writes the files asked for.
+fn run_demo(a: DemoArgs) -> anyhow::Result<()> {
+    netns::check_privileges()?;
+    cleanup_on_signal()?;
+    let limit = Duration::from_secs(a.timeout_secs);
+    let args = a.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(demo::run_demo(&args));
+    });
+    let (report, gj) = match rx.recv_timeout(limit) {
+        Ok(r) => r?,
+        Err(_) => {
+            netns::cleanup_registered();
+            bail!("the demo did not finish within {limit:?}; everything was torn down");
         }
-    })
-}
-
-/// Starts a thread that, on SIGINT or SIGTERM, kills the lab's child processes, deletes
-/// its namespaces and exits with 130.
-pub(crate) fn cleanup_on_signal() -> anyhow::Result<()> {
-    std::thread::Builder::new()
-        .name("lab-signals".into())
-        .spawn(|| {
-            if let Ok(true) = wait_for_signal(None) {
-                eprintln!("geoloc lab: interrupted, cleaning up");
-                netns::cleanup_registered();
-                std::process::exit(130);
-            }
-        })?;
+    };
+    demo::print_table(&report);
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+        println!("summary: {}", p.display());
+    }
+    if let Some(p) = &a.geojson {
+        std::fs::write(p, serde_json::to_string(&gj)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+        println!("geojson: {}", p.display());
+    }
     Ok(())
 }
 

@@ -13,6 +13,7 @@ pub mod geo;
 pub mod lab;
 pub mod netns;
 pub mod packet;
+mod signals;
 mod sys;
 pub mod topology;
 pub mod world;
