@@ -224,6 +224,53 @@ mod tests {
     use crate::dataset::Node;
 
     #[test]
+    fn figure_row_json_schema() {
+        let row = |id: &str, error_km: f64, r50: f64, contained: bool| TargetRow {
+            id: id.into(),
+            label: String::new(),
+            true_lat: 0.0,
+            true_lon: 0.0,
+            est_lat: 0.0,
+            est_lon: 0.0,
+            error_km,
+            radius_km: 500.0,
+            region_km2: 1e5,
+            radius_50_km: Some(r50),
+            radius_90_km: Some(2.0 * r50),
+            contained,
+            anycast: false,
+            landmarks: 10,
+            used: 10,
+            dropped: vec![],
+            tz_true: String::new(),
+            tz_est: String::new(),
+            tz_match: true,
+            country_true: String::new(),
+            country_est: String::new(),
+            country_match: true,
+            solve_ms: 1.0,
+        };
+        let rows = [
+            row("a", 10.0, 20.0, true),
+            row("b", 30.0, 20.0, true),
+            row("c", 50.0, 20.0, false),
+        ];
+        let f = FigureRow::new("25", &rows, &[25, 20, 25], &[100, 100, 100], 1);
+        assert_eq!((f.within_radius_50, f.within_radius_90), (0.333, 0.667));
+        assert_eq!(f.probes_share, 0.7);
+        insta::assert_json_snapshot!(f);
+        assert_eq!(
+            f.markdown().matches('|').count(),
+            FigureRow::HEADER
+                .lines()
+                .next()
+                .unwrap()
+                .matches('|')
+                .count()
+        );
+    }
+
+    #[test]
     fn without_remaps_and_drops_every_row_of_the_removed_nodes() {
         let node = |id: &str| Node {
             id: id.into(),

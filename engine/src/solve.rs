@@ -318,7 +318,12 @@ pub fn solve(measurements: &[Measurement], opts: &SolveOptions) -> Result<Soluti
     let mut dropped: Vec<Dropped> = analysis
         .outliers
         .iter()
-        .map(|&(i, gap)| Dropped {
+        .map(|&(i, gap)| match analysis.ties.iter().find(|t| t.0 == i) {
+            Some((_, against)) => Dropped {
+                landmark: ms[i].landmark.clone(),
+                reason: tie_reason(&ms, &sound, i, against),
+            },
+            None => Dropped {
             landmark: ms[i].landmark.clone(),
             reason: format!(
                 "its {:.1} ms RTT puts the target within {:.0} km of its declared position ({:.4}, {:.4}), \
@@ -330,7 +335,7 @@ pub fn solve(measurements: &[Measurement], opts: &SolveOptions) -> Result<Soluti
                 gap,
                 keep.len()
             ),
-        })
+        }})
         .collect();
     dropped.sort_by(|a, b| a.landmark.cmp(&b.landmark));
 
@@ -500,6 +505,34 @@ pub fn solve(measurements: &[Measurement], opts: &SolveOptions) -> Result<Soluti
     })
 }
 
+/// Why landmark `i` was left out when nothing breaks its tie with `against`.
+fn tie_reason(ms: &[Measurement], sound: &[Constraint], i: usize, against: &[usize]) -> String {
+    let names: Vec<String> = against
+        .iter()
+        .map(|&j| {
+            format!(
+                "{} ({:.1} ms, within {:.0} km)",
+                ms[j].landmark, ms[j].rtt_ms, sound[j].max_km
+            )
+        })
+        .collect();
+    format!(
+        "its {:.1} ms RTT puts the target within {:.0} km of its declared position ({:.4}, {:.4}), \
+         which contradicts {} and no other landmark breaks the tie: either one of these \
+         landmarks' declared position is wrong, or the address answers from several places \
+         (anycast); this one was left out only to draw a region, it is not known to be wrong",
+        ms[i].rtt_ms,
+        sound[i].max_km,
+        ms[i].pos.lat,
+        ms[i].pos.lon,
+        if names.is_empty() {
+            "the other landmarks".to_string()
+        } else {
+            names.join(", ")
+        }
+    )
+}
+
 fn round5(x: f64) -> f64 {
     (x * 1e5).round() / 1e5
 }
@@ -599,6 +632,40 @@ mod tests {
 
     fn names(d: &[Dropped]) -> Vec<&str> {
         d.iter().map(|d| d.landmark.as_str()).collect()
+    }
+
+    #[test]
+    fn a_tie_between_two_landmarks_is_reported_not_blamed() {
+        let m = |name: &str, lat: f64, lon: f64| Measurement {
+            landmark: name.into(),
+            pos: LatLon::new(lat, lon),
+            rtt_ms: 3.0,
+            kind: Kind::Echo,
+        };
+        let s = solve(
+            &[m("paris", 48.86, 2.35), m("madrid", 40.42, -3.70)],
+            &SolveOptions {
+                region_geometry: false,
+                timezone_shares: false,
+                at_unix_s: Some(0),
+                ..SolveOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.dropped.len(), 1);
+        let r = &s.dropped[0].reason;
+        assert!(r.contains("no other landmark breaks the tie"), "{r}");
+        assert!(
+            r.contains("anycast") && r.contains("not known to be wrong"),
+            "{r}"
+        );
+        let other = if s.dropped[0].landmark == "paris" {
+            "madrid"
+        } else {
+            "paris"
+        };
+        assert!(r.contains(other), "{r}");
+        assert!(!r.contains("probably wrong"), "{r}");
     }
 
     #[test]
