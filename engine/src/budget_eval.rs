@@ -257,7 +257,7 @@ mod tests {
         ];
         let f = FigureRow::new("25", &rows, &[25, 20, 25], &[100, 100, 100], 1);
         assert_eq!((f.within_radius_50, f.within_radius_90), (0.333, 0.667));
-        assert_eq!(f.probes_share, 0.7);
+        assert_eq!(f.probes_share, 0.2333); // 70 of 300
         insta::assert_json_snapshot!(f);
         assert_eq!(
             f.markdown().matches('|').count(),
