@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 
 mod eval;
+mod eval_budget;
 mod solve;
 
 #[derive(Debug, Parser)]
@@ -27,6 +28,12 @@ enum Command {
     /// Anycast evaluation on iGreedy's ground truth (a directory of airports.csv and
     /// measurements/<target> files).
     EvalAnycast(eval::EvalAnycastArgs),
+    /// Leave-one-out with the budgeted, phased probe selection and calibrated 50%/90%
+    /// radii (fitted without the target).
+    EvalBudget(eval_budget::EvalBudgetArgs),
+    /// The phased selection in a dense emulated world (RIPE Atlas anchors plus GeoNames
+    /// cities, delays from the lab's model).
+    EvalDense(eval_budget::EvalDenseArgs),
     /// Locate IPs through a coordinator, with live progress.
     Locate(geoloc_client::LocateArgs),
     /// Locate a list of IPs through a coordinator and write a CSV (resumable).
@@ -43,6 +50,8 @@ fn main() -> std::process::ExitCode {
         Command::Solve(a) => solve::run(a),
         Command::Eval(a) => eval::run(a),
         Command::EvalAnycast(a) => eval::run_anycast(a),
+        Command::EvalBudget(a) => eval_budget::run_budget(a),
+        Command::EvalDense(a) => eval_budget::run_dense(a),
         Command::Locate(a) => geoloc_client::run_locate(a),
         Command::Audit(a) => geoloc_client::run_audit(a),
         Command::Probes(a) => geoloc_client::run_probes(a),

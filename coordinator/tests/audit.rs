@@ -168,6 +168,8 @@ fn sample_result() -> Located {
         },
         radius_km: 35.06,
         region_km2: 3861.2,
+        radius_50_km: None,
+        radius_90_km: None,
         timezone: Timezone {
             iana: "Europe/London".into(),
             utc_offset: "+00:00".into(),

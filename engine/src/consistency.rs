@@ -8,7 +8,12 @@
 //! - among those, the heaviest consistent set is searched again, and so on. A second group
 //!   of at least [`min_group`] landmarks that agree with each other but not with the first
 //!   means the address answers from several places: anycast. A leftover smaller than that
-//!   is a landmark (or two) whose declared position is wrong.
+//!   is a landmark (or two) whose declared position is wrong;
+//! - unless nothing breaks the tie: when a left-out landmark belongs to another consistent
+//!   set as heavy as the first (two landmarks that contradict each other and no third that
+//!   sides with one), the data cannot say which is wrong, or whether the address answers
+//!   from two places (anycast). Such landmarks are listed in [`Analysis::ties`] so that the
+//!   answer says so instead of blaming one.
 
 use crate::region::{self, Constraint, Prepared};
 use crate::sphere::{distance_km, LatLon};
@@ -30,7 +35,13 @@ pub struct Analysis {
     pub outliers: Vec<(usize, f64)>,
     /// Two or more groups of at least [`min_group`] landmarks with disjoint regions.
     pub anycast: bool,
+    /// Outliers that are in a consistent set as heavy as the first group (nothing breaks
+    /// the tie), with the first group's members whose disc misses theirs.
+    pub ties: Vec<(usize, Vec<usize>)>,
 }
+
+/// Outliers checked for a tie (each check is one branch and bound over all discs).
+const MAX_TIE_CHECKS: usize = 16;
 
 /// Smallest second group that means anycast rather than misplaced landmarks: 3 landmarks,
 /// or 2% of them when there are more than 150.
@@ -52,6 +63,7 @@ pub fn analyze(discs: &[Constraint], res: h3o::Resolution) -> Analysis {
             }],
             outliers: vec![],
             anycast: false,
+            ties: vec![],
         };
     }
     let mut remaining = all;
@@ -88,11 +100,47 @@ pub fn analyze(discs: &[Constraint], res: h3o::Resolution) -> Analysis {
             })
             .collect()
     };
+    let ties = ties(discs, res, &groups[0].members, &outliers);
     Analysis {
         groups,
         outliers,
         anycast,
+        ties,
     }
+}
+
+/// The outliers for which a consistent set containing them weighs as much as `first`, with
+/// the members of `first` whose disc does not meet theirs.
+fn ties(
+    discs: &[Constraint],
+    res: h3o::Resolution,
+    first: &[usize],
+    outliers: &[(usize, f64)],
+) -> Vec<(usize, Vec<usize>)> {
+    let total: u64 = discs.iter().map(|c| c.weight as u64).sum();
+    let first_w: u64 = first.iter().map(|&i| discs[i].weight as u64).sum();
+    let mut out = Vec::new();
+    for &(i, _) in outliers.iter().take(MAX_TIE_CHECKS) {
+        // Disc i outweighs all others together: the heaviest set found contains it.
+        let mut forced = discs.to_vec();
+        forced[i].weight = u32::try_from(total + 1).unwrap_or(u32::MAX);
+        let Some(best) = region::heaviest_consistent_point(&forced, res) else {
+            continue;
+        };
+        let w: u64 = best.satisfied.iter().map(|&j| discs[j].weight as u64).sum();
+        if best.satisfied.contains(&i) && w >= first_w {
+            let against: Vec<usize> = first
+                .iter()
+                .copied()
+                .filter(|&j| {
+                    distance_km(discs[i].center, discs[j].center)
+                        > discs[i].max_km + discs[j].max_km
+                })
+                .collect();
+            out.push((i, against));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -124,6 +172,28 @@ mod tests {
         assert_eq!(a.outliers.len(), 1);
         assert_eq!(a.outliers[0].0, 8);
         assert!(a.outliers[0].1 > 7000.0, "{:?}", a.outliers);
+        assert!(a.ties.is_empty(), "8 landmarks against 1 is no tie");
+    }
+
+    #[test]
+    fn two_contradicting_landmarks_and_no_third_is_a_tie_not_a_blame() {
+        // Paris and Madrid, each within 300 km of the target: impossible together.
+        let par = Constraint::disc(LatLon::new(48.86, 2.35), 300.0);
+        let mad = Constraint::disc(LatLon::new(40.42, -3.70), 300.0);
+        let a = analyze(&[par, mad], Resolution::Four);
+        assert!(!a.anycast);
+        assert_eq!(a.outliers.len(), 1);
+        let out = a.outliers[0].0;
+        assert_eq!(a.ties, vec![(out, vec![1 - out])]);
+        // A third landmark that meets both discs cannot break the tie either.
+        let bor = Constraint::disc(LatLon::new(44.84, -0.58), 700.0);
+        let a = analyze(&[par, mad, bor], Resolution::Four);
+        assert_eq!(a.ties.len(), 1, "{:?}", a.ties);
+        // One that sides with Paris (meets Paris's disc only) does: Madrid is blamed.
+        let lon = Constraint::disc(LatLon::new(51.5, -0.12), 600.0);
+        let a = analyze(&[par, mad, lon], Resolution::Four);
+        assert_eq!(a.outliers.iter().map(|o| o.0).collect::<Vec<_>>(), vec![1]);
+        assert!(a.ties.is_empty(), "{:?}", a.ties);
     }
 
     #[test]

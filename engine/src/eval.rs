@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::dataset::Dataset;
 use crate::delay::{Bestline, Calibration};
 use crate::enrich::{enricher, round1, utc_offset_s};
-use crate::solve::{solve, Kind, Measurement, Method, SolveOptions};
+use crate::solve::{solve, Kind, Measurement, Method, Solution, SolveOptions};
 use crate::sphere::distance_km;
 
 /// One target's outcome.
@@ -25,6 +25,11 @@ pub struct TargetRow {
     pub error_km: f64,
     pub radius_km: f64,
     pub region_km2: f64,
+    /// The solution's calibrated 50% and 90% radii, km.
+    #[serde(default)]
+    pub radius_50_km: Option<f64>,
+    #[serde(default)]
+    pub radius_90_km: Option<f64>,
     /// The truth satisfies every constraint of the reported region.
     pub contained: bool,
     pub anycast: bool,
@@ -214,7 +219,6 @@ impl<'a> LeaveOneOut<'a> {
 /// Runs leave-one-out over every node with at least `min_landmarks` incoming RTTs.
 pub fn leave_one_out(ds: &Dataset, opts: &EvalOptions) -> Summary {
     let loo = LeaveOneOut::new(ds);
-    let e = enricher();
     let mut rows = Vec::new();
     let mut empty = 0;
     let mut seconds = 0.0;
@@ -240,43 +244,61 @@ pub fn leave_one_out(ds: &Dataset, opts: &EvalOptions) -> Summary {
             empty += 1;
             continue;
         };
-        for &f in &input.flagged {
-            sol.dropped.push(crate::solve::Dropped {
-                landmark: ds.nodes[f].id.clone(),
-                reason:
-                    "its RTTs to other landmarks are faster than light for the declared positions"
-                        .into(),
-            });
-        }
-        let truth = ds.nodes[t].pos;
-        let tz_true = e.tz_name(truth).to_string();
-        let off = |z: &str| utc_offset_s(z, opts.at_unix_s);
-        let country_true = e.nearest_city(truth).country.clone();
-        rows.push(TargetRow {
-            id: ds.nodes[t].id.clone(),
-            label: ds.nodes[t].label.clone(),
-            true_lat: truth.lat,
-            true_lon: truth.lon,
-            est_lat: sol.estimate.lat,
-            est_lon: sol.estimate.lon,
-            error_km: round1(distance_km(truth, sol.estimate)),
-            radius_km: sol.radius_km,
-            region_km2: sol.region_km2,
-            contained: sol.region_contains(truth),
-            anycast: sol.anycast,
-            landmarks: sol.landmarks,
-            used: sol.used,
-            dropped: sol.dropped.clone(),
-            tz_match: off(&tz_true) == Some(sol.timezone.utc_offset_s),
-            tz_est: sol.timezone.iana.clone(),
-            tz_true,
-            country_match: country_true == sol.place.country,
-            country_est: sol.place.country.clone(),
-            country_true,
-            solve_ms: (elapsed * 1e5).round() / 100.0,
-        });
+        note_flagged(ds, &input.flagged, &mut sol);
+        rows.push(target_row(ds, t, &sol, elapsed, opts.at_unix_s));
     }
     summarize(opts.method, rows, empty, seconds)
+}
+
+/// Adds the landmarks left out as faster than light to `sol.dropped`.
+pub fn note_flagged(ds: &Dataset, flagged: &[usize], sol: &mut Solution) {
+    for &f in flagged {
+        sol.dropped.push(crate::solve::Dropped {
+            landmark: ds.nodes[f].id.clone(),
+            reason: "its RTTs to other landmarks are faster than light for the declared positions"
+                .into(),
+        });
+    }
+}
+
+/// The outcome row of target `t` (index into `ds.nodes`) answered by `sol`.
+pub fn target_row(
+    ds: &Dataset,
+    t: usize,
+    sol: &Solution,
+    elapsed_s: f64,
+    at_unix_s: i64,
+) -> TargetRow {
+    let e = enricher();
+    let truth = ds.nodes[t].pos;
+    let tz_true = e.tz_name(truth).to_string();
+    let off = |z: &str| utc_offset_s(z, at_unix_s);
+    let country_true = e.nearest_city(truth).country.clone();
+    TargetRow {
+        id: ds.nodes[t].id.clone(),
+        label: ds.nodes[t].label.clone(),
+        true_lat: truth.lat,
+        true_lon: truth.lon,
+        est_lat: sol.estimate.lat,
+        est_lon: sol.estimate.lon,
+        error_km: round1(distance_km(truth, sol.estimate)),
+        radius_km: sol.radius_km,
+        region_km2: sol.region_km2,
+        radius_50_km: sol.radius_50_km,
+        radius_90_km: sol.radius_90_km,
+        contained: sol.region_contains(truth),
+        anycast: sol.anycast,
+        landmarks: sol.landmarks,
+        used: sol.used,
+        dropped: sol.dropped.clone(),
+        tz_match: off(&tz_true) == Some(sol.timezone.utc_offset_s),
+        tz_est: sol.timezone.iana.clone(),
+        tz_true,
+        country_match: country_true == sol.place.country,
+        country_est: sol.place.country.clone(),
+        country_true,
+        solve_ms: (elapsed_s * 1e5).round() / 100.0,
+    }
 }
 
 /// Landmarks to leave out because their RTTs to other landmarks (pairs not involving

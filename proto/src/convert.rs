@@ -302,6 +302,8 @@ impl TryFrom<&Solution> for pb::Solution {
             min_rtt_ms: s.min_rtt_ms,
             nearest_landmark: s.nearest_landmark.clone(),
             region: region_to_pb(&s.region)?,
+            radius_50_km: s.radius_50_km,
+            radius_90_km: s.radius_90_km,
         })
     }
 }
@@ -374,6 +376,8 @@ impl TryFrom<&pb::Solution> for Solution {
             estimate: position("solution.estimate", p.estimate.as_ref())?,
             radius_km: non_negative("solution.radius_km", p.radius_km)?,
             region_km2: non_negative("solution.region_km2", p.region_km2)?,
+            radius_50_km: opt_non_negative("solution.radius_50_km", p.radius_50_km)?,
+            radius_90_km: opt_non_negative("solution.radius_90_km", p.radius_90_km)?,
             timezone: Timezone {
                 iana: tz.iana.clone(),
                 utc_offset: tz.utc_offset.clone(),
@@ -652,6 +656,21 @@ mod tests {
         assert_eq!(round_trip(&s), answer(&s));
     }
 
+    #[test]
+    fn calibrated_radii_cross_the_wire_and_may_be_absent() {
+        let p = sample();
+        let (r50, r90) = (p.radius_50_km.unwrap(), p.radius_90_km.unwrap());
+        assert!(r50 > 0.0 && r90 > r50, "{r50} {r90}");
+        // A server that predates the radii sends neither: the answer has none.
+        let old = pb::Solution {
+            radius_50_km: None,
+            radius_90_km: None,
+            ..p
+        };
+        let s = Solution::try_from(&old).unwrap();
+        assert_eq!((s.radius_50_km, s.radius_90_km), (None, None));
+    }
+
     fn sample() -> pb::Solution {
         let s = solve(&rtts(LatLon::new(45.764, 4.8357), EUROPE), &opts()).unwrap();
         pb::Solution::try_from(&s).unwrap()
@@ -715,6 +734,8 @@ mod tests {
             ("solution.radius_km", |p| p.radius_km = f64::NAN),
             ("solution.radius_km", |p| p.radius_km = -1.0),
             ("solution.region_km2", |p| p.region_km2 = f64::INFINITY),
+            ("solution.radius_50_km", |p| p.radius_50_km = Some(f64::NAN)),
+            ("solution.radius_90_km", |p| p.radius_90_km = Some(-3.0)),
             ("solution.min_rtt_ms", |p| p.min_rtt_ms = -0.5),
             ("solution.used", |p| p.used = p.landmarks + 1),
             ("solution.timezone.utc_offset_s", |p| {

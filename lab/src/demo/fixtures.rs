@@ -38,6 +38,8 @@ pub(crate) fn answer(
             estimate: geoloc_engine::LatLon { lat, lon },
             radius_km: 0.0,
             region_km2: 0.0,
+            radius_50_km: None,
+            radius_90_km: None,
             timezone: Timezone {
                 iana: tz.into(),
                 utc_offset: format_offset(offset_s),
