@@ -9,7 +9,7 @@
 //! `geoloc atlas locate IP --requested BUDGET --max-credits ... --mesh-msm 1000`:
 //! estimate, create, poll, fetch probe metadata and the anchors' mesh, vet, solve.
 //!
-//!     cargo run --release -p geoloc-atlas --example atlas_standin_locate -- [BUDGET] [TARGETS] [SPREAD_S]
+//!     cargo run --release -p geoloc-atlas --example atlas_standin_locate -- [BUDGET] [TARGETS] [SPREAD_S] [METHOD]
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,8 @@ async fn main() -> anyhow::Result<()> {
     let budget: u32 = args.first().map_or(Ok(50), |a| a.parse())?;
     let n_targets: usize = args.get(1).map_or(Ok(10), |a| a.parse())?;
     let spread_s: f64 = args.get(2).map_or(Ok(2.0), |a| a.parse())?;
+    let method: geoloc_engine::Method =
+        args.get(3).map_or(Ok(Default::default()), |a| a.parse())?;
     let path = "../shared/data/ripe-atlas-2023/anchors.csv";
     let text = std::fs::read_to_string(path)
         .or_else(|_| std::fs::read_to_string(format!("../{path}")))
@@ -87,7 +89,13 @@ async fn main() -> anyhow::Result<()> {
         let t0 = Instant::now();
         let l = live(&client, &opts, |_| {}).await?;
         let t1 = Instant::now();
-        let sol = solve_vetted(&l.vetted, SolveOptions::default())?;
+        let sol = solve_vetted(
+            &l.vetted,
+            SolveOptions {
+                method,
+                ..SolveOptions::default()
+            },
+        )?;
         let took = t0.elapsed().as_secs_f64();
         let charged = s.credits_charged() - before;
         let err = distance_km(sol.estimate, *pos);

@@ -25,7 +25,8 @@
 //!
 //! A probe's `actual` position sets its RTTs; its `meta.pos` is what it declares (set them
 //! apart to model a misplaced probe). [`StandInConfig::mesh_msm_id`] publishes a finished
-//! ping measurement among all anchors (the anchors' mesh), readable without a key.
+//! ping measurement among anchors (the anchors' mesh: each pings
+//! [`StandInConfig::mesh_partners`] others), readable without a key.
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -81,11 +82,15 @@ pub struct StandInConfig {
     /// Starting credit balance.
     pub credits: f64,
     pub mesh_msm_id: Option<u64>,
+    /// In the mesh, each anchor pings this many other anchors (seeded choice; all of them
+    /// when there are fewer).
+    pub mesh_partners: usize,
 }
 
 impl StandInConfig {
     /// A config with the lab's default delay model, 1 ms jitter, results over 1 s,
-    /// 1,000,000 credits, the anchors' mesh as measurement 1000.
+    /// 1,000,000 credits, the anchors' mesh as measurement 1000 (each anchor pinging 12
+    /// others).
     pub fn new(probes: Vec<StandInProbe>, targets: Vec<(IpAddr, LatLon)>, key: &str) -> Self {
         Self {
             probes,
@@ -97,6 +102,7 @@ impl StandInConfig {
             result_spread: Duration::from_secs(1),
             credits: 1_000_000.0,
             mesh_msm_id: Some(1000),
+            mesh_partners: 12,
         }
     }
 }
@@ -219,11 +225,15 @@ impl StandIn {
                 .filter(|&i| inner.cfg.probes[i].meta.is_anchor)
                 .collect();
             let mut results = Vec::new();
+            let mut rng = StdRng::seed_from_u64(inner.cfg.seed ^ mid);
             for &i in &anchors {
-                for &j in &anchors {
-                    if i == j {
-                        continue;
-                    }
+                let mut others: Vec<usize> = anchors.iter().copied().filter(|&j| j != i).collect();
+                for k in (1..others.len()).rev() {
+                    let j = rng.random_range(0..=k);
+                    others.swap(k, j);
+                }
+                others.truncate(inner.cfg.mesh_partners);
+                for j in others {
                     let Some(dst) = inner.cfg.probes[j].meta.address_v4 else {
                         continue;
                     };

@@ -250,7 +250,11 @@ struct SelectArgs {
 }
 
 impl SelectArgs {
-    fn request(&self, target: IpAddr, exclude: &BTreeSet<u32>) -> anyhow::Result<MeasurementRequest> {
+    fn request(
+        &self,
+        target: IpAddr,
+        exclude: &BTreeSet<u32>,
+    ) -> anyhow::Result<MeasurementRequest> {
         let kind: MeasurementType = self.kind.parse()?;
         let mut d = Definition::new(kind, target);
         d.packets = self.packets;

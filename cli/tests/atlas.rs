@@ -49,9 +49,23 @@ async fn stand_in() -> StandIn {
 async fn live_locate_through_the_stand_in_lands_near_the_target() {
     let s = stand_in().await;
     let (code, out, err) = geoloc(&[
-        "atlas", "locate", "192.0.2.9", "--base-url", &s.url, "--area", "North-Central",
-        "--requested", "50", "--max-credits", "300", "--poll-s", "0.1", "--deadline-s", "20",
-        "--mesh-msm", "1000",
+        "atlas",
+        "locate",
+        "192.0.2.9",
+        "--base-url",
+        &s.url,
+        "--area",
+        "North-Central",
+        "--requested",
+        "50",
+        "--max-credits",
+        "300",
+        "--poll-s",
+        "0.1",
+        "--deadline-s",
+        "20",
+        "--mesh-msm",
+        "1000",
     ])
     .await;
     assert_eq!(code, 0, "stderr: {err}");
@@ -72,8 +86,15 @@ async fn live_locate_through_the_stand_in_lands_near_the_target() {
 async fn live_locate_refuses_beyond_max_credits() {
     let s = stand_in().await;
     let (code, out, err) = geoloc(&[
-        "atlas", "locate", "192.0.2.9", "--base-url", &s.url, "--requested", "50",
-        "--max-credits", "299",
+        "atlas",
+        "locate",
+        "192.0.2.9",
+        "--base-url",
+        &s.url,
+        "--requested",
+        "50",
+        "--max-credits",
+        "299",
     ])
     .await;
     assert_eq!(code, 2, "{err}");
@@ -82,9 +103,21 @@ async fn live_locate_refuses_beyond_max_credits() {
     assert!(err.contains("more than --max-credits 299"), "{err}");
     assert!(s.requests().is_empty(), "nothing was sent");
     // The estimate alone needs no key and spends nothing.
-    let (code, out, _) = geoloc(&["atlas", "estimate", "192.0.2.9", "--type", "traceroute", "--requested", "10"]).await;
+    let (code, out, _) = geoloc(&[
+        "atlas",
+        "estimate",
+        "192.0.2.9",
+        "--type",
+        "traceroute",
+        "--requested",
+        "10",
+    ])
+    .await;
     assert_eq!(code, 0);
-    assert!(out.contains("10 probes x 30 credits/result x 2 (one-off) = 600 credits"), "{out}");
+    assert!(
+        out.contains("10 probes x 30 credits/result x 2 (one-off) = 600 credits"),
+        "{out}"
+    );
     s.stop().await;
 }
 
@@ -103,18 +136,27 @@ async fn import_solves_downloaded_results_offline() {
     ])
     .await;
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("11 results: 9 probes with an RTT, 1 without reply, 0 malformed"), "{err}");
+    assert!(
+        err.contains("11 results: 9 probes with an RTT, 1 without reply, 0 malformed"),
+        "{err}"
+    );
     let sol: serde_json::Value = serde_json::from_str(&out).unwrap();
     let km = distance_km(estimate(&sol), FRANKFURT);
     assert!(km < 150.0, "{km:.0} km from Frankfurt");
     let dropped: Vec<serde_json::Value> = sol["dropped"].as_array().unwrap().clone();
-    insta::assert_json_snapshot!("import_atlas_dropped", serde_json::json!({
-        "landmarks": sol["landmarks"],
-        "dropped": dropped,
-    }));
+    insta::assert_json_snapshot!(
+        "import_atlas_dropped",
+        serde_json::json!({
+            "landmarks": sol["landmarks"],
+            "dropped": dropped,
+        })
+    );
     // A results file that is not Atlas JSON: exit 2 and a clear error.
     let (code, _, err) = geoloc(&[
-        "import", "atlas", data("README.md").to_str().unwrap(), "--probes",
+        "import",
+        "atlas",
+        data("README.md").to_str().unwrap(),
+        "--probes",
         data("probes.json").to_str().unwrap(),
     ])
     .await;
