@@ -1,9 +1,11 @@
 //! `geoloc`: the command-line client.
 //!
 //! `solve`, `eval` and `eval-anycast` run the engine locally on data files; `locate`, `audit` and `probes`
-//! talk to a coordinator; `lab` runs the emulated Internet.
+//! talk to a coordinator; `lab` runs the emulated Internet; `import atlas` solves from
+//! downloaded RIPE Atlas results and `atlas` talks to the RIPE Atlas API.
 use clap::{Parser, Subcommand};
 
+mod atlas;
 mod eval;
 mod eval_budget;
 mod solve;
@@ -42,6 +44,11 @@ enum Command {
     Probes(geoloc_client::ProbesArgs),
     /// The emulated Internet on one machine (root).
     Lab(geoloc_lab::cli::LabArgs),
+    /// Solve offline from measurement files downloaded elsewhere (`import atlas`).
+    Import(atlas::ImportArgs),
+    /// RIPE Atlas: list probes, estimate a measurement's credits, locate with a one-off
+    /// measurement.
+    Atlas(atlas::AtlasArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -56,6 +63,8 @@ fn main() -> std::process::ExitCode {
         Command::Audit(a) => geoloc_client::run_audit(a),
         Command::Probes(a) => geoloc_client::run_probes(a),
         Command::Lab(a) => geoloc_lab::cli::run(a),
+        Command::Import(a) => atlas::run_import(a),
+        Command::Atlas(a) => atlas::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
