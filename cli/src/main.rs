@@ -4,6 +4,7 @@
 //! talk to a coordinator; `lab` runs the emulated Internet.
 use clap::{Parser, Subcommand};
 
+mod audit_extra;
 mod eval;
 mod solve;
 
@@ -30,11 +31,13 @@ enum Command {
     /// Locate IPs through a coordinator, with live progress.
     Locate(geoloc_client::LocateArgs),
     /// Locate a list of IPs through a coordinator and write a CSV (resumable).
-    Audit(geoloc_client::AuditArgs),
+    Audit(audit_extra::AuditCmd),
     /// List the probe fleet known to a coordinator.
     Probes(geoloc_client::ProbesArgs),
     /// The emulated Internet on one machine (root).
     Lab(geoloc_lab::cli::LabArgs),
+    /// Serve the web interface (live locate map, fleet, audit, history) on a loopback address.
+    Web(geoloc_web::WebArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -44,9 +47,10 @@ fn main() -> std::process::ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::EvalAnycast(a) => eval::run_anycast(a),
         Command::Locate(a) => geoloc_client::run_locate(a),
-        Command::Audit(a) => geoloc_client::run_audit(a),
+        Command::Audit(a) => audit_extra::run(a),
         Command::Probes(a) => geoloc_client::run_probes(a),
         Command::Lab(a) => geoloc_lab::cli::run(a),
+        Command::Web(a) => geoloc_web::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
