@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod audit_extra;
 mod eval;
 mod solve;
+mod web_lab;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,7 +38,7 @@ enum Command {
     /// The emulated Internet on one machine (root).
     Lab(geoloc_lab::cli::LabArgs),
     /// Serve the web interface (live locate map, fleet, audit, history) on a loopback address.
-    Web(geoloc_web::WebArgs),
+    Web(web_lab::WebCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,7 +51,7 @@ fn main() -> std::process::ExitCode {
         Command::Audit(a) => audit_extra::run(a),
         Command::Probes(a) => geoloc_client::run_probes(a),
         Command::Lab(a) => geoloc_lab::cli::run(a),
-        Command::Web(a) => geoloc_web::run(a),
+        Command::Web(a) => web_lab::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -126,7 +126,9 @@ mod tests {
         let kathmandu = local_time_in("Asia/Kathmandu", 1.0, t).unwrap();
         assert_eq!(kathmandu.utc_offset, "+05:45");
         let stjohns = local_time_in("America/St_Johns", 1.0, t).unwrap();
-        assert_eq!(stjohns.local_time, "2026-03-13T23:00:00-03:30");
+        // Newfoundland is on summer time (NDT) since 2026-03-08.
+        assert_eq!(stjohns.local_time, "2026-03-14T00:00:00-02:30");
+        assert_eq!(stjohns.abbreviation, "NDT");
     }
 
     #[test]

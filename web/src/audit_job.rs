@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn a_pasted_list_is_checked() {
-        assert!(AuditJob::new("").unwrap_err().contains("no addresses"));
+        assert!(AuditJob::new("").err().unwrap().contains("no addresses"));
         let j = AuditJob::new("1.1.1.1\nnope\n").unwrap();
         assert_eq!(j.inputs.len(), 2);
         let s = j.status();
@@ -256,7 +256,7 @@ mod tests {
             .unwrap()
             .starts_with("invalid-address"));
         let many = "1.1.1.1\n".repeat(MAX_AUDIT_ROWS + 1);
-        assert!(AuditJob::new(&many).unwrap_err().contains("at most"));
+        assert!(AuditJob::new(&many).err().unwrap().contains("at most"));
         // CSV stops at the first unfinished row.
         assert_eq!(String::from_utf8(j.csv()).unwrap().lines().count(), 1);
     }

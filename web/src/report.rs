@@ -463,7 +463,10 @@ pub fn markdown(rows: &[Row], title: &str, generated: &str) -> String {
         );
     }
     o.push_str("\n## Provably wrong MaxMind entries\n\n| ip | measured | MaxMind | distance km |\n|---|---|---|---|\n");
-    for r in rows.iter().filter(|r| r.verdict == "provably-wrong") {
+    for r in rows
+        .iter()
+        .filter(|r| r.located() && r.verdict == "provably-wrong")
+    {
         let _ = writeln!(
             o,
             "| {} | {} {} | {} {} | {} |",
