@@ -506,3 +506,61 @@ async fn audit_file(
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_addresses_are_served() {
+        assert!(check_listen("127.0.0.1:8080".parse().unwrap()).is_ok());
+        assert!(check_listen("[::1]:8080".parse().unwrap()).is_ok());
+        for bad in ["0.0.0.0:8080", "[::]:8080", "192.0.2.1:80"] {
+            let e = check_listen(bad.parse().unwrap()).unwrap_err().to_string();
+            assert!(e.contains("only listens on loopback"), "{e}");
+        }
+    }
+
+    #[test]
+    fn tile_urls_are_checked() {
+        let ok = WebConfig {
+            tile_url: Some("https://tile.example/{z}/{x}/{y}.png".into()),
+            tile_attribution: None,
+        };
+        assert!(ok.check().is_ok());
+        for bad in [
+            "javascript:alert(1)//{z}{x}{y}",
+            "https://tile.example/{z}/{x}.png",
+            "https://x/{z}/{x}/{y}\"><script>",
+        ] {
+            let c = WebConfig {
+                tile_url: Some(bad.into()),
+                tile_attribution: None,
+            };
+            assert!(c.check().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_embedded_asset_is_there_with_its_licence() {
+        for p in [
+            "index.html",
+            "app.js",
+            "vendor/leaflet/leaflet.js",
+            "vendor/leaflet/LICENSE",
+            "vendor/topojson-client/LICENSE",
+            "vendor/world-atlas/LICENSE",
+            "vendor/world-atlas/countries-110m.json",
+        ] {
+            let (_, b) = assets::get(p).unwrap_or_else(|| panic!("{p} missing"));
+            assert!(!b.is_empty(), "{p}");
+        }
+        // The page loads nothing from outside.
+        let (_, html) = assets::get("index.html").unwrap();
+        let html = std::str::from_utf8(html).unwrap();
+        assert!(!html.contains("http://") && !html.contains("https://"));
+        let (_, js) = assets::get("app.js").unwrap();
+        let js = std::str::from_utf8(js).unwrap();
+        assert!(!js.contains("innerHTML"), "texts must go through textContent");
+    }
+}
