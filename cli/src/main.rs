@@ -6,9 +6,11 @@
 use clap::{Parser, Subcommand};
 
 mod atlas;
+mod audit_extra;
 mod eval;
 mod eval_budget;
 mod solve;
+mod web_lab;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,7 +41,7 @@ enum Command {
     /// Locate IPs through a coordinator, with live progress.
     Locate(geoloc_client::LocateArgs),
     /// Locate a list of IPs through a coordinator and write a CSV (resumable).
-    Audit(geoloc_client::AuditArgs),
+    Audit(audit_extra::AuditCmd),
     /// List the probe fleet known to a coordinator.
     Probes(geoloc_client::ProbesArgs),
     /// The emulated Internet on one machine (root).
@@ -49,6 +51,8 @@ enum Command {
     /// RIPE Atlas: list probes, estimate a measurement's credits, locate with a one-off
     /// measurement.
     Atlas(atlas::AtlasArgs),
+    /// Serve the web interface (live locate map, fleet, audit, history) on a loopback address.
+    Web(web_lab::WebCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -60,11 +64,12 @@ fn main() -> std::process::ExitCode {
         Command::EvalBudget(a) => eval_budget::run_budget(a),
         Command::EvalDense(a) => eval_budget::run_dense(a),
         Command::Locate(a) => geoloc_client::run_locate(a),
-        Command::Audit(a) => geoloc_client::run_audit(a),
+        Command::Audit(a) => audit_extra::run(a),
         Command::Probes(a) => geoloc_client::run_probes(a),
         Command::Lab(a) => geoloc_lab::cli::run(a),
         Command::Import(a) => atlas::run_import(a),
         Command::Atlas(a) => atlas::run(a),
+        Command::Web(a) => web_lab::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

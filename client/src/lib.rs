@@ -13,11 +13,14 @@ use pb::locate_service_client::LocateServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
 pub mod audit;
+mod extra;
+pub mod localtime;
 pub mod locate;
 pub mod probes;
 mod result;
 
 pub use audit::{run_audit, AuditArgs};
+pub use extra::BatchEvent;
 pub use locate::{run_locate, LocateArgs};
 pub use probes::{run_probes, ProbesArgs};
 pub use result::{Failure, LocateLine, Located, Mode};

@@ -34,6 +34,11 @@ pub struct LocateArgs {
     /// Return a stored result when the coordinator has one instead of measuring again.
     #[arg(long)]
     pub reuse: bool,
+    /// Also print the target's local time at this UTC instant (RFC 3339, e.g.
+    /// 2026-03-14T02:30:00Z), in every candidate time zone with its share of the region.
+    /// With --json: a `local_time_at` array (schema: client/README.md).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
 }
 
 /// The JSON object printed by `geoloc locate --json` for one located address (`ip` as the
@@ -162,10 +167,31 @@ pub fn run_locate(args: LocateArgs) -> anyhow::Result<()> {
     for ip in &args.ips {
         geoloc_policy::parse_target(ip, true).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     }
+    if let Some(t) = &args.at {
+        crate::localtime::parse_instant(t).map_err(|e| anyhow::anyhow!("--at: {e}"))?;
+    }
     crate::runtime()?.block_on(locate_all(args))
 }
 
+/// The `--at` lines of the human output.
+fn local_time_text(r: &Located, at: chrono::DateTime<chrono::Utc>) -> String {
+    let zs = crate::localtime::local_times(&r.solution, at);
+    let mut out = format!(
+        "\n  local time at {}:",
+        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    for line in crate::localtime::describe(&zs) {
+        out.push_str("\n    ");
+        out.push_str(&line);
+    }
+    out
+}
+
 async fn locate_all(args: LocateArgs) -> anyhow::Result<()> {
+    let at = match &args.at {
+        Some(t) => Some(crate::localtime::parse_instant(t)?),
+        None => None,
+    };
     let mut client = Client::connect(&args.coordinator).await?;
     let mut failed = 0usize;
     let mut features = Vec::new();
@@ -183,11 +209,20 @@ async fn locate_all(args: LocateArgs) -> anyhow::Result<()> {
         match outcome {
             Ok(r) => {
                 if args.json {
-                    println!("{}", result_json(ip, &r));
+                    let mut v = result_json(ip, &r);
+                    if let (Some(at), Value::Object(m)) = (at, &mut v) {
+                        let zs = crate::localtime::local_times(&r.solution, at);
+                        m.insert("local_time_at".into(), serde_json::to_value(zs)?);
+                    }
+                    println!("{v}");
                 } else if args.geojson {
                     features.extend(geojson_features(ip, &r));
                 } else {
-                    println!("{}", human(ip, &r));
+                    let mut text = human(ip, &r);
+                    if let Some(at) = at {
+                        text.push_str(&local_time_text(&r, at));
+                    }
+                    println!("{text}");
                 }
             }
             Err(Failure { code, message }) => {
@@ -277,6 +312,28 @@ mod tests {
                 serde_json::to_string(&old).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn local_time_lines_name_every_zone() {
+        let (mut l, _) = crate::result::tests::located();
+        l.solution.timezones = vec![
+            geoloc_engine::TzShare {
+                iana: "Asia/Kolkata".into(),
+                share: 0.6,
+            },
+            geoloc_engine::TzShare {
+                iana: "Asia/Kathmandu".into(),
+                share: 0.4,
+            },
+        ];
+        let at = crate::localtime::parse_instant("2026-03-14T02:30:00Z").unwrap();
+        assert_eq!(
+            local_time_text(&l, at),
+            "\n  local time at 2026-03-14T02:30:00Z:\
+             \n    2026-03-14T08:00:00+05:30 IST Asia/Kolkata (60%)\
+             \n    2026-03-14T08:15:00+05:45 +0545 Asia/Kathmandu (40%)"
+        );
     }
 
     #[test]

@@ -1,0 +1,258 @@
+//! `geoloc audit` options added around `geoloc_client::AuditArgs`: `--report` (HTML or
+//! Markdown report of the output, see geoloc-web's `report`) and `--at-column` (a
+//! `local_time` column from a UTC timestamp column of the input).
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+
+/// `geoloc audit`
+#[derive(Debug, Args)]
+pub struct AuditCmd {
+    #[command(flatten)]
+    pub audit: geoloc_client::AuditArgs,
+    /// Also write a report of the output: `.html` (one self-contained file with SVG charts)
+    /// or `.md` (Markdown summary).
+    #[arg(long, value_name = "REPORT.html|REPORT.md")]
+    pub report: Option<PathBuf>,
+    /// Add a `local_time` column (last): the time in the row's time zone at the UTC instant
+    /// (RFC 3339) given in this column of the input CSV. Needs the `timezone` output column.
+    #[arg(long, value_name = "COL")]
+    pub at_column: Option<String>,
+}
+
+enum ReportKind {
+    Html,
+    Markdown,
+}
+
+fn report_kind(p: &Path) -> anyhow::Result<ReportKind> {
+    match p
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("html") | Some("htm") => Ok(ReportKind::Html),
+        Some("md") | Some("markdown") => Ok(ReportKind::Markdown),
+        _ => bail!(
+            "--report {}: the name must end in .html or .md",
+            p.display()
+        ),
+    }
+}
+
+pub fn run(cmd: AuditCmd) -> anyhow::Result<()> {
+    let kind = cmd.report.as_deref().map(report_kind).transpose()?;
+    if let Some(col) = &cmd.at_column {
+        if cmd.audit.file.as_os_str() == "-" {
+            bail!("--at-column {col} needs --file to be a file (standard input is read once)");
+        }
+        let cols = geoloc_client::audit::parse_columns(cmd.audit.columns.as_deref())?;
+        if !cols.iter().any(|c| c == "timezone") {
+            bail!("--at-column needs the timezone column in --columns");
+        }
+        // A previous run's local_time column is removed so the audit can resume.
+        strip_local_time(&cmd.audit.output)?;
+    }
+    let output = cmd.audit.output.clone();
+    let input = cmd.audit.file.clone();
+    let audited = geoloc_client::run_audit(cmd.audit);
+    // The report and the column are written even when some rows failed (exit code 1).
+    let ran = match &audited {
+        Ok(()) => true,
+        Err(e) => e.downcast_ref::<geoloc_client::NotLocated>().is_some(),
+    };
+    if ran {
+        if let Some(col) = &cmd.at_column {
+            add_local_time(&input, &output, col)?;
+        }
+        if let (Some(p), Some(kind)) = (&cmd.report, kind) {
+            write_report(&output, p, kind)?;
+            eprintln!("report in {}", p.display());
+        }
+    }
+    audited
+}
+
+fn write_report(csv: &Path, out: &Path, kind: ReportKind) -> anyhow::Result<()> {
+    let f = File::open(csv).with_context(|| format!("opening {}", csv.display()))?;
+    let rows = geoloc_web::report::rows_from_csv(f)?;
+    let title = format!("geoloc audit: {}", csv.display());
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let text = match kind {
+        ReportKind::Html => geoloc_web::report::html(&rows, &title, &now),
+        ReportKind::Markdown => geoloc_web::report::markdown(&rows, &title, &now),
+    };
+    std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))
+}
+
+fn read_csv(path: &Path) -> anyhow::Result<(csv::StringRecord, Vec<csv::StringRecord>)> {
+    let mut rd = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let header = rd.headers()?.clone();
+    let rows = rd
+        .records()
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok((header, rows))
+}
+
+fn write_csv(path: &Path, header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("csv.partial");
+    let mut w =
+        csv::Writer::from_path(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    w.write_record(header)?;
+    for r in rows {
+        w.write_record(r)?;
+    }
+    w.flush()?;
+    drop(w);
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+fn strip_local_time(out: &Path) -> anyhow::Result<()> {
+    if !out.is_file() || std::fs::metadata(out)?.len() == 0 {
+        return Ok(());
+    }
+    let (header, rows) = read_csv(out)?;
+    if header.iter().last() != Some("local_time") {
+        return Ok(());
+    }
+    let n = header.len() - 1;
+    let h: Vec<&str> = header.iter().take(n).collect();
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().take(n).map(String::from).collect())
+        .collect();
+    write_csv(out, &h, &rows)
+}
+
+/// The value of column `col` on each data line of the input, by 1-based line number (the
+/// numbering of `geoloc_client::audit::read_inputs`).
+fn at_values(input: &Path, col: &str) -> anyhow::Result<std::collections::HashMap<usize, String>> {
+    let f = File::open(input).with_context(|| format!("opening {}", input.display()))?;
+    let mut out = std::collections::HashMap::new();
+    let mut idx: Option<usize> = None;
+    for (n, line) in BufReader::new(f).split(b'\n').enumerate() {
+        let line = line?;
+        if line.len() > geoloc_client::audit::MAX_LINE_BYTES {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text
+            .trim_end_matches('\r')
+            .trim()
+            .trim_start_matches('\u{feff}');
+        if text.is_empty() || text.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<String> = text
+            .split(',')
+            .map(|f| f.trim().trim_matches('"').trim().to_string())
+            .collect();
+        match idx {
+            None => {
+                idx = Some(fields.iter().position(|f| f == col).ok_or_else(|| {
+                    anyhow!(
+                        "--at-column {col}: the first line of {} has no such column (it has: {})",
+                        input.display(),
+                        fields.join(",")
+                    )
+                })?);
+            }
+            Some(i) => {
+                if let Some(v) = fields.get(i) {
+                    out.insert(n + 1, v.clone());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The `local_time` value of one row: the local time in `tz` at instant `at`, or why not.
+pub fn local_time_cell(tz: &str, at: Option<&str>) -> String {
+    let Some(at) = at.filter(|a| !a.is_empty()) else {
+        return String::new();
+    };
+    if tz.is_empty() {
+        return String::new();
+    }
+    match geoloc_client::localtime::parse_instant(at)
+        .and_then(|t| geoloc_client::localtime::local_time_in(tz, 1.0, t))
+    {
+        Ok(z) => z.local_time,
+        Err(e) => format!("error: {e}").replace(['\n', '\r', ','], " "),
+    }
+}
+
+fn add_local_time(input: &Path, out: &Path, col: &str) -> anyhow::Result<()> {
+    let inputs = geoloc_client::audit::read_inputs(
+        File::open(input).with_context(|| format!("opening {}", input.display()))?,
+    )?;
+    let ats = at_values(input, col)?;
+    let (header, rows) = read_csv(out)?;
+    let tz_col = header
+        .iter()
+        .position(|h| h == "timezone")
+        .ok_or_else(|| anyhow!("{} has no timezone column", out.display()))?;
+    let mut h: Vec<&str> = header.iter().collect();
+    h.push("local_time");
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let at = inputs
+                .get(i)
+                .and_then(|inp| ats.get(&inp.line))
+                .map(String::as_str);
+            let mut v: Vec<String> = r.iter().map(String::from).collect();
+            v.push(local_time_cell(r.get(tz_col).unwrap_or(""), at));
+            v
+        })
+        .collect();
+    write_csv(out, &h, &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_time_cells() {
+        assert_eq!(
+            local_time_cell("Asia/Kolkata", Some("2026-03-14T02:30:00Z")),
+            "2026-03-14T08:00:00+05:30"
+        );
+        assert_eq!(
+            local_time_cell("America/New_York", Some("2026-03-08T07:00:00Z")),
+            "2026-03-08T03:00:00-04:00"
+        );
+        assert_eq!(local_time_cell("", Some("2026-03-14T02:30:00Z")), "");
+        assert!(local_time_cell("Europe/Paris", Some("yesterday")).starts_with("error: "));
+    }
+
+    #[test]
+    fn at_column_values_follow_the_input_lines() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("in.csv");
+        std::fs::write(
+            &p,
+            "ip,seen\n# c\n1.1.1.1,2026-03-14T02:30:00Z\n\n8.8.8.8,x\n",
+        )
+        .unwrap();
+        let v = at_values(&p, "seen").unwrap();
+        let inputs = geoloc_client::audit::read_inputs(File::open(&p).unwrap()).unwrap();
+        assert_eq!(v[&inputs[0].line], "2026-03-14T02:30:00Z");
+        assert_eq!(v[&inputs[1].line], "x");
+        assert!(at_values(&p, "nope")
+            .unwrap_err()
+            .to_string()
+            .contains("no such column"));
+    }
+}

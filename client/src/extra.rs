@@ -1,0 +1,84 @@
+//! Calls of the typed [`Client`] used by the web interface (`geoloc-web`): a stored result
+//! by id, and a batch with per-address events.
+use geoloc_proto::v1 as pb;
+
+use crate::{status_msg, Client, Failure, Located};
+
+impl Clone for Client {
+    /// A second handle on the same connection (tonic channels are cheap to clone).
+    fn clone(&self) -> Self {
+        Client {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+/// One event of [`Client::locate_batch`]: the position of the address in the request and
+/// its outcome (the address itself when it failed, with the error as `geoloc audit` writes
+/// it: `code: message`).
+#[derive(Debug, Clone)]
+pub enum BatchEvent {
+    Progress(usize, pb::Progress),
+    Done(usize, Result<Located, Failure>),
+}
+
+impl Client {
+    /// A stored result by its id (`GetResult`). `Ok(None)` when the coordinator has none.
+    pub async fn get_result(&mut self, result_id: &str) -> Result<Option<Located>, Failure> {
+        let req = pb::GetResultRequest {
+            key: Some(pb::get_result_request::Key::ResultId(result_id.to_string())),
+        };
+        match self.inner.get_result(req).await {
+            Ok(r) => match r.into_inner().result {
+                None => Ok(None),
+                Some(r) => Located::try_from(&r)
+                    .map(Some)
+                    .map_err(|e| Failure::new("bad-result", e.to_string())),
+            },
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) if s.code() == tonic::Code::InvalidArgument => {
+                Err(Failure::new(&crate::invalid_code(&s), s.message()))
+            }
+            Err(s) => Err(Failure::new("unreachable", status_msg(&s))),
+        }
+    }
+
+    /// Locates `req.ips` with one `LocateBatch` call; `on_event` gets each progress and
+    /// each final outcome (a result that fails the checks of `geoloc_proto::convert` is a
+    /// `bad-result` failure). Returns Err when the stream itself fails.
+    pub async fn locate_batch(
+        &mut self,
+        req: pb::LocateBatchRequest,
+        mut on_event: impl FnMut(BatchEvent),
+    ) -> Result<(), Failure> {
+        let n = req.ips.len();
+        let mut stream = self
+            .inner
+            .locate_batch(req)
+            .await
+            .map_err(|s| Failure::new("unreachable", status_msg(&s)))?
+            .into_inner();
+        loop {
+            let msg = match stream.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => return Ok(()),
+                Err(s) => return Err(Failure::new("unreachable", status_msg(&s))),
+            };
+            let i = msg.index as usize;
+            if i >= n {
+                continue;
+            }
+            match msg.event {
+                Some(pb::locate_event::Event::Progress(p)) => on_event(BatchEvent::Progress(i, p)),
+                Some(pb::locate_event::Event::Result(r)) => on_event(BatchEvent::Done(
+                    i,
+                    Located::try_from(&r).map_err(|e| Failure::new("bad-result", e.to_string())),
+                )),
+                Some(pb::locate_event::Event::Error(e)) => {
+                    on_event(BatchEvent::Done(i, Err(Failure::from_pb(&e))))
+                }
+                None => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! geoloc's web interface: a live locate map, the probe fleet, audits with their report, and
+//! earlier results, served by an axum [`Router`] that talks to a coordinator through the typed
+//! [`geoloc_client::Client`]. Everything it serves is embedded (Leaflet, Natural Earth
+//! outlines): no CDN or tile server at run time; an online tile layer is optional
+//! ([`WebConfig::tile_url`]).
+//!
+//! Until API keys land, [`serve`] binds loopback addresses only ([`check_listen`]).
+//! HTTP API: see web/README.md.
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::Stream;
+use geoloc_client::{Client, Failure, Located};
+use geoloc_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+pub mod assets;
+mod audit_job;
+pub mod continents;
+pub mod report;
+mod topo;
+
+pub use audit_job::{AuditJob, MAX_AUDIT_ROWS};
+
+/// The errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("--listen {0}: the web interface only listens on loopback addresses (127.0.0.1, ::1) until API keys land; use e.g. --listen 127.0.0.1:8080")]
+    NotLoopback(SocketAddr),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Coordinator(String),
+    #[error("tile layer URL {0:?}: expected http(s)://... with {{z}}, {{x}} and {{y}}")]
+    TileUrl(String),
+    #[error("report: {0}")]
+    Report(String),
+    #[error("web server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Settings of the web interface.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WebConfig {
+    /// An online tile layer (`https://tile.example/{z}/{x}/{y}.png`), shown under the
+    /// embedded outlines when set. None (default): offline outlines only.
+    pub tile_url: Option<String>,
+    /// Attribution text of that layer.
+    pub tile_attribution: Option<String>,
+}
+
+impl WebConfig {
+    /// Checks the tile URL (the page hands it to Leaflet as is).
+    pub fn check(&self) -> Result<(), WebError> {
+        if let Some(u) = &self.tile_url {
+            let ok = (u.starts_with("https://") || u.starts_with("http://"))
+                && u.len() < 512
+                && ["{z}", "{x}", "{y}"].iter().all(|p| u.contains(p))
+                && !u.chars().any(|c| c.is_control() || c == '"' || c == '<');
+            if !ok {
+                return Err(WebError::TileUrl(u.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a listen address that is not loopback.
+pub fn check_listen(addr: SocketAddr) -> Result<(), WebError> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(WebError::NotLoopback(addr))
+    }
+}
+
+/// Most entries the history keeps (oldest dropped first).
+pub const MAX_HISTORY: usize = 1000;
+
+/// One earlier result, as the History page lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryEntry {
+    pub result_id: String,
+    pub ip: String,
+    pub city: String,
+    pub country: String,
+    pub radius_km: f64,
+    pub created_at_unix_ms: i64,
+}
+
+struct AppState {
+    client: Client,
+    config: WebConfig,
+    history: Mutex<VecDeque<HistoryEntry>>,
+    audits: Mutex<HashMap<String, Arc<AuditJob>>>,
+}
+
+type Shared = Arc<AppState>;
+
+/// The web interface over a connected client, with the default (offline) settings.
+pub fn router(client: Client) -> Router {
+    router_with(client, WebConfig::default())
+}
+
+/// The web interface over a connected client.
+pub fn router_with(client: Client, config: WebConfig) -> Router {
+    let st = Arc::new(AppState {
+        client,
+        config,
+        history: Mutex::new(VecDeque::new()),
+        audits: Mutex::new(HashMap::new()),
+    });
+    Router::new()
+        .route("/", get(index))
+        .route("/assets/{*path}", get(asset))
+        .route("/api/config", get(config_api))
+        .route("/api/probes", get(probes))
+        .route("/api/locate", get(locate))
+        .route("/api/result/{id}", get(result))
+        .route("/api/history", get(history))
+        .route("/api/localtime", get(localtime))
+        .route("/api/audit", post(audit_start))
+        .route("/api/audit/{id}", get(audit_status))
+        .route("/api/audit/{id}/{file}", get(audit_file))
+        .layer(DefaultBodyLimit::max(audit_job::MAX_AUDIT_BYTES))
+        .with_state(st)
+}
+
+/// Connects to the coordinator and serves the interface on `listen` (loopback only) until
+/// the process ends.
+pub async fn serve(
+    listen: SocketAddr,
+    coordinator: &str,
+    config: WebConfig,
+) -> Result<(), WebError> {
+    check_listen(listen)?;
+    config.check()?;
+    let client = Client::connect(coordinator)
+        .await
+        .map_err(|e| WebError::Coordinator(format!("{e:#}")))?;
+    let l = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| WebError::Bind {
+            addr: listen,
+            source,
+        })?;
+    eprintln!(
+        "geoloc web: http://{} (coordinator {coordinator})",
+        l.local_addr().map_err(WebError::Serve)?
+    );
+    axum::serve(l, router_with(client, config))
+        .await
+        .map_err(WebError::Serve)
+}
+
+/// `geoloc web`
+#[derive(Debug, clap::Args)]
+pub struct WebArgs {
+    /// Address to serve on; loopback only until API keys land.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+    /// Coordinator URL.
+    #[arg(long, env = "GEOLOC_COORDINATOR", default_value = geoloc_client::DEFAULT_COORDINATOR, value_name = "URL")]
+    pub coordinator: String,
+    /// Optional online tile layer under the embedded outlines, e.g.
+    /// https://tile.openstreetmap.org/{z}/{x}/{y}.png (default: none, works offline).
+    #[arg(long, env = "GEOLOC_WEB_TILE_URL", value_name = "URL")]
+    pub tile_url: Option<String>,
+    /// Attribution shown for --tile-url.
+    #[arg(long, value_name = "TEXT")]
+    pub tile_attribution: Option<String>,
+}
+
+/// `geoloc web`.
+pub fn run(args: WebArgs) -> anyhow::Result<()> {
+    check_listen(args.listen)?;
+    let cfg = WebConfig {
+        tile_url: args.tile_url,
+        tile_attribution: args.tile_attribution,
+    };
+    cfg.check()?;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(serve(args.listen, &args.coordinator, cfg))?;
+    Ok(())
+}
+
+fn bad_request(msg: impl Into<String>) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": msg.into()}))).into_response()
+}
+
+async fn index() -> Response {
+    asset(Path("index.html".to_string())).await
+}
+
+async fn asset(Path(path): Path<String>) -> Response {
+    match assets::get(&path) {
+        Some((mime, bytes)) => (
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static(mime)),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            ],
+            bytes,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "not found").into_response(),
+    }
+}
+
+async fn config_api(State(st): State<Shared>) -> Json<Value> {
+    Json(json!({
+        "tile_url": st.config.tile_url,
+        "tile_attribution": st.config.tile_attribution,
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+async fn probes(State(st): State<Shared>) -> Response {
+    let mut c = st.client.clone();
+    match c.list_probes().await {
+        Ok(ps) => Json(json!({
+            "now_unix_ms": geoloc_client::unix_ms(),
+            "probes": geoloc_client::probes::probes_json(&ps),
+        }))
+        .into_response(),
+        Err(s) => (
+            StatusCode::BAD_GATEWAY,
+            Json(json!({"error": geoloc_client::status_msg(&s)})),
+        )
+            .into_response(),
+    }
+}
+
+/// The JSON the page gets for a result: the `geoloc locate --json` line (same schema) plus
+/// what that line leaves out: the RTT of each probe and the local time now.
+pub fn result_view(ip: &str, r: &Located) -> Value {
+    let rtts: Vec<Value> = r
+        .probe_rtts
+        .iter()
+        .map(|m| json!({"probe_id": m.landmark, "lat": m.pos.lat, "lon": m.pos.lon, "rtt_ms": m.rtt_ms}))
+        .collect();
+    let now = chrono::Utc::now();
+    json!({
+        "located": geoloc_client::locate::result_json(ip, r),
+        "probe_rtts": rtts,
+        "local_time_now": geoloc_client::localtime::local_times(&r.solution, now),
+    })
+}
+
+#[derive(Deserialize)]
+struct LocateQuery {
+    ip: String,
+    mode: Option<String>,
+}
+
+fn progress_json(p: &pb::Progress) -> Value {
+    let outcome = pb::ProbeOutcome::try_from(p.outcome)
+        .map(|o| {
+            o.as_str_name()
+                .trim_start_matches("PROBE_OUTCOME_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    json!({
+        "probe_id": p.probe_id,
+        "done": p.done,
+        "total": p.total,
+        "stage": p.stage,
+        "rtt_ms": p.min_rtt_ms.filter(|x| x.is_finite()),
+        "outcome": outcome,
+        "error": p.error,
+        // When the web server received it, for the page's latency figure.
+        "server_unix_ms": geoloc_client::unix_ms(),
+    })
+}
+
+fn event(name: &str, v: &Value) -> Event {
+    Event::default().event(name).data(v.to_string())
+}
+
+/// `GET /api/locate?ip=...`: server-sent events `progress` (one per probe), then `result`
+/// or `failure`.
+async fn locate(
+    State(st): State<Shared>,
+    Query(q): Query<LocateQuery>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    tokio::spawn(async move {
+        let ip = q.ip.trim().to_string();
+        let mode = match q.mode.as_deref() {
+            None | Some("") => None,
+            Some("all") => Some(geoloc_client::Mode::All),
+            Some("two-stage") => Some(geoloc_client::Mode::TwoStage),
+            Some(_) => {
+                let _ = tx.send(event("failure", &json!({"code": "invalid-argument", "message": "mode must be all or two-stage"})));
+                return;
+            }
+        };
+        if let Err(e) = geoloc_policy::parse_target(&ip, true) {
+            let _ = tx.send(event(
+                "failure",
+                &json!({"code": e.code, "message": e.message}),
+            ));
+            return;
+        }
+        let req = pb::LocateRequest {
+            ip: ip.clone(),
+            mode: geoloc_client::Mode::to_pb(mode) as i32,
+            timeout_ms: 0,
+            k: 0,
+            reuse_stored: false,
+            ping_count: 0,
+        };
+        let mut c = st.client.clone();
+        let ptx = tx.clone();
+        let out = c
+            .locate(req, |p| {
+                let _ = ptx.send(event("progress", &progress_json(p)));
+            })
+            .await;
+        match out {
+            Ok(r) => {
+                remember(&st, &ip, &r);
+                let _ = tx.send(event("result", &result_view(&ip, &r)));
+            }
+            Err(Failure { code, message }) => {
+                let _ = tx.send(event("failure", &json!({"code": code, "message": message})));
+            }
+        }
+    });
+    Sse::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map_ok())
+        .keep_alive(KeepAlive::default())
+}
+
+trait MapOk: Sized {
+    fn map_ok(self) -> futures::stream::Map<Self, fn(Event) -> Result<Event, Infallible>>;
+}
+
+impl<S: Stream<Item = Event>> MapOk for S {
+    fn map_ok(self) -> futures::stream::Map<Self, fn(Event) -> Result<Event, Infallible>> {
+        futures::StreamExt::map(self, Ok)
+    }
+}
+
+fn remember(st: &AppState, ip: &str, r: &Located) {
+    let mut h = st.history.lock().unwrap_or_else(|e| e.into_inner());
+    h.retain(|e| e.result_id != r.result_id);
+    h.push_front(HistoryEntry {
+        result_id: r.result_id.clone(),
+        ip: ip.to_string(),
+        city: r.solution.place.city.clone(),
+        country: r.solution.place.country.clone(),
+        radius_km: r.solution.radius_km,
+        created_at_unix_ms: r.created_at_unix_ms,
+    });
+    h.truncate(MAX_HISTORY);
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+async fn fetch_result(st: &AppState, id: &str) -> Result<Located, Response> {
+    if !valid_id(id) {
+        return Err(bad_request("a result id is 1-64 letters, digits or '-'"));
+    }
+    let mut c = st.client.clone();
+    match c.get_result(id).await {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err((
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no stored result {id}")})),
+        )
+            .into_response()),
+        Err(f) => Err((
+            StatusCode::BAD_GATEWAY,
+            Json(json!({"error": f.message, "code": f.code})),
+        )
+            .into_response()),
+    }
+}
+
+/// `GET /api/result/{id}`: a stored result (`GetResult`), shareable as `/#/result/{id}`.
+async fn result(State(st): State<Shared>, Path(id): Path<String>) -> Response {
+    match fetch_result(&st, &id).await {
+        Ok(r) => {
+            let ip = r.ip.clone();
+            Json(result_view(&ip, &r)).into_response()
+        }
+        Err(resp) => resp,
+    }
+}
+
+async fn history(State(st): State<Shared>) -> Json<Value> {
+    let h = st.history.lock().unwrap_or_else(|e| e.into_inner());
+    Json(json!({"results": h.iter().collect::<Vec<_>>()}))
+}
+
+#[derive(Deserialize)]
+struct LocalTimeQuery {
+    result_id: String,
+    at: String,
+}
+
+/// `GET /api/localtime?result_id=...&at=2026-03-14T02:30:00Z`: the local time at that
+/// instant in every candidate zone of a stored result.
+async fn localtime(State(st): State<Shared>, Query(q): Query<LocalTimeQuery>) -> Response {
+    let at = match geoloc_client::localtime::parse_instant(&q.at) {
+        Ok(t) => t,
+        Err(e) => return bad_request(format!("at: {e}")),
+    };
+    match fetch_result(&st, &q.result_id).await {
+        Ok(r) => Json(json!({
+            "at": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "zones": geoloc_client::localtime::local_times(&r.solution, at),
+        }))
+        .into_response(),
+        Err(resp) => resp,
+    }
+}
+
+async fn audit_start(State(st): State<Shared>, body: String) -> Response {
+    let job = match AuditJob::new(&body) {
+        Ok(j) => Arc::new(j),
+        Err(e) => return bad_request(e),
+    };
+    let id = job.id.clone();
+    {
+        let mut a = st.audits.lock().unwrap_or_else(|e| e.into_inner());
+        audit_job::evict(&mut a);
+        a.insert(id.clone(), job.clone());
+    }
+    let client = st.client.clone();
+    tokio::spawn(async move { job.run(client).await });
+    Json(json!({"id": id})).into_response()
+}
+
+fn job(st: &AppState, id: &str) -> Result<Arc<AuditJob>, Response> {
+    st.audits
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(id)
+        .cloned()
+        .ok_or_else(|| {
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "no such audit (audits live in this server's memory)"})),
+            )
+                .into_response()
+        })
+}
+
+async fn audit_status(State(st): State<Shared>, Path(id): Path<String>) -> Response {
+    match job(&st, &id) {
+        Ok(j) => Json(j.status()).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn audit_file(
+    State(st): State<Shared>,
+    Path((id, file)): Path<(String, String)>,
+) -> Response {
+    let j = match job(&st, &id) {
+        Ok(j) => j,
+        Err(r) => return r,
+    };
+    let (mime, body) = match file.as_str() {
+        "audit.csv" => ("text/csv; charset=utf-8", j.csv()),
+        "audit.geojson" => ("application/geo+json", j.geojson()),
+        "report.html" => ("text/html; charset=utf-8", j.report_html()),
+        "report.md" => ("text/markdown; charset=utf-8", j.report_md()),
+        _ => {
+            return (
+                StatusCode::NOT_FOUND,
+                "audit.csv, audit.geojson, report.html or report.md",
+            )
+                .into_response()
+        }
+    };
+    let disposition = format!("attachment; filename=\"{file}\"");
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(mime)),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&disposition)
+                    .unwrap_or(HeaderValue::from_static("attachment")),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_addresses_are_served() {
+        assert!(check_listen("127.0.0.1:8080".parse().unwrap()).is_ok());
+        assert!(check_listen("[::1]:8080".parse().unwrap()).is_ok());
+        for bad in ["0.0.0.0:8080", "[::]:8080", "192.0.2.1:80"] {
+            let e = check_listen(bad.parse().unwrap()).unwrap_err().to_string();
+            assert!(e.contains("only listens on loopback"), "{e}");
+        }
+    }
+
+    #[test]
+    fn tile_urls_are_checked() {
+        let ok = WebConfig {
+            tile_url: Some("https://tile.example/{z}/{x}/{y}.png".into()),
+            tile_attribution: None,
+        };
+        assert!(ok.check().is_ok());
+        for bad in [
+            "javascript:alert(1)//{z}{x}{y}",
+            "https://tile.example/{z}/{x}.png",
+            "https://x/{z}/{x}/{y}\"><script>",
+        ] {
+            let c = WebConfig {
+                tile_url: Some(bad.into()),
+                tile_attribution: None,
+            };
+            assert!(c.check().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_embedded_asset_is_there_with_its_licence() {
+        for p in [
+            "index.html",
+            "app.js",
+            "vendor/leaflet/leaflet.js",
+            "vendor/leaflet/LICENSE",
+            "vendor/topojson-client/LICENSE",
+            "vendor/world-atlas/LICENSE",
+            "vendor/world-atlas/countries-110m.json",
+        ] {
+            let (_, b) = assets::get(p).unwrap_or_else(|| panic!("{p} missing"));
+            assert!(!b.is_empty(), "{p}");
+        }
+        // The page loads nothing from outside.
+        let (_, html) = assets::get("index.html").unwrap();
+        let html = std::str::from_utf8(html).unwrap();
+        assert!(!html.contains("http://") && !html.contains("https://"));
+        let (_, js) = assets::get("app.js").unwrap();
+        let js = std::str::from_utf8(js).unwrap();
+        assert!(!js.contains("innerHTML"), "texts must go through textContent");
+    }
+}
