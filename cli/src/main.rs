@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 
 mod eval;
+mod know;
 mod solve;
 
 #[derive(Debug, Parser)]
@@ -35,6 +36,12 @@ enum Command {
     Probes(geoloc_client::ProbesArgs),
     /// The emulated Internet on one machine (root).
     Lab(geoloc_lab::cli::LabArgs),
+    /// Everything quickly knowable about one address: location, local time, ownership
+    /// (rDNS, AS, RDAP), reputation and open services (with your provider keys), links.
+    Know(know::KnowArgs),
+    /// Add location, local time, AS and cached reputation columns to a connection log
+    /// (CSV in; CSV or Parquet out).
+    Enrich(know::EnrichArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +54,8 @@ fn main() -> std::process::ExitCode {
         Command::Audit(a) => geoloc_client::run_audit(a),
         Command::Probes(a) => geoloc_client::run_probes(a),
         Command::Lab(a) => geoloc_lab::cli::run(a),
+        Command::Know(a) => know::run_know(a),
+        Command::Enrich(a) => know::run_enrich(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
