@@ -42,7 +42,10 @@ async fn main() {
                 ProviderClient::new(c).unwrap()
             })
             .collect(),
-        cache: Some(Cache::new(dir.path().join("cache"), Duration::from_secs(3600))),
+        cache: Some(Cache::new(
+            dir.path().join("cache"),
+            Duration::from_secs(3600),
+        )),
         ..Default::default()
     };
     let out = dir.path().join(match format {

@@ -147,10 +147,7 @@ impl AsnDb {
             if w[1].first <= w[0].last {
                 return Err(bad(
                     0,
-                    format!(
-                        "ranges overlap at {}",
-                        format_key(w[1].first, v6)
-                    ),
+                    format!("ranges overlap at {}", format_key(w[1].first, v6)),
                 ));
             }
         }
@@ -211,7 +208,10 @@ mod tests {
         let he = db.lookup("2001::1".parse().unwrap()).unwrap();
         assert_eq!(he.asn, 6939);
         // IPv4-mapped IPv6 is looked up as IPv4.
-        assert_eq!(db.lookup("::ffff:1.0.0.1".parse().unwrap()).unwrap().asn, 13335);
+        assert_eq!(
+            db.lookup("::ffff:1.0.0.1".parse().unwrap()).unwrap().asn,
+            13335
+        );
         assert!(db.lookup("0.0.0.1".parse().unwrap()).is_none());
     }
 
@@ -228,7 +228,10 @@ mod tests {
         std::fs::write(&p, "1.0.0.0,::1,1,x\n").unwrap();
         let e = AsnDb::open(dir.path()).err().unwrap().to_string();
         assert!(e.contains("family"), "{e}");
-        let e = AsnDb::open(dir.path().join("nope")).err().unwrap().to_string();
+        let e = AsnDb::open(dir.path().join("nope"))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("fetch-asn-db.sh"), "{e}");
     }
 }

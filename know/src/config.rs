@@ -153,9 +153,13 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let c: KnowConfig = toml::from_str("[virustotal]\nkey = \"k\"\nrate-per-minute = -1\n").unwrap();
+        let c: KnowConfig =
+            toml::from_str("[virustotal]\nkey = \"k\"\nrate-per-minute = -1\n").unwrap();
         let e = c.providers(|_| None).unwrap_err().to_string();
-        assert!(e.contains("rate-per-minute") && e.contains("virustotal"), "{e}");
+        assert!(
+            e.contains("rate-per-minute") && e.contains("virustotal"),
+            "{e}"
+        );
         assert!(toml::from_str::<KnowConfig>("[shodan]\nkee = \"k\"\n").is_err());
     }
 }

@@ -150,7 +150,10 @@ pub async fn enrich(opts: &EnrichOptions, sources: &Sources) -> Result<EnrichSta
     let started = Instant::now();
     // Pass 1: header, distinct addresses.
     let mut rdr = open_csv(&opts.input)?;
-    let headers = rdr.byte_headers().map_err(|e| read_err(&opts.input, e))?.clone();
+    let headers = rdr
+        .byte_headers()
+        .map_err(|e| read_err(&opts.input, e))?
+        .clone();
     let header: Vec<String> = headers
         .iter()
         .map(|h| String::from_utf8_lossy(h).trim().to_string())
@@ -206,8 +209,12 @@ pub async fn enrich(opts: &EnrichOptions, sources: &Sources) -> Result<EnrichSta
         .collect()
         .await;
     bar.finish_and_clear();
-    let provider_requests =
-        sources.providers.iter().map(|p| p.requests_sent()).sum::<u64>() - requests_before;
+    let provider_requests = sources
+        .providers
+        .iter()
+        .map(|p| p.requests_sent())
+        .sum::<u64>()
+        - requests_before;
 
     // Pass 2: write.
     let mut out: Box<dyn RowSink> = match (opts.format, &opts.output) {
@@ -236,20 +243,26 @@ pub async fn enrich(opts: &EnrichOptions, sources: &Sources) -> Result<EnrichSta
         distinct_addresses: distinct.len() as u64,
         provider_requests,
     };
-    let mut line = 1u64;
     loop {
         let (fields, cells) = match rdr.read_byte_record(&mut rec) {
             Ok(false) => break,
             Ok(true) => {
-                line += 1;
                 let fields: Vec<String> = (0..header.len())
-                    .map(|i| rec.get(i).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default())
+                    .map(|i| {
+                        rec.get(i)
+                            .map(|b| String::from_utf8_lossy(b).into_owned())
+                            .unwrap_or_default()
+                    })
                     .collect();
                 let cells = if rec.len() != header.len() {
                     let mut c = empty_cells();
                     set_reason(
                         &mut c,
-                        format!("malformed line: {} fields, the header has {}", rec.len(), header.len()),
+                        format!(
+                            "malformed line: {} fields, the header has {}",
+                            rec.len(),
+                            header.len()
+                        ),
                     );
                     c
                 } else {
@@ -258,7 +271,6 @@ pub async fn enrich(opts: &EnrichOptions, sources: &Sources) -> Result<EnrichSta
                 (fields, cells)
             }
             Err(e) => {
-                line += 1;
                 let mut c = empty_cells();
                 set_reason(&mut c, format!("unreadable CSV record: {e}"));
                 (vec![String::new(); header.len()], c)
@@ -273,7 +285,6 @@ pub async fn enrich(opts: &EnrichOptions, sources: &Sources) -> Result<EnrichSta
             bar.set_position(stats.rows);
         }
     }
-    let _ = line;
     out.finish()?;
     bar.finish_and_clear();
     tracing::info!(
@@ -347,7 +358,11 @@ fn set_reason(cells: &mut [Cell], r: String) {
     }
 }
 
-fn row_cells(ip_text: &str, time_text: &str, features: &HashMap<IpAddr, Arc<AddrFeatures>>) -> Vec<Cell> {
+fn row_cells(
+    ip_text: &str,
+    time_text: &str,
+    features: &HashMap<IpAddr, Arc<AddrFeatures>>,
+) -> Vec<Cell> {
     let mut c = empty_cells();
     let Some(ip) = parse_ip(ip_text) else {
         set_reason(
@@ -501,12 +516,13 @@ impl ParquetSink {
             path: path.to_path_buf(),
             source,
         })?;
-        let writer = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None).map_err(|e| {
-            KnowError::Parquet {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            }
-        })?;
+        let writer =
+            parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None).map_err(|e| {
+                KnowError::Parquet {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                }
+            })?;
         let n_text = input.len() + COLUMNS.iter().filter(|(_, k)| *k == Kind::Text).count();
         let n_f = COLUMNS.iter().filter(|(_, k)| *k == Kind::Float).count();
         let n_i = COLUMNS.iter().filter(|(_, k)| *k == Kind::Int).count();

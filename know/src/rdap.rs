@@ -85,8 +85,12 @@ impl RdapClient {
 
 /// Parses an RFC 9083 `ip network` object.
 pub fn parse(body: &[u8]) -> std::result::Result<RdapNetwork, String> {
-    let v: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| format!("malformed answer: {}", crate::printable(&e.to_string(), 200)))?;
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "malformed answer: {}",
+            crate::printable(&e.to_string(), 200)
+        )
+    })?;
     if v["objectClassName"].as_str() != Some("ip network") {
         return Err(format!(
             "malformed answer: objectClassName is {}, want \"ip network\"",

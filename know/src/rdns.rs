@@ -37,7 +37,9 @@ impl Rdns {
                     TokioRuntimeProvider::default(),
                 )
             }
-            None => TokioResolver::builder_tokio().map_err(|e| KnowError::Resolver(e.to_string()))?,
+            None => {
+                TokioResolver::builder_tokio().map_err(|e| KnowError::Resolver(e.to_string()))?
+            }
         };
         let resolver = builder
             .with_options(opts)

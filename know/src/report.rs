@@ -135,7 +135,10 @@ impl Sources {
             if query {
                 out.push(p.lookup(ip, self.cache.as_ref()).await);
             } else {
-                let cached = self.cache.as_ref().and_then(|c| c.get::<Outcome>(kind.name(), ip));
+                let cached = self
+                    .cache
+                    .as_ref()
+                    .and_then(|c| c.get::<Outcome>(kind.name(), ip));
                 out.push(match cached {
                     Some((mut o, at)) => {
                         o.cached = true;
@@ -232,7 +235,6 @@ impl Sources {
         }
         report.services = services.into_values().collect();
         report.reputation = reputation;
-        let ip_text = report.ip.clone();
         if let Some(u) = report.ownership.rdap.as_ref().and_then(|r| r.url.clone()) {
             report.links.push(Link {
                 source: "rdap".into(),
@@ -251,7 +253,6 @@ impl Sources {
                 url: k.link(ip),
             });
         }
-        let _ = ip_text;
         report
     }
 
@@ -348,14 +349,20 @@ pub fn render_text(r: &KnowReport) -> String {
     }
     let o = &r.ownership;
     let rdns = if o.rdns.is_empty() {
-        o.rdns_error.clone().unwrap_or_else(|| "no PTR record".into())
+        o.rdns_error
+            .clone()
+            .unwrap_or_else(|| "no PTR record".into())
     } else {
         o.rdns.join(", ")
     };
     let _ = writeln!(s, "  reverse DNS  {rdns}");
     match &o.asn {
         Some(a) => {
-            let _ = writeln!(s, "  AS           AS{} {}  ({})", a.asn, a.organisation, a.range);
+            let _ = writeln!(
+                s,
+                "  AS           AS{} {}  ({})",
+                a.asn, a.organisation, a.range
+            );
         }
         None => {
             let _ = writeln!(s, "  AS           {}", opt(&o.asn_error));

@@ -78,7 +78,9 @@ mod tests {
         assert_eq!(parse_instant("2026-03-29 01:30:00").unwrap(), a);
         assert_eq!(parse_instant("2026-03-29T03:30:00+02:00").unwrap(), a);
         assert_eq!(parse_instant(&a.timestamp().to_string()).unwrap(), a);
-        assert!(parse_instant("1774747800000").unwrap_err().contains("milliseconds"));
+        assert!(parse_instant("1774747800000")
+            .unwrap_err()
+            .contains("milliseconds"));
         assert!(parse_instant("yesterday").unwrap_err().contains("RFC 3339"));
         assert!(parse_instant("").is_err());
         assert!(parse_instant("NaN").is_err());

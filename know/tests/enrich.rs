@@ -43,13 +43,19 @@ async fn enrich_generated_log_csv_and_parquet() {
         ..Default::default()
     };
     let out = dir.path().join("out.csv");
-    let stats = enrich(&opts(&log, &out, Format::Csv), &sources).await.unwrap();
+    let stats = enrich(&opts(&log, &out, Format::Csv), &sources)
+        .await
+        .unwrap();
     assert_eq!(stats.rows, ROWS as u64);
     assert_eq!(stats.distinct_addresses, 2000);
 
     let mut rdr = csv::ReaderBuilder::new().from_path(&out).unwrap();
     let h = rdr.headers().unwrap().clone();
-    let col = |n: &str| h.iter().position(|x| x == n).unwrap_or_else(|| panic!("no column {n}"));
+    let col = |n: &str| {
+        h.iter()
+            .position(|x| x == n)
+            .unwrap_or_else(|| panic!("no column {n}"))
+    };
     let (c_country, c_tz, c_hour, c_lt, c_wd, c_reason, c_id, c_status) = (
         col("country"),
         col("time_zone"),
@@ -76,17 +82,31 @@ async fn enrich_generated_log_csv_and_parquet() {
                 assert_eq!(reason, "", "row {r}");
                 assert_eq!(&rec[c_country], CITIES[c].country);
                 assert_eq!(&rec[c_tz], CITIES[c].zone, "row {r}");
-                assert_eq!(rec[c_hour].parse::<i64>().unwrap(), expected_hour(c, utc_s), "row {r} {}", &rec[c_lt]);
-                let local = chrono::DateTime::from_timestamp(utc_s + offset_min(c, utc_s) * 60, 0).unwrap();
+                assert_eq!(
+                    rec[c_hour].parse::<i64>().unwrap(),
+                    expected_hour(c, utc_s),
+                    "row {r} {}",
+                    &rec[c_lt]
+                );
+                let local =
+                    chrono::DateTime::from_timestamp(utc_s + offset_min(c, utc_s) * 60, 0).unwrap();
                 assert_eq!(&rec[c_wd], local.format("%a").to_string(), "row {r}");
                 assert_eq!(&rec[c_status], "not-configured");
                 if c == 0 {
                     assert!(rec[c_lt].ends_with("+05:30"), "{}", &rec[c_lt]);
                     india += 1;
                 }
-                let dst = if c == 1 { BERLIN_DST_UTC_S } else { NY_DST_UTC_S };
+                let dst = if c == 1 {
+                    BERLIN_DST_UTC_S
+                } else {
+                    NY_DST_UTC_S
+                };
                 if c > 0 {
-                    if utc_s < dst { before[c] += 1 } else { after[c] += 1 }
+                    if utc_s < dst {
+                        before[c] += 1
+                    } else {
+                        after[c] += 1
+                    }
                 }
             }
             GenRow::Good { addr, .. } if addr < 1950 => {
@@ -94,26 +114,40 @@ async fn enrich_generated_log_csv_and_parquet() {
                 assert_eq!(&rec[c_hour], "");
             }
             GenRow::Good { .. } => assert!(reason.starts_with("bogon: "), "row {r}: {reason}"),
-            GenRow::BadIp => assert!(reason.contains("malformed address \"999.1.2.3\""), "row {r}: {reason}"),
+            GenRow::BadIp => assert!(
+                reason.contains("malformed address \"999.1.2.3\""),
+                "row {r}: {reason}"
+            ),
             GenRow::BadTime { addr } => {
-                assert!(reason.contains("timestamp \"yesterday\""), "row {r}: {reason}");
+                assert!(
+                    reason.contains("timestamp \"yesterday\""),
+                    "row {r}: {reason}"
+                );
                 if addr < 1800 {
                     assert_eq!(&rec[c_country], CITIES[city_of(addr)].country);
                 }
             }
-            GenRow::Short => assert!(reason.contains("malformed line: 2 fields"), "row {r}: {reason}"),
+            GenRow::Short => assert!(
+                reason.contains("malformed line: 2 fields"),
+                "row {r}: {reason}"
+            ),
         }
     }
     assert_eq!(hours.len(), ROWS, "one output row per input row");
     assert_eq!(stats.rows_with_reason, with_reason);
     assert!(india > 10_000, "{india}");
     for c in 1..3 {
-        assert!(before[c] > 1000 && after[c] > 1000, "{c}: {before:?} {after:?}");
+        assert!(
+            before[c] > 1000 && after[c] > 1000,
+            "{c}: {before:?} {after:?}"
+        );
     }
 
     // Parquet: same rows, typed columns, read back.
     let pq = dir.path().join("out.parquet");
-    let s2 = enrich(&opts(&log, &pq, Format::Parquet), &sources).await.unwrap();
+    let s2 = enrich(&opts(&log, &pq, Format::Parquet), &sources)
+        .await
+        .unwrap();
     assert_eq!(s2, stats);
     let f = std::fs::File::open(&pq).unwrap();
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
@@ -166,7 +200,10 @@ async fn cached_reputation_columns_without_a_request() {
                 ProviderClient::new(c).unwrap()
             })
             .collect(),
-        cache: Some(Cache::new(dir.path().join("cache"), Duration::from_secs(3600))),
+        cache: Some(Cache::new(
+            dir.path().join("cache"),
+            Duration::from_secs(3600),
+        )),
         ..Default::default()
     };
     let out = dir.path().join("out.csv");
@@ -216,10 +253,16 @@ async fn missing_column_and_clash_are_clear_errors() {
     let log = dir.path().join("log.csv");
     std::fs::write(&log, "ip,time,country\n8.8.8.8,2026-01-01T00:00:00Z,x\n").unwrap();
     let mut o = opts(&log, &dir.path().join("o.csv"), Format::Csv);
-    let e = enrich(&o, &Sources::default()).await.unwrap_err().to_string();
+    let e = enrich(&o, &Sources::default())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no column \"src_ip\""), "{e}");
     o.ip_column = "ip".into();
     o.time_column = "time".into();
-    let e = enrich(&o, &Sources::default()).await.unwrap_err().to_string();
+    let e = enrich(&o, &Sources::default())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("already has a column \"country\""), "{e}");
 }

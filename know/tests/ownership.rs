@@ -26,13 +26,20 @@ async fn reverse_dns_from_a_stand_in_server() {
     .await;
     let r = Rdns::new(Some(addr), Duration::from_secs(2)).unwrap();
     assert_eq!(r.lookup(ip("8.8.8.8")).await.unwrap(), vec!["dns.google"]);
-    assert_eq!(r.lookup(ip("2001:4860:4860::8888")).await.unwrap(), vec!["dns.google"]);
+    assert_eq!(
+        r.lookup(ip("2001:4860:4860::8888")).await.unwrap(),
+        vec!["dns.google"]
+    );
     // NXDOMAIN: no name, not an error.
     assert!(r.lookup(ip("9.9.9.9")).await.unwrap().is_empty());
     assert!(count.load(std::sync::atomic::Ordering::SeqCst) >= 3);
     // A server that never answers: an error with the reason, after the timeout.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let r = Rdns::new(Some(silent.local_addr().unwrap()), Duration::from_millis(300)).unwrap();
+    let r = Rdns::new(
+        Some(silent.local_addr().unwrap()),
+        Duration::from_millis(300),
+    )
+    .unwrap();
     let e = r.lookup(ip("8.8.8.8")).await.unwrap_err();
     assert!(!e.is_empty());
 }
@@ -47,7 +54,10 @@ async fn rdap_record_not_found_and_malformed() {
     assert_eq!(n.country.as_deref(), Some("US"));
     assert_eq!(n.abuse_email.as_deref(), Some("network-abuse@google.com"));
     assert_eq!(n.abuse_name.as_deref(), Some("Abuse"));
-    assert_eq!(n.url.as_deref(), Some("https://rdap.arin.net/registry/ip/8.8.8.0"));
+    assert_eq!(
+        n.url.as_deref(),
+        Some("https://rdap.arin.net/registry/ip/8.8.8.0")
+    );
     assert!(c.lookup(ip(NOT_FOUND)).await.unwrap().is_none());
     let e = c.lookup(ip(MALFORMED)).await.unwrap_err();
     assert!(e.contains("malformed"), "{e}");
@@ -72,7 +82,11 @@ async fn know_report_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let asn_dir = dir.path().join("asn");
     std::fs::create_dir_all(&asn_dir).unwrap();
-    std::fs::write(asn_dir.join("asn-ipv4.csv"), "81.2.69.0,81.2.69.255,20712,Andrews & Arnold Ltd\n").unwrap();
+    std::fs::write(
+        asn_dir.join("asn-ipv4.csv"),
+        "81.2.69.0,81.2.69.255,20712,Andrews & Arnold Ltd\n",
+    )
+    .unwrap();
     let mut providers = Vec::new();
     for kind in geoloc_know::providers::ProviderKind::ALL {
         if kind == geoloc_know::providers::ProviderKind::Censys {
@@ -88,12 +102,20 @@ async fn know_report_snapshot() {
         rdns: Some(Rdns::new(Some(dns), Duration::from_secs(2)).unwrap()),
         rdap: Some(RdapClient::new(&rdap.url, Duration::from_secs(2)).unwrap()),
         providers,
-        cache: Some(Cache::new(dir.path().join("cache"), Duration::from_secs(3600))),
+        cache: Some(Cache::new(
+            dir.path().join("cache"),
+            Duration::from_secs(3600),
+        )),
     };
-    let at = chrono::DateTime::parse_from_rfc3339("2026-07-01T12:00:00Z").unwrap().to_utc();
+    let at = chrono::DateTime::parse_from_rfc3339("2026-07-01T12:00:00Z")
+        .unwrap()
+        .to_utc();
     let r = sources.know(target, None, at).await;
     let lt = r.local_time.as_ref().unwrap();
-    assert_eq!((lt.time_zone.as_str(), lt.local_hour), ("Europe/London", 13));
+    assert_eq!(
+        (lt.time_zone.as_str(), lt.local_hour),
+        ("Europe/London", 13)
+    );
     assert_eq!(r.ownership.asn.as_ref().unwrap().asn, 20712);
     assert_eq!(r.ownership.rdns, vec!["host-81-2-69-142.example.co.uk"]);
     // The fetch times vary: left out of the snapshot.
@@ -107,7 +129,11 @@ async fn know_report_snapshot() {
     let (p, d) = (prov.requests(), rdap.requests());
     let again = sources.know(target, None, at).await;
     assert_eq!((prov.requests(), rdap.requests()), (p, d));
-    assert!(again.reputation.iter().filter(|o| o.status == geoloc_know::providers::Status::Ok).all(|o| o.cached));
+    assert!(again
+        .reputation
+        .iter()
+        .filter(|o| o.status == geoloc_know::providers::Status::Ok)
+        .all(|o| o.cached));
     // A bogon is not sent anywhere.
     let b = sources.know(ip("192.168.1.1"), None, at).await;
     assert!(b.location.is_none() && b.ownership.asn.is_none());

@@ -35,11 +35,21 @@ async fn every_provider_against_its_stand_in() {
         assert_eq!(o.status, Status::Ok, "{name}: {o:?}");
         match o.answer.as_ref().unwrap() {
             Answer::AbuseIpDb(a) => {
-                assert_eq!((a.abuse_confidence_score, a.total_reports, a.distinct_reporters), (87, 42, 17));
+                assert_eq!(
+                    (
+                        a.abuse_confidence_score,
+                        a.total_reports,
+                        a.distinct_reporters
+                    ),
+                    (87, 42, 17)
+                );
                 assert_eq!(a.isp.as_deref(), Some("Example Hosting"));
             }
             Answer::VirusTotal(v) => {
-                assert_eq!((v.malicious, v.suspicious, v.harmless, v.reputation), (3, 1, 60, -12))
+                assert_eq!(
+                    (v.malicious, v.suspicious, v.harmless, v.reputation),
+                    (3, 1, 60, -12)
+                )
             }
             Answer::Shodan(sh) => {
                 assert_eq!(sh.ports, vec![22, 80, 443]);
@@ -48,7 +58,10 @@ async fn every_provider_against_its_stand_in() {
             }
             Answer::Censys(c) => {
                 assert_eq!(c.services.len(), 2);
-                assert_eq!((c.services[1].port, c.services[1].transport.as_str()), (53, "udp"));
+                assert_eq!(
+                    (c.services[1].port, c.services[1].transport.as_str()),
+                    (53, "udp")
+                );
                 assert_eq!(c.asn, Some(64500));
             }
         }
@@ -58,29 +71,61 @@ async fn every_provider_against_its_stand_in() {
         // Malformed body: an error naming it.
         let o = client(kind, &s.url).lookup(ip(MALFORMED), None).await;
         assert_eq!(o.status, Status::Error, "{name}");
-        assert!(o.status_text().contains("malformed answer"), "{name}: {}", o.status_text());
+        assert!(
+            o.status_text().contains("malformed answer"),
+            "{name}: {}",
+            o.status_text()
+        );
         // Timeout (the stand-in answers after 5 s, the client waits 0.5 s).
         let t0 = Instant::now();
         let o = client(kind, &s.url).lookup(ip(SLOW), None).await;
-        assert!(o.status_text().contains("timeout"), "{name}: {}", o.status_text());
-        assert!(t0.elapsed() < Duration::from_secs(3), "{name}: timeout not applied");
+        assert!(
+            o.status_text().contains("timeout"),
+            "{name}: {}",
+            o.status_text()
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "{name}: timeout not applied"
+        );
         // 429 with a long Retry-After: the reason, then the provider pauses (no request).
         let c = client(kind, &s.url);
         let before = s.requests();
         let o = c.lookup(ip(RATE_LIMITED), None).await;
-        assert!(o.status_text().contains("rate limited (HTTP 429), retry after 120 s"), "{name}: {}", o.status_text());
+        assert!(
+            o.status_text()
+                .contains("rate limited (HTTP 429), retry after 120 s"),
+            "{name}: {}",
+            o.status_text()
+        );
         let o = c.lookup(ip(NORMAL), None).await;
-        assert!(o.status_text().contains("paused"), "{name}: {}", o.status_text());
-        assert_eq!(s.requests() - before, 1, "{name}: a paused provider sent a request");
+        assert!(
+            o.status_text().contains("paused"),
+            "{name}: {}",
+            o.status_text()
+        );
+        assert_eq!(
+            s.requests() - before,
+            1,
+            "{name}: a paused provider sent a request"
+        );
         // 429 with Retry-After: 1 is waited out and retried once.
         let t0 = Instant::now();
         let o = client(kind, &s.url).lookup(ip(FLAKY), None).await;
         assert_eq!(o.status, Status::Ok, "{name}: {}", o.status_text());
-        assert!(t0.elapsed() >= Duration::from_millis(950), "{name}: did not wait");
+        assert!(
+            t0.elapsed() >= Duration::from_millis(950),
+            "{name}: did not wait"
+        );
     }
     // Each request carried its key the documented way.
     let keys = s.seen.keys.lock().unwrap().clone();
-    for k in ["key-abuseipdb", "key-virustotal", "key-shodan", "Bearer key-censys"] {
+    for k in [
+        "key-abuseipdb",
+        "key-virustotal",
+        "key-shodan",
+        "Bearer key-censys",
+    ] {
         assert!(keys.iter().any(|x| x == k), "{k} not seen in {keys:?}");
     }
 }
@@ -88,12 +133,20 @@ async fn every_provider_against_its_stand_in() {
 #[tokio::test]
 async fn unreachable_provider_is_a_reason_not_a_failure() {
     // A port nothing listens on (bound then dropped).
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let o = client(ProviderKind::Shodan, &format!("http://127.0.0.1:{port}"))
         .lookup(ip(NORMAL), None)
         .await;
     assert_eq!(o.status, Status::Error);
-    assert!(o.status_text().contains("cannot connect"), "{}", o.status_text());
+    assert!(
+        o.status_text().contains("cannot connect"),
+        "{}",
+        o.status_text()
+    );
 }
 
 #[tokio::test]
@@ -131,7 +184,11 @@ async fn limiter_never_exceeds_its_rate() {
             );
         }
     }
-    assert!(t0.elapsed() >= Duration::from_millis(1900), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 #[tokio::test]

@@ -6,9 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    check_status, clean_text, decode, ok, Answer, Outcome, ProviderKind, Reply, Service,
-};
+use super::{check_status, clean_text, decode, ok, Answer, Outcome, ProviderKind, Reply, Service};
 
 const MAX_SERVICES: usize = 256;
 
@@ -77,7 +75,12 @@ pub(crate) fn parse(r: &Reply) -> Outcome {
         .take(MAX_SERVICES)
         .map(|s| Service {
             port: s.port,
-            transport: clean_text(&s.transport_protocol.as_deref().unwrap_or("tcp").to_lowercase()),
+            transport: clean_text(
+                &s.transport_protocol
+                    .as_deref()
+                    .unwrap_or("tcp")
+                    .to_lowercase(),
+            ),
             name: clean_text(s.protocol.as_deref().unwrap_or("")),
         })
         .collect();

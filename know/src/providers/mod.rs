@@ -319,9 +319,7 @@ impl ProviderClient {
                             format!("rate limited (HTTP 429), retry after {} s", w.as_secs()),
                         );
                     }
-                    None => {
-                        return Outcome::error(kind, "rate limited (HTTP 429), no Retry-After")
-                    }
+                    None => return Outcome::error(kind, "rate limited (HTTP 429), no Retry-After"),
                 }
             }
             let r = Reply {
@@ -427,7 +425,13 @@ pub(crate) fn check_status(
         .and_then(|v| message(&v))
         .map(|m| crate::printable(&m, 200))
         .unwrap_or_default();
-    let with = |s: String| if msg.is_empty() { s } else { format!("{s}: {msg}") };
+    let with = |s: String| {
+        if msg.is_empty() {
+            s
+        } else {
+            format!("{s}: {msg}")
+        }
+    };
     Err(match r.status {
         404 => Outcome::status(kind, Status::NotFound),
         401 | 403 => Outcome::error(kind, with(format!("key refused (HTTP {})", r.status))),
@@ -443,7 +447,10 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&r.body).map_err(|e| {
         Outcome::error(
             kind,
-            format!("malformed answer: {}", crate::printable(&e.to_string(), 200)),
+            format!(
+                "malformed answer: {}",
+                crate::printable(&e.to_string(), 200)
+            ),
         )
     })
 }
@@ -460,7 +467,7 @@ pub(crate) fn ok(kind: ProviderKind, a: Answer) -> Outcome {
     }
 }
 
-/// Keeps at most `n` items of a hostile list and checks/cleans each text.
+/// A provider's text, cleaned of control characters and cut to 200 characters.
 pub(crate) fn clean_text(s: &str) -> String {
     crate::printable(s, 200)
 }
@@ -472,7 +479,10 @@ mod tests {
     #[test]
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after("99999999"), Some(Duration::from_secs(86_400)));
+        assert_eq!(
+            parse_retry_after("99999999"),
+            Some(Duration::from_secs(86_400))
+        );
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
             Some(Duration::ZERO)

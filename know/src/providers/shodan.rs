@@ -5,9 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    check_status, clean_text, decode, ok, Answer, Outcome, ProviderKind, Reply, Service,
-};
+use super::{check_status, clean_text, decode, ok, Answer, Outcome, ProviderKind, Reply, Service};
 
 /// Most services kept per address.
 const MAX_SERVICES: usize = 256;

@@ -57,7 +57,12 @@ impl StandIn {
 }
 
 fn json(status: StatusCode, body: &str) -> Response {
-    (status, [("content-type", "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn normal_body(provider: &str, ip: &str) -> String {
@@ -91,19 +96,30 @@ fn not_found(provider: &str) -> Response {
     match provider {
         // AbuseIPDB has no 404 for an address it does not know: it answers score 0; a 404 is
         // what its API gives for an unknown path, so the client's handling is the same.
-        "abuseipdb" => json(StatusCode::NOT_FOUND, r#"{"errors":[{"detail":"Not found","status":404}]}"#),
+        "abuseipdb" => json(
+            StatusCode::NOT_FOUND,
+            r#"{"errors":[{"detail":"Not found","status":404}]}"#,
+        ),
         "virustotal" => json(
             StatusCode::NOT_FOUND,
             r#"{"error":{"code":"NotFoundError","message":"IP address not found"}}"#,
         ),
-        "shodan" => json(StatusCode::NOT_FOUND, r#"{"error":"No information available for that IP."}"#),
-        _ => json(StatusCode::NOT_FOUND, r#"{"error":{"code":404,"message":"host not found","status":"Not Found"}}"#),
+        "shodan" => json(
+            StatusCode::NOT_FOUND,
+            r#"{"error":"No information available for that IP."}"#,
+        ),
+        _ => json(
+            StatusCode::NOT_FOUND,
+            r#"{"error":{"code":404,"message":"host not found","status":"Not Found"}}"#,
+        ),
     }
 }
 
 fn too_many(provider: &str, retry_after_s: u32) -> Response {
     let body = match provider {
-        "abuseipdb" => r#"{"errors":[{"detail":"Daily rate limit of 1000 requests exceeded for this endpoint.","status":429}]}"#,
+        "abuseipdb" => {
+            r#"{"errors":[{"detail":"Daily rate limit of 1000 requests exceeded for this endpoint.","status":429}]}"#
+        }
         "virustotal" => r#"{"error":{"code":"QuotaExceededError","message":"Quota exceeded"}}"#,
         "shodan" => r#"{"error":"Rate limit reached"}"#,
         _ => r#"{"error":{"code":429,"message":"rate limit exceeded"}}"#,
@@ -133,7 +149,10 @@ async fn answer(seen: Arc<Seen>, provider: &str, ip: String, key: Option<String>
     match ip.as_str() {
         NOT_FOUND => not_found(provider),
         RATE_LIMITED => too_many(provider, 120),
-        MALFORMED => json(StatusCode::OK, r#"{"data": {"attributes": 42}, "result": [}"#),
+        MALFORMED => json(
+            StatusCode::OK,
+            r#"{"data": {"attributes": 42}, "result": [}"#,
+        ),
         SLOW => {
             tokio::time::sleep(Duration::from_secs(5)).await;
             json(StatusCode::OK, &normal_body(provider, &ip))
@@ -210,14 +229,19 @@ pub async fn rdap_stand_in() -> StandIn {
     let app = Router::new()
         .route(
             "/ip/{ip}",
-            get(|State(s): State<Arc<Seen>>, UrlPath(ip): UrlPath<String>| async move {
-                s.requests.fetch_add(1, Ordering::SeqCst);
-                match ip.as_str() {
-                    NOT_FOUND => json(StatusCode::NOT_FOUND, r#"{"errorCode":404,"title":"Not Found"}"#),
-                    MALFORMED => json(StatusCode::OK, "<html>oops</html>"),
-                    _ => json(StatusCode::OK, &rdap_body(&ip)),
-                }
-            }),
+            get(
+                |State(s): State<Arc<Seen>>, UrlPath(ip): UrlPath<String>| async move {
+                    s.requests.fetch_add(1, Ordering::SeqCst);
+                    match ip.as_str() {
+                        NOT_FOUND => json(
+                            StatusCode::NOT_FOUND,
+                            r#"{"errorCode":404,"title":"Not Found"}"#,
+                        ),
+                        MALFORMED => json(StatusCode::OK, "<html>oops</html>"),
+                        _ => json(StatusCode::OK, &rdap_body(&ip)),
+                    }
+                },
+            ),
         )
         .with_state(seen.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -261,9 +285,13 @@ pub async fn dns_stand_in(names: Vec<(IpAddr, &'static str)>) -> (SocketAddr, Ar
     tokio::spawn(async move {
         let mut buf = vec![0u8; 4096];
         loop {
-            let Ok((n, from)) = sock.recv_from(&mut buf).await else { return };
+            let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                return;
+            };
             c.fetch_add(1, Ordering::SeqCst);
-            let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
             let mut r = Message::new(q.metadata.id, MessageType::Response, q.metadata.op_code);
             r.metadata.recursion_desired = q.metadata.recursion_desired;
             r.metadata.recursion_available = true;
@@ -299,9 +327,27 @@ pub struct TestCity {
 }
 
 pub const CITIES: [TestCity; 3] = [
-    TestCity { name: "Kolkata", country: "IN", lat: 22.5726, lon: 88.3639, zone: "Asia/Kolkata" },
-    TestCity { name: "Berlin", country: "DE", lat: 52.52, lon: 13.405, zone: "Europe/Berlin" },
-    TestCity { name: "New York", country: "US", lat: 40.7128, lon: -74.006, zone: "America/New_York" },
+    TestCity {
+        name: "Kolkata",
+        country: "IN",
+        lat: 22.5726,
+        lon: 88.3639,
+        zone: "Asia/Kolkata",
+    },
+    TestCity {
+        name: "Berlin",
+        country: "DE",
+        lat: 52.52,
+        lon: 13.405,
+        zone: "Europe/Berlin",
+    },
+    TestCity {
+        name: "New York",
+        country: "US",
+        lat: 40.7128,
+        lon: -74.006,
+        zone: "America/New_York",
+    },
 ];
 
 /// 2026-03-08T07:00Z: New York springs forward. 2026-03-29T01:00Z: Berlin does.
@@ -357,7 +403,10 @@ pub fn write_geoip(path: &Path) {
         use mmdb_writer::Value as V;
         let c = &CITIES[city_of(i)];
         let record = V::map([
-            ("city", V::map([("names", V::map([("en", V::from(c.name))]))])),
+            (
+                "city",
+                V::map([("names", V::map([("en", V::from(c.name))]))]),
+            ),
             ("country", V::map([("iso_code", V::from(c.country))])),
             (
                 "location",
@@ -368,7 +417,8 @@ pub fn write_geoip(path: &Path) {
                 ]),
             ),
         ]);
-        w.insert_value(address(i).parse::<IpAddr>().unwrap(), record).unwrap();
+        w.insert_value(address(i).parse::<IpAddr>().unwrap(), record)
+            .unwrap();
     }
     std::fs::write(path, w.to_bytes().unwrap()).unwrap();
 }
@@ -390,7 +440,9 @@ pub fn gen_row(r: usize) -> GenRow {
     if r % 997 == 500 {
         GenRow::BadIp
     } else if r % 1009 == 600 {
-        GenRow::BadTime { addr: (r * 7) % 2000 }
+        GenRow::BadTime {
+            addr: (r * 7) % 2000,
+        }
     } else if r % 1499 == 700 {
         GenRow::Short
     } else {
