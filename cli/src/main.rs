@@ -9,6 +9,7 @@ mod atlas;
 mod audit_extra;
 mod eval;
 mod eval_budget;
+mod know;
 mod solve;
 mod web_lab;
 
@@ -53,6 +54,12 @@ enum Command {
     Atlas(atlas::AtlasArgs),
     /// Serve the web interface (live locate map, fleet, audit, history) on a loopback address.
     Web(web_lab::WebCmd),
+    /// Everything quickly knowable about one address: location, local time, ownership
+    /// (rDNS, AS, RDAP), reputation and open services (with your provider keys), links.
+    Know(know::KnowArgs),
+    /// Add location, local time, AS and cached reputation columns to a connection log
+    /// (CSV in; CSV or Parquet out).
+    Enrich(know::EnrichArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,6 +77,8 @@ fn main() -> std::process::ExitCode {
         Command::Import(a) => atlas::run_import(a),
         Command::Atlas(a) => atlas::run(a),
         Command::Web(a) => web_lab::run(a),
+        Command::Know(a) => know::run_know(a),
+        Command::Enrich(a) => know::run_enrich(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
