@@ -163,3 +163,29 @@ async fn import_solves_downloaded_results_offline() {
     assert_eq!(code, 2);
     assert!(err.contains("neither a JSON array of results"), "{err}");
 }
+
+#[tokio::test]
+async fn probes_from_a_file_as_json() {
+    let (code, out, err) = geoloc(&[
+        "atlas",
+        "probes",
+        "--file",
+        data("probes.json").to_str().unwrap(),
+        "--country",
+        "de",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    insta::assert_json_snapshot!("atlas_probes_de", v);
+    let (code, out, _) = geoloc(&[
+        "atlas",
+        "probes",
+        "--file",
+        data("probes.json").to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 10, "{out}");
+}
