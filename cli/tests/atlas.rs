@@ -77,6 +77,7 @@ async fn live_locate_through_the_stand_in_lands_near_the_target() {
     assert_eq!(s.credits_charged(), 300.0);
     let sol: serde_json::Value = serde_json::from_str(&out).expect("Solution JSON");
     let km = distance_km(estimate(&sol), LYON);
+    eprintln!("live locate through the stand-in: {km:.0} km from the target");
     assert!(km < 400.0, "{km:.0} km from the target: {err}");
     assert_eq!(sol["landmarks"], 50);
     s.stop().await;
