@@ -488,3 +488,36 @@ fn api_error(method: &'static str, path: String, status: StatusCode, body: &[u8]
         detail,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked_read_from_files_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("key");
+        std::fs::write(&f, "0b3c6a2e-1d4f-4a5b-9c8d-7e6f5a4b3c2d\n# comment\n").unwrap();
+        let k = ApiKey::from_file_or_env(Some(&f)).unwrap().unwrap();
+        assert_eq!(
+            k,
+            ApiKey::new("0b3c6a2e-1d4f-4a5b-9c8d-7e6f5a4b3c2d").unwrap()
+        );
+        assert!(!format!("{k:?}").contains("0b3c"));
+        assert!(ApiKey::new("short").is_err());
+        assert!(ApiKey::new("has a space inside it").is_err());
+        assert!(ApiKey::from_file_or_env(Some(&dir.path().join("missing"))).is_err());
+    }
+
+    #[test]
+    fn base_urls_are_checked() {
+        let t = Duration::from_secs(1);
+        assert!(AtlasClient::new("ftp://x", None, t).is_err());
+        assert!(AtlasClient::new("http://127.0.0.1:1/?q=1", None, t).is_err());
+        let c = AtlasClient::new("http://127.0.0.1:1/prefix", None, t).unwrap();
+        assert_eq!(
+            c.url("api/v2/probes/").as_str(),
+            "http://127.0.0.1:1/prefix/api/v2/probes/"
+        );
+    }
+}

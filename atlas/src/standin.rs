@@ -322,7 +322,7 @@ fn authorised(
     st: &Inner,
     headers: &HeaderMap,
     q: &BTreeMap<String, String>,
-) -> Result<(), Response> {
+) -> Result<(), Box<Response>> {
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -330,18 +330,18 @@ fn authorised(
         .map(str::to_string)
         .or_else(|| q.get("key").cloned());
     match given {
-        None => Err(error(
+        None => Err(Box::new(error(
             StatusCode::FORBIDDEN,
             104,
             "Authentication credentials were not provided.",
             vec![],
-        )),
-        Some(k) if k.trim() != st.cfg.key => Err(error(
+        ))),
+        Some(k) if k.trim() != st.cfg.key => Err(Box::new(error(
             StatusCode::FORBIDDEN,
             104,
             "The provided API key is not valid.",
             vec![],
-        )),
+        ))),
         Some(_) => Ok(()),
     }
 }
@@ -754,7 +754,7 @@ async fn create(
 ) -> Response {
     let mut st = st.lock().expect("stand-in lock");
     if let Err(r) = authorised(&st, &headers, &q) {
-        return r;
+        return *r;
     }
     let body: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -924,7 +924,7 @@ async fn credits(
 ) -> Response {
     let st = st.lock().expect("stand-in lock");
     if let Err(r) = authorised(&st, &headers, &q) {
-        return r;
+        return *r;
     }
     let balance = st.cfg.credits - st.charged(Instant::now());
     Json(json!({

@@ -166,7 +166,7 @@ enum AtlasCommand {
     Estimate(EstimateArgs),
     /// Locate an address with a one-off RIPE Atlas measurement (spends credits: the cost
     /// is shown first, and nothing is created beyond --max-credits).
-    Locate(LocateArgs),
+    Locate(Box<LocateArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -348,7 +348,7 @@ pub fn run(a: AtlasArgs) -> anyhow::Result<()> {
             println!("{}", req.estimate()?);
             Ok(())
         }
-        AtlasCommand::Locate(l) => run_locate(l),
+        AtlasCommand::Locate(l) => run_locate(*l),
     }
 }
 

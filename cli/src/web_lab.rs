@@ -41,28 +41,7 @@ pub fn run(c: WebCmd) -> anyhow::Result<()> {
     let listener = TcpListener::bind(c.web.listen)
         .with_context(|| format!("cannot listen on {}", c.web.listen))?;
     // Ctrl-C / SIGTERM: the lab's processes and namespaces go away with us.
-    std::thread::spawn(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build();
-        if let Ok(rt) = rt {
-            rt.block_on(async {
-                let mut term =
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    {
-                        Ok(t) => t,
-                        Err(_) => return,
-                    };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            });
-            eprintln!("geoloc web: interrupted, taking the lab down");
-            geoloc_lab::netns::cleanup_registered();
-            std::process::exit(130);
-        }
-    });
+    geoloc_lab::signals::cleanup_on_signal()?;
     let args = DemoArgs {
         probes: c.lab_probes,
         targets: c.lab_targets,

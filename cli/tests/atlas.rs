@@ -77,6 +77,7 @@ async fn live_locate_through_the_stand_in_lands_near_the_target() {
     assert_eq!(s.credits_charged(), 300.0);
     let sol: serde_json::Value = serde_json::from_str(&out).expect("Solution JSON");
     let km = distance_km(estimate(&sol), LYON);
+    eprintln!("live locate through the stand-in: {km:.0} km from the target");
     assert!(km < 400.0, "{km:.0} km from the target: {err}");
     assert_eq!(sol["landmarks"], 50);
     s.stop().await;
@@ -162,4 +163,30 @@ async fn import_solves_downloaded_results_offline() {
     .await;
     assert_eq!(code, 2);
     assert!(err.contains("neither a JSON array of results"), "{err}");
+}
+
+#[tokio::test]
+async fn probes_from_a_file_as_json() {
+    let (code, out, err) = geoloc(&[
+        "atlas",
+        "probes",
+        "--file",
+        data("probes.json").to_str().unwrap(),
+        "--country",
+        "de",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    insta::assert_json_snapshot!("atlas_probes_de", v);
+    let (code, out, _) = geoloc(&[
+        "atlas",
+        "probes",
+        "--file",
+        data("probes.json").to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 10, "{out}");
 }

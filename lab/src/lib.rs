@@ -13,7 +13,7 @@ pub mod geo;
 pub mod lab;
 pub mod netns;
 pub mod packet;
-mod signals;
+pub mod signals;
 mod sys;
 pub mod topology;
 pub mod world;

@@ -9,7 +9,7 @@ pub(crate) fn wait_for_signal(limit: Option<Duration>) -> anyhow::Result<bool> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let signal = geoloc_rt::shutdown_signal()?;
         let sleep = async {
             match limit {
                 Some(d) => tokio::time::sleep(d).await,
@@ -17,8 +17,7 @@ pub(crate) fn wait_for_signal(limit: Option<Duration>) -> anyhow::Result<bool> {
             }
         };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => Ok(true),
-            _ = term.recv() => Ok(true),
+            _ = signal => Ok(true),
             _ = sleep => Ok(false),
         }
     })
@@ -26,7 +25,7 @@ pub(crate) fn wait_for_signal(limit: Option<Duration>) -> anyhow::Result<bool> {
 
 /// Starts a thread that, on SIGINT or SIGTERM, kills the lab's child processes, deletes
 /// its namespaces and exits with 130.
-pub(crate) fn cleanup_on_signal() -> anyhow::Result<()> {
+pub fn cleanup_on_signal() -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("lab-signals".into())
         .spawn(|| {
