@@ -2,7 +2,7 @@
 //!
 //! `solve`, `eval` and `eval-anycast` run the engine locally on data files; `locate`, `audit` and `probes`
 //! talk to a coordinator; `lab` runs the emulated Internet.
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod eval;
 mod solve;
@@ -35,6 +35,9 @@ enum Command {
     Probes(geoloc_client::ProbesArgs),
     /// The emulated Internet on one machine (root).
     Lab(geoloc_lab::cli::LabArgs),
+    /// Hidden: `completions SHELL` and `man DIR` (README, "Shell completions and man pages").
+    #[command(flatten)]
+    Docs(geoloc_rt::docs::DocsCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +50,9 @@ fn main() -> std::process::ExitCode {
         Command::Audit(a) => geoloc_client::run_audit(a),
         Command::Probes(a) => geoloc_client::run_probes(a),
         Command::Lab(a) => geoloc_lab::cli::run(a),
+        Command::Docs(d) => d
+            .run(Cli::command(), &mut std::io::stdout())
+            .map_err(anyhow::Error::from),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
