@@ -3,7 +3,7 @@
 //! `solve`, `eval` and `eval-anycast` run the engine locally on data files; `locate`, `audit` and `probes`
 //! talk to a coordinator; `lab` runs the emulated Internet; `import atlas` solves from
 //! downloaded RIPE Atlas results and `atlas` talks to the RIPE Atlas API.
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod atlas;
 mod audit_extra;
@@ -60,6 +60,9 @@ enum Command {
     /// Add location, local time, AS and cached reputation columns to a connection log
     /// (CSV in; CSV or Parquet out).
     Enrich(know::EnrichArgs),
+    /// Hidden: `completions SHELL` and `man DIR` (README, "Shell completions and man pages").
+    #[command(flatten)]
+    Docs(geoloc_rt::docs::DocsCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -79,6 +82,9 @@ fn main() -> std::process::ExitCode {
         Command::Web(a) => web_lab::run(a),
         Command::Know(a) => know::run_know(a),
         Command::Enrich(a) => know::run_enrich(a),
+        Command::Docs(d) => d
+            .run(Cli::command(), &mut std::io::stdout())
+            .map_err(anyhow::Error::from),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

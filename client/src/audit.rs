@@ -137,10 +137,19 @@ fn read_line_bounded(
     }
 }
 
+/// The fields of one CSV line (quotes and surrounding spaces removed), read with the `csv`
+/// crate; a line it cannot read is one field.
 fn split_fields(line: &str) -> Vec<String> {
-    line.split(',')
-        .map(|f| f.trim().trim_matches('"').trim().to_string())
-        .collect()
+    let mut rd = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(line.as_bytes());
+    let mut rec = csv::StringRecord::new();
+    match rd.read_record(&mut rec) {
+        Ok(true) => rec.iter().map(String::from).collect(),
+        _ => vec![line.trim().to_string()],
+    }
 }
 
 /// Parses the input: blank lines and `#` comments are skipped; a first line with an `ip`
@@ -220,9 +229,8 @@ pub fn parse_columns(list: Option<&str>) -> anyhow::Result<Vec<String>> {
     let Some(list) = list else {
         return Ok(COLUMNS.iter().map(|c| c.to_string()).collect());
     };
-    let cols: Vec<String> = list
-        .split(',')
-        .map(|c| c.trim().to_string())
+    let cols: Vec<String> = split_fields(list)
+        .into_iter()
         .filter(|c| !c.is_empty())
         .collect();
     if cols.is_empty() {
@@ -473,7 +481,17 @@ async fn audit(
     let mut deferred: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     let retry_for = Duration::from_secs(args.retry_for_s);
     let mut failing_since: Option<std::time::Instant> = None;
-    let mut backoff = Duration::from_millis(500);
+    // 0.5 s doubling to 8 s, no jitter; restarted after progress.
+    let delays = || {
+        use backon::BackoffBuilder as _;
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_delay(Duration::from_secs(8))
+            .with_factor(2.0)
+            .without_max_times()
+            .build()
+    };
+    let mut backoff = delays();
     while !pending.is_empty() {
         let before = pending.len();
         let err = match batch_once(
@@ -498,7 +516,7 @@ async fn audit(
         if pending.len() < before {
             // Progress: the retry window starts again from this failure.
             failing_since = None;
-            backoff = Duration::from_millis(500);
+            backoff = delays();
         }
         let since = *failing_since.get_or_insert_with(std::time::Instant::now);
         if since.elapsed() >= retry_for {
@@ -523,12 +541,12 @@ async fn audit(
                 args.retry_for_s, next
             )));
         }
+        let delay = backoff.next().unwrap_or(Duration::from_secs(8));
         bar.println(format!(
             "coordinator: {err:#}; retrying in {} ms",
-            backoff.as_millis()
+            delay.as_millis()
         ));
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(8));
+        tokio::time::sleep(delay).await;
     }
     flush(&mut ready, &mut next, w)?;
     bar.finish_and_clear();

@@ -30,13 +30,7 @@ pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7470";
 /// Longest wait for the next event of a locate stream.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use geoloc_rt::unix_ms;
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()

@@ -1,11 +1,13 @@
 //! Coordinator configuration: command-line flags > `GEOLOC_COORDINATOR_*` environment
-//! variables > TOML file (`--config FILE`) > defaults. See `deploy/coordinator.toml` for a
-//! complete commented sample.
+//! variables > TOML file (`--config FILE`) > defaults, layered by `geoloc_rt::config` (the
+//! same mechanism as the probe agent). See `deploy/coordinator.toml` for a complete
+//! commented sample; `--print-config` prints the effective configuration.
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use serde::Deserialize;
+use geoloc_rt::config::{EnvSource, Layers, ProcessEnv};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{CoordinatorError, Result};
 
@@ -29,7 +31,7 @@ pub mod defaults {
 }
 
 /// How probes are chosen for a target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Every healthy probe.
@@ -47,112 +49,105 @@ impl Mode {
     }
 }
 
+/// Prefix of the coordinator's environment variables (`GEOLOC_COORDINATOR_LISTEN`, ...).
+pub const ENV_PREFIX: &str = "GEOLOC_COORDINATOR_";
+/// Environment variable naming the configuration file.
+pub const ENV_CONFIG: &str = "GEOLOC_COORDINATOR_CONFIG";
+
 /// Command line of `geoloc-coordinator`.
 #[derive(Debug, Default, Parser)]
 #[command(
     name = "geoloc-coordinator",
     version,
-    about = "geoloc coordinator: probe registry, scheduling, storage and solving over gRPC"
+    about = "geoloc coordinator: probe registry, scheduling, storage and solving over gRPC",
+    after_help = "Every option is also an environment variable GEOLOC_COORDINATOR_<OPTION> \
+                  (e.g. GEOLOC_COORDINATOR_PROBE_TOKEN) and a key of the --config file \
+                  (probe-token). Precedence: flag > environment > file > default.",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Args {
-    /// TOML configuration file (flags and environment override it).
-    #[arg(long, env = "GEOLOC_COORDINATOR_CONFIG", value_name = "FILE")]
+    /// TOML configuration file (flags and environment override it) [env: GEOLOC_COORDINATOR_CONFIG].
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Print the effective configuration as TOML (secrets redacted) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub docs: Option<geoloc_rt::docs::DocsCommand>,
+}
+
+/// One layer of settings, every key optional: the command-line flags, and the schema of
+/// the TOML file (unknown keys rejected). The environment layer has the same keys.
+#[derive(Debug, Default, Clone, clap::Args, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Settings {
     /// Address to listen on for probes and clients [default: 127.0.0.1:7470].
-    #[arg(long, env = "GEOLOC_COORDINATOR_LISTEN", value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// Database URL: sqlite://FILE or postgres://USER@HOST/DB [default: sqlite://geoloc.sqlite].
-    #[arg(long, env = "GEOLOC_COORDINATOR_DATABASE", value_name = "URL")]
+    #[arg(long, value_name = "URL")]
     pub database: Option<String>,
     /// MaxMind-format .mmdb file for the GeoIP comparison.
-    #[arg(long, env = "GEOLOC_COORDINATOR_GEOIP", value_name = "FILE.mmdb")]
+    #[arg(long, value_name = "FILE.mmdb")]
     pub geoip: Option<PathBuf>,
     /// Credential probes must present when registering (none = any probe may register).
-    #[arg(long, env = "GEOLOC_COORDINATOR_PROBE_TOKEN", value_name = "TOKEN")]
+    #[arg(long, value_name = "TOKEN")]
     pub probe_token: Option<String>,
     /// Allow private/loopback targets (lab only).
-    #[arg(long, env = "GEOLOC_COORDINATOR_ALLOW_PRIVATE", num_args = 0..=1, default_missing_value = "true",
+    #[arg(long, num_args = 0..=1, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
     pub allow_private: Option<bool>,
     /// Landmarks file (landmarks/README.md).
-    #[arg(long, env = "GEOLOC_COORDINATOR_LANDMARKS", value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub landmarks: Option<PathBuf>,
     /// Heartbeat interval asked of probes, ms [default: 5000].
-    #[arg(
-        long,
-        env = "GEOLOC_COORDINATOR_HEARTBEAT_INTERVAL_MS",
-        value_name = "MS"
-    )]
+    #[arg(long, value_name = "MS")]
     pub heartbeat_interval_ms: Option<u32>,
     /// Default per-probe timeout, ms [default: 5000].
-    #[arg(long, env = "GEOLOC_COORDINATOR_PROBE_TIMEOUT_MS", value_name = "MS")]
+    #[arg(long, value_name = "MS")]
     pub probe_timeout_ms: Option<u32>,
     /// Default echo requests per probe [default: 3].
-    #[arg(long, env = "GEOLOC_COORDINATOR_PING_COUNT", value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub ping_count: Option<u32>,
     /// Spacing of echo requests, ms [default: 50].
-    #[arg(long, env = "GEOLOC_COORDINATOR_PING_INTERVAL_MS", value_name = "MS")]
+    #[arg(long, value_name = "MS")]
     pub ping_interval_ms: Option<u32>,
     /// Default scheduling mode [default: all].
-    #[arg(long, env = "GEOLOC_COORDINATOR_MODE", value_enum)]
+    #[arg(long, value_enum)]
     pub mode: Option<Mode>,
     /// Two-stage: probes in the first, world-spread stage [default: 8].
-    #[arg(long, env = "GEOLOC_COORDINATOR_TWO_STAGE_FIRST", value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub two_stage_first: Option<u32>,
     /// Two-stage: probes nearest the first region in the second stage [default: 24].
-    #[arg(long, env = "GEOLOC_COORDINATOR_TWO_STAGE_K", value_name = "K")]
+    #[arg(long, value_name = "K")]
     pub two_stage_k: Option<u32>,
     /// Addresses of a batch measured at the same time [default: 4].
-    #[arg(long, env = "GEOLOC_COORDINATOR_BATCH_CONCURRENCY", value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub batch_concurrency: Option<u32>,
     /// Measure probe-to-landmark RTTs and flag faster-than-light probes [default: true].
-    #[arg(long, env = "GEOLOC_COORDINATOR_LANDMARK_CHECKS", value_name = "BOOL",
-          value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(long, value_name = "BOOL", value_parser = clap::builder::BoolishValueParser::new())]
     pub landmark_checks: Option<bool>,
     /// Fit per-probe delay models on probe-to-landmark RTTs and solve with them [default: true].
-    #[arg(long, env = "GEOLOC_COORDINATOR_CALIBRATE", value_name = "BOOL",
-          value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(long, value_name = "BOOL", value_parser = clap::builder::BoolishValueParser::new())]
     pub calibrate: Option<bool>,
     /// Fewest landmark RTTs a probe's delay model is fitted on; probes with fewer use the
     /// sound bound [default: 40].
-    #[arg(
-        long,
-        env = "GEOLOC_COORDINATOR_CALIBRATION_MIN_RTTS",
-        value_name = "N"
-    )]
+    #[arg(long, value_name = "N")]
     pub calibration_min_rtts: Option<u32>,
     /// After a start, how long a locate waits for the probes seen before the restart to
     /// reconnect before it measures with fewer (or answers `no-probes`), ms [default: 30000].
-    #[arg(long, env = "GEOLOC_COORDINATOR_RECONNECT_GRACE_MS", value_name = "MS")]
+    #[arg(long, value_name = "MS")]
     pub reconnect_grace_ms: Option<u32>,
 }
 
-/// The TOML file; every key optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct FileConfig {
-    pub listen: Option<SocketAddr>,
-    pub database: Option<String>,
-    pub geoip: Option<PathBuf>,
-    pub probe_token: Option<String>,
-    pub allow_private: Option<bool>,
-    pub landmarks: Option<PathBuf>,
-    pub heartbeat_interval_ms: Option<u32>,
-    pub probe_timeout_ms: Option<u32>,
-    pub ping_count: Option<u32>,
-    pub ping_interval_ms: Option<u32>,
-    pub mode: Option<Mode>,
-    pub two_stage_first: Option<u32>,
-    pub two_stage_k: Option<u32>,
-    pub batch_concurrency: Option<u32>,
-    pub landmark_checks: Option<bool>,
-    pub calibrate: Option<bool>,
-    pub calibration_min_rtts: Option<u32>,
-    pub reconnect_grace_ms: Option<u32>,
-}
+/// The TOML file: the same keys as the flags, every key optional.
+pub type FileConfig = Settings;
 
-/// The effective configuration.
-#[derive(Debug, Clone)]
+/// The effective configuration (keys as in the file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Config {
     pub listen: SocketAddr,
     pub database: String,
@@ -176,12 +171,32 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config::merge(Args::default(), FileConfig::default()).expect("defaults are valid")
+        Config {
+            listen: defaults::LISTEN.parse().expect("valid default"),
+            database: defaults::DATABASE.to_string(),
+            geoip: None,
+            probe_token: None,
+            allow_private: false,
+            landmarks: None,
+            heartbeat_interval_ms: defaults::HEARTBEAT_INTERVAL_MS,
+            probe_timeout_ms: defaults::PROBE_TIMEOUT_MS,
+            ping_count: defaults::PING_COUNT,
+            ping_interval_ms: defaults::PING_INTERVAL_MS,
+            mode: Mode::All,
+            two_stage_first: defaults::TWO_STAGE_FIRST,
+            two_stage_k: defaults::TWO_STAGE_K,
+            batch_concurrency: defaults::BATCH_CONCURRENCY,
+            landmark_checks: true,
+            calibrate: true,
+            calibration_min_rtts: defaults::CALIBRATION_MIN_RTTS,
+            reconnect_grace_ms: defaults::RECONNECT_GRACE_MS,
+        }
     }
 }
 
-impl FileConfig {
-    pub fn load(path: &Path) -> Result<FileConfig> {
+impl Settings {
+    /// Reads and parses a TOML file (unknown keys rejected).
+    pub fn load(path: &Path) -> Result<Settings> {
         let text = std::fs::read_to_string(path).map_err(|source| CoordinatorError::Io {
             path: path.to_path_buf(),
             source,
@@ -193,129 +208,180 @@ impl FileConfig {
     }
 }
 
+fn config_error(e: geoloc_rt::Error) -> CoordinatorError {
+    match e {
+        geoloc_rt::Error::Parse(m) => CoordinatorError::InvalidConfig(m),
+        other => CoordinatorError::InvalidConfig(other.to_string()),
+    }
+}
+
 impl Config {
-    /// Flags/env (already merged by clap) over the file over defaults, then validated.
+    /// Flags, `GEOLOC_COORDINATOR_*` from the process environment, the file (`--config` or
+    /// `GEOLOC_COORDINATOR_CONFIG`) and defaults, then validated.
     pub fn from_args(args: Args) -> Result<Config> {
-        let file = match &args.config {
-            Some(p) => FileConfig::load(p)?,
-            None => FileConfig::default(),
-        };
-        Config::merge(args, file)
+        Config::load(&args, &ProcessEnv)
     }
 
-    pub fn merge(a: Args, f: FileConfig) -> Result<Config> {
-        let c = Config {
-            listen: a
-                .listen
-                .or(f.listen)
-                .unwrap_or_else(|| defaults::LISTEN.parse().expect("valid default")),
-            database: a
-                .database
-                .or(f.database)
-                .unwrap_or_else(|| defaults::DATABASE.to_string()),
-            geoip: a.geoip.or(f.geoip),
-            probe_token: a.probe_token.or(f.probe_token).filter(|t| !t.is_empty()),
-            allow_private: a.allow_private.or(f.allow_private).unwrap_or(false),
-            landmarks: a.landmarks.or(f.landmarks),
-            heartbeat_interval_ms: a
-                .heartbeat_interval_ms
-                .or(f.heartbeat_interval_ms)
-                .unwrap_or(defaults::HEARTBEAT_INTERVAL_MS),
-            probe_timeout_ms: a
-                .probe_timeout_ms
-                .or(f.probe_timeout_ms)
-                .unwrap_or(defaults::PROBE_TIMEOUT_MS),
-            ping_count: a
-                .ping_count
-                .or(f.ping_count)
-                .unwrap_or(defaults::PING_COUNT),
-            ping_interval_ms: a
-                .ping_interval_ms
-                .or(f.ping_interval_ms)
-                .unwrap_or(defaults::PING_INTERVAL_MS),
-            mode: a.mode.or(f.mode).unwrap_or(Mode::All),
-            two_stage_first: a
-                .two_stage_first
-                .or(f.two_stage_first)
-                .unwrap_or(defaults::TWO_STAGE_FIRST),
-            two_stage_k: a
-                .two_stage_k
-                .or(f.two_stage_k)
-                .unwrap_or(defaults::TWO_STAGE_K),
-            batch_concurrency: a
-                .batch_concurrency
-                .or(f.batch_concurrency)
-                .unwrap_or(defaults::BATCH_CONCURRENCY),
-            landmark_checks: a.landmark_checks.or(f.landmark_checks).unwrap_or(true),
-            calibrate: a.calibrate.or(f.calibrate).unwrap_or(true),
-            calibration_min_rtts: a
-                .calibration_min_rtts
-                .or(f.calibration_min_rtts)
-                .unwrap_or(defaults::CALIBRATION_MIN_RTTS),
-            reconnect_grace_ms: a
-                .reconnect_grace_ms
-                .or(f.reconnect_grace_ms)
-                .unwrap_or(defaults::RECONNECT_GRACE_MS),
+    /// [`Config::from_args`] with the environment read from `env`.
+    pub fn load(args: &Args, env: &dyn EnvSource) -> Result<Config> {
+        let path = args.config.clone().or_else(|| {
+            env.var(ENV_CONFIG)
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+        });
+        let file = match &path {
+            Some(p) => Settings::load(p)?,
+            None => Settings::default(),
         };
-        c.validate()?;
+        let origin = path.map(|p| p.display().to_string());
+        Config::resolve(&args.settings, &file, origin.as_deref(), env)
+    }
+
+    /// Flags over the file over defaults (no environment), then validated.
+    pub fn merge(a: Args, f: FileConfig) -> Result<Config> {
+        Config::resolve(&a.settings, &f, None, &std::collections::HashMap::new())
+    }
+
+    /// The one precedence rule: flag > environment > file > default; then validated, with
+    /// errors naming the key and the layer its value came from.
+    pub fn resolve(
+        flags: &Settings,
+        file: &Settings,
+        file_origin: Option<&str>,
+        env: &dyn EnvSource,
+    ) -> Result<Config> {
+        let layers = Layers::new(ENV_PREFIX, &Config::default())
+            .and_then(|l| l.file(file_origin.unwrap_or("(config)"), file))
+            .and_then(|l| l.env(env))
+            .and_then(|l| l.flags(flags))
+            .map_err(config_error)?;
+        let mut c: Config = layers.extract().map_err(config_error)?;
+        c.probe_token = c.probe_token.filter(|t| !t.is_empty());
+        c.check()
+            .map_err(|(key, message)| config_error(layers.invalid(key, message)))?;
         Ok(c)
     }
 
+    /// The effective configuration as TOML with the probe token and any database password
+    /// replaced (`--print-config`).
+    pub fn to_redacted_toml(&self) -> Result<String> {
+        let mut shown = self.clone();
+        if shown.probe_token.is_some() {
+            shown.probe_token = Some(geoloc_rt::config::REDACTED.into());
+        }
+        shown.database = redact_database(&shown.database);
+        geoloc_rt::config::to_toml(&shown).map_err(config_error)
+    }
+
+    /// Checks ranges; the error names the option.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(CoordinatorError::InvalidConfig(m));
+        self.check()
+            .map_err(|(_, message)| CoordinatorError::InvalidConfig(message))
+    }
+
+    /// Range checks: the key at fault and what is wrong.
+    fn check(&self) -> std::result::Result<(), (&'static str, String)> {
+        let bad = |key: &'static str, m: String| Err((key, m));
         if !(100..=600_000).contains(&self.heartbeat_interval_ms) {
-            return bad(format!(
-                "heartbeat-interval-ms {} not in 100..=600000",
-                self.heartbeat_interval_ms
-            ));
+            return bad(
+                "heartbeat-interval-ms",
+                format!(
+                    "heartbeat-interval-ms {} not in 100..=600000",
+                    self.heartbeat_interval_ms
+                ),
+            );
         }
         if !(50..=600_000).contains(&self.probe_timeout_ms) {
-            return bad(format!(
-                "probe-timeout-ms {} not in 50..=600000",
-                self.probe_timeout_ms
-            ));
+            return bad(
+                "probe-timeout-ms",
+                format!(
+                    "probe-timeout-ms {} not in 50..=600000",
+                    self.probe_timeout_ms
+                ),
+            );
         }
         if !(1..=100).contains(&self.ping_count) {
-            return bad(format!("ping-count {} not in 1..=100", self.ping_count));
+            return bad(
+                "ping-count",
+                format!("ping-count {} not in 1..=100", self.ping_count),
+            );
         }
         if self.ping_interval_ms > 10_000 {
-            return bad(format!(
-                "ping-interval-ms {} above 10000",
-                self.ping_interval_ms
-            ));
+            return bad(
+                "ping-interval-ms",
+                format!("ping-interval-ms {} above 10000", self.ping_interval_ms),
+            );
         }
         if self.two_stage_first == 0 || self.two_stage_k == 0 {
-            return bad("two-stage-first and two-stage-k must be at least 1".into());
+            let key = if self.two_stage_first == 0 {
+                "two-stage-first"
+            } else {
+                "two-stage-k"
+            };
+            return bad(
+                key,
+                "two-stage-first and two-stage-k must be at least 1".into(),
+            );
         }
         if (self.calibration_min_rtts as usize) < geoloc_engine::delay::MIN_CALIBRATION_POINTS {
-            return bad(format!(
-                "calibration-min-rtts {} below the engine's minimum of {}",
-                self.calibration_min_rtts,
-                geoloc_engine::delay::MIN_CALIBRATION_POINTS
-            ));
+            return bad(
+                "calibration-min-rtts",
+                format!(
+                    "calibration-min-rtts {} below the engine's minimum of {}",
+                    self.calibration_min_rtts,
+                    geoloc_engine::delay::MIN_CALIBRATION_POINTS
+                ),
+            );
         }
         if self.reconnect_grace_ms > 600_000 {
-            return bad(format!(
-                "reconnect-grace-ms {} above 600000",
-                self.reconnect_grace_ms
-            ));
+            return bad(
+                "reconnect-grace-ms",
+                format!(
+                    "reconnect-grace-ms {} above 600000",
+                    self.reconnect_grace_ms
+                ),
+            );
         }
         if !(1..=256).contains(&self.batch_concurrency) {
-            return bad(format!(
-                "batch-concurrency {} not in 1..=256",
-                self.batch_concurrency
-            ));
+            return bad(
+                "batch-concurrency",
+                format!(
+                    "batch-concurrency {} not in 1..=256",
+                    self.batch_concurrency
+                ),
+            );
         }
         if !(self.database.starts_with("sqlite:")
             || self.database.starts_with("postgres:")
             || self.database.starts_with("postgresql:"))
         {
-            return bad(format!(
-                "database {:?}: expected sqlite://FILE or postgres://...",
-                crate::storage::redact(&self.database)
-            ));
+            return bad(
+                "database",
+                format!(
+                    "database {:?}: expected sqlite://FILE or postgres://...",
+                    redact_database(&self.database)
+                ),
+            );
         }
         Ok(())
+    }
+}
+
+/// A database URL with its password (user:PASSWORD@ or ?password=...) replaced.
+pub fn redact_database(url: &str) -> String {
+    let url = crate::storage::redact(url);
+    match url.split_once('?') {
+        Some((base, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", query.join("&"))
+        }
+        None => url,
     }
 }
 
@@ -355,9 +421,118 @@ mod tests {
     }
 
     #[test]
-    fn sample_config_parses() {
-        let text = include_str!("../../deploy/coordinator.toml");
-        let f: FileConfig = toml::from_str(text).unwrap();
+    fn sample_config_parses_and_names_every_key() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/coordinator.toml");
+        let f = Settings::load(Path::new(path)).unwrap();
         Config::merge(Args::default(), f).unwrap();
+        // Every key of the effective configuration is shown in the sample (set or
+        // commented out), so operators find each one there.
+        let text = std::fs::read_to_string(path).unwrap();
+        let all = Config {
+            geoip: Some("x".into()),
+            probe_token: Some("x".into()),
+            landmarks: Some("x".into()),
+            ..Config::default()
+        };
+        let keys = toml::to_string(&all).unwrap();
+        for key in keys
+            .lines()
+            .filter_map(|l| l.split_once(" = ").map(|(k, _)| k))
+        {
+            assert!(
+                text.lines()
+                    .any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} = "))),
+                "deploy/coordinator.toml misses `{key}`"
+            );
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn precedence_flag_over_env_over_file_over_default() {
+        let file: FileConfig =
+            toml::from_str("ping-count = 5\nbatch-concurrency = 9\nmode = \"all\"\n").unwrap();
+        let args = Args::try_parse_from(["geoloc-coordinator", "--ping-count", "7"]).unwrap();
+        let e = env(&[
+            ("GEOLOC_COORDINATOR_PING_COUNT", "8"),
+            ("GEOLOC_COORDINATOR_MODE", "two-stage"),
+            ("GEOLOC_COORDINATOR_CALIBRATE", "false"),
+            ("GEOLOC_COORDINATOR_LISTEN", "127.0.0.1:9001"),
+            ("GEOLOC_COORDINATOR_CONFIG", "/ignored/by/resolve.toml"),
+        ]);
+        let c = Config::resolve(&args.settings, &file, Some("c.toml"), &e).unwrap();
+        assert_eq!(c.ping_count, 7, "flag beats env and file");
+        assert_eq!(c.mode, Mode::TwoStage, "env beats file");
+        assert!(!c.calibrate, "env beats default");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9001");
+        assert_eq!(c.batch_concurrency, 9, "file beats default");
+        assert_eq!(c.two_stage_k, defaults::TWO_STAGE_K, "default");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_its_layer() {
+        let none = Settings::default();
+        let e = Config::resolve(
+            &none,
+            &none,
+            None,
+            &env(&[("GEOLOC_COORDINATOR_PING_COUNT", "lots")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("GEOLOC_COORDINATOR_PING_COUNT") && e.contains("environment"),
+            "{e}"
+        );
+        let e = Config::resolve(
+            &none,
+            &none,
+            None,
+            &env(&[("GEOLOC_COORDINATOR_PING_COUNT", "0")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("ping-count 0 not in 1..=100")
+                && e.contains("GEOLOC_COORDINATOR_PING_COUNT in the environment"),
+            "{e}"
+        );
+        let file: FileConfig = toml::from_str("two-stage-k = 0").unwrap();
+        let e = Config::resolve(&none, &file, Some("/etc/c.toml"), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("two-stage-k in file /etc/c.toml"), "{e}");
+        let args = Args::try_parse_from(["geoloc-coordinator", "--database", "mysql://x"]).unwrap();
+        let e = Config::merge(args, FileConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("expected sqlite://FILE or postgres://")
+                && e.contains("--database on the command line"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn printed_configuration_redacts_secrets() {
+        let file: FileConfig = toml::from_str(
+            "probe-token = \"s3cret-token\"\n\
+             database = \"postgres://geoloc:hunter2@db.example:5432/geoloc?sslmode=require&password=hunter3\"\n\
+             geoip = \"/var/lib/geoloc/GeoLite2-City.mmdb\"\nmode = \"two-stage\"\n",
+        )
+        .unwrap();
+        let c = Config::merge(Args::default(), file).unwrap();
+        let text = c.to_redacted_toml().unwrap();
+        assert!(
+            !text.contains("s3cret") && !text.contains("hunter"),
+            "{text}"
+        );
+        insta::assert_snapshot!(text);
     }
 }

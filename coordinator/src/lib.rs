@@ -24,13 +24,7 @@ pub use error::{CoordinatorError, Result};
 /// Version of this coordinator.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use geoloc_rt::unix_ms;
 
 /// A random 128-bit id in hex.
 pub fn new_id() -> String {

@@ -1,7 +1,7 @@
 //! `geoloc-coordinator`: the gRPC server for probe agents and clients.
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use geoloc_coordinator::config::{Args, Config};
 use geoloc_coordinator::{server, storage, Coordinator, CoordinatorError};
 
@@ -10,6 +10,16 @@ const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(docs) = &args.docs {
+        return match docs.run(Args::command(), &mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("geoloc-coordinator: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let print_config = args.print_config;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -24,6 +34,18 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if print_config {
+        return match config.to_redacted_toml() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("geoloc-coordinator: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -31,7 +53,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(config)) {
+    let result = rt.block_on(async move {
+        // Handlers installed before the port is announced: a stop right after is seen.
+        match geoloc_rt::shutdown_token() {
+            Ok(stop) => Some(run(config, stop).await),
+            Err(e) => {
+                eprintln!("geoloc-coordinator: {e}");
+                None
+            }
+        }
+    });
+    let Some(result) = result else {
+        return ExitCode::FAILURE;
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("geoloc-coordinator: {e}");
@@ -47,7 +82,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> geoloc_coordinator::Result<()> {
+async fn run(config: Config, stop: geoloc_rt::CancellationToken) -> geoloc_coordinator::Result<()> {
     let listen = config.listen;
     let db = storage::redact(&config.database);
     let coord = Coordinator::new(config).await?;
@@ -59,26 +94,18 @@ async fn run(config: Config) -> geoloc_coordinator::Result<()> {
     }
     // Tests and scripts read this line to learn the port when --listen uses port 0.
     println!("listening on {addr}");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
     let graceful = {
-        let mut rx = stop_rx.clone();
+        let stop = stop.clone();
         let coord = coord.clone();
         async move {
-            let _ = rx.wait_for(|v| *v).await;
+            stop.cancelled().await;
             tracing::info!("stopping: closing probe sessions");
             coord.begin_shutdown();
         }
     };
-    let hard = {
-        let mut rx = stop_rx;
-        async move {
-            let _ = rx.wait_for(|v| *v).await;
-            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-        }
+    let hard = async move {
+        stop.cancelled().await;
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     };
     tokio::select! {
         r = server::serve(coord.clone(), listener, graceful) => r?,
@@ -87,27 +114,4 @@ async fn run(config: Config) -> geoloc_coordinator::Result<()> {
     coord.storage.close().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
