@@ -254,22 +254,34 @@ impl Region {
     /// The region's outline as a GeoJSON geometry (`MultiPolygon`, degrees), dissolved from
     /// at most about `max_cells` cells.
     pub fn geojson(&self, max_cells: f64) -> serde_json::Value {
+        serde_json::Value::Object(geojson::JsonObject::from(&self.outline(max_cells)))
+    }
+
+    /// The region's outline as a typed GeoJSON `MultiPolygon` (positions `[lon, lat]` in
+    /// degrees, rounded to 6 decimals), dissolved from at most about `max_cells` cells; no
+    /// polygon for an empty region.
+    pub fn outline(&self, max_cells: f64) -> geojson::Geometry {
+        let multi = |polys: Vec<Vec<Vec<Vec<f64>>>>| {
+            geojson::Geometry::new(geojson::Value::MultiPolygon(polys))
+        };
         if self.cells.is_empty() {
-            return serde_json::json!({"type": "MultiPolygon", "coordinates": []});
+            return multi(Vec::new());
         }
         let res = self.resolution_for(max_cells);
         let cells = self.at_resolution(res);
         let solvent = h3o::geom::SolventBuilder::new().build();
-        let polys: Vec<serde_json::Value> = match solvent.dissolve(cells.iter().copied()) {
+        let polys = match solvent.dissolve(cells.iter().copied()) {
             Ok(mp) => {
                 mp.0.iter()
                     .map(|poly| {
-                        let ring = |ls: &geo_types::LineString<f64>| -> Vec<[f64; 2]> {
-                            ls.0.iter().map(|c| [round6(c.x), round6(c.y)]).collect()
+                        let ring = |ls: &geo_types::LineString<f64>| -> Vec<Vec<f64>> {
+                            ls.0.iter()
+                                .map(|c| vec![round6(c.x), round6(c.y)])
+                                .collect()
                         };
                         let mut rings = vec![ring(poly.exterior())];
                         rings.extend(poly.interiors().iter().map(ring));
-                        serde_json::json!(rings)
+                        rings
                     })
                     .collect()
             }
@@ -277,19 +289,19 @@ impl Region {
             Err(_) => cells
                 .iter()
                 .map(|c| {
-                    let mut ring: Vec<[f64; 2]> = c
+                    let mut ring: Vec<Vec<f64>> = c
                         .boundary()
                         .iter()
-                        .map(|ll| [round6(ll.lng()), round6(ll.lat())])
+                        .map(|ll| vec![round6(ll.lng()), round6(ll.lat())])
                         .collect();
-                    if let Some(&first) = ring.first() {
+                    if let Some(first) = ring.first().cloned() {
                         ring.push(first);
                     }
-                    serde_json::json!([ring])
+                    vec![ring]
                 })
                 .collect(),
         };
-        serde_json::json!({"type": "MultiPolygon", "coordinates": polys})
+        multi(polys)
     }
 }
 
@@ -685,5 +697,68 @@ mod tests {
         let g = r.geojson(2000.0);
         assert_eq!(g["type"], "MultiPolygon");
         assert!(!g["coordinates"].as_array().unwrap().is_empty());
+    }
+    /// The outline as this module wrote it with `json!` before the `geojson` crate (the
+    /// reference: the output must not change).
+    fn old_geojson(r: &Region, max_cells: f64) -> serde_json::Value {
+        if r.cells.is_empty() {
+            return serde_json::json!({"type": "MultiPolygon", "coordinates": []});
+        }
+        let res = r.resolution_for(max_cells);
+        let cells = r.at_resolution(res);
+        let solvent = h3o::geom::SolventBuilder::new().build();
+        let polys: Vec<serde_json::Value> = match solvent.dissolve(cells.iter().copied()) {
+            Ok(mp) => {
+                mp.0.iter()
+                    .map(|poly| {
+                        let ring = |ls: &geo_types::LineString<f64>| -> Vec<[f64; 2]> {
+                            ls.0.iter().map(|c| [round6(c.x), round6(c.y)]).collect()
+                        };
+                        let mut rings = vec![ring(poly.exterior())];
+                        rings.extend(poly.interiors().iter().map(ring));
+                        serde_json::json!(rings)
+                    })
+                    .collect()
+            }
+            // Dissolution can fail on exotic cell sets; fall back to one polygon per cell.
+            Err(_) => cells
+                .iter()
+                .map(|c| {
+                    let mut ring: Vec<[f64; 2]> = c
+                        .boundary()
+                        .iter()
+                        .map(|ll| [round6(ll.lng()), round6(ll.lat())])
+                        .collect();
+                    if let Some(&first) = ring.first() {
+                        ring.push(first);
+                    }
+                    serde_json::json!([ring])
+                })
+                .collect(),
+        };
+        serde_json::json!({"type": "MultiPolygon", "coordinates": polys})
+    }
+
+    #[test]
+    fn geojson_outline_is_unchanged() {
+        for (lat, lon, km) in [
+            (40.0, -3.7, 300.0),
+            (-17.7, 178.4, 900.0),
+            (80.0, 0.0, 1500.0),
+        ] {
+            let r = intersect(
+                &[Constraint::disc(LatLon::new(lat, lon), km)],
+                Resolution::Four,
+            );
+            assert_eq!(
+                serde_json::to_string(&r.geojson(2000.0)).unwrap(),
+                serde_json::to_string(&old_geojson(&r, 2000.0)).unwrap()
+            );
+        }
+        let empty = Region {
+            cells: Vec::new(),
+            max_res: None,
+        };
+        assert_eq!(empty.geojson(10.0), old_geojson(&empty, 10.0));
     }
 }

@@ -101,7 +101,8 @@ fn run_demo(a: DemoArgs) -> anyhow::Result<()> {
         println!("summary: {}", p.display());
     }
     if let Some(p) = &a.geojson {
-        std::fs::write(p, serde_json::to_string(&gj)?)
+        // Through a Value: keys sorted, as before the typed GeoJSON.
+        std::fs::write(p, serde_json::to_value(&gj)?.to_string())
             .with_context(|| format!("writing {}", p.display()))?;
         println!("geojson: {}", p.display());
     }

@@ -16,7 +16,7 @@ use geoloc_engine::{
     Dropped, Instance, Kind, LatLon, MaxmindComparison, Measurement, Method, Place, Solution,
     Timezone, TzShare, Verdict,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::v1 as pb;
 
@@ -229,13 +229,14 @@ fn region_from_pb(r: Option<&pb::Region>) -> Result<Value> {
             for (k, p) in ring.points.iter().enumerate() {
                 let f = || format!("solution.region.polygons[{i}].rings[{j}].points[{k}]");
                 let ll = LatLon::checked(p.lat, p.lon).map_err(|e| err(f(), e))?;
-                pts.push(json!([ll.lon, ll.lat]));
+                pts.push(vec![ll.lon, ll.lat]);
             }
-            rings.push(Value::Array(pts));
+            rings.push(pts);
         }
-        polys.push(Value::Array(rings));
+        polys.push(rings);
     }
-    Ok(json!({"type": "MultiPolygon", "coordinates": polys}))
+    let outline = geojson::Geometry::new(geojson::Value::MultiPolygon(polys));
+    Ok(Value::Object(geojson::JsonObject::from(&outline)))
 }
 
 // ---- the solution ---------------------------------------------------------------------------
@@ -520,6 +521,7 @@ impl pb::LocateMode {
 mod tests {
     use super::*;
     use geoloc_engine::{distance_km, solve, GeoIpRecord, SolveOptions};
+    use serde_json::json;
 
     /// RTTs a target at `t` would give landmarks at `ps` (path 1.5x the great circle, fibre
     /// at 2/3 c, plus 1 ms).

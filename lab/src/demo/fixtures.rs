@@ -1,7 +1,7 @@
 //! Canned `geoloc locate --json` answers for the demo's unit tests.
 use geoloc_client::{Located, Mode};
-use geoloc_engine::{MaxmindComparison, Method, Place, Solution, Timezone, Verdict};
 use geoloc_engine::enrich::{format_offset, utc_offset_s};
+use geoloc_engine::{MaxmindComparison, Method, Place, Solution, Timezone, Verdict};
 use serde_json::Value;
 
 /// When the canned answers were made: 2026-01-01 00:00 UTC.

@@ -42,6 +42,7 @@ pub fn write_mmdb(path: &Path, entries: &[(IpAddr, &City)]) -> anyhow::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geo;
     use serde_json::Value;
 
     #[test]

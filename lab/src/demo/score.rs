@@ -240,8 +240,14 @@ mod tests {
             };
             assert!(row("Europe/Zurich", rome_s).tz_match, "Zurich for Rome");
             assert!(row("Europe/Rome", rome_s).tz_match);
-            assert!(!row("Europe/London", rome_s - 3600).tz_match, "London for Rome");
-            assert!(!row("Europe/Rome", rome_s - 3600).tz_match, "the right name with a wrong offset");
+            assert!(
+                !row("Europe/London", rome_s - 3600).tz_match,
+                "London for Rome"
+            );
+            assert!(
+                !row("Europe/Rome", rome_s - 3600).tz_match,
+                "the right name with a wrong offset"
+            );
         }
         assert!(!offset_matches(["Not/AZone"].into_iter(), 0, 1));
         assert!(offset_matches(["Etc/UTC"].into_iter(), 0, 0), "0 means now");
