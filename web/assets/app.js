@@ -125,7 +125,15 @@
         $("locate-error").textContent = f.code + ": " + f.message;
         $("locate-error").hidden = false;
       });
-      source.onerror = () => { if (source.readyState === 2) return; };
+      // No automatic reconnection: that would start another locate.
+      source.onerror = () => {
+        if (source.readyState === 2) return;
+        source.close();
+        if ($("answer").hidden) {
+          $("locate-error").textContent = "lost the connection to the web server";
+          $("locate-error").hidden = false;
+        }
+      };
     });
   }
   function showResult(view, live) {
