@@ -28,6 +28,28 @@
   }).catch(() => {});
   fetch("/assets/vendor/world-atlas/countries-110m.json").then((r) => r.json()).then((topo) => {
     const countries = topojson.feature(topo, topo.objects.countries);
+    // Rings that cross the antimeridian jump from +180 to -180: unwrap them (a point more
+    // than 180 degrees from the previous one is shifted by 360), or Leaflet draws a band
+    // across the whole map (Russia, Fiji, Antarctica).
+    const unwrap = (ring) => {
+      let shift = 0;
+      return ring.map((p, i) => {
+        if (i > 0) {
+          const d = p[0] + shift - ring[i - 1][0] - (ring[i - 1].shift || 0);
+          if (d > 180) shift -= 360;
+          else if (d < -180) shift += 360;
+        }
+        const q = [p[0] + shift, p[1]];
+        p.shift = shift;
+        return q;
+      });
+    };
+    countries.features.forEach((f) => {
+      const g = f.geometry;
+      if (!g) return;
+      if (g.type === "Polygon") g.coordinates = g.coordinates.map(unwrap);
+      if (g.type === "MultiPolygon") g.coordinates = g.coordinates.map((poly) => poly.map(unwrap));
+    });
     L.geoJSON(countries, {
       style: { color: "#9c9483", weight: 0.6, fillColor: "#e4dfd2", fillOpacity: 1 },
       className: "geoloc-country",
@@ -125,7 +147,15 @@
         $("locate-error").textContent = f.code + ": " + f.message;
         $("locate-error").hidden = false;
       });
-      source.onerror = () => { if (source.readyState === 2) return; };
+      // No automatic reconnection: that would start another locate.
+      source.onerror = () => {
+        if (source.readyState === 2) return;
+        source.close();
+        if ($("answer").hidden) {
+          $("locate-error").textContent = "lost the connection to the web server";
+          $("locate-error").hidden = false;
+        }
+      };
     });
   }
   function showResult(view, live) {
