@@ -142,7 +142,9 @@ pub fn run_know(a: KnowArgs) -> anyhow::Result<()> {
             None => None,
             Some(url) => Some(measure(url, ip).await?),
         };
-        let report = sources.know(ip, measured, chrono::Utc::now()).await;
+        let now =
+            chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0).unwrap_or_default();
+        let report = sources.know(ip, measured, now).await;
         if a.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {

@@ -281,7 +281,7 @@ pub async fn enrich(opts: &EnrichOptions, sources: &Sources) -> Result<EnrichSta
             stats.rows_with_reason += 1;
         }
         out.row(&fields, &cells)?;
-        if stats.rows % 4096 == 0 {
+        if stats.rows.is_multiple_of(4096) {
             bar.set_position(stats.rows);
         }
     }

@@ -51,11 +51,11 @@ pub(crate) fn parse(r: &Reply) -> Outcome {
     if let Err(o) = check_status(kind, r, |v| {
         v["errors"][0]["detail"].as_str().map(str::to_string)
     }) {
-        return o;
+        return *o;
     }
     let b: Body = match decode(kind, r) {
         Ok(b) => b,
-        Err(o) => return o,
+        Err(o) => return *o,
     };
     let d = b.data;
     if !(0..=100).contains(&d.abuse_confidence_score) {

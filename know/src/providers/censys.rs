@@ -62,11 +62,11 @@ pub(crate) fn parse(r: &Reply) -> Outcome {
             .or(v["title"].as_str())
             .map(str::to_string)
     }) {
-        return o;
+        return *o;
     }
     let b: Body = match decode(kind, r) {
         Ok(b) => b,
-        Err(o) => return o,
+        Err(o) => return *o,
     };
     let res = b.result.resource;
     let services = res

@@ -416,7 +416,7 @@ pub(crate) fn check_status(
     kind: ProviderKind,
     r: &Reply,
     message: impl Fn(&serde_json::Value) -> Option<String>,
-) -> Result<(), Outcome> {
+) -> Result<(), Box<Outcome>> {
     if (200..300).contains(&r.status) {
         return Ok(());
     }
@@ -432,26 +432,26 @@ pub(crate) fn check_status(
             format!("{s}: {msg}")
         }
     };
-    Err(match r.status {
+    Err(Box::new(match r.status {
         404 => Outcome::status(kind, Status::NotFound),
         401 | 403 => Outcome::error(kind, with(format!("key refused (HTTP {})", r.status))),
         s => Outcome::error(kind, with(format!("HTTP {s}"))),
-    })
+    }))
 }
 
 /// Decodes a 2xx body, or says it is malformed.
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(
     kind: ProviderKind,
     r: &Reply,
-) -> Result<T, Outcome> {
+) -> Result<T, Box<Outcome>> {
     serde_json::from_slice(&r.body).map_err(|e| {
-        Outcome::error(
+        Box::new(Outcome::error(
             kind,
             format!(
                 "malformed answer: {}",
                 crate::printable(&e.to_string(), 200)
             ),
-        )
+        ))
     })
 }
 

@@ -54,11 +54,11 @@ struct Body {
 pub(crate) fn parse(r: &Reply) -> Outcome {
     let kind = ProviderKind::Shodan;
     if let Err(o) = check_status(kind, r, |v| v["error"].as_str().map(str::to_string)) {
-        return o;
+        return *o;
     }
     let b: Body = match decode(kind, r) {
         Ok(b) => b,
-        Err(o) => return o,
+        Err(o) => return *o,
     };
     let mut ports = b.ports;
     ports.sort_unstable();

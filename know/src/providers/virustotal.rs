@@ -62,11 +62,11 @@ pub(crate) fn parse(r: &Reply) -> Outcome {
             e["message"].as_str().unwrap_or("")
         ))
     }) {
-        return o;
+        return *o;
     }
     let b: Body = match decode(kind, r) {
         Ok(b) => b,
-        Err(o) => return o,
+        Err(o) => return *o,
     };
     let a = b.data.attributes;
     let s = a.last_analysis_stats;
