@@ -561,6 +561,9 @@ mod tests {
         assert!(!html.contains("http://") && !html.contains("https://"));
         let (_, js) = assets::get("app.js").unwrap();
         let js = std::str::from_utf8(js).unwrap();
-        assert!(!js.contains("innerHTML"), "texts must go through textContent");
+        assert!(
+            !js.contains("innerHTML"),
+            "texts must go through textContent"
+        );
     }
 }
