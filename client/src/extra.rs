@@ -19,7 +19,8 @@ impl Clone for Client {
 #[derive(Debug, Clone)]
 pub enum BatchEvent {
     Progress(usize, pb::Progress),
-    Done(usize, Result<Located, Failure>),
+    /// Boxed: a located answer is large and progress events are many.
+    Done(usize, Box<Result<Located, Failure>>),
 }
 
 impl Client {
@@ -72,10 +73,13 @@ impl Client {
                 Some(pb::locate_event::Event::Progress(p)) => on_event(BatchEvent::Progress(i, p)),
                 Some(pb::locate_event::Event::Result(r)) => on_event(BatchEvent::Done(
                     i,
-                    Located::try_from(&r).map_err(|e| Failure::new("bad-result", e.to_string())),
+                    Box::new(
+                        Located::try_from(&r)
+                            .map_err(|e| Failure::new("bad-result", e.to_string())),
+                    ),
                 )),
                 Some(pb::locate_event::Event::Error(e)) => {
-                    on_event(BatchEvent::Done(i, Err(Failure::from_pb(&e))))
+                    on_event(BatchEvent::Done(i, Box::new(Err(Failure::from_pb(&e)))))
                 }
                 None => {}
             }

@@ -93,7 +93,7 @@ impl AuditJob {
                 .locate_batch(req, |ev| {
                     if let BatchEvent::Done(k, out) = ev {
                         if let Some(&i) = pending.get(k) {
-                            let out = out.map_err(|f| format!("{}: {}", f.code, f.message));
+                            let out = (*out).map_err(|f| format!("{}: {}", f.code, f.message));
                             self.lock().outcomes[i] = Some(out);
                         }
                     }
