@@ -120,7 +120,7 @@ fn strip_local_time(out: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     let (header, rows) = read_csv(out)?;
-    if header.iter().last() != Some("local_time") {
+    if header.iter().next_back() != Some("local_time") {
         return Ok(());
     }
     let n = header.len() - 1;

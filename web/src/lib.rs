@@ -346,12 +346,15 @@ async fn locate(
         .keep_alive(KeepAlive::default())
 }
 
+/// A stream of server-sent events that never fails.
+type OkEvents<S> = futures::stream::Map<S, fn(Event) -> Result<Event, Infallible>>;
+
 trait MapOk: Sized {
-    fn map_ok(self) -> futures::stream::Map<Self, fn(Event) -> Result<Event, Infallible>>;
+    fn map_ok(self) -> OkEvents<Self>;
 }
 
 impl<S: Stream<Item = Event>> MapOk for S {
-    fn map_ok(self) -> futures::stream::Map<Self, fn(Event) -> Result<Event, Infallible>> {
+    fn map_ok(self) -> OkEvents<Self> {
         futures::StreamExt::map(self, Ok)
     }
 }
@@ -449,7 +452,8 @@ async fn audit_start(State(st): State<Shared>, body: String) -> Response {
     Json(json!({"id": id})).into_response()
 }
 
-fn job(st: &AppState, id: &str) -> Result<Arc<AuditJob>, Response> {
+/// The audit job `id`, or the 404 response to send (boxed: a response is large).
+fn job(st: &AppState, id: &str) -> Result<Arc<AuditJob>, Box<Response>> {
     st.audits
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -461,13 +465,14 @@ fn job(st: &AppState, id: &str) -> Result<Arc<AuditJob>, Response> {
                 Json(json!({"error": "no such audit (audits live in this server's memory)"})),
             )
                 .into_response()
+                .into()
         })
 }
 
 async fn audit_status(State(st): State<Shared>, Path(id): Path<String>) -> Response {
     match job(&st, &id) {
         Ok(j) => Json(j.status()).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -477,7 +482,7 @@ async fn audit_file(
 ) -> Response {
     let j = match job(&st, &id) {
         Ok(j) => j,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (mime, body) = match file.as_str() {
         "audit.csv" => ("text/csv; charset=utf-8", j.csv()),
