@@ -8,8 +8,8 @@ use crate::geo;
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// Probe agents, spread over the world. 50 by default: with 20 the lab's regions are
-    /// continent-sized (seed 1: median error 1023 km, 2 of 8 time zones right), with 50
-    /// they are not (320 km, 6 of 8), for the same run time (about 23 s).
+    /// continent-sized (seed 1: median error 1023 km, 5 of 8 time zones right), with 50
+    /// they are not (320 km, 7 of 8), for the same run time (about 23 s).
     #[arg(long, default_value_t = 50)]
     pub probes: usize,
     /// Targets to locate (the first ones are: ICMP-silent, fully silent, anycast, IPv6).
