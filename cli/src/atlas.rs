@@ -459,8 +459,7 @@ fn run_locate(l: LocateArgs) -> anyhow::Result<()> {
     if let Some(f) = &l.summary {
         let mut v = serde_json::to_value(s)?;
         v["answer_s"] = serde_json::json!(t0.elapsed().as_secs_f64());
-        std::fs::write(f, serde_json::to_string_pretty(&v)?)
-            .with_context(|| format!("writing {}", f.display()))?;
+        crate::write_json(f, &v)?;
     }
     println!("{}", serde_json::to_string_pretty(&sol)?);
     Ok(())

@@ -85,8 +85,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(out) = &a.json {
-        std::fs::write(out, serde_json::to_string_pretty(&s)?)
-            .with_context(|| format!("writing {}", out.display()))?;
+        crate::write_json(out, &s)?;
     }
     Ok(())
 }
@@ -135,8 +134,7 @@ pub fn run_anycast(a: EvalAnycastArgs) -> anyhow::Result<()> {
     let s = anycast_eval::evaluate(&targets, &airports)?;
     print!("{}", s.markdown());
     if let Some(out) = &a.json {
-        std::fs::write(out, serde_json::to_string_pretty(&s)?)
-            .with_context(|| format!("writing {}", out.display()))?;
+        crate::write_json(out, &s)?;
     }
     Ok(())
 }

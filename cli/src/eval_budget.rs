@@ -127,8 +127,7 @@ pub fn run_budget(a: EvalBudgetArgs) -> anyhow::Result<()> {
     }
     eprintln!("{:.1} s", started.elapsed().as_secs_f64());
     if let Some(out) = &a.json {
-        std::fs::write(out, serde_json::to_string_pretty(&table)?)
-            .with_context(|| format!("writing {}", out.display()))?;
+        crate::write_json(out, &table)?;
     }
     Ok(())
 }
@@ -342,8 +341,7 @@ pub fn run_dense(a: EvalDenseArgs) -> anyhow::Result<()> {
         println!("{}", r.markdown());
     }
     if let Some(out) = &a.json {
-        std::fs::write(out, serde_json::to_string_pretty(&table)?)
-            .with_context(|| format!("writing {}", out.display()))?;
+        crate::write_json(out, &table)?;
     }
     Ok(())
 }

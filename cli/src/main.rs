@@ -65,6 +65,17 @@ enum Command {
     Docs(geoloc_rt::docs::DocsCommand),
 }
 
+/// Writes `value` as pretty JSON to `path` (the `--json FILE` outputs), naming the file on
+/// error.
+pub(crate) fn write_json(
+    path: &std::path::Path,
+    value: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    std::fs::write(path, serde_json::to_string_pretty(value)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

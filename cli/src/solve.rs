@@ -79,8 +79,7 @@ pub fn run(a: SolveArgs) -> anyhow::Result<()> {
                  "properties": {"kind": "estimate", "radius_km": sol.radius_km, "city": sol.place.city, "country": sol.place.country}},
             ]
         });
-        std::fs::write(out, serde_json::to_string_pretty(&feature)?)
-            .with_context(|| format!("writing {}", out.display()))?;
+        crate::write_json(out, &feature)?;
     }
     println!("{}", serde_json::to_string_pretty(&sol)?);
     Ok(())
