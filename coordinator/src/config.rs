@@ -74,8 +74,17 @@ pub struct Args {
     pub print_config: bool,
     #[command(flatten)]
     pub settings: Settings,
+    /// Without a subcommand, the coordinator serves; a subcommand runs one job and exits.
     #[command(subcommand)]
-    pub docs: Option<geoloc_rt::docs::DocsCommand>,
+    pub command: Option<Command>,
+}
+
+/// The subcommands of `geoloc-coordinator`: administration jobs run against the configured
+/// database, and the hidden documentation generators.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    #[command(flatten)]
+    Docs(geoloc_rt::docs::DocsCommand),
 }
 
 /// One layer of settings, every key optional: the command-line flags, and the schema of

@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use geoloc_coordinator::config::{Args, Config};
+use geoloc_coordinator::config::{Args, Command, Config};
 use geoloc_coordinator::{server, storage, Coordinator, CoordinatorError};
 
 /// Exit code for an invalid configuration (EX_USAGE).
@@ -10,7 +10,7 @@ const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(docs) = &args.docs {
+    if let Some(Command::Docs(docs)) = &args.command {
         return match docs.run(Args::command(), &mut std::io::stdout()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
