@@ -33,6 +33,8 @@ pub struct KnowArgs {
     /// Measure the location through this coordinator (else GeoIP).
     #[arg(long)]
     pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub ca: geoloc_client::CaArg,
     /// DNS server for the reverse lookup, IP:port (default: the config's, else the system's).
     #[arg(long)]
     pub dns_server: Option<SocketAddr>,
@@ -140,7 +142,7 @@ pub fn run_know(a: KnowArgs) -> anyhow::Result<()> {
         let sources = build_sources(&a.sources, Some(a.dns_server), Some(a.rdap_url.clone()))?;
         let measured = match &a.coordinator {
             None => None,
-            Some(url) => Some(measure(url, ip).await?),
+            Some(url) => Some(measure(url, &a.ca.options(), ip).await?),
         };
         let now =
             chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0).unwrap_or_default();
@@ -154,8 +156,12 @@ pub fn run_know(a: KnowArgs) -> anyhow::Result<()> {
     })
 }
 
-async fn measure(url: &str, ip: std::net::IpAddr) -> anyhow::Result<Location> {
-    let mut c = geoloc_client::Client::connect(url).await?;
+async fn measure(
+    url: &str,
+    opts: &geoloc_client::ConnectOptions,
+    ip: std::net::IpAddr,
+) -> anyhow::Result<Location> {
+    let mut c = geoloc_client::Client::connect_with(url, opts).await?;
     let req = geoloc_proto::v1::LocateRequest {
         ip: ip.to_string(),
         reuse_stored: true,

@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use geoloc_proto::v1 as pb;
 
-use crate::{connect, status_msg, Failure, Located, Mode, DEFAULT_COORDINATOR};
+use crate::{status_msg, Failure, Located, Mode, DEFAULT_COORDINATOR};
 
 /// Every column, in default order.
 pub const COLUMNS: &[&str] = &[
@@ -64,6 +64,8 @@ pub struct AuditArgs {
     /// Coordinator URL.
     #[arg(long, env = "GEOLOC_COORDINATOR", default_value = DEFAULT_COORDINATOR, value_name = "URL")]
     pub coordinator: String,
+    #[command(flatten)]
+    pub ca: crate::CaArg,
     /// Scheduling mode (default: the coordinator's).
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
@@ -582,7 +584,8 @@ async fn batch_once(
     bar: &indicatif::ProgressBar,
     mut flush: impl FnMut(&mut BTreeMap<usize, Vec<String>>) -> anyhow::Result<usize>,
 ) -> anyhow::Result<()> {
-    let mut client = connect(&args.coordinator).await?;
+    let opts = args.ca.options();
+    let mut client = crate::connect_with(&args.coordinator, &opts).await?;
     let req = pb::LocateBatchRequest {
         ips: pending.iter().map(|&i| inputs[i].ip.clone()).collect(),
         mode: Mode::to_pb(args.mode) as i32,
@@ -596,7 +599,7 @@ async fn batch_once(
     let mut stream = client
         .locate_batch(req)
         .await
-        .map_err(|s| anyhow!(status_msg(&s)))?
+        .map_err(|s| anyhow!(crate::call_error(&args.coordinator, &opts, &s)))?
         .into_inner();
     let mut finished: Vec<bool> = vec![false; batch.len()];
     loop {

@@ -6,6 +6,7 @@
 //!   `geoloc_proto::convert`).
 //! - [`locate`], [`probes`], [`audit`]: the `geoloc locate | probes | audit` commands and the
 //!   formats they print (schemas in client/README.md).
+use std::path::PathBuf;
 use std::time::Duration;
 
 use geoloc_proto::v1 as pb;
@@ -40,34 +41,77 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
 }
 
-/// Connects to a coordinator, with a clear error when it cannot be reached.
+/// How a client reaches a coordinator besides its URL: for `https://` URLs, the CA that
+/// signed the coordinator's certificate (`--ca FILE`, `GEOLOC_CA`); without it the
+/// built-in public (webpki) roots are trusted.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// PEM file of the CA certificate(s) to trust instead of the public roots.
+    pub ca: Option<PathBuf>,
+}
+
+impl ConnectOptions {
+    /// Options trusting `ca` (when `Some`).
+    pub fn with_ca(mut self, ca: Option<PathBuf>) -> Self {
+        self.ca = ca;
+        self
+    }
+}
+
+/// The `--ca FILE` option of every command that talks to a coordinator.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CaArg {
+    /// CA certificate (PEM) that signed the coordinator's TLS certificate, for https://
+    /// URLs (default: the built-in public roots).
+    #[arg(long, env = "GEOLOC_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+}
+
+impl CaArg {
+    /// As [`ConnectOptions`].
+    pub fn options(&self) -> ConnectOptions {
+        ConnectOptions::default().with_ca(self.ca.clone())
+    }
+}
+
+/// Connects to a coordinator (plaintext `http://` or `https://` with the public roots),
+/// with a clear error when it cannot be reached.
 pub async fn connect(url: &str) -> anyhow::Result<LocateServiceClient<Channel>> {
-    let ep = Endpoint::from_shared(url.to_string())
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "bad coordinator URL {url:?}: {e} (expected e.g. {DEFAULT_COORDINATOR})"
-            )
-        })?
+    connect_with(url, &ConnectOptions::default()).await
+}
+
+/// Connects to a coordinator with `opts` (see [`ConnectOptions`]); errors say what to do
+/// (plaintext against TLS, an untrusted certificate, a wrong host name).
+pub async fn connect_with(
+    url: &str,
+    opts: &ConnectOptions,
+) -> anyhow::Result<LocateServiceClient<Channel>> {
+    let ep: Endpoint = geoloc_rt::tls::endpoint(url, opts.ca.as_deref())
+        .map_err(|e| anyhow::anyhow!("{e} (e.g. {DEFAULT_COORDINATOR})"))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_keepalive(Some(Duration::from_secs(30)));
+    if geoloc_rt::tls::plaintext_to_remote(url) {
+        eprintln!(
+            "geoloc: warning: {url} is plaintext (http://) to a host that is not this machine: \
+             requests and results cross the network in clear; prefer https://"
+        );
+    }
     let ch = ep.connect().await.map_err(|e| {
         anyhow::anyhow!(
-            "cannot reach the coordinator at {url}: {e}{}",
-            source_chain(&e)
+            "cannot reach the coordinator at {url}: {}",
+            geoloc_rt::tls::explain(url, opts.ca.as_deref(), &e)
         )
     })?;
     Ok(LocateServiceClient::new(ch).max_decoding_message_size(64 << 20))
 }
 
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = String::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
+/// A failed call's status as a one-line message, led by what to do when TLS is the
+/// likely cause (a plaintext URL against a TLS coordinator, an untrusted certificate).
+pub fn call_error(url: &str, opts: &ConnectOptions, s: &tonic::Status) -> String {
+    match geoloc_rt::tls::hint(url, opts.ca.as_deref(), s) {
+        Some(h) => format!("{h} ({})", status_msg(s)),
+        None => status_msg(s),
     }
-    out
 }
 
 /// Addresses were not located (exit code 1; every other error exits 2). See the README's
@@ -119,14 +163,28 @@ pub fn status_msg(s: &tonic::Status) -> String {
 /// The typed client of a coordinator's `LocateService`.
 pub struct Client {
     inner: LocateServiceClient<Channel>,
+    url: String,
+    opts: ConnectOptions,
 }
 
 impl Client {
     /// Connects (see [`connect`]).
     pub async fn connect(url: &str) -> anyhow::Result<Client> {
+        Self::connect_with(url, &ConnectOptions::default()).await
+    }
+
+    /// Connects with `opts` (see [`connect_with`]).
+    pub async fn connect_with(url: &str, opts: &ConnectOptions) -> anyhow::Result<Client> {
         Ok(Client {
-            inner: connect(url).await?,
+            inner: connect_with(url, opts).await?,
+            url: url.to_string(),
+            opts: opts.clone(),
         })
+    }
+
+    /// A failed call's status as a message (see [`call_error`]).
+    pub fn call_error(&self, s: &tonic::Status) -> String {
+        call_error(&self.url, &self.opts, s)
     }
 
     /// The generated client, for calls this type does not wrap.
@@ -149,7 +207,7 @@ impl Client {
             Err(s) if s.code() == tonic::Code::InvalidArgument => {
                 return Err(Failure::new(&invalid_code(&s), s.message()))
             }
-            Err(s) => return Err(Failure::new("unreachable", status_msg(&s))),
+            Err(s) => return Err(Failure::new("unreachable", self.call_error(&s))),
         };
         loop {
             let next = tokio::time::timeout(EVENT_TIMEOUT, stream.message()).await;
@@ -166,7 +224,7 @@ impl Client {
                 Ok(Err(s)) if s.code() == tonic::Code::InvalidArgument => {
                     return Err(Failure::new(&invalid_code(&s), s.message()))
                 }
-                Ok(Err(s)) => return Err(Failure::new("unreachable", status_msg(&s))),
+                Ok(Err(s)) => return Err(Failure::new("unreachable", self.call_error(&s))),
                 Ok(Ok(None)) => {
                     return Err(Failure::new(
                         "internal",

@@ -16,6 +16,8 @@ pub struct LocateArgs {
     /// Coordinator URL.
     #[arg(long, env = "GEOLOC_COORDINATOR", default_value = DEFAULT_COORDINATOR, value_name = "URL")]
     pub coordinator: String,
+    #[command(flatten)]
+    pub ca: crate::CaArg,
     /// Print one JSON object per address (schema: client/README.md).
     #[arg(long, conflicts_with = "geojson")]
     pub json: bool,
@@ -192,7 +194,7 @@ async fn locate_all(args: LocateArgs) -> anyhow::Result<()> {
         Some(t) => Some(crate::localtime::parse_instant(t)?),
         None => None,
     };
-    let mut client = Client::connect(&args.coordinator).await?;
+    let mut client = Client::connect_with(&args.coordinator, &args.ca.options()).await?;
     let mut failed = 0usize;
     let mut features = Vec::new();
     for ip in &args.ips {

@@ -3,7 +3,7 @@ use clap::Args;
 use geoloc_proto::v1 as pb;
 use serde_json::{json, Value};
 
-use crate::{status_msg, Client, DEFAULT_COORDINATOR};
+use crate::{Client, DEFAULT_COORDINATOR};
 
 /// `geoloc probes`
 #[derive(Debug, Args)]
@@ -11,6 +11,8 @@ pub struct ProbesArgs {
     /// Coordinator URL.
     #[arg(long, env = "GEOLOC_COORDINATOR", default_value = DEFAULT_COORDINATOR, value_name = "URL")]
     pub coordinator: String,
+    #[command(flatten)]
+    pub ca: crate::CaArg,
     /// Print a JSON array (schema: client/README.md).
     #[arg(long)]
     pub json: bool,
@@ -19,11 +21,11 @@ pub struct ProbesArgs {
 /// `geoloc probes`.
 pub fn run_probes(args: ProbesArgs) -> anyhow::Result<()> {
     crate::runtime()?.block_on(async {
-        let mut client = Client::connect(&args.coordinator).await?;
+        let mut client = Client::connect_with(&args.coordinator, &args.ca.options()).await?;
         let probes = client
             .list_probes()
             .await
-            .map_err(|s| anyhow::anyhow!("listing probes: {}", status_msg(&s)))?;
+            .map_err(|s| anyhow::anyhow!("listing probes: {}", client.call_error(&s)))?;
         let now = crate::unix_ms();
         if args.json {
             println!("{}", serde_json::to_string_pretty(&probes_json(&probes))?);

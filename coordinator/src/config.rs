@@ -149,6 +149,17 @@ pub struct Settings {
     /// reconnect before it measures with fewer (or answers `no-probes`), ms [default: 30000].
     #[arg(long, value_name = "MS")]
     pub reconnect_grace_ms: Option<u32>,
+    /// Certificate chain (PEM, leaf first) to serve gRPC over TLS; needs --tls-key.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plaintext gRPC on a non-loopback --listen address without TLS (lab only:
+    /// probe tokens and results cross the network in clear) [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    pub insecure_plaintext: Option<bool>,
 }
 
 /// The TOML file: the same keys as the flags, every key optional.
@@ -176,6 +187,9 @@ pub struct Config {
     pub calibrate: bool,
     pub calibration_min_rtts: u32,
     pub reconnect_grace_ms: u32,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub insecure_plaintext: bool,
 }
 
 impl Default for Config {
@@ -199,6 +213,9 @@ impl Default for Config {
             calibrate: true,
             calibration_min_rtts: defaults::CALIBRATION_MIN_RTTS,
             reconnect_grace_ms: defaults::RECONNECT_GRACE_MS,
+            tls_cert: None,
+            tls_key: None,
+            insecure_plaintext: false,
         }
     }
 }
@@ -360,6 +377,9 @@ impl Config {
                 ),
             );
         }
+        if let Some((key, message)) = self.transport_problem() {
+            return bad(key, message);
+        }
         if !(self.database.starts_with("sqlite:")
             || self.database.starts_with("postgres:")
             || self.database.starts_with("postgresql:"))
@@ -373,6 +393,53 @@ impl Config {
             );
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// Whether gRPC is served over TLS (`tls-cert` and `tls-key` both set).
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            _ => None,
+        }
+    }
+
+    /// TLS keys given by halves, or plaintext on a non-loopback address without
+    /// `insecure-plaintext`: the key at fault and what to do.
+    pub fn transport_problem(&self) -> Option<(&'static str, String)> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Some((
+                    "tls-cert",
+                    "tls-cert is set without tls-key: give both (the certificate chain and \
+                     its private key) or neither"
+                        .into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Some((
+                    "tls-key",
+                    "tls-key is set without tls-cert: give both (the certificate chain and \
+                     its private key) or neither"
+                        .into(),
+                ))
+            }
+            _ => {}
+        }
+        if self.tls().is_none() && !self.listen.ip().is_loopback() && !self.insecure_plaintext {
+            return Some((
+                "listen",
+                format!(
+                    "refusing to serve plaintext gRPC on {}, which is not a loopback address: \
+                     probe tokens and results would cross the network in clear. Either serve \
+                     TLS with --tls-cert FILE --tls-key FILE (keys tls-cert, tls-key), or, in \
+                     a lab only, pass --insecure-plaintext (key insecure-plaintext)",
+                    self.listen
+                ),
+            ));
+        }
+        None
     }
 }
 
@@ -441,6 +508,8 @@ mod tests {
             geoip: Some("x".into()),
             probe_token: Some("x".into()),
             landmarks: Some("x".into()),
+            tls_cert: Some("x".into()),
+            tls_key: Some("x".into()),
             ..Config::default()
         };
         let keys = toml::to_string(&all).unwrap();
@@ -524,6 +593,68 @@ mod tests {
         assert!(
             e.contains("expected sqlite://FILE or postgres://")
                 && e.contains("--database on the command line"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn plaintext_only_on_loopback_unless_insecure_plaintext() {
+        let none = Settings::default();
+        let args =
+            Args::try_parse_from(["geoloc-coordinator", "--listen", "0.0.0.0:7470"]).unwrap();
+        let e = Config::resolve(&args.settings, &none, None, &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("refusing to serve plaintext gRPC on 0.0.0.0:7470")
+                && e.contains("--tls-cert FILE --tls-key FILE")
+                && e.contains("--insecure-plaintext")
+                && e.contains("--listen on the command line"),
+            "{e}"
+        );
+        let file: FileConfig =
+            toml::from_str("listen = \"[::]:7470\"\ninsecure-plaintext = true\n").unwrap();
+        let c = Config::resolve(&none, &file, Some("c.toml"), &env(&[])).unwrap();
+        assert!(c.insecure_plaintext && c.tls().is_none());
+        let c = Config::resolve(
+            &none,
+            &none,
+            None,
+            &env(&[
+                ("GEOLOC_COORDINATOR_LISTEN", "192.0.2.1:7470"),
+                ("GEOLOC_COORDINATOR_TLS_CERT", "/etc/geoloc/c.crt"),
+                ("GEOLOC_COORDINATOR_TLS_KEY", "/etc/geoloc/c.key"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.tls(),
+            Some((
+                Path::new("/etc/geoloc/c.crt"),
+                Path::new("/etc/geoloc/c.key")
+            ))
+        );
+        // Loopback needs neither.
+        for listen in ["127.0.0.1:0", "[::1]:7470", "127.0.0.53:7470"] {
+            let args = Args::try_parse_from(["geoloc-coordinator", "--listen", listen]).unwrap();
+            Config::resolve(&args.settings, &none, None, &env(&[])).unwrap();
+        }
+    }
+
+    #[test]
+    fn tls_cert_and_key_go_together() {
+        let none = Settings::default();
+        let args = Args::try_parse_from(["geoloc-coordinator", "--tls-cert", "c.pem"]).unwrap();
+        let e = Config::resolve(&args.settings, &none, None, &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls-cert is set without tls-key"), "{e}");
+        let file: FileConfig = toml::from_str("tls-key = \"k.pem\"").unwrap();
+        let e = Config::resolve(&none, &file, Some("/etc/c.toml"), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tls-key is set without tls-cert") && e.contains("/etc/c.toml"),
             "{e}"
         );
     }

@@ -52,6 +52,8 @@ pub enum CoordinatorError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Tls(#[from] geoloc_rt::tls::TlsError),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
 }

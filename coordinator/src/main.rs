@@ -75,6 +75,7 @@ fn main() -> ExitCode {
                 | CoordinatorError::Config { .. }
                 | CoordinatorError::Landmarks { .. }
                 | CoordinatorError::DatabaseUrl(_)
+                | CoordinatorError::Tls(_)
                 | CoordinatorError::GeoIp { .. } => ExitCode::from(EXIT_CONFIG),
                 _ => ExitCode::FAILURE,
             }
@@ -85,10 +86,20 @@ fn main() -> ExitCode {
 async fn run(config: Config, stop: geoloc_rt::CancellationToken) -> geoloc_coordinator::Result<()> {
     let listen = config.listen;
     let db = storage::redact(&config.database);
+    // Certificate and key checked before the database is opened: a bad file exits 64.
+    let tls = geoloc_coordinator::grpc::tls::server_tls(
+        &config,
+        server::Limits::default().handshake_timeout,
+    )?
+    .is_some();
     let coord = Coordinator::new(config).await?;
     let (listener, addr) = server::bind(listen).await?;
-    tracing::info!(%addr, database = %db, backend = coord.storage.backend(), landmarks = coord.landmarks.len(),
+    geoloc_coordinator::grpc::tls::check_plaintext(&coord.config, addr)?;
+    tracing::info!(%addr, tls, database = %db, backend = coord.storage.backend(), landmarks = coord.landmarks.len(),
         geoip = coord.geoip.is_some(), allow_private = coord.config.allow_private, "geoloc-coordinator listening");
+    if !tls && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "--insecure-plaintext: serving plaintext gRPC on a non-loopback address; probe tokens and results cross the network in clear");
+    }
     if coord.config.probe_token.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "no --probe-token: any host that reaches this address can register as a probe");
     }

@@ -18,6 +18,7 @@ fn audit_args(url: &str, file: &Path, out: &Path) -> AuditArgs {
         output: out.to_path_buf(),
         columns: None,
         coordinator: url.to_string(),
+        ca: Default::default(),
         mode: None,
         timeout_ms: None,
         concurrency: Some(2),

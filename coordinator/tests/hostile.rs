@@ -807,6 +807,7 @@ async fn error_codes_and_exit_status_agree() {
             output: out.clone(),
             columns: None,
             coordinator: srv.url.clone(),
+            ca: Default::default(),
             mode: None,
             timeout_ms: None,
             concurrency: None,

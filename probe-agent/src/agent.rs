@@ -217,14 +217,32 @@ pub struct Agent {
     locate_pool: Arc<Semaphore>,
     /// Landmark requests: a smaller pool of their own.
     landmark_pool: Arc<Semaphore>,
+    /// The coordinator endpoint (TLS set up from `ca` for https:// URLs), built once.
+    endpoint: Endpoint,
 }
 
 impl Agent {
-    /// Builds the agent; fails when id/lat/lon are missing.
+    /// Builds the agent; fails when id/lat/lon are missing, the coordinator URL is bad or
+    /// the `ca` file cannot be used.
     pub fn new(measurer: Measurer) -> Result<Self> {
         let (id, lat, lon) = measurer.config().identity()?;
         let permits = measurer.config().max_concurrent_measurements;
+        let url = &measurer.config().coordinator;
+        let endpoint = geoloc_rt::tls::endpoint(url, measurer.config().ca.as_deref())
+            .map_err(|e| Error::Config(e.to_string()))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_keepalive(Some(Duration::from_secs(30)))
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(10));
+        if geoloc_rt::tls::plaintext_to_remote(url) {
+            warn!(
+                coordinator = %url,
+                "plaintext http:// to a coordinator that is not on this machine: the probe \
+                 credential and measurements cross the network in clear; use https:// (lab only)"
+            );
+        }
         Ok(Agent {
+            endpoint,
             measurer,
             id,
             lat,
@@ -280,17 +298,14 @@ impl Agent {
     }
 
     async fn connect(&self) -> Result<ProbeServiceClient<Channel>> {
-        let url = &self.measurer.config().coordinator;
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| Error::Config(format!("coordinator URL {url:?}: {e}")))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_keepalive(Some(Duration::from_secs(30)))
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(10));
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| Error::Coordinator(format!("connect to {url}: {e}")))?;
+        let cfg = self.measurer.config();
+        let url = &cfg.coordinator;
+        let channel = self.endpoint.clone().connect().await.map_err(|e| {
+            Error::Coordinator(format!(
+                "connect to {url}: {}",
+                geoloc_rt::tls::explain(url, cfg.ca.as_deref(), &e)
+            ))
+        })?;
         Ok(ProbeServiceClient::new(channel))
     }
 
@@ -324,7 +339,10 @@ impl Agent {
                 status.code()
             ))),
             Err(status) => Err(Error::Coordinator(format!(
-                "register: {} ({:?})",
+                "register: {}{} ({:?})",
+                geoloc_rt::tls::hint(&cfg.coordinator, cfg.ca.as_deref(), &status)
+                    .map(|h| format!("{h}: "))
+                    .unwrap_or_default(),
                 status.message(),
                 status.code()
             ))),

@@ -163,6 +163,10 @@ pub struct ConfigFlags {
     /// Credential shared with the coordinator (prefer GEOLOC_PROBE_TOKEN: flags show in ps).
     #[arg(long)]
     pub token: Option<String>,
+    /// CA certificate (PEM) that signed the coordinator's TLS certificate, for an https://
+    /// coordinator [default: the built-in public roots].
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     /// IPv4 address at which this probe can itself be measured.
     #[arg(long)]
     pub advertise_ipv4: Option<String>,
@@ -248,6 +252,8 @@ pub struct AgentConfig {
     pub coordinator: String,
     /// Credential.
     pub token: String,
+    /// CA certificate file trusted for an https:// coordinator (else the webpki roots).
+    pub ca: Option<PathBuf>,
     /// Announced IPv4 address.
     pub advertise_ipv4: Option<Ipv4Addr>,
     /// Announced IPv6 address.
@@ -319,6 +325,7 @@ impl Default for AgentConfig {
             lon: None,
             coordinator: defaults::COORDINATOR.to_string(),
             token: String::new(),
+            ca: None,
             advertise_ipv4: None,
             advertise_ipv6: None,
             allow_private: false,
@@ -432,6 +439,19 @@ impl AgentConfig {
                     self.coordinator
                 ),
             );
+        }
+        if let Some(ca) = &self.ca {
+            if !geoloc_rt::tls::is_https(&self.coordinator) {
+                return bad(
+                    "ca",
+                    format!(
+                        "ca {} is set but coordinator {} is plaintext http://: use an https:// \
+                         coordinator URL (or drop ca)",
+                        ca.display(),
+                        self.coordinator
+                    ),
+                );
+            }
         }
         for (name, v) in [
             ("max-packets-per-second", self.max_packets_per_second),
@@ -687,6 +707,7 @@ mod tests {
             lon: Some(0.0),
             advertise_ipv4: Some(Ipv4Addr::LOCALHOST),
             advertise_ipv6: Some(Ipv6Addr::LOCALHOST),
+            ca: Some("x".into()),
             ..AgentConfig::default()
         };
         let every = toml::to_string(&all).unwrap();
@@ -699,6 +720,29 @@ mod tests {
                 "sample misses `{key}`: {shown}"
             );
         }
+    }
+
+    #[test]
+    fn ca_needs_an_https_coordinator() {
+        let file = FileConfig::parse(
+            "coordinator = \"http://192.0.2.1:7470\"\nca = \"/etc/geoloc/ca.pem\"",
+            "/etc/geoloc/probe-agent.toml",
+        )
+        .unwrap();
+        let err = AgentConfig::resolve(&ConfigFlags::default(), &file, &HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ca /etc/geoloc/ca.pem is set but coordinator http://192.0.2.1:7470 is plaintext"),
+            "{err}"
+        );
+        let file = FileConfig::parse(
+            "coordinator = \"https://192.0.2.1:7470\"\nca = \"/etc/geoloc/ca.pem\"",
+            "t",
+        )
+        .unwrap();
+        let c = AgentConfig::resolve(&ConfigFlags::default(), &file, &HashMap::new()).unwrap();
+        assert_eq!(c.ca.as_deref(), Some(Path::new("/etc/geoloc/ca.pem")));
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! - [`config`]: the one way to layer configuration (flag > environment > file > default),
 //!   with errors that name the key and the layer it came from, and a redacted TOML dump.
 //! - [`docs`]: shell completions and man pages generated from a clap definition.
+//! - [`tls`]: TLS on the gRPC port: client endpoints (`--ca FILE` or the webpki roots),
+//!   the coordinator's certificate and key checks, and errors that say what to do.
 //!
 //! Dependencies point inward only: this crate depends on no other `geoloc-*` crate.
 #![warn(missing_docs)]
@@ -12,6 +14,7 @@
 pub mod config;
 pub mod docs;
 mod error;
+pub mod tls;
 
 pub use error::{Error, Result};
 pub use tokio_util::sync::CancellationToken;

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::Stream;
-use geoloc_client::{Client, Failure, Located};
+use geoloc_client::{Client, ConnectOptions, Failure, Located};
 use geoloc_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -145,9 +145,19 @@ pub async fn serve(
     coordinator: &str,
     config: WebConfig,
 ) -> Result<(), WebError> {
+    serve_with(listen, coordinator, &ConnectOptions::default(), config).await
+}
+
+/// [`serve`] reaching the coordinator with `opts` (`--ca FILE` for an https:// URL).
+pub async fn serve_with(
+    listen: SocketAddr,
+    coordinator: &str,
+    opts: &ConnectOptions,
+    config: WebConfig,
+) -> Result<(), WebError> {
     check_listen(listen)?;
     config.check()?;
-    let client = Client::connect(coordinator)
+    let client = Client::connect_with(coordinator, opts)
         .await
         .map_err(|e| WebError::Coordinator(format!("{e:#}")))?;
     let l = tokio::net::TcpListener::bind(listen)
@@ -174,6 +184,8 @@ pub struct WebArgs {
     /// Coordinator URL.
     #[arg(long, env = "GEOLOC_COORDINATOR", default_value = geoloc_client::DEFAULT_COORDINATOR, value_name = "URL")]
     pub coordinator: String,
+    #[command(flatten)]
+    pub ca: geoloc_client::CaArg,
     /// Optional online tile layer under the embedded outlines, e.g.
     /// https://tile.openstreetmap.org/{z}/{x}/{y}.png (default: none, works offline).
     #[arg(long, env = "GEOLOC_WEB_TILE_URL", value_name = "URL")]
@@ -195,7 +207,12 @@ pub fn run(args: WebArgs) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(serve(args.listen, &args.coordinator, cfg))?;
+        .block_on(serve_with(
+            args.listen,
+            &args.coordinator,
+            &args.ca.options(),
+            cfg,
+        ))?;
     Ok(())
 }
 

@@ -17,6 +17,7 @@ pub mod client;
 pub mod conn;
 pub mod convert;
 pub mod probe;
+pub mod tls;
 pub mod validate;
 
 pub use client::LocateSvc;
@@ -38,13 +39,21 @@ pub async fn serve(
     serve_with(coord, listener, Limits::default(), shutdown).await
 }
 
-/// Like [`serve`] with explicit connection limits.
+/// Like [`serve`] with explicit connection limits. Serves TLS when the coordinator's
+/// configuration names a certificate and key ([`tls`]); plaintext only on a loopback
+/// address unless `insecure-plaintext` is set.
 pub async fn serve_with(
     coord: Arc<Coordinator>,
     listener: tokio::net::TcpListener,
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> crate::Result<()> {
+    let tls = tls::server_tls(&coord.config, limits.handshake_timeout)?;
+    if tls.is_none() {
+        if let Ok(addr) = listener.local_addr() {
+            tls::check_plaintext(&coord.config, addr)?;
+        }
+    }
     let incoming = conn::accept(listener, &limits);
     let probes = ProbeServiceServer::new(ProbeSvc(Arc::clone(&coord)))
         .max_decoding_message_size(validate::MAX_PROBE_MESSAGE)
@@ -52,7 +61,11 @@ pub async fn serve_with(
     let clients = LocateServiceServer::new(LocateSvc(coord))
         .max_decoding_message_size(validate::MAX_CLIENT_MESSAGE)
         .max_encoding_message_size(validate::MAX_REPLY_MESSAGE);
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    server
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))

@@ -244,6 +244,8 @@ impl DemoWorld {
             "--probe-token".into(),
             self.token.clone(),
             "--allow-private".into(),
+            // The lab's own namespaces only: plaintext on 0.0.0.0 is refused without it.
+            "--insecure-plaintext".into(),
         ];
         let mut cmd = self
             .lab
