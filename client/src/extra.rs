@@ -9,6 +9,8 @@ impl Clone for Client {
     fn clone(&self) -> Self {
         Client {
             inner: self.inner.clone(),
+            url: self.url.clone(),
+            opts: self.opts.clone(),
         }
     }
 }

@@ -241,7 +241,7 @@ pub fn server_identity(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
 
 /// The first rustls error in `err`'s chain (looking inside `std::io::Error`s, which hide
 /// their payload from `source()`).
-fn find_rustls(err: &(dyn std::error::Error + 'static)) -> Option<&RustlsError> {
+fn find_rustls<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a RustlsError> {
     let mut cur = Some(err);
     while let Some(e) = cur {
         if let Some(r) = e.downcast_ref::<RustlsError>() {
