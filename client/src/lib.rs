@@ -6,10 +6,14 @@
 //!   `geoloc_proto::convert`).
 //! - [`locate`], [`probes`], [`audit`]: the `geoloc locate | probes | audit` commands and the
 //!   formats they print (schemas in client/README.md).
+use std::path::Path;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use geoloc_proto::v1 as pb;
 use pb::locate_service_client::LocateServiceClient;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 pub mod audit;
@@ -40,8 +44,78 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
 }
 
-/// Connects to a coordinator, with a clear error when it cannot be reached.
-pub async fn connect(url: &str) -> anyhow::Result<LocateServiceClient<Channel>> {
+/// Environment variable holding the API key sent to the coordinator.
+pub const ENV_API_KEY: &str = "GEOLOC_API_KEY";
+
+/// The key set by [`set_api_key`] (the `--api-key-file` flag); it wins over the environment.
+static API_KEY: RwLock<Option<String>> = RwLock::new(None);
+
+/// Sets the API key every later [`connect`] sends (over `GEOLOC_API_KEY`).
+pub fn set_api_key(key: Option<String>) {
+    *API_KEY.write().unwrap_or_else(|e| e.into_inner()) = key;
+}
+
+/// Reads an API key file (`--api-key-file`): the key on its first line, blanks trimmed.
+pub fn read_api_key_file(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("reading the API key file {}: {e}", path.display()))?;
+    let key = text.lines().next().unwrap_or("").trim().to_string();
+    if key.is_empty() {
+        anyhow::bail!("the API key file {} is empty", path.display());
+    }
+    Ok(key)
+}
+
+/// The key [`connect`] sends: the one set by [`set_api_key`], else `GEOLOC_API_KEY`.
+pub fn api_key() -> Option<String> {
+    let set = API_KEY.read().unwrap_or_else(|e| e.into_inner()).clone();
+    set.or_else(|| {
+        std::env::var(ENV_API_KEY)
+            .ok()
+            .map(|k| k.trim().to_string())
+    })
+    .filter(|k| !k.is_empty())
+}
+
+/// Adds `authorization: Bearer <key>` to every call (nothing without a key).
+#[derive(Clone, Default)]
+pub struct ApiKey(Option<MetadataValue<Ascii>>);
+
+impl ApiKey {
+    /// The metadata of `key`; an error (without the key) when it cannot be sent.
+    pub fn new(key: Option<&str>) -> anyhow::Result<ApiKey> {
+        match key {
+            None => Ok(ApiKey(None)),
+            Some(k) => format!("Bearer {k}").parse().map(|v| ApiKey(Some(v))).map_err(|_| {
+                anyhow::anyhow!(
+                    "the API key ({ENV_API_KEY} or --api-key-file) has characters that cannot                      be sent (expected gk_ and hex digits)"
+                )
+            }),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for ApiKey {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// The generated client with the API key on every call.
+pub type Grpc = LocateServiceClient<InterceptedService<Channel, ApiKey>>;
+
+/// Connects to a coordinator with the key of [`api_key`], with a clear error when it cannot
+/// be reached.
+pub async fn connect(url: &str) -> anyhow::Result<Grpc> {
+    connect_with_key(url, api_key().as_deref()).await
+}
+
+/// Like [`connect`] with an explicit key (None: no key).
+pub async fn connect_with_key(url: &str, key: Option<&str>) -> anyhow::Result<Grpc> {
+    let auth = ApiKey::new(key)?;
     let ep = Endpoint::from_shared(url.to_string())
         .map_err(|e| {
             anyhow::anyhow!(
@@ -56,7 +130,7 @@ pub async fn connect(url: &str) -> anyhow::Result<LocateServiceClient<Channel>> 
             source_chain(&e)
         )
     })?;
-    Ok(LocateServiceClient::new(ch).max_decoding_message_size(64 << 20))
+    Ok(LocateServiceClient::with_interceptor(ch, auth).max_decoding_message_size(64 << 20))
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {
@@ -111,14 +185,28 @@ pub fn printable(s: &str) -> String {
 pub fn status_msg(s: &tonic::Status) -> String {
     match s.code() {
         tonic::Code::Unavailable => format!("coordinator unavailable: {}", s.message()),
+        tonic::Code::Unauthenticated => format!("not authenticated: {}", s.message()),
+        tonic::Code::PermissionDenied => format!("permission denied: {}", s.message()),
+        tonic::Code::ResourceExhausted => format!("limit reached: {}", s.message()),
         tonic::Code::InvalidArgument => s.message().to_string(),
         c => format!("{c:?}: {}", s.message()),
     }
 }
 
+/// The client-side code of a refused call: `unauthenticated`, `permission-denied`,
+/// `quota-exceeded`, else `unreachable`.
+fn refused_code(s: &tonic::Status) -> &'static str {
+    match s.code() {
+        tonic::Code::Unauthenticated => "unauthenticated",
+        tonic::Code::PermissionDenied => "permission-denied",
+        tonic::Code::ResourceExhausted => "quota-exceeded",
+        _ => "unreachable",
+    }
+}
+
 /// The typed client of a coordinator's `LocateService`.
 pub struct Client {
-    inner: LocateServiceClient<Channel>,
+    inner: Grpc,
 }
 
 impl Client {
@@ -129,8 +217,15 @@ impl Client {
         })
     }
 
+    /// Connects with an explicit key (see [`connect_with_key`]).
+    pub async fn connect_with_key(url: &str, key: Option<&str>) -> anyhow::Result<Client> {
+        Ok(Client {
+            inner: connect_with_key(url, key).await?,
+        })
+    }
+
     /// The generated client, for calls this type does not wrap.
-    pub fn raw(&mut self) -> &mut LocateServiceClient<Channel> {
+    pub fn raw(&mut self) -> &mut Grpc {
         &mut self.inner
     }
 
@@ -149,7 +244,7 @@ impl Client {
             Err(s) if s.code() == tonic::Code::InvalidArgument => {
                 return Err(Failure::new(&invalid_code(&s), s.message()))
             }
-            Err(s) => return Err(Failure::new("unreachable", status_msg(&s))),
+            Err(s) => return Err(Failure::new(refused_code(&s), status_msg(&s))),
         };
         loop {
             let next = tokio::time::timeout(EVENT_TIMEOUT, stream.message()).await;
@@ -166,7 +261,7 @@ impl Client {
                 Ok(Err(s)) if s.code() == tonic::Code::InvalidArgument => {
                     return Err(Failure::new(&invalid_code(&s), s.message()))
                 }
-                Ok(Err(s)) => return Err(Failure::new("unreachable", status_msg(&s))),
+                Ok(Err(s)) => return Err(Failure::new(refused_code(&s), status_msg(&s))),
                 Ok(Ok(None)) => {
                     return Err(Failure::new(
                         "internal",
