@@ -20,6 +20,10 @@ mod web_lab;
     about = "Find where an IP address is by measuring it"
 )]
 struct Cli {
+    /// File whose first line is the API key sent to the coordinator (`locate`, `audit`,
+    /// `probes`, `know`, `web`); without it the key is read from GEOLOC_API_KEY.
+    #[arg(long, global = true, value_name = "FILE")]
+    api_key_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,6 +82,15 @@ pub(crate) fn write_json(
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Some(path) = &cli.api_key_file {
+        match geoloc_client::read_api_key_file(path) {
+            Ok(key) => geoloc_client::set_api_key(Some(key)),
+            Err(e) => {
+                eprintln!("geoloc: error: {e:#}");
+                return std::process::ExitCode::from(2);
+            }
+        }
+    }
     let result = match cli.command {
         Command::Solve(a) => solve::run(a),
         Command::Eval(a) => eval::run(a),

@@ -64,7 +64,8 @@ pub fn run(c: WebCmd) -> anyhow::Result<()> {
     if let Some(u) = &c.web.tile_url {
         cmd_args.extend(["--tile-url".to_string(), u.clone()]);
     }
-    let cmd = w.lab.command(COORDINATOR_HOST, &w.geoloc, &cmd_args)?;
+    let mut cmd = w.lab.command(COORDINATOR_HOST, &w.geoloc, &cmd_args)?;
+    cmd.env("GEOLOC_API_KEY", &w.api_key);
     w.lab.spawn("web", cmd)?;
     let ns = w.lab.host(COORDINATOR_HOST)?.ns.clone();
     println!("lab targets to locate:");

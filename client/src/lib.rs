@@ -7,10 +7,14 @@
 //! - [`locate`], [`probes`], [`audit`]: the `geoloc locate | probes | audit` commands and the
 //!   formats they print (schemas in client/README.md).
 use std::path::PathBuf;
+use std::path::Path;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use geoloc_proto::v1 as pb;
 use pb::locate_service_client::LocateServiceClient;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 pub mod audit;
@@ -74,18 +78,94 @@ impl CaArg {
     }
 }
 
-/// Connects to a coordinator (plaintext `http://` or `https://` with the public roots),
-/// with a clear error when it cannot be reached.
-pub async fn connect(url: &str) -> anyhow::Result<LocateServiceClient<Channel>> {
+/// Environment variable holding the API key sent to the coordinator.
+pub const ENV_API_KEY: &str = "GEOLOC_API_KEY";
+
+/// The key set by [`set_api_key`] (the `--api-key-file` flag); it wins over the environment.
+static API_KEY: RwLock<Option<String>> = RwLock::new(None);
+
+/// Sets the API key every later [`connect`] sends (over `GEOLOC_API_KEY`).
+pub fn set_api_key(key: Option<String>) {
+    *API_KEY.write().unwrap_or_else(|e| e.into_inner()) = key;
+}
+
+/// Reads an API key file (`--api-key-file`): the key on its first line, blanks trimmed.
+pub fn read_api_key_file(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("reading the API key file {}: {e}", path.display()))?;
+    let key = text.lines().next().unwrap_or("").trim().to_string();
+    if key.is_empty() {
+        anyhow::bail!("the API key file {} is empty", path.display());
+    }
+    Ok(key)
+}
+
+/// The key [`connect`] sends: the one set by [`set_api_key`], else `GEOLOC_API_KEY`.
+pub fn api_key() -> Option<String> {
+    let set = API_KEY.read().unwrap_or_else(|e| e.into_inner()).clone();
+    set.or_else(|| {
+        std::env::var(ENV_API_KEY)
+            .ok()
+            .map(|k| k.trim().to_string())
+    })
+    .filter(|k| !k.is_empty())
+}
+
+/// Adds `authorization: Bearer <key>` to every call (nothing without a key).
+#[derive(Clone, Default)]
+pub struct ApiKey(Option<MetadataValue<Ascii>>);
+
+impl ApiKey {
+    /// The metadata of `key`; an error (without the key) when it cannot be sent.
+    pub fn new(key: Option<&str>) -> anyhow::Result<ApiKey> {
+        match key {
+            None => Ok(ApiKey(None)),
+            Some(k) => format!("Bearer {k}").parse().map(|v| ApiKey(Some(v))).map_err(|_| {
+                anyhow::anyhow!(
+                    "the API key ({ENV_API_KEY} or --api-key-file) has characters that cannot                      be sent (expected gk_ and hex digits)"
+                )
+            }),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for ApiKey {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// The generated client with the API key on every call.
+pub type Grpc = LocateServiceClient<InterceptedService<Channel, ApiKey>>;
+
+/// Connects to a coordinator (plaintext `http://` or `https://` with the public roots)
+/// with the key of [`api_key`], with a clear error when it cannot be reached.
+pub async fn connect(url: &str) -> anyhow::Result<Grpc> {
     connect_with(url, &ConnectOptions::default()).await
 }
 
-/// Connects to a coordinator with `opts` (see [`ConnectOptions`]); errors say what to do
-/// (plaintext against TLS, an untrusted certificate, a wrong host name).
-pub async fn connect_with(
+/// Like [`connect`] with an explicit key (None: no key).
+pub async fn connect_with_key(url: &str, key: Option<&str>) -> anyhow::Result<Grpc> {
+    connect_full(url, &ConnectOptions::default(), key).await
+}
+
+/// Connects to a coordinator with `opts` (see [`ConnectOptions`]) and the key of
+/// [`api_key`]; errors say what to do (plaintext against TLS, an untrusted certificate, a
+/// wrong host name).
+pub async fn connect_with(url: &str, opts: &ConnectOptions) -> anyhow::Result<Grpc> {
+    connect_full(url, opts, api_key().as_deref()).await
+}
+
+/// Connects with `opts` and an explicit key (None: no key).
+pub async fn connect_full(
     url: &str,
     opts: &ConnectOptions,
-) -> anyhow::Result<LocateServiceClient<Channel>> {
+    key: Option<&str>,
+) -> anyhow::Result<Grpc> {
+    let auth = ApiKey::new(key)?;
     let ep: Endpoint = geoloc_rt::tls::endpoint(url, opts.ca.as_deref())
         .map_err(|e| anyhow::anyhow!("{e} (e.g. {DEFAULT_COORDINATOR})"))?
         .connect_timeout(Duration::from_secs(5))
@@ -102,7 +182,7 @@ pub async fn connect_with(
             geoloc_rt::tls::explain(url, opts.ca.as_deref(), &e)
         )
     })?;
-    Ok(LocateServiceClient::new(ch).max_decoding_message_size(64 << 20))
+    Ok(LocateServiceClient::with_interceptor(ch, auth).max_decoding_message_size(64 << 20))
 }
 
 /// A failed call's status as a one-line message, led by what to do when TLS is the
@@ -155,14 +235,28 @@ pub fn printable(s: &str) -> String {
 pub fn status_msg(s: &tonic::Status) -> String {
     match s.code() {
         tonic::Code::Unavailable => format!("coordinator unavailable: {}", s.message()),
+        tonic::Code::Unauthenticated => format!("not authenticated: {}", s.message()),
+        tonic::Code::PermissionDenied => format!("permission denied: {}", s.message()),
+        tonic::Code::ResourceExhausted => format!("limit reached: {}", s.message()),
         tonic::Code::InvalidArgument => s.message().to_string(),
         c => format!("{c:?}: {}", s.message()),
     }
 }
 
+/// The client-side code of a refused call: `unauthenticated`, `permission-denied`,
+/// `quota-exceeded`, else `unreachable`.
+fn refused_code(s: &tonic::Status) -> &'static str {
+    match s.code() {
+        tonic::Code::Unauthenticated => "unauthenticated",
+        tonic::Code::PermissionDenied => "permission-denied",
+        tonic::Code::ResourceExhausted => "quota-exceeded",
+        _ => "unreachable",
+    }
+}
+
 /// The typed client of a coordinator's `LocateService`.
 pub struct Client {
-    inner: LocateServiceClient<Channel>,
+    inner: Grpc,
     url: String,
     opts: ConnectOptions,
 }
@@ -187,8 +281,17 @@ impl Client {
         call_error(&self.url, &self.opts, s)
     }
 
+    /// Connects with an explicit key (see [`connect_with_key`]).
+    pub async fn connect_with_key(url: &str, key: Option<&str>) -> anyhow::Result<Client> {
+        Ok(Client {
+            inner: connect_with_key(url, key).await?,
+            url: url.to_string(),
+            opts: ConnectOptions::default(),
+        })
+    }
+
     /// The generated client, for calls this type does not wrap.
-    pub fn raw(&mut self) -> &mut LocateServiceClient<Channel> {
+    pub fn raw(&mut self) -> &mut Grpc {
         &mut self.inner
     }
 
@@ -207,7 +310,7 @@ impl Client {
             Err(s) if s.code() == tonic::Code::InvalidArgument => {
                 return Err(Failure::new(&invalid_code(&s), s.message()))
             }
-            Err(s) => return Err(Failure::new("unreachable", self.call_error(&s))),
+            Err(s) => return Err(Failure::new(refused_code(&s), self.call_error(&s))),
         };
         loop {
             let next = tokio::time::timeout(EVENT_TIMEOUT, stream.message()).await;
@@ -224,7 +327,7 @@ impl Client {
                 Ok(Err(s)) if s.code() == tonic::Code::InvalidArgument => {
                     return Err(Failure::new(&invalid_code(&s), s.message()))
                 }
-                Ok(Err(s)) => return Err(Failure::new("unreachable", self.call_error(&s))),
+                Ok(Err(s)) => return Err(Failure::new(refused_code(&s), self.call_error(&s))),
                 Ok(Ok(None)) => {
                     return Err(Failure::new(
                         "internal",

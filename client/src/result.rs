@@ -48,6 +48,9 @@ pub struct Located {
     /// output (its schema is unchanged).
     #[serde(skip)]
     pub probe_rtts: Vec<Measurement>,
+    /// Name of the API key that asked for the result (absent when none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub requested_by: String,
 }
 
 impl TryFrom<&pb::LocateResult> for Located {
@@ -94,6 +97,7 @@ impl TryFrom<&pb::LocateResult> for Located {
                 .iter()
                 .map(Measurement::try_from)
                 .collect::<Result<_, _>>()?,
+            requested_by: r.requested_by.clone(),
         })
     }
 }
@@ -181,6 +185,7 @@ pub(crate) mod tests {
             nearest_probe: sol.nearest_landmark.clone(),
             probes_asked: 6,
             probe_rtts: ms.iter().map(pb::ProbeRtt::from).collect(),
+            requested_by: String::new(),
         };
         let l = Located::try_from(&wire).unwrap();
         assert_eq!(l.probe_rtts, ms);

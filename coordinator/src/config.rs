@@ -28,6 +28,22 @@ pub mod defaults {
     /// contained (median 1199 vs 1023 km); with 100 probes (99 RTTs each) they improved the
     /// median from 205 to 173 km with the same containment (11 of 12).
     pub const CALIBRATION_MIN_RTTS: u32 = 40;
+    /// Fleet-wide probe packets toward one target address per clock hour: with 100 probes
+    /// and 3 echo requests each, about 33 locates of the same address an hour (a few
+    /// packets a second at most, far below what any host notices).
+    pub const PER_TARGET_PACKETS_PER_HOUR: u32 = 10_000;
+}
+
+/// Whether clients need an API key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Auth {
+    /// Every client call needs `authorization: Bearer <key>` (`geoloc-coordinator keys`).
+    #[default]
+    Keys,
+    /// No key needed (every caller may do everything, no quotas): only accepted when the
+    /// listen address is a loopback address.
+    None,
 }
 
 /// How probes are chosen for a target.
@@ -85,6 +101,8 @@ pub struct Args {
 pub enum Command {
     #[command(flatten)]
     Docs(geoloc_rt::docs::DocsCommand),
+    /// Client API keys: create (printed once), list, revoke.
+    Keys(crate::keys_cmd::KeysCommand),
 }
 
 /// One layer of settings, every key optional: the command-line flags, and the schema of
@@ -160,6 +178,13 @@ pub struct Settings {
     #[arg(long, num_args = 0..=1, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
     pub insecure_plaintext: Option<bool>,
+    /// Client authentication: `keys` (every call needs an API key) or `none` (loopback
+    /// listen addresses only) [default: keys].
+    #[arg(long, value_enum)]
+    pub auth: Option<Auth>,
+    /// Fleet-wide probe packets toward one target address per clock hour [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub per_target_packets_per_hour: Option<u32>,
 }
 
 /// The TOML file: the same keys as the flags, every key optional.
@@ -190,6 +215,14 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub insecure_plaintext: bool,
+    #[serde(default)]
+    pub auth: Auth,
+    #[serde(default = "default_per_target_packets")]
+    pub per_target_packets_per_hour: u32,
+}
+
+fn default_per_target_packets() -> u32 {
+    defaults::PER_TARGET_PACKETS_PER_HOUR
 }
 
 impl Default for Config {
@@ -216,6 +249,8 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             insecure_plaintext: false,
+            auth: Auth::Keys,
+            per_target_packets_per_hour: defaults::PER_TARGET_PACKETS_PER_HOUR,
         }
     }
 }
@@ -379,6 +414,22 @@ impl Config {
         }
         if let Some((key, message)) = self.transport_problem() {
             return bad(key, message);
+        }
+        if self.auth == Auth::None && !self.listen.ip().is_loopback() {
+            return bad(
+                "auth",
+                format!(
+                    "auth = \"none\" is only accepted on a loopback listen address, not {}: \
+                     create API keys with `geoloc-coordinator keys create`",
+                    self.listen
+                ),
+            );
+        }
+        if self.per_target_packets_per_hour == 0 {
+            return bad(
+                "per-target-packets-per-hour",
+                "per-target-packets-per-hour must be at least 1".into(),
+            );
         }
         if !(self.database.starts_with("sqlite:")
             || self.database.starts_with("postgres:")

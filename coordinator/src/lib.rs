@@ -10,6 +10,7 @@ pub mod config;
 pub mod core;
 pub mod error;
 pub mod grpc;
+pub mod keys_cmd;
 pub mod storage;
 
 /// The gRPC edge under its former name (`server::bind`, `server::serve`).
@@ -18,7 +19,7 @@ pub mod server {
 }
 
 pub use crate::core::Coordinator;
-pub use config::{Config, Mode};
+pub use config::{Auth, Config, Mode};
 pub use error::{CoordinatorError, Result};
 
 /// Version of this coordinator.

@@ -19,6 +19,27 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Keys(keys)) = &args.command {
+        let rt = match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("geoloc-coordinator: cannot start the async runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match rt.block_on(keys.run(&mut std::io::stdout())) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("geoloc-coordinator keys: {e}");
+                match e {
+                    CoordinatorError::InvalidConfig(_)
+                    | CoordinatorError::Config { .. }
+                    | CoordinatorError::DatabaseUrl(_) => ExitCode::from(EXIT_CONFIG),
+                    _ => ExitCode::FAILURE,
+                }
+            }
+        };
+    }
     let print_config = args.print_config;
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -99,6 +120,9 @@ async fn run(config: Config, stop: geoloc_rt::CancellationToken) -> geoloc_coord
         geoip = coord.geoip.is_some(), allow_private = coord.config.allow_private, "geoloc-coordinator listening");
     if !tls && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "--insecure-plaintext: serving plaintext gRPC on a non-loopback address; probe tokens and results cross the network in clear");
+    }
+    if !coord.access.required() {
+        tracing::warn!(%addr, "auth = \"none\": any local process can locate and administer without a key");
     }
     if coord.config.probe_token.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "no --probe-token: any host that reaches this address can register as a probe");

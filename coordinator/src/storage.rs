@@ -38,7 +38,7 @@ const PROBE_COLS: &str = "probe_id, lat, lon, ipv4, ipv6, agent_version, flagged
      flag_epoch_unix_ms, first_seen_unix_ms, last_seen_unix_ms";
 const RESULT_COLS: &str = "result_id, ip, mode, status, solution_json, error_code, error, geoip_json, \
      probes_asked, probes_used, packets_sent, min_rtt_ms, nearest_probe, created_at_unix_ms, finished_unix_ms, \
-     calibration_json";
+     calibration_json, requested_by";
 const MEAS_COLS: &str = "measurement_id, result_id, purpose, stage, request_id, probe_id, probe_lat, \
      probe_lon, target, target_landmark, target_lat, target_lon, outcome, error, excluded, packets_sent, \
      raw_json, created_unix_ms";
@@ -86,6 +86,7 @@ macro_rules! result_from_row {
                     nearest_probe: r.try_get("nearest_probe")?,
                     created_at_unix_ms: r.try_get("created_at_unix_ms")?,
                     finished_unix_ms: r.try_get("finished_unix_ms")?,
+                    requested_by: r.try_get("requested_by")?,
                 },
                 r.try_get::<String, _>("status")?,
             ))
@@ -126,6 +127,8 @@ fn finish_result(pair: (ResultRow, String)) -> Result<ResultRow> {
     row.status = ResultStatus::parse(&status)?;
     Ok(row)
 }
+
+mod keys;
 
 impl Storage {
     /// Opens `sqlite://FILE` (created if missing, WAL) or `postgres://...`, and applies the
@@ -294,13 +297,13 @@ impl Storage {
 
     pub async fn insert_result(&self, r: &ResultRow) -> Result<()> {
         let sql = format!(
-            "INSERT INTO results ({RESULT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+            "INSERT INTO results ({RESULT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
         );
         with_pool!(self, pool => sqlx::query(AssertSqlSafe(sql.clone()))
             .bind(&r.result_id).bind(&r.ip).bind(&r.mode).bind(r.status.as_str()).bind(&r.solution_json)
             .bind(&r.error_code).bind(&r.error).bind(&r.geoip_json).bind(r.probes_asked).bind(r.probes_used)
             .bind(r.packets_sent).bind(r.min_rtt_ms).bind(&r.nearest_probe).bind(r.created_at_unix_ms)
-            .bind(r.finished_unix_ms).bind(&r.calibration_json)
+            .bind(r.finished_unix_ms).bind(&r.calibration_json).bind(&r.requested_by)
             .execute(pool).await.map_err(q("insert result"))?.rows_affected());
         Ok(())
     }

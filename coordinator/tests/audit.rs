@@ -218,6 +218,7 @@ fn sample_result() -> Located {
         nearest_probe: "london".into(),
         probes_asked: 7,
         probe_rtts: vec![],
+        requested_by: String::new(),
     }
 }
 

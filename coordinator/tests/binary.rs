@@ -118,6 +118,29 @@ async fn binary_serves_stops_on_sigterm_and_keeps_results_across_restart() {
         let db = sqlite_url(&dir);
         let landmarks = concat!(env!("CARGO_MANIFEST_DIR"), "/../landmarks/landmarks.csv");
         let (mut p, url) = start(&db, &["--landmarks", landmarks]);
+        // An admin key made by the binary's own `keys create` on the same database.
+        let out = Command::new(BIN)
+            .args([
+                "keys",
+                "--database",
+                &db,
+                "create",
+                "--name",
+                "ops",
+                "--scope",
+                "admin",
+            ])
+            .env_remove("GEOLOC_COORDINATOR_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        assert!(key.starts_with("gk_") && key.len() == 67, "{key}");
+        geoloc_client::set_api_key(Some(key));
         let w = world(&[("127.0.0.50", 45.764, 4.8357)]);
         let probes = fleet(&url, &w, 5).await;
         let mut c = geoloc_client::connect(&url).await.unwrap();

@@ -81,7 +81,7 @@ async fn honest_fleet(url: &str) -> (World, Vec<FakeProbe>) {
     (w, v)
 }
 
-type Client = pb::locate_service_client::LocateServiceClient<tonic::transport::Channel>;
+type Client = geoloc_client::Grpc;
 
 /// Locates `ip` with the coordinator's defaults (the shared helper takes a whole request).
 async fn locate(

@@ -105,6 +105,7 @@ fn result(id: &str, ip: &str, created: i64) -> ResultRow {
         nearest_probe: String::new(),
         created_at_unix_ms: created,
         finished_unix_ms: None,
+        requested_by: "tester".into(),
     }
 }
 

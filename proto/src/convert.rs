@@ -436,7 +436,7 @@ fn maxmind_from_pb(m: &pb::MaxmindComparison) -> Result<MaxmindComparison> {
 
 impl pb::ErrorCode {
     /// Every code, for [`pb::ErrorCode::from_code`] and tests.
-    pub const ALL: [pb::ErrorCode; 8] = [
+    pub const ALL: [pb::ErrorCode; 9] = [
         pb::ErrorCode::InvalidAddress,
         pb::ErrorCode::Bogon,
         pb::ErrorCode::InvalidArgument,
@@ -445,6 +445,7 @@ impl pb::ErrorCode {
         pb::ErrorCode::SolveFailed,
         pb::ErrorCode::Internal,
         pb::ErrorCode::Interrupted,
+        pb::ErrorCode::QuotaExceeded,
     ];
 
     /// The short code printed by clients and stored with failed results
@@ -460,6 +461,7 @@ impl pb::ErrorCode {
             pb::ErrorCode::SolveFailed => "solve-failed",
             pb::ErrorCode::Internal => "internal",
             pb::ErrorCode::Interrupted => "interrupted",
+            pb::ErrorCode::QuotaExceeded => "quota-exceeded",
         }
     }
 

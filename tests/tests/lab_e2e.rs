@@ -311,7 +311,9 @@ fn start_audit(w: &DemoWorld, ips: &[String], out: &std::path::Path) -> std::pro
         "120",
     ];
     let mut cmd = w.lab.command(COORDINATOR_HOST, &w.geoloc, args).unwrap();
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env("GEOLOC_API_KEY", &w.api_key);
     cmd.spawn().unwrap()
 }
 

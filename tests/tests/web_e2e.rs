@@ -347,7 +347,7 @@ fn web_interface_in_a_real_browser() {
             ],
         )
         .expect("web command");
-    web.stderr(log("web"));
+    web.stderr(log("web")).env("GEOLOC_API_KEY", &w.api_key);
     w.lab.spawn("web", web).expect("start geoloc web");
     let mut drv = w
         .lab

@@ -8,6 +8,7 @@ use std::time::Duration;
 use geoloc_engine::{Calibration, Solution};
 
 use crate::config::Config;
+use crate::core::access::Access;
 use crate::core::fleet::Fleet;
 use crate::core::geoip::GeoIp;
 use crate::core::landmarks::{self, Landmark};
@@ -35,6 +36,8 @@ pub struct Coordinator {
     pub vetting: Vetting,
     pub landmarks: Vec<Landmark>,
     pub geoip: Option<GeoIp>,
+    /// API keys and abuse limits.
+    pub access: Access,
     shutting_down: AtomicBool,
     /// Locate runs in progress (landmark checks yield to them).
     locates_in_flight: AtomicUsize,
@@ -87,7 +90,12 @@ impl Coordinator {
             Duration::from_millis(u64::from(config.reconnect_grace_ms)),
             expected,
         );
+        let access = Access::new(
+            config.auth == crate::config::Auth::Keys,
+            config.per_target_packets_per_hour,
+        );
         Ok(Arc::new(Coordinator {
+            access,
             config,
             storage,
             fleet,

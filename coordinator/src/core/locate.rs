@@ -10,6 +10,7 @@ use futures::StreamExt;
 use geoloc_engine::{LatLon, Measurement, Solution};
 
 use crate::config::Mode;
+use crate::core::access::{packet_estimate, Caller};
 use crate::core::measurement::{MeasurementOutcome, Purpose};
 use crate::core::rows::{MeasurementRow, ResultRow, ResultStatus};
 use crate::core::schedule;
@@ -37,6 +38,8 @@ pub struct LocateParams {
     pub reuse_stored: bool,
     /// 0 = default.
     pub ping_count: u32,
+    /// Who asks (an API key's name and quotas); the default is the coordinator itself.
+    pub caller: Caller,
 }
 
 /// Why an address got no answer (the codes clients print and scripts read).
@@ -51,10 +54,12 @@ pub enum FailureCode {
     Internal,
     /// The coordinator stopped during the run: retry later.
     Interrupted,
+    /// An abuse limit (key quota, per-target packet budget) refused the address.
+    QuotaExceeded,
 }
 
 impl FailureCode {
-    pub const ALL: [FailureCode; 8] = [
+    pub const ALL: [FailureCode; 9] = [
         FailureCode::InvalidAddress,
         FailureCode::Bogon,
         FailureCode::InvalidArgument,
@@ -63,6 +68,7 @@ impl FailureCode {
         FailureCode::SolveFailed,
         FailureCode::Internal,
         FailureCode::Interrupted,
+        FailureCode::QuotaExceeded,
     ];
 
     /// The short code (`invalid-address`, `no-probes`, ...), as stored with failed results.
@@ -76,6 +82,7 @@ impl FailureCode {
             FailureCode::SolveFailed => "solve-failed",
             FailureCode::Internal => "internal",
             FailureCode::Interrupted => "interrupted",
+            FailureCode::QuotaExceeded => "quota-exceeded",
         }
     }
 
@@ -167,6 +174,8 @@ pub struct Located {
     pub probes_asked: u32,
     /// Per vantage point, the RTT that entered the solution.
     pub probe_rtts: Vec<Measurement>,
+    /// Name of the API key that asked for the run ('' without a key).
+    pub requested_by: String,
 }
 
 /// Reads a finished result back (solution and the per-probe RTTs of its rows).
@@ -195,6 +204,7 @@ pub async fn located(storage: &Storage, r: &ResultRow, cached: bool) -> crate::R
         nearest_probe: r.nearest_probe.clone(),
         probes_asked: r.probes_asked.max(0) as u32,
         probe_rtts: inputs.measurements,
+        requested_by: r.requested_by.clone(),
     })
 }
 
@@ -263,6 +273,19 @@ pub(crate) async fn run(
     let ping_count = or(p.ping_count, cfg.ping_count);
     let k = or(p.k, cfg.two_stage_k) as usize;
 
+    // Abuse limits, before any packet: a concurrent slot of the key, one address of its
+    // hourly quota and the packets of the target's hourly budget (all or nothing).
+    let _slot = coord.access.hold_slot(&p.caller)?;
+    let estimate = packet_estimate(
+        (mode == Mode::TwoStage).then_some((cfg.two_stage_first as usize, k)),
+        vps.len(),
+        ping_count,
+    );
+    let charge = coord
+        .access
+        .admit(&coord.storage, &p.caller, &ip_s, estimate, unix_ms())
+        .await?;
+
     let created = unix_ms();
     let geoip: GeoIpLookup = coord.geoip.as_ref().map(|g| g.lookup(ip));
     let calibration = coord.calibration().await?;
@@ -287,8 +310,12 @@ pub(crate) async fn run(
         nearest_probe: String::new(),
         created_at_unix_ms: created,
         finished_unix_ms: None,
+        requested_by: p.caller.name.clone(),
     };
-    coord.storage.insert_result(&row).await?;
+    if let Err(e) = coord.storage.insert_result(&row).await {
+        coord.access.settle(&coord.storage, &charge, Some(0)).await;
+        return Err(e.into());
+    }
     tracing::info!(ip = %ip_s, result_id = %row.result_id, mode = mode.as_str(), source = source.name(), vantage_points = vps.len(), setup_ms = started.elapsed().as_millis() as u64, "locating");
 
     let mut run = Run {
@@ -333,9 +360,19 @@ pub(crate) async fn run(
         row.error = "coordinator stopped during the measurement".into();
         row.finished_unix_ms = Some(unix_ms());
         coord.storage.update_result(&row).await?;
+        let sent: i64 = run.rows.iter().map(|r| r.packets_sent.max(0)).sum();
+        coord
+            .access
+            .settle(&coord.storage, &charge, Some(sent))
+            .await;
         return Err(interrupted());
     }
     let outcome = finish(&mut row, &run.rows, &geoip, calibration);
+    let sent: i64 = run.rows.iter().map(|r| r.packets_sent.max(0)).sum();
+    coord
+        .access
+        .settle(&coord.storage, &charge, Some(sent))
+        .await;
     coord.storage.update_result(&row).await?;
     match outcome {
         Ok(()) => {

@@ -13,6 +13,8 @@
 //!   `Solution`.
 //! - [`vetting`], [`landmarks`]: speed-of-light checks of declared positions.
 //! - [`rows`]: the records the store keeps; [`target`]: what may be measured.
+//! - [`access`]: who asks (API keys, scopes) and the abuse limits of locate runs.
+pub mod access;
 pub mod coordinator;
 pub mod fleet;
 pub mod geoip;

@@ -88,6 +88,8 @@ pub struct ResultRow {
     pub nearest_probe: String,
     pub created_at_unix_ms: i64,
     pub finished_unix_ms: Option<i64>,
+    /// Name of the API key that asked for this run ('' without a key).
+    pub requested_by: String,
 }
 
 /// One raw probe answer as stored.

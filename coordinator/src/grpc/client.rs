@@ -10,13 +10,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{convert, internal, invalid, truncate, BoxStream};
-use crate::core::locate::{LocateEvent, LocateFailure, Located};
+use crate::core::access::{AuthError, Caller, Scope};
+use crate::core::locate::{FailureCode, LocateEvent, LocateFailure, Located};
 use crate::core::rows::ResultStatus;
 use crate::core::target;
 use crate::Coordinator;
 
 /// Most addresses in one LocateBatch.
 pub const MAX_BATCH: usize = 100_000;
+/// An open batch checks its key again before a new address at most this often.
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// `LocateService`.
 pub struct LocateSvc(pub Arc<Coordinator>);
@@ -48,6 +51,46 @@ fn result_event(ip: &str, index: u32, l: &Located) -> pb::LocateEvent {
     }
 }
 
+/// The status of a refused call: UNAUTHENTICATED (no, unknown or revoked key) or
+/// PERMISSION_DENIED (missing scope).
+pub(crate) fn auth_status(e: AuthError) -> Status {
+    match e {
+        AuthError::Forbidden { .. } => Status::permission_denied(e.to_string()),
+        AuthError::Store(_) => {
+            tracing::error!(error = %e, "internal error");
+            Status::internal(e.to_string())
+        }
+        _ => Status::unauthenticated(e.to_string()),
+    }
+}
+
+/// RESOURCE_EXHAUSTED with the code `quota-exceeded` in the `geoloc-error-code` metadata.
+fn exhausted(message: impl Into<String>) -> Status {
+    let mut s = Status::resource_exhausted(message);
+    s.metadata_mut().insert(
+        "geoloc-error-code",
+        tonic::metadata::MetadataValue::from_static("quota-exceeded"),
+    );
+    s
+}
+
+impl LocateSvc {
+    /// Who makes the call `req`, if allowed to do what needs `needed`.
+    async fn caller<T>(&self, req: &Request<T>, needed: Scope) -> Result<Caller, Status> {
+        let auth = match req.metadata().get("authorization") {
+            None => None,
+            Some(v) => Some(v.to_str().map_err(|_| auth_status(AuthError::Malformed))?),
+        };
+        let caller = self
+            .0
+            .access
+            .authorize(&self.0.storage, auth, needed)
+            .await
+            .map_err(auth_status)?;
+        Ok(caller)
+    }
+}
+
 #[tonic::async_trait]
 impl LocateService for LocateSvc {
     type LocateStream = BoxStream<pb::LocateEvent>;
@@ -56,8 +99,10 @@ impl LocateService for LocateSvc {
         &self,
         req: Request<pb::LocateRequest>,
     ) -> Result<Response<Self::LocateStream>, Status> {
+        let caller = self.caller(&req, Scope::Locate).await?;
         let r = req.into_inner();
-        let params = convert::params(&r);
+        let mut params = convert::params(&r);
+        params.caller = caller;
         // Bad input fails the call itself.
         target::check(&r.ip, self.0.config.allow_private)
             .map_err(|e| invalid(e.code, e.message))?;
@@ -82,6 +127,10 @@ impl LocateService for LocateSvc {
                     let _ = tx.send(Err(Status::unavailable(f.message))).await;
                     return;
                 }
+                Err(f) if f.code == FailureCode::QuotaExceeded => {
+                    let _ = tx.send(Err(exhausted(f.message))).await;
+                    return;
+                }
                 Err(f) => failure_event(&ip, 0, f),
             };
             // The client may be gone; the result is stored anyway.
@@ -96,6 +145,7 @@ impl LocateService for LocateSvc {
         &self,
         req: Request<pb::LocateBatchRequest>,
     ) -> Result<Response<Self::LocateBatchStream>, Status> {
+        let caller = self.caller(&req, Scope::Locate).await?;
         let mut r = req.into_inner();
         if r.ips.len() > MAX_BATCH {
             return Err(Status::invalid_argument(format!(
@@ -109,6 +159,11 @@ impl LocateService for LocateSvc {
         } else {
             r.concurrency.min(256)
         } as usize;
+        // A batch alone never exceeds its key's concurrent quota.
+        let concurrency = match caller.quotas {
+            Some(q) => concurrency.min(q.concurrent.max(1) as usize),
+            None => concurrency,
+        };
         let (tx, rx) = mpsc::channel(256);
         // Shared by every address's task (a copy per address made a batch quadratic).
         let ips: Arc<Vec<String>> = Arc::new(std::mem::take(&mut r.ips));
@@ -131,6 +186,7 @@ impl LocateService for LocateSvc {
                 groups.entry(key).or_default().push(i as u32);
             }
             let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+            let mut checked: Option<std::time::Instant> = None;
             let mut set = tokio::task::JoinSet::new();
             for key in order {
                 let indices = groups.remove(&key).unwrap_or_default();
@@ -147,10 +203,20 @@ impl LocateService for LocateSvc {
                     // Client gone: do not start measuring more addresses.
                     break;
                 }
+                // A key revoked while the batch runs: no new address is started (checked
+                // again at most every RECHECK, so a 100k batch is not 100k key reads).
+                if checked.is_none_or(|t| t.elapsed() >= RECHECK) {
+                    if let Err(e) = coord.access.recheck(&coord.storage, &caller).await {
+                        let _ = tx.send(Err(auth_status(e))).await;
+                        break;
+                    }
+                    checked = Some(std::time::Instant::now());
+                }
                 let coord = Arc::clone(&coord);
                 let tx = tx.clone();
                 let ips = Arc::clone(&ips);
-                let params = convert::batch_params(&r, key.clone());
+                let mut params = convert::batch_params(&r, key.clone());
+                params.caller = caller.clone();
                 set.spawn(async move {
                     let _permit = permit;
                     let first = indices[0];
@@ -192,6 +258,7 @@ impl LocateService for LocateSvc {
         &self,
         req: Request<pb::GetResultRequest>,
     ) -> Result<Response<pb::GetResultReply>, Status> {
+        self.caller(&req, Scope::Read).await?;
         let r = req.into_inner();
         let row = match r.key {
             Some(pb::get_result_request::Key::ResultId(id)) => {
@@ -233,8 +300,9 @@ impl LocateService for LocateSvc {
 
     async fn list_probes(
         &self,
-        _req: Request<pb::ListProbesRequest>,
+        req: Request<pb::ListProbesRequest>,
     ) -> Result<Response<pb::ListProbesReply>, Status> {
+        self.caller(&req, Scope::Read).await?;
         let probes = self
             .0
             .fleet
@@ -250,7 +318,9 @@ impl LocateService for LocateSvc {
         &self,
         req: Request<pb::ClearFlagRequest>,
     ) -> Result<Response<pb::ClearFlagReply>, Status> {
+        let caller = self.caller(&req, Scope::Admin).await?;
         let id = req.into_inner().probe_id;
+        tracing::info!(key = %caller.name, probe = %truncate(&id), "clear flag asked");
         match self.0.clear_flag(&id).await.map_err(internal)? {
             Some(was_flagged) => Ok(Response::new(pb::ClearFlagReply { was_flagged })),
             None => Err(Status::not_found(format!(

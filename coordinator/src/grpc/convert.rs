@@ -38,6 +38,7 @@ pub fn params(r: &pb::LocateRequest) -> LocateParams {
         k: r.k,
         reuse_stored: r.reuse_stored,
         ping_count: r.ping_count,
+        ..LocateParams::default()
     }
 }
 
@@ -50,6 +51,7 @@ pub fn batch_params(r: &pb::LocateBatchRequest, ip: String) -> LocateParams {
         k: r.k,
         reuse_stored: r.reuse_stored,
         ping_count: r.ping_count,
+        ..LocateParams::default()
     }
 }
 
@@ -116,6 +118,7 @@ pub fn located(l: &Located) -> Result<pb::LocateResult, CoordinatorError> {
         nearest_probe: l.nearest_probe.clone(),
         probes_asked: l.probes_asked,
         probe_rtts: l.probe_rtts.iter().map(pb::ProbeRtt::from).collect(),
+        requested_by: l.requested_by.clone(),
     })
 }
 

@@ -18,6 +18,28 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
 pub const TOKEN: &str = "test-token";
+/// The admin API key every harness coordinator knows (name `test-admin`), sent by every
+/// client of [`geoloc_client::connect`] in these tests.
+pub const TEST_KEY: &str = "gk_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// Creates the `test-admin` key on `storage` (once) and makes the clients send it.
+pub async fn ensure_test_key(storage: &geoloc_coordinator::storage::Storage) {
+    use geoloc_coordinator::core::access::{create_key_with_secret, NewKey, Quotas, Scope};
+    if storage.get_api_key("test-admin").await.unwrap().is_none() {
+        let new = NewKey {
+            name: "test-admin".into(),
+            scopes: vec![Scope::Admin],
+            quotas: Quotas {
+                addresses_per_hour: 1_000_000,
+                concurrent: 256,
+            },
+        };
+        create_key_with_secret(storage, &new, TEST_KEY)
+            .await
+            .unwrap();
+    }
+    geoloc_client::set_api_key(Some(TEST_KEY.into()));
+}
 
 /// An in-process coordinator on `storage` with the test settings (private targets allowed,
 /// short heartbeats and budgets, no landmark checks), changed by `tweak`; no gRPC server.
@@ -37,6 +59,7 @@ pub async fn coordinator(
     config.ping_interval_ms = 0;
     config.landmark_checks = false;
     tweak(&mut config);
+    ensure_test_key(&storage).await;
     Coordinator::with_storage(config, storage)
         .await
         .expect("coordinator starts")
@@ -105,10 +128,15 @@ impl Server {
         self.coord.storage.close().await;
     }
 
-    pub async fn client(
-        &self,
-    ) -> pb::locate_service_client::LocateServiceClient<tonic::transport::Channel> {
+    pub async fn client(&self) -> geoloc_client::Grpc {
         geoloc_client::connect(&self.url).await.unwrap()
+    }
+
+    /// A client sending `key` (None: no key).
+    pub async fn client_with_key(&self, key: Option<&str>) -> geoloc_client::Grpc {
+        geoloc_client::connect_with_key(&self.url, key)
+            .await
+            .unwrap()
     }
 }
 
@@ -539,7 +567,7 @@ pub fn req(ip: &str) -> pb::LocateRequest {
 
 /// One Locate call: the progress events and the answer.
 pub async fn locate(
-    client: &mut pb::locate_service_client::LocateServiceClient<tonic::transport::Channel>,
+    client: &mut geoloc_client::Grpc,
     req: pb::LocateRequest,
 ) -> (Vec<pb::Progress>, Result<pb::LocateResult, pb::LocateError>) {
     let mut s = client.locate(req).await.unwrap().into_inner();

@@ -26,6 +26,7 @@ pub(crate) fn answer(
         result_id: String::new(),
         created_at_unix_ms: AT_UNIX_S * 1000,
         cached: false,
+        requested_by: String::new(),
         mode: Mode::All,
         probes_asked: probes_used,
         probes_used,

@@ -32,6 +32,9 @@ pub struct DemoWorld {
     pub coordinator_bin: PathBuf,
     pub agent_bin: PathBuf,
     pub token: String,
+    /// The admin API key the lab's clients send (GEOLOC_API_KEY), created on the
+    /// coordinator's database with `geoloc-coordinator keys create`.
+    pub api_key: String,
     pub tmp: tempfile::TempDir,
     pub timings: Timings,
     /// Extra `geoloc locate` flags for every locate of [`DemoWorld::locate`].
@@ -41,6 +44,37 @@ pub struct DemoWorld {
 }
 
 pub const COORDINATOR_HOST: &str = "coordinator";
+
+/// The coordinator's database in the lab's temporary directory.
+fn database_url(tmp: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", tmp.join("geoloc.sqlite").display())
+}
+
+/// Creates the lab's admin API key on the coordinator's database (before the coordinator
+/// starts) and returns it: the lab exercises the real key check rather than turning it off.
+fn create_api_key(coordinator_bin: &Path, database: &str) -> anyhow::Result<String> {
+    let mut cmd = std::process::Command::new(coordinator_bin);
+    cmd.args([
+        "keys",
+        "--database",
+        database,
+        "create",
+        "--name",
+        "lab",
+        "--scope",
+        "admin",
+        "--addresses-per-hour",
+        "1000000",
+        "--concurrent",
+        "256",
+    ]);
+    let out = output_within(cmd, Duration::from_secs(60)).context("creating the lab's API key")?;
+    let key = out.lines().next().unwrap_or("").trim().to_string();
+    if key.is_empty() {
+        bail!("`geoloc-coordinator keys create` printed no key");
+    }
+    Ok(key)
+}
 
 impl DemoWorld {
     /// Brings everything up and waits until every probe is healthy.
@@ -179,6 +213,7 @@ impl DemoWorld {
             .iter()
             .flat_map(|m| ["--mode".to_string(), m.clone()])
             .collect();
+        let api_key = create_api_key(&coordinator_bin, &database_url(tmp.path()))?;
         let mut me = Self {
             lab,
             world,
@@ -188,6 +223,7 @@ impl DemoWorld {
             coordinator_bin,
             agent_bin,
             token,
+            api_key,
             tmp,
             timings,
             locate_flags,
@@ -229,7 +265,6 @@ impl DemoWorld {
 
     /// Starts (or restarts) the coordinator in its namespace; its log goes to the temp dir.
     pub fn start_coordinator(&self, mmdb: &Path) -> anyhow::Result<()> {
-        let db = self.tmp.path().join("geoloc.sqlite");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -238,7 +273,7 @@ impl DemoWorld {
             "--listen".into(),
             format!("0.0.0.0:{COORDINATOR_PORT}"),
             "--database".into(),
-            format!("sqlite://{}?mode=rwc", db.display()),
+            database_url(self.tmp.path()),
             "--geoip".into(),
             mmdb.display().to_string(),
             "--probe-token".into(),
@@ -299,10 +334,9 @@ impl DemoWorld {
         let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         all.push("--coordinator".into());
         all.push(format!("http://127.0.0.1:{COORDINATOR_PORT}"));
-        output_within(
-            self.lab.command(COORDINATOR_HOST, &self.geoloc, &all)?,
-            limit,
-        )
+        let mut cmd = self.lab.command(COORDINATOR_HOST, &self.geoloc, &all)?;
+        cmd.env("GEOLOC_API_KEY", &self.api_key);
+        output_within(cmd, limit)
     }
 
     pub fn wait_coordinator(&self, limit: Duration) -> anyhow::Result<()> {
