@@ -5,7 +5,7 @@
 #
 # Needs cargo-deb (`cargo install cargo-deb --locked`) and dpkg-deb. Builds both daemons in
 # release mode (CARGO_TARGET_DIR is honoured), writes their man pages (the binaries' hidden
-# `man DIR` subcommand) into TARGET_DIR/man/, gzipped as Debian wants them, then runs
+# `man DIR` subcommand) into target/man/, gzipped as Debian wants them, then runs
 # `cargo deb --no-build` for each package and lists what each .deb holds.
 # The packaging metadata is `[package.metadata.deb]` in coordinator/Cargo.toml and
 # probe-agent/Cargo.toml; the units and maintainer scripts are under deploy/.
@@ -24,8 +24,8 @@ cargo build --release -p geoloc-coordinator -p geoloc-probe-agent
 
 mkdir -p "$out"
 for bin in geoloc-coordinator geoloc-probe-agent; do
-  # cargo-deb reads asset paths starting with target/ in the actual target directory.
-  man="$target_dir/man/$bin"
+  # The packages' metadata names ../target/man/BIN/*.1.gz (relative to each crate).
+  man="target/man/$bin"
   rm -rf "$man"
   mkdir -p "$man"
   "$target_dir/release/$bin" man "$man"
