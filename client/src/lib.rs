@@ -6,8 +6,8 @@
 //!   `geoloc_proto::convert`).
 //! - [`locate`], [`probes`], [`audit`]: the `geoloc locate | probes | audit` commands and the
 //!   formats they print (schemas in client/README.md).
-use std::path::PathBuf;
 use std::path::Path;
+use std::path::PathBuf;
 use std::sync::RwLock;
 use std::time::Duration;
 

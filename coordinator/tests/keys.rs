@@ -451,7 +451,9 @@ async fn quotas_and_budget_count_nothing_twice(pg: bool, test: &str) {
 #[test]
 fn auth_none_needs_a_loopback_address() {
     use geoloc_coordinator::config::{Args, Config, FileConfig};
-    let file: FileConfig = toml::from_str("listen = \"0.0.0.0:7470\"\nauth = \"none\"\n").unwrap();
+    let file: FileConfig =
+        toml::from_str("listen = \"0.0.0.0:7470\"\nauth = \"none\"\ninsecure-plaintext = true\n")
+            .unwrap();
     let e = Config::merge(Args::default(), file)
         .unwrap_err()
         .to_string();

@@ -733,7 +733,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("ca /etc/geoloc/ca.pem is set but coordinator http://192.0.2.1:7470 is plaintext"),
+            err.contains(
+                "ca /etc/geoloc/ca.pem is set but coordinator http://192.0.2.1:7470 is plaintext"
+            ),
             "{err}"
         );
         let file = FileConfig::parse(

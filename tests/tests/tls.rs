@@ -219,6 +219,8 @@ fn agent_and_cli_over_tls_register_and_locate() {
         &[
             "--listen",
             "127.0.0.1:0",
+            "--auth",
+            "none",
             "--tls-cert",
             pki.cert.to_str().unwrap(),
             "--tls-key",
@@ -311,6 +313,8 @@ fn wrong_transport_or_certificate_is_refused_with_a_clear_error() {
         &[
             "--listen",
             "127.0.0.1:0",
+            "--auth",
+            "none",
             "--tls-cert",
             pki.cert.to_str().unwrap(),
             "--tls-key",
@@ -362,7 +366,11 @@ fn wrong_transport_or_certificate_is_refused_with_a_clear_error() {
     );
 
     // A TLS client against a plaintext coordinator.
-    let (_p, plain) = coordinator(&b, pki.dir.path(), &["--listen", "127.0.0.1:0"]);
+    let (_p, plain) = coordinator(
+        &b,
+        pki.dir.path(),
+        &["--listen", "127.0.0.1:0", "--auth", "none"],
+    );
     let e = probes(
         &format!("https://localhost:{}", plain.port()),
         Some(&pki.ca),
