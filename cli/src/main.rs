@@ -49,6 +49,8 @@ enum Command {
     Audit(audit_extra::AuditCmd),
     /// List the probe fleet known to a coordinator.
     Probes(geoloc_client::ProbesArgs),
+    /// Stored results on a coordinator: `results list` (newest first, paged).
+    Results(ResultsCmd),
     /// The emulated Internet on one machine (root).
     Lab(geoloc_lab::cli::LabArgs),
     /// Solve offline from measurement files downloaded elsewhere (`import atlas`).
@@ -67,6 +69,19 @@ enum Command {
     /// Hidden: `completions SHELL` and `man DIR` (README, "Shell completions and man pages").
     #[command(flatten)]
     Docs(geoloc_rt::docs::DocsCommand),
+}
+
+/// `geoloc results`
+#[derive(Debug, clap::Args)]
+struct ResultsCmd {
+    #[command(subcommand)]
+    command: ResultsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ResultsCommand {
+    /// List stored results, newest first, optionally of one address.
+    List(geoloc_client::ResultsArgs),
 }
 
 /// Writes `value` as pretty JSON to `path` (the `--json FILE` outputs), naming the file on
@@ -100,6 +115,9 @@ fn main() -> std::process::ExitCode {
         Command::Locate(a) => geoloc_client::run_locate(a),
         Command::Audit(a) => audit_extra::run(a),
         Command::Probes(a) => geoloc_client::run_probes(a),
+        Command::Results(ResultsCmd {
+            command: ResultsCommand::List(a),
+        }) => geoloc_client::history::run_results_list(a),
         Command::Lab(a) => geoloc_lab::cli::run(a),
         Command::Import(a) => atlas::run_import(a),
         Command::Atlas(a) => atlas::run(a),

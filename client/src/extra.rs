@@ -2,7 +2,7 @@
 //! by id, and a batch with per-address events.
 use geoloc_proto::v1 as pb;
 
-use crate::{status_msg, Client, Failure, Located};
+use crate::{Client, Failure, Located};
 
 impl Clone for Client {
     /// A second handle on the same connection (tonic channels are cheap to clone).
@@ -11,6 +11,7 @@ impl Clone for Client {
             inner: self.inner.clone(),
             url: self.url.clone(),
             opts: self.opts.clone(),
+            bearer: self.bearer.clone(),
         }
     }
 }
@@ -31,7 +32,7 @@ impl Client {
         let req = pb::GetResultRequest {
             key: Some(pb::get_result_request::Key::ResultId(result_id.to_string())),
         };
-        match self.inner.get_result(req).await {
+        match self.inner.get_result(self.request(req)).await {
             Ok(r) => match r.into_inner().result {
                 None => Ok(None),
                 Some(r) => Located::try_from(&r)
@@ -42,7 +43,7 @@ impl Client {
             Err(s) if s.code() == tonic::Code::InvalidArgument => {
                 Err(Failure::new(&crate::invalid_code(&s), s.message()))
             }
-            Err(s) => Err(Failure::new("unreachable", status_msg(&s))),
+            Err(s) => Err(self.failure(&s)),
         }
     }
 
@@ -57,15 +58,15 @@ impl Client {
         let n = req.ips.len();
         let mut stream = self
             .inner
-            .locate_batch(req)
+            .locate_batch(self.request(req))
             .await
-            .map_err(|s| Failure::new("unreachable", status_msg(&s)))?
+            .map_err(|s| self.failure(&s))?
             .into_inner();
         loop {
             let msg = match stream.message().await {
                 Ok(Some(m)) => m,
                 Ok(None) => return Ok(()),
-                Err(s) => return Err(Failure::new("unreachable", status_msg(&s))),
+                Err(s) => return Err(self.failure(&s)),
             };
             let i = msg.index as usize;
             if i >= n {

@@ -19,6 +19,7 @@ use tonic::transport::{Channel, Endpoint};
 
 pub mod audit;
 mod extra;
+pub mod history;
 pub mod localtime;
 pub mod locate;
 pub mod probes;
@@ -26,6 +27,7 @@ mod result;
 
 pub use audit::{run_audit, AuditArgs};
 pub use extra::BatchEvent;
+pub use history::{ResultSummary, ResultsArgs, ResultsPage};
 pub use locate::{run_locate, LocateArgs};
 pub use probes::{run_probes, ProbesArgs};
 pub use result::{Failure, LocateLine, Located, Mode};
@@ -259,6 +261,8 @@ pub struct Client {
     inner: Grpc,
     url: String,
     opts: ConnectOptions,
+    /// `authorization` metadata every call of this handle carries ([`Client::with_bearer`]).
+    bearer: Option<tonic::metadata::AsciiMetadataValue>,
 }
 
 impl Client {
@@ -273,6 +277,7 @@ impl Client {
             inner: connect_with(url, opts).await?,
             url: url.to_string(),
             opts: opts.clone(),
+            bearer: None,
         })
     }
 
@@ -281,13 +286,51 @@ impl Client {
         call_error(&self.url, &self.opts, s)
     }
 
+    /// A refused call as a [`Failure`]: code `unauthenticated`, `permission-denied`,
+    /// `quota-exceeded` or `unreachable`, with [`Client::call_error`]'s message.
+    pub fn failure(&self, s: &tonic::Status) -> Failure {
+        Failure::new(refused_code(s), self.call_error(s))
+    }
+
     /// Connects with an explicit key (see [`connect_with_key`]).
     pub async fn connect_with_key(url: &str, key: Option<&str>) -> anyhow::Result<Client> {
         Ok(Client {
             inner: connect_with_key(url, key).await?,
             url: url.to_string(),
             opts: ConnectOptions::default(),
+            bearer: None,
         })
+    }
+
+    /// A handle on the same connection whose calls carry the API key `key` as gRPC metadata
+    /// `authorization: Bearer <key>` (the web interface forwards each browser's key this
+    /// way). The key must be 1-512 visible ASCII characters.
+    pub fn with_bearer(&self, key: &str) -> Result<Client, Failure> {
+        let ok = !key.is_empty() && key.len() <= 512 && key.bytes().all(|b| b.is_ascii_graphic());
+        let value: tonic::metadata::AsciiMetadataValue = ok
+            .then(|| format!("Bearer {key}").parse().ok())
+            .flatten()
+            .ok_or_else(|| {
+                Failure::new(
+                    "invalid-argument",
+                    "an API key is 1-512 visible ASCII characters (no spaces)",
+                )
+            })?;
+        Ok(Client {
+            inner: self.inner.clone(),
+            url: self.url.clone(),
+            opts: self.opts.clone(),
+            bearer: Some(value),
+        })
+    }
+
+    /// `msg` as a request carrying this handle's metadata.
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(b) = &self.bearer {
+            r.metadata_mut().insert("authorization", b.clone());
+        }
+        r
     }
 
     /// The generated client, for calls this type does not wrap.
@@ -305,12 +348,12 @@ impl Client {
         req: pb::LocateRequest,
         mut progress: impl FnMut(&pb::Progress),
     ) -> Result<Located, Failure> {
-        let mut stream = match self.inner.locate(req).await {
+        let mut stream = match self.inner.locate(self.request(req)).await {
             Ok(s) => s.into_inner(),
             Err(s) if s.code() == tonic::Code::InvalidArgument => {
                 return Err(Failure::new(&invalid_code(&s), s.message()))
             }
-            Err(s) => return Err(Failure::new(refused_code(&s), self.call_error(&s))),
+            Err(s) => return Err(self.failure(&s)),
         };
         loop {
             let next = tokio::time::timeout(EVENT_TIMEOUT, stream.message()).await;
@@ -327,7 +370,7 @@ impl Client {
                 Ok(Err(s)) if s.code() == tonic::Code::InvalidArgument => {
                     return Err(Failure::new(&invalid_code(&s), s.message()))
                 }
-                Ok(Err(s)) => return Err(Failure::new(refused_code(&s), self.call_error(&s))),
+                Ok(Err(s)) => return Err(self.failure(&s)),
                 Ok(Ok(None)) => {
                     return Err(Failure::new(
                         "internal",
@@ -352,7 +395,7 @@ impl Client {
     pub async fn list_probes(&mut self) -> Result<Vec<pb::ProbeInfo>, tonic::Status> {
         Ok(self
             .inner
-            .list_probes(pb::ListProbesRequest {})
+            .list_probes(self.request(pb::ListProbesRequest {}))
             .await?
             .into_inner()
             .probes)

@@ -173,6 +173,11 @@ pub struct Settings {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Also serve the web interface (locate map, fleet, audit, history) over HTTP on this
+    /// address, e.g. 127.0.0.1:8080 [default: off]. Plain HTTP: a non-loopback address needs
+    /// --insecure-plaintext (put a TLS reverse proxy in front).
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
     /// Serve plaintext gRPC on a non-loopback --listen address without TLS (lab only:
     /// probe tokens and results cross the network in clear) [default: false].
     #[arg(long, num_args = 0..=1, default_missing_value = "true",
@@ -219,6 +224,7 @@ pub struct Config {
     pub auth: Auth,
     #[serde(default = "default_per_target_packets")]
     pub per_target_packets_per_hour: u32,
+    pub http_listen: Option<SocketAddr>,
 }
 
 fn default_per_target_packets() -> u32 {
@@ -251,6 +257,7 @@ impl Default for Config {
             insecure_plaintext: false,
             auth: Auth::Keys,
             per_target_packets_per_hour: defaults::PER_TARGET_PACKETS_PER_HOUR,
+            http_listen: None,
         }
     }
 }
@@ -431,6 +438,18 @@ impl Config {
                 "per-target-packets-per-hour must be at least 1".into(),
             );
         }
+        if let Some(a) = self.http_listen.filter(|a| !a.ip().is_loopback()) {
+            if !self.insecure_plaintext {
+                return bad(
+                    "http-listen",
+                    format!(
+                        "http-listen {a} is not a loopback address: the web interface is plain \
+                         HTTP (no TLS yet); serve it on 127.0.0.1 behind a TLS reverse proxy, or \
+                         set insecure-plaintext to accept sending results in clear"
+                    ),
+                );
+            }
+        }
         if !(self.database.starts_with("sqlite:")
             || self.database.starts_with("postgres:")
             || self.database.starts_with("postgresql:"))
@@ -561,6 +580,7 @@ mod tests {
             landmarks: Some("x".into()),
             tls_cert: Some("x".into()),
             tls_key: Some("x".into()),
+            http_listen: Some("127.0.0.1:8080".parse().unwrap()),
             ..Config::default()
         };
         let keys = toml::to_string(&all).unwrap();
@@ -708,6 +728,43 @@ mod tests {
             e.contains("tls-key is set without tls-cert") && e.contains("/etc/c.toml"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn http_listen_is_off_by_default_and_loopback_unless_insecure_plaintext() {
+        let c = Config::merge(Args::default(), FileConfig::default()).unwrap();
+        assert_eq!(c.http_listen, None);
+        let file: FileConfig = toml::from_str("http-listen = \"127.0.0.1:8080\"").unwrap();
+        let c = Config::merge(Args::default(), file).unwrap();
+        assert_eq!(c.http_listen, Some("127.0.0.1:8080".parse().unwrap()));
+        let args =
+            Args::try_parse_from(["geoloc-coordinator", "--http-listen", "0.0.0.0:8080"]).unwrap();
+        let e = Config::merge(args, FileConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("http-listen 0.0.0.0:8080 is not a loopback address")
+                && e.contains("--http-listen on the command line"),
+            "{e}"
+        );
+        let args = Args::try_parse_from([
+            "geoloc-coordinator",
+            "--http-listen",
+            "[::]:8080",
+            "--insecure-plaintext",
+        ])
+        .unwrap();
+        let c = Config::merge(args, FileConfig::default()).unwrap();
+        assert!(c.insecure_plaintext);
+        let e = Config::resolve(
+            &Settings::default(),
+            &Settings::default(),
+            None,
+            &env(&[("GEOLOC_COORDINATOR_HTTP_LISTEN", "192.0.2.1:80")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("GEOLOC_COORDINATOR_HTTP_LISTEN"), "{e}");
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub enum CoordinatorError {
     Tls(#[from] geoloc_rt::tls::TlsError),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("web interface (--http-listen): {0}")]
+    Web(String),
 }
 
 /// Result alias of the coordinator library.

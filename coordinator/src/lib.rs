@@ -5,11 +5,13 @@
 //! limits) -> [`core`] (the domain: fleet, measurement sources, locate jobs, vetting) and
 //! [`storage`] (SQLite/PostgreSQL, storing the core's rows) -> [`core::rows`]. The core
 //! imports neither `geoloc-proto` nor `tonic` nor `sqlx`; results leave it as the engine's
-//! `Solution` and cross the wire typed (`geoloc_proto::convert`).
+//! `Solution` and cross the wire typed (`geoloc_proto::convert`). [`http`] serves the web
+//! interface (`--http-listen`) as a client of the gRPC port.
 pub mod config;
 pub mod core;
 pub mod error;
 pub mod grpc;
+pub mod http;
 pub mod keys_cmd;
 pub mod storage;
 

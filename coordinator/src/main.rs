@@ -114,6 +114,11 @@ async fn run(config: Config, stop: geoloc_rt::CancellationToken) -> geoloc_coord
     )?
     .is_some();
     let coord = Coordinator::new(config).await?;
+    // Bound before the gRPC line is printed: when a script reads it, the web interface is up.
+    let web = match coord.config.http_listen {
+        Some(a) => Some(server::bind(a).await?),
+        None => None,
+    };
     let (listener, addr) = server::bind(listen).await?;
     geoloc_coordinator::grpc::tls::check_plaintext(&coord.config, addr)?;
     tracing::info!(%addr, tls, database = %db, backend = coord.storage.backend(), landmarks = coord.landmarks.len(),
@@ -126,6 +131,22 @@ async fn run(config: Config, stop: geoloc_rt::CancellationToken) -> geoloc_coord
     }
     if coord.config.probe_token.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "no --probe-token: any host that reaches this address can register as a probe");
+    }
+    if let Some((web_listener, web_addr)) = web {
+        if !web_addr.ip().is_loopback() {
+            tracing::warn!(%web_addr, "the web interface is served over PLAIN HTTP on a non-loopback address \
+                (insecure-plaintext): results and API keys cross the network in clear; put it behind a TLS reverse proxy");
+        }
+        tracing::info!(%web_addr, "web interface listening");
+        // Read like the line below (port 0 = any free port).
+        println!("web interface on http://{web_addr}");
+        let stop = stop.clone();
+        let coord = coord.clone();
+        tokio::spawn(async move {
+            if let Err(e) = geoloc_coordinator::http::serve(coord, web_listener, stop).await {
+                tracing::error!(error = %e, "web interface stopped");
+            }
+        });
     }
     // Tests and scripts read this line to learn the port when --listen uses port 0.
     println!("listening on {addr}");

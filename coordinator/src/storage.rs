@@ -128,7 +128,9 @@ fn finish_result(pair: (ResultRow, String)) -> Result<ResultRow> {
     Ok(row)
 }
 
+mod history;
 mod keys;
+pub use history::{HistoryCursor, ResultSummary, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE};
 
 impl Storage {
     /// Opens `sqlite://FILE` (created if missing, WAL) or `postgres://...`, and applies the

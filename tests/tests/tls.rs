@@ -164,6 +164,16 @@ fn coordinator(b: &Bins, dir: &Path, args: &[&str]) -> (Proc, SocketAddr) {
     (proc, addr.parse().expect("an address"))
 }
 
+/// A coordinator serving TLS with `pki`'s certificate on 127.0.0.1 (any port), without API
+/// keys (loopback), with `extra` arguments.
+fn tls_coordinator(b: &Bins, pki: &Pki, extra: &[&str]) -> (Proc, SocketAddr) {
+    let (cert, key) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap());
+    let mut args = vec!["--listen", "127.0.0.1:0", "--auth", "none"];
+    args.extend(["--tls-cert", cert, "--tls-key", key]);
+    args.extend(extra);
+    coordinator(b, pki.dir.path(), &args)
+}
+
 fn rand_suffix() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -213,20 +223,7 @@ fn agent_and_cli_over_tls_register_and_locate() {
         return;
     }
     let pki = pki();
-    let (_c, addr) = coordinator(
-        &b,
-        pki.dir.path(),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--auth",
-            "none",
-            "--tls-cert",
-            pki.cert.to_str().unwrap(),
-            "--tls-key",
-            pki.key.to_str().unwrap(),
-        ],
-    );
+    let (_c, addr) = tls_coordinator(&b, &pki, &[]);
     let url = format!("https://localhost:{}", addr.port());
     let agent_log = pki.dir.path().join("agent.log");
     let _agent = Proc(
@@ -307,20 +304,7 @@ fn wrong_transport_or_certificate_is_refused_with_a_clear_error() {
     let test = "wrong_transport_or_certificate_is_refused_with_a_clear_error";
     let Some(b) = bins(test) else { return };
     let pki = pki();
-    let (_c, addr) = coordinator(
-        &b,
-        pki.dir.path(),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--auth",
-            "none",
-            "--tls-cert",
-            pki.cert.to_str().unwrap(),
-            "--tls-key",
-            pki.key.to_str().unwrap(),
-        ],
-    );
+    let (_c, addr) = tls_coordinator(&b, &pki, &[]);
     let port = addr.port();
     let probes = |url: &str, ca: Option<&Path>| {
         let out = geoloc(&b, &["probes", "--coordinator", url], ca);
@@ -469,4 +453,29 @@ fn coordinator_serves_plaintext_only_on_loopback_unless_told() {
     );
     assert!(addr.ip().is_unspecified(), "{addr}");
     assert!(t.0.try_wait().unwrap().is_none(), "it keeps serving");
+}
+
+/// The web interface (`--http-listen`) works when the gRPC port serves TLS: it reaches the
+/// coordinator through its private loopback port, not through the TLS port.
+#[test]
+fn web_interface_works_beside_a_tls_grpc_port() {
+    use std::io::{Read, Write};
+    let test = "web_interface_works_beside_a_tls_grpc_port";
+    let Some(b) = bins(test) else { return };
+    let pki = pki();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let web = format!("127.0.0.1:{port}");
+    let (_c, _) = tls_coordinator(&b, &pki, &["--http-listen", &web]);
+    let mut s = std::net::TcpStream::connect(&web).expect("the web interface is up");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(format!("GET /api/probes HTTP/1.0\r\nHost: {web}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.0 200"), "{out}");
+    assert!(out.contains("\"probes\":[]"), "{out}");
 }

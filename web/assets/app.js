@@ -10,6 +10,25 @@
     if (cls) e.className = cls;
     return e;
   };
+  // ---- API key: pasted once, kept in this browser (localStorage), sent as an
+  // `Authorization: Bearer` header with every API request (the server forwards it to the
+  // coordinator). Never put in a URL.
+  const KEY = "geoloc-api-key";
+  const storedKey = () => { try { return localStorage.getItem(KEY) || ""; } catch (e) { return ""; } };
+  const keyInput = $("api-key");
+  keyInput.value = storedKey();
+  keyInput.addEventListener("change", () => {
+    try { localStorage.setItem(KEY, keyInput.value.trim()); } catch (e) { /* private mode */ }
+  });
+  const api = (path, opts) => {
+    const o = Object.assign({}, opts || {});
+    const h = Object.assign({}, o.headers || {});
+    const k = storedKey();
+    if (k) h.authorization = "Bearer " + k;
+    o.headers = h;
+    return fetch(path, o);
+  };
+  G.api = api;
   const fmt = (x, d) => (typeof x === "number" && isFinite(x) ? x.toFixed(d) : "-");
   const row = (table, cells, head) => {
     const tr = el("tr");
@@ -20,8 +39,8 @@
 
   // ---- map: embedded Natural Earth outlines, optional online tiles ----
   const map = L.map("map", { worldCopyJump: true, minZoom: 1 }).setView([20, 0], 2);
-  const layers = { probes: L.layerGroup().addTo(map), result: L.layerGroup().addTo(map), fleet: L.layerGroup(), audit: L.layerGroup() };
-  fetch("/api/config").then((r) => r.json()).then((cfg) => {
+  const layers = { probes: L.layerGroup().addTo(map), result: L.layerGroup().addTo(map), fleet: L.layerGroup(), audit: L.layerGroup(), history: L.layerGroup() };
+  api("/api/config").then((r) => r.json()).then((cfg) => {
     if (cfg.tile_url) {
       L.tileLayer(cfg.tile_url, { attribution: cfg.tile_attribution || "" }).addTo(map).bringToBack();
     }
@@ -62,7 +81,7 @@
   // ---- probes (fleet) ----
   let fleet = {};
   function loadFleet() {
-    return fetch("/api/probes").then((r) => r.json()).then((j) => {
+    return api("/api/probes").then((r) => r.json()).then((j) => {
       if (j.error) throw new Error(j.error);
       fleet = {};
       (j.probes || []).forEach((p) => (fleet[p.probe_id] = p));
@@ -98,7 +117,37 @@
   }
 
   // ---- locate ----
+  // A locate streams server-sent events; read with fetch (EventSource cannot send the
+  // Authorization header).
   let source = null;
+  function streamEvents(path, on) {
+    const ctl = new AbortController();
+    const s = { closed: false, close() { this.closed = true; ctl.abort(); } };
+    api(path, { signal: ctl.signal, headers: { accept: "text/event-stream" } }).then((r) => {
+      if (!r.ok || !r.body) throw new Error("web server answered " + r.status);
+      const reader = r.body.getReader();
+      const dec = new TextDecoder();
+      let buf = "";
+      const pump = () => reader.read().then(({ done, value }) => {
+        if (done) { if (!s.closed) on.error("lost the connection to the web server"); return; }
+        buf += dec.decode(value, { stream: true });
+        let i;
+        while ((i = buf.search(/\r?\n\r?\n/)) >= 0) {
+          const block = buf.slice(0, i);
+          buf = buf.slice(i).replace(/^\r?\n\r?\n/, "");
+          let name = "message", data = [];
+          block.split(/\r?\n/).forEach((line) => {
+            if (line.startsWith("event:")) name = line.slice(6).trim();
+            else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+          });
+          if (data.length && on[name] && !s.closed) on[name](JSON.parse(data.join("\n")));
+        }
+        if (!s.closed) return pump();
+      });
+      return pump();
+    }).catch((e) => { if (!s.closed) on.error(e.message || String(e)); });
+    return s;
+  }
   function resetLocate() {
     if (source) source.close();
     layers.probes.clearLayers();
@@ -138,24 +187,23 @@
       drawProbes();
       const q = new URLSearchParams({ ip });
       if (mode) q.set("mode", mode);
-      source = new EventSource("/api/locate?" + q.toString());
-      source.addEventListener("progress", (e) => onProgress(JSON.parse(e.data)));
-      source.addEventListener("result", (e) => { source.close(); showResult(JSON.parse(e.data), true); });
-      source.addEventListener("failure", (e) => {
-        source.close();
-        const f = JSON.parse(e.data);
-        $("locate-error").textContent = f.code + ": " + f.message;
-        $("locate-error").hidden = false;
-      });
       // No automatic reconnection: that would start another locate.
-      source.onerror = () => {
-        if (source.readyState === 2) return;
-        source.close();
-        if ($("answer").hidden) {
-          $("locate-error").textContent = "lost the connection to the web server";
+      const s = (source = streamEvents("/api/locate?" + q.toString(), {
+        progress: (p) => onProgress(p),
+        result: (v) => { s.close(); showResult(v, true); },
+        failure: (f) => {
+          s.close();
+          $("locate-error").textContent = f.code + ": " + f.message;
           $("locate-error").hidden = false;
-        }
-      };
+        },
+        error: (m) => {
+          s.close();
+          if ($("answer").hidden) {
+            $("locate-error").textContent = m;
+            $("locate-error").hidden = false;
+          }
+        },
+      }));
     });
   }
   function showResult(view, live) {
@@ -246,14 +294,14 @@
     e.preventDefault();
     if (!G.lastResult) return;
     const q = new URLSearchParams({ result_id: G.lastResult.located.result_id, at: $("at-input").value.trim() });
-    fetch("/api/localtime?" + q).then((r) => r.json()).then((j) => {
+    api("/api/localtime?" + q).then((r) => r.json()).then((j) => {
       if (j.error) { $("answer-at").replaceChildren(el("tr", j.error, "error")); return; }
       zonesTable($("answer-at"), j.zones, "at " + j.at);
     });
   });
   function showStored(id) {
     resetLocate();
-    loadFleet().catch(() => {}).then(() => fetch("/api/result/" + encodeURIComponent(id))).then((r) => r.json()).then((j) => {
+    loadFleet().catch(() => {}).then(() => api("/api/result/" + encodeURIComponent(id))).then((r) => r.json()).then((j) => {
       if (j.error) { $("locate-error").textContent = j.error; $("locate-error").hidden = false; return; }
       $("locate-ip").value = j.located.ip;
       showResult(j, false);
@@ -270,7 +318,7 @@
     e.preventDefault();
     $("audit-error").hidden = true;
     $("audit-result").hidden = true;
-    fetch("/api/audit", { method: "POST", body: $("audit-input").value, headers: { "content-type": "text/plain" } })
+    api("/api/audit", { method: "POST", body: $("audit-input").value, headers: { "content-type": "text/plain" } })
       .then((r) => r.json()).then((j) => {
         if (j.error) throw new Error(j.error);
         G.auditId = j.id;
@@ -284,7 +332,7 @@
   }
   function pollAudit(id) {
     if (auditTimer) clearTimeout(auditTimer);
-    fetch("/api/audit/" + encodeURIComponent(id)).then((r) => r.json()).then((j) => {
+    api("/api/audit/" + encodeURIComponent(id)).then((r) => r.json()).then((j) => {
       $("audit-progress").textContent = j.done + " of " + j.total + " done, " + j.failed + " failed" + (j.finished ? " — finished" : "") + (j.error ? " (" + j.error + ")" : "");
       $("audit-progress").dataset.finished = j.finished ? "true" : "false";
       const base = "/api/audit/" + encodeURIComponent(id) + "/";
@@ -317,30 +365,70 @@
     }).catch((err) => { $("audit-error").textContent = err.message; $("audit-error").hidden = false; });
   }
 
-  // ---- history ----
-  function showHistory() {
-    fetch("/api/history").then((r) => r.json()).then((j) => {
-      const t = $("history-table");
+  // ---- history: the coordinator's stored results, newest first, filtered by address,
+  // paged; every state is a URL (#/history?ip=...&page=...) and so can be shared ----
+  function showHistory(params) {
+    const ip = params.get("ip") || "";
+    const page = params.get("page") || "";
+    $("history-ip").value = ip;
+    const q = new URLSearchParams({ limit: "50" });
+    if (ip) q.set("ip", ip);
+    if (page) q.set("page_token", page);
+    const t = $("history-table");
+    $("history-error").hidden = true;
+    layers.history.clearLayers();
+    api("/api/history?" + q.toString()).then((r) => r.json()).then((j) => {
+      if (j.error) throw new Error(j.error);
+      G.history = j;
       t.replaceChildren();
-      row(t, ["when", "address", "place", "radius"], true);
+      row(t, ["when (UTC)", "address", "status", "place", "radius"], true);
       j.results.forEach((h) => {
         const tr = el("tr");
-        tr.appendChild(el("td", new Date(h.created_at_unix_ms).toISOString()));
+        tr.dataset.resultId = h.result_id;
+        tr.className = h.status;
+        tr.appendChild(el("td", new Date(h.created_at_unix_ms).toISOString().replace("T", " ").slice(0, 19)));
         const td = el("td");
-        const a = el("a", h.ip);
-        a.href = "#/result/" + encodeURIComponent(h.result_id);
-        td.appendChild(a);
+        if (h.status === "done") {
+          const a = el("a", h.ip);
+          a.href = "#/result/" + encodeURIComponent(h.result_id);
+          td.appendChild(a);
+        } else {
+          td.textContent = h.ip;
+        }
         tr.appendChild(td);
-        tr.appendChild(el("td", h.city + ", " + h.country));
-        tr.appendChild(el("td", fmt(h.radius_km, 0) + " km"));
+        tr.appendChild(el("td", h.status));
+        tr.appendChild(el("td", h.status === "done" ? h.city + ", " + h.country : h.error_code + ": " + h.error));
+        tr.appendChild(el("td", h.radius_km != null ? fmt(h.radius_km, 0) + " km" : "-"));
         t.appendChild(tr);
+        if (h.lat != null && h.lon != null) {
+          L.circleMarker([h.lat, h.lon], { radius: 5, color: "#1f5fbf", className: "geoloc-history-estimate" })
+            .bindTooltip(h.ip + " " + h.city + ", " + h.country).addTo(layers.history);
+        }
       });
-    });
+      $("history-summary").textContent = j.results.length + " results" + (page ? " (older page)" : "") + (ip ? " of " + ip : "");
+      const more = $("history-more");
+      if (j.next_page_token) {
+        const n = new URLSearchParams({ page: j.next_page_token });
+        if (ip) n.set("ip", ip);
+        more.href = "#/history?" + n.toString();
+        more.hidden = false;
+      } else {
+        more.hidden = true;
+      }
+    }).catch((e) => { $("history-error").textContent = "cannot list results: " + e.message; $("history-error").hidden = false; });
   }
+  $("history-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const ip = $("history-ip").value.trim();
+    location.hash = "#/history" + (ip ? "?" + new URLSearchParams({ ip }).toString() : "");
+  });
 
   // ---- routing: #/locate, #/fleet, #/audit, #/history, #/result/<id> ----
   function route() {
-    const h = location.hash || "#/locate";
+    const full = location.hash || "#/locate";
+    const qi = full.indexOf("?");
+    const h = qi >= 0 ? full.slice(0, qi) : full;
+    const params = new URLSearchParams(qi >= 0 ? full.slice(qi + 1) : "");
     const parts = h.slice(2).split("/");
     let page = parts[0] || "locate";
     if (page === "result") page = "locate";
@@ -348,11 +436,11 @@
       $("page-" + p).hidden = p !== page;
       $("nav-" + p).classList.toggle("active", p === page);
     });
-    Object.entries({ locate: [layers.probes, layers.result], fleet: [layers.fleet], audit: [layers.audit] }).forEach(([p, ls]) =>
+    Object.entries({ locate: [layers.probes, layers.result], fleet: [layers.fleet], audit: [layers.audit], history: [layers.history] }).forEach(([p, ls]) =>
       ls.forEach((l) => (p === page ? l.addTo(map) : l.remove())));
     if (parts[0] === "result" && parts[1]) showStored(decodeURIComponent(parts[1]));
     if (page === "fleet") showFleet();
-    if (page === "history") showHistory();
+    if (page === "history") showHistory(params);
     setTimeout(() => map.invalidateSize(), 0);
   }
   window.addEventListener("hashchange", route);

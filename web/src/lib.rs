@@ -4,15 +4,18 @@
 //! outlines): no CDN or tile server at run time; an online tile layer is optional
 //! ([`WebConfig::tile_url`]).
 //!
-//! Until API keys land, [`serve`] binds loopback addresses only ([`check_listen`]).
+//! Until API keys land, [`serve`] binds loopback addresses only ([`check_listen`]). The
+//! coordinator can serve the same router itself (`geoloc-coordinator --http-listen`).
+//! An `Authorization: Bearer <key>` header on an API request is forwarded to the
+//! coordinator as the `authorization` metadata of the gRPC calls it makes.
 //! HTTP API: see web/README.md.
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -86,24 +89,9 @@ pub fn check_listen(addr: SocketAddr) -> Result<(), WebError> {
     }
 }
 
-/// Most entries the history keeps (oldest dropped first).
-pub const MAX_HISTORY: usize = 1000;
-
-/// One earlier result, as the History page lists it.
-#[derive(Debug, Clone, Serialize)]
-pub struct HistoryEntry {
-    pub result_id: String,
-    pub ip: String,
-    pub city: String,
-    pub country: String,
-    pub radius_km: f64,
-    pub created_at_unix_ms: i64,
-}
-
 struct AppState {
     client: Client,
     config: WebConfig,
-    history: Mutex<VecDeque<HistoryEntry>>,
     audits: Mutex<HashMap<String, Arc<AuditJob>>>,
 }
 
@@ -119,7 +107,6 @@ pub fn router_with(client: Client, config: WebConfig) -> Router {
     let st = Arc::new(AppState {
         client,
         config,
-        history: Mutex::new(VecDeque::new()),
         audits: Mutex::new(HashMap::new()),
     });
     Router::new()
@@ -175,6 +162,22 @@ pub async fn serve_with(
         .map_err(WebError::Serve)
 }
 
+/// Serves the interface over `client` on an already bound `listener` until `shutdown`
+/// resolves (what the coordinator's `--http-listen` runs). Checks nothing about the
+/// address: the caller decides what it may listen on.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    client: Client,
+    config: WebConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), WebError> {
+    config.check()?;
+    axum::serve(listener, router_with(client, config))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(WebError::Serve)
+}
+
 /// `geoloc web`
 #[derive(Debug, clap::Args)]
 pub struct WebArgs {
@@ -220,6 +223,53 @@ fn bad_request(msg: impl Into<String>) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": msg.into()}))).into_response()
 }
 
+/// The API key of a request: the token of its `Authorization: Bearer <key>` header; None
+/// without one. Err (answered with 401) when the header is there but is not a bearer key.
+pub fn bearer(headers: &HeaderMap) -> Result<Option<String>, String> {
+    let Some(v) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| "Authorization header is not visible ASCII".to_string())?;
+    let key = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .ok_or("Authorization header: expected `Bearer <API key>`")?
+        .trim();
+    if key.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// The client for one request: the shared connection, carrying the request's API key.
+fn client_for(st: &AppState, headers: &HeaderMap) -> Result<Client, Box<Response>> {
+    let unauthorized =
+        |m: String| Box::new((StatusCode::UNAUTHORIZED, Json(json!({"error": m}))).into_response());
+    match bearer(headers).map_err(unauthorized)? {
+        None => Ok(st.client.clone()),
+        Some(k) => st
+            .client
+            .with_bearer(&k)
+            .map_err(|f| unauthorized(f.message)),
+    }
+}
+
+/// A failed call to the coordinator as a response: 401/403 when the coordinator refused
+/// the key (so the page can ask for one), 429 over a quota, 400 for bad input, 502
+/// otherwise.
+fn failure_response(f: &Failure) -> Response {
+    let code = match f.code.as_str() {
+        "unauthenticated" => StatusCode::UNAUTHORIZED,
+        "permission-denied" => StatusCode::FORBIDDEN,
+        "quota-exceeded" => StatusCode::TOO_MANY_REQUESTS,
+        "unreachable" | "bad-result" | "internal" => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    (code, Json(json!({"error": f.message, "code": f.code}))).into_response()
+}
+
 async fn index() -> Response {
     asset(Path("index.html".to_string())).await
 }
@@ -246,19 +296,18 @@ async fn config_api(State(st): State<Shared>) -> Json<Value> {
     }))
 }
 
-async fn probes(State(st): State<Shared>) -> Response {
-    let mut c = st.client.clone();
+async fn probes(State(st): State<Shared>, headers: HeaderMap) -> Response {
+    let mut c = match client_for(&st, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
     match c.list_probes().await {
         Ok(ps) => Json(json!({
             "now_unix_ms": geoloc_client::unix_ms(),
             "probes": geoloc_client::probes::probes_json(&ps),
         }))
         .into_response(),
-        Err(s) => (
-            StatusCode::BAD_GATEWAY,
-            Json(json!({"error": geoloc_client::status_msg(&s)})),
-        )
-            .into_response(),
+        Err(s) => failure_response(&c.failure(&s)),
     }
 }
 
@@ -313,10 +362,19 @@ fn event(name: &str, v: &Value) -> Event {
 /// or `failure`.
 async fn locate(
     State(st): State<Shared>,
+    headers: HeaderMap,
     Query(q): Query<LocateQuery>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let client = client_for(&st, &headers);
     tokio::spawn(async move {
+        let mut c = match client {
+            Ok(c) => c,
+            Err(_) => {
+                let _ = tx.send(event("failure", &json!({"code": "unauthenticated", "message": "Authorization header: expected `Bearer <API key>` (visible ASCII, no spaces)"})));
+                return;
+            }
+        };
         let ip = q.ip.trim().to_string();
         let mode = match q.mode.as_deref() {
             None | Some("") => None,
@@ -342,7 +400,6 @@ async fn locate(
             reuse_stored: false,
             ping_count: 0,
         };
-        let mut c = st.client.clone();
         let ptx = tx.clone();
         let out = c
             .locate(req, |p| {
@@ -351,7 +408,6 @@ async fn locate(
             .await;
         match out {
             Ok(r) => {
-                remember(&st, &ip, &r);
                 let _ = tx.send(event("result", &result_view(&ip, &r)));
             }
             Err(Failure { code, message }) => {
@@ -376,29 +432,15 @@ impl<S: Stream<Item = Event>> MapOk for S {
     }
 }
 
-fn remember(st: &AppState, ip: &str, r: &Located) {
-    let mut h = st.history.lock().unwrap_or_else(|e| e.into_inner());
-    h.retain(|e| e.result_id != r.result_id);
-    h.push_front(HistoryEntry {
-        result_id: r.result_id.clone(),
-        ip: ip.to_string(),
-        city: r.solution.place.city.clone(),
-        country: r.solution.place.country.clone(),
-        radius_km: r.solution.radius_km,
-        created_at_unix_ms: r.created_at_unix_ms,
-    });
-    h.truncate(MAX_HISTORY);
-}
-
 fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
-async fn fetch_result(st: &AppState, id: &str) -> Result<Located, Response> {
+async fn fetch_result(st: &AppState, headers: &HeaderMap, id: &str) -> Result<Located, Response> {
     if !valid_id(id) {
         return Err(bad_request("a result id is 1-64 letters, digits or '-'"));
     }
-    let mut c = st.client.clone();
+    let mut c = client_for(st, headers).map_err(|r| *r)?;
     match c.get_result(id).await {
         Ok(Some(r)) => Ok(r),
         Ok(None) => Err((
@@ -406,17 +448,13 @@ async fn fetch_result(st: &AppState, id: &str) -> Result<Located, Response> {
             Json(json!({"error": format!("no stored result {id}")})),
         )
             .into_response()),
-        Err(f) => Err((
-            StatusCode::BAD_GATEWAY,
-            Json(json!({"error": f.message, "code": f.code})),
-        )
-            .into_response()),
+        Err(f) => Err(failure_response(&f)),
     }
 }
 
 /// `GET /api/result/{id}`: a stored result (`GetResult`), shareable as `/#/result/{id}`.
-async fn result(State(st): State<Shared>, Path(id): Path<String>) -> Response {
-    match fetch_result(&st, &id).await {
+async fn result(State(st): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    match fetch_result(&st, &headers, &id).await {
         Ok(r) => {
             let ip = r.ip.clone();
             Json(result_view(&ip, &r)).into_response()
@@ -425,9 +463,37 @@ async fn result(State(st): State<Shared>, Path(id): Path<String>) -> Response {
     }
 }
 
-async fn history(State(st): State<Shared>) -> Json<Value> {
-    let h = st.history.lock().unwrap_or_else(|e| e.into_inner());
-    Json(json!({"results": h.iter().collect::<Vec<_>>()}))
+#[derive(Deserialize)]
+struct HistoryQuery {
+    ip: Option<String>,
+    limit: Option<u32>,
+    page_token: Option<String>,
+}
+
+/// `GET /api/history?ip=&limit=&page_token=`: the coordinator's stored results, newest
+/// first (`ListResults`): `{results: [...], next_page_token}`.
+async fn history(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HistoryQuery>,
+) -> Response {
+    let ip = q.ip.as_deref().unwrap_or("").trim();
+    if ip.len() > 64 {
+        return bad_request("ip: longer than 64 characters");
+    }
+    let token = q.page_token.as_deref().unwrap_or("");
+    if token.len() > 128 {
+        return bad_request("page_token: longer than 128 characters");
+    }
+    let limit = q.limit.unwrap_or(50).min(geoloc_client::history::MAX_PAGE);
+    let mut c = match client_for(&st, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    match c.list_results(ip, limit, token).await {
+        Ok(page) => Json(page).into_response(),
+        Err(f) => failure_response(&f),
+    }
 }
 
 #[derive(Deserialize)]
@@ -438,12 +504,16 @@ struct LocalTimeQuery {
 
 /// `GET /api/localtime?result_id=...&at=2026-03-14T02:30:00Z`: the local time at that
 /// instant in every candidate zone of a stored result.
-async fn localtime(State(st): State<Shared>, Query(q): Query<LocalTimeQuery>) -> Response {
+async fn localtime(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<LocalTimeQuery>,
+) -> Response {
     let at = match geoloc_client::localtime::parse_instant(&q.at) {
         Ok(t) => t,
         Err(e) => return bad_request(format!("at: {e}")),
     };
-    match fetch_result(&st, &q.result_id).await {
+    match fetch_result(&st, &headers, &q.result_id).await {
         Ok(r) => Json(json!({
             "at": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "zones": geoloc_client::localtime::local_times(&r.solution, at),
@@ -453,7 +523,11 @@ async fn localtime(State(st): State<Shared>, Query(q): Query<LocalTimeQuery>) ->
     }
 }
 
-async fn audit_start(State(st): State<Shared>, body: String) -> Response {
+async fn audit_start(State(st): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    let client = match client_for(&st, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
     let job = match AuditJob::new(&body) {
         Ok(j) => Arc::new(j),
         Err(e) => return bad_request(e),
@@ -464,7 +538,6 @@ async fn audit_start(State(st): State<Shared>, body: String) -> Response {
         audit_job::evict(&mut a);
         a.insert(id.clone(), job.clone());
     }
-    let client = st.client.clone();
     tokio::spawn(async move { job.run(client).await });
     Json(json!({"id": id})).into_response()
 }
@@ -541,6 +614,28 @@ mod tests {
             let e = check_listen(bad.parse().unwrap()).unwrap_err().to_string();
             assert!(e.contains("only listens on loopback"), "{e}");
         }
+    }
+
+    #[test]
+    fn bearer_keys_are_read_from_the_authorization_header() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            m
+        };
+        assert_eq!(bearer(&HeaderMap::new()), Ok(None));
+        assert_eq!(bearer(&h("Bearer k1")), Ok(Some("k1".into())));
+        assert_eq!(bearer(&h("bearer  k2 ")), Ok(Some("k2".into())));
+        assert_eq!(bearer(&h("Bearer ")), Ok(None));
+        assert!(bearer(&h("Basic dXNlcjpwdw=="))
+            .unwrap_err()
+            .contains("Bearer"));
+        let mut m = HeaderMap::new();
+        m.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_bytes(b"Bearer \xff").unwrap(),
+        );
+        assert!(bearer(&m).is_err());
     }
 
     #[test]

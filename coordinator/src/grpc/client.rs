@@ -14,6 +14,7 @@ use crate::core::access::{AuthError, Caller, Scope};
 use crate::core::locate::{FailureCode, LocateEvent, LocateFailure, Located};
 use crate::core::rows::ResultStatus;
 use crate::core::target;
+use crate::storage::{HistoryCursor, ResultSummary};
 use crate::Coordinator;
 
 /// Most addresses in one LocateBatch.
@@ -314,6 +315,36 @@ impl LocateService for LocateSvc {
         Ok(Response::new(pb::ListProbesReply { probes }))
     }
 
+    async fn list_results(
+        &self,
+        req: Request<pb::ListResultsRequest>,
+    ) -> Result<Response<pb::ListResultsReply>, Status> {
+        self.caller(&req, Scope::Read).await?;
+        let r = req.into_inner();
+        let ip = if r.ip.trim().is_empty() {
+            None
+        } else {
+            let a = target::check(r.ip.trim(), true)
+                .map_err(|e| invalid(e.code, format!("ip: {}", e.message)))?;
+            Some(target::canonical(a))
+        };
+        let after = if r.page_token.is_empty() {
+            None
+        } else {
+            Some(HistoryCursor::parse(&r.page_token).map_err(|e| invalid("invalid-argument", e))?)
+        };
+        let (rows, next) = self
+            .0
+            .storage
+            .list_results(ip.as_deref(), r.limit, after.as_ref())
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(pb::ListResultsReply {
+            results: rows.into_iter().map(summary).collect(),
+            next_page_token: next.map(|c| c.to_token()).unwrap_or_default(),
+        }))
+    }
+
     async fn clear_flag(
         &self,
         req: Request<pb::ClearFlagRequest>,
@@ -328,5 +359,21 @@ impl LocateService for LocateSvc {
                 truncate(&id)
             ))),
         }
+    }
+}
+
+/// A listed result on the wire.
+fn summary(r: ResultSummary) -> pb::ResultSummary {
+    pb::ResultSummary {
+        result_id: r.result_id,
+        ip: r.ip,
+        status: r.status.as_str().to_string(),
+        created_at_unix_ms: r.created_at_unix_ms,
+        estimate: r.estimate.map(|(lat, lon)| pb::LatLon { lat, lon }),
+        radius_km: r.radius_km,
+        country: r.country,
+        city: r.city,
+        error_code: r.error_code,
+        error: r.error,
     }
 }

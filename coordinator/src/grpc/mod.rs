@@ -58,23 +58,56 @@ pub async fn serve_with(
     let probes = ProbeServiceServer::new(ProbeSvc(Arc::clone(&coord)))
         .max_decoding_message_size(validate::MAX_PROBE_MESSAGE)
         .max_encoding_message_size(validate::MAX_PROBE_MESSAGE);
-    let clients = LocateServiceServer::new(LocateSvc(coord))
-        .max_decoding_message_size(validate::MAX_CLIENT_MESSAGE)
-        .max_encoding_message_size(validate::MAX_REPLY_MESSAGE);
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         server = server.tls_config(tls)?;
     }
+    builder(server, &limits)
+        .add_service(probes)
+        .add_service(locate_service(coord))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Serves `LocateService` alone, in plaintext, on `listener`, which must be bound to a
+/// loopback address: the private port through which the web interface ([`crate::http`])
+/// reaches this coordinator as any other client does (API keys and quotas included), also
+/// when the public port serves TLS. Probes cannot register there.
+pub async fn serve_internal(
+    coord: Arc<Coordinator>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> crate::Result<()> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CoordinatorError::Web(format!("internal gRPC port: {e}")))?;
+    if !addr.ip().is_loopback() {
+        return Err(CoordinatorError::Web(format!(
+            "the internal gRPC port must be on loopback, not {addr}"
+        )));
+    }
+    let limits = Limits::default();
+    let incoming = conn::accept(listener, &limits);
+    builder(tonic::transport::Server::builder(), &limits)
+        .add_service(locate_service(coord))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}
+
+fn locate_service(coord: Arc<Coordinator>) -> LocateServiceServer<LocateSvc> {
+    LocateServiceServer::new(LocateSvc(coord))
+        .max_decoding_message_size(validate::MAX_CLIENT_MESSAGE)
+        .max_encoding_message_size(validate::MAX_REPLY_MESSAGE)
+}
+
+fn builder(server: tonic::transport::Server, limits: &Limits) -> tonic::transport::Server {
     server
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .http2_max_header_list_size(Some(16 * 1024))
-        .add_service(probes)
-        .add_service(clients)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
-    Ok(())
 }
 
 /// Binds `addr` (port 0 = any free port) and returns the listener and its real address.

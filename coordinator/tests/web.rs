@@ -1,0 +1,529 @@
+//! The web interface served by the coordinator itself (`--http-listen`, `geoloc_coordinator::http`)
+//! with FAKE probes (protocol-level, tests/common): the History listing as JSON and in a real
+//! browser (headless Chromium through chromedriver and fantoccini, on loopback; that part
+//! skips when they are not installed, which fails under GEOLOC_REQUIRE_ENV=1), hostile listing
+//! parameters, and the browser's API key checked by the coordinator (none, unknown, wrong
+//! scope) through the web interface's private gRPC port.
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_geoloc-coordinator");
+
+/// One HTTP/1.0 request (so the answer is never chunked and ends when the server closes):
+/// the status code and the body.
+fn http(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to the web interface");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read the answer");
+    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    (code, body.to_string())
+}
+
+async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let (path, headers): (String, Vec<(String, String)>) = (
+        path.to_string(),
+        headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let h: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        http(addr, &path, &h)
+    })
+    .await
+    .unwrap()
+}
+
+/// The `result` event of a locate streamed by the web interface (server-sent events).
+fn sse_result(body: &str) -> Value {
+    let mut event = "";
+    for line in body.lines() {
+        if let Some(e) = line.strip_prefix("event:") {
+            event = e.trim();
+        } else if let Some(d) = line.strip_prefix("data:") {
+            if event == "result" {
+                return serde_json::from_str(d.trim()).expect("result JSON");
+            }
+            assert_ne!(event, "failure", "locate failed: {d}");
+        }
+    }
+    panic!("no result event in {body}");
+}
+
+/// The `failure` event of a locate streamed by the web interface.
+fn sse_failure(body: &str) -> Value {
+    let mut event = "";
+    for line in body.lines() {
+        if let Some(e) = line.strip_prefix("event:") {
+            event = e.trim();
+        } else if let Some(d) = line.strip_prefix("data:") {
+            if event == "failure" {
+                return serde_json::from_str(d.trim()).expect("failure JSON");
+            }
+        }
+    }
+    panic!("no failure event in {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_json_and_the_browser_key_is_checked_by_the_coordinator() {
+    use geoloc_coordinator::core::access::{create_key, NewKey, Quotas, Scope};
+    let dir = tempfile::tempdir().unwrap();
+    let storage = geoloc_coordinator::storage::Storage::connect(&sqlite_url(&dir))
+        .await
+        .unwrap();
+    // auth = keys (the default); the harness creates the admin key TEST_KEY.
+    let coord = coordinator(storage, |_| {}).await;
+    let reader = create_key(
+        &coord.storage,
+        &NewKey {
+            name: "reader".into(),
+            scopes: vec![Scope::Read],
+            quotas: Quotas {
+                addresses_per_hour: 100,
+                concurrent: 2,
+            },
+        },
+    )
+    .await
+    .unwrap();
+    let (grpc_l, grpc) = geoloc_coordinator::server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    tokio::spawn(geoloc_coordinator::server::serve(
+        Arc::clone(&coord),
+        grpc_l,
+        std::future::pending(),
+    ));
+    let url = format!("http://{grpc}");
+    let w = world(&[(TARGET, LYON.0, LYON.1)]);
+    let _fleet = fleet(&url, &w, 6).await;
+    wait_healthy(&coord, 6).await;
+    // The web interface as --http-listen serves it (its own private gRPC port).
+    let (web_l, web) = geoloc_coordinator::server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let stop = geoloc_rt::CancellationToken::new();
+    tokio::spawn(geoloc_coordinator::http::serve(
+        Arc::clone(&coord),
+        web_l,
+        stop.clone(),
+    ));
+    let admin = format!("Bearer {TEST_KEY}");
+    let read = format!("Bearer {reader}");
+
+    // The browser's key is what the coordinator checks: none, unknown, or without the
+    // `locate` scope are refused, each with its reason.
+    let locate_path = format!("/api/locate?ip={TARGET}");
+    let (_, body) = get(web, &locate_path, &[]).await;
+    assert_eq!(sse_failure(&body)["code"], "unauthenticated", "{body}");
+    let (_, body) = get(web, &locate_path, &[("Authorization", "Bearer gk_00")]).await;
+    assert_eq!(sse_failure(&body)["code"], "unauthenticated", "{body}");
+    let (_, body) = get(web, &locate_path, &[("Authorization", &read)]).await;
+    let f = sse_failure(&body);
+    assert_eq!(f["code"], "permission-denied", "{body}");
+    assert!(f["message"].as_str().unwrap().contains("locate"), "{body}");
+    let (code, body) = get(web, "/api/history", &[]).await;
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = get(web, "/api/probes", &[("Authorization", &read)]).await;
+    assert_eq!(code, 200, "a read key sees the fleet: {body}");
+
+    // A locate through the page's API with the admin key.
+    let (code, body) = get(web, &locate_path, &[("Authorization", &admin)]).await;
+    assert_eq!(code, 200, "{body}");
+    let located = sse_result(&body);
+    let id = located["located"]["result_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stored = coord
+        .storage
+        .get_result(&id)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(stored.requested_by, "test-admin");
+
+    // The listing, with the read key: the stored result, newest first.
+    let (code, body) = get(web, "/api/history", &[("authorization", &read)]).await;
+    assert_eq!(code, 200, "{body}");
+    let j: Value = serde_json::from_str(&body).unwrap();
+    let first = &j["results"][0];
+    assert_eq!(first["result_id"], Value::from(id.clone()), "{j}");
+    assert_eq!(first["ip"], TARGET);
+    assert_eq!(first["status"], "done");
+    let (lat, lon) = (
+        first["lat"].as_f64().unwrap(),
+        first["lon"].as_f64().unwrap(),
+    );
+    assert_eq!(
+        (lat, lon),
+        (
+            located["located"]["solution"]["estimate"]["lat"]
+                .as_f64()
+                .unwrap(),
+            located["located"]["solution"]["estimate"]["lon"]
+                .as_f64()
+                .unwrap()
+        )
+    );
+    assert!(j["next_page_token"].is_null());
+
+    // A second result: pages of one.
+    let (_, body) = get(
+        web,
+        &format!("/api/locate?ip={TARGET}"),
+        &[("Authorization", &admin)],
+    )
+    .await;
+    let id2 = sse_result(&body)["located"]["result_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, body) = get(web, "/api/history?limit=1", &[("Authorization", &admin)]).await;
+    let p1: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(p1["results"][0]["result_id"], Value::from(id2));
+    let token = p1["next_page_token"]
+        .as_str()
+        .expect("a next page")
+        .to_string();
+    let (_, body) = get(
+        web,
+        &format!("/api/history?limit=1&page_token={token}"),
+        &[("Authorization", &admin)],
+    )
+    .await;
+    let p2: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(p2["results"][0]["result_id"], Value::from(id));
+    assert!(p2["next_page_token"].is_null());
+    let (_, body) = get(
+        web,
+        "/api/history?ip=192.0.2.99",
+        &[("Authorization", &admin)],
+    )
+    .await;
+    let none: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(none["results"].as_array().unwrap().len(), 0);
+
+    // Hostile parameters: clear 4xx errors, no call or no harm.
+    for (path, want) in [
+        ("/api/history?page_token=h1.1.x%27%3B--", "page token"),
+        ("/api/history?page_token=garbage", "page token"),
+        ("/api/history?ip=not-an-ip", "ip"),
+        ("/api/history?limit=-1", ""),
+    ] {
+        let (code, body) = get(web, path, &[("Authorization", &admin)]).await;
+        assert_eq!(code, 400, "{path}: {body}");
+        assert!(body.contains(want), "{path}: {body}");
+    }
+    let (code, body) = get(
+        web,
+        "/api/history?limit=100000",
+        &[("Authorization", &admin)],
+    )
+    .await;
+    assert_eq!(code, 200, "a limit above 500 is cut: {body}");
+    let (code, body) = get(web, "/api/history", &[("Authorization", "Basic dXNlcg==")]).await;
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("Bearer"), "{body}");
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn which(b: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(b))
+            .find(|f| f.is_file())
+    })
+}
+
+#[test]
+fn non_loopback_http_listen_is_refused_without_insecure_plaintext() {
+    let out = Command::new(BIN)
+        .args([
+            "--http-listen",
+            "0.0.0.0:0",
+            "--database",
+            "sqlite://unused",
+        ])
+        .env_remove("GEOLOC_COORDINATOR_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a loopback address") && err.contains("TLS reverse proxy"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_serves_the_history_page_in_a_real_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(&dir);
+    // A real key, made as an operator makes it (auth = keys, the default).
+    let out = Command::new(BIN)
+        .args([
+            "keys",
+            "--database",
+            &db,
+            "create",
+            "--name",
+            "analyst",
+            "--scope",
+            "locate",
+            "--scope",
+            "read",
+        ])
+        .env_remove("GEOLOC_COORDINATOR_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(["--database", &db, "--allow-private", "--probe-token", TOKEN])
+        .args([
+            "--heartbeat-interval-ms",
+            "300",
+            "--probe-timeout-ms",
+            "1500",
+        ])
+        .args(["--ping-interval-ms", "0", "--landmark-checks", "false"])
+        .env_remove("GEOLOC_COORDINATOR_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn geoloc-coordinator");
+    let stdout = child.stdout.take().unwrap();
+    let _proc = Proc(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut grpc, mut web) = (None, None);
+    while grpc.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("coordinator printed its addresses");
+        if let Some(a) = line.strip_prefix("listening on ") {
+            grpc = Some(a.to_string());
+        }
+        if let Some(a) = line.strip_prefix("web interface on http://") {
+            web = Some(a.parse::<SocketAddr>().unwrap());
+        }
+    }
+    let url = format!("http://{}", grpc.unwrap());
+    let web = web.expect("the web line comes before the gRPC line");
+    assert!(web.ip().is_loopback());
+
+    let w = world(&[(TARGET, LYON.0, LYON.1)]);
+    let _fleet = fleet(&url, &w, 5).await;
+    let mut client = geoloc_client::Client::connect_with_key(&url, Some(&key))
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let located = loop {
+        match client.locate(req(TARGET), |_| {}).await {
+            Ok(l) => break l,
+            Err(f) if f.code == "no-probes" && start.elapsed() < Duration::from_secs(20) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(f) => panic!("locate: {f:?}"),
+        }
+    };
+
+    // The JSON listing the page reads.
+    let bearer = format!("Bearer {key}");
+    let (code, body) = get(web, &format!("/api/history?ip={TARGET}"), &[]).await;
+    assert_eq!(code, 401, "no key: {body}");
+    let (code, body) = get(
+        web,
+        &format!("/api/history?ip={TARGET}"),
+        &[("Authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let j: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        j["results"][0]["result_id"],
+        Value::from(located.result_id.clone())
+    );
+    // And the CLI's.
+    let page = client.list_results(TARGET, 10, "").await.unwrap();
+    assert_eq!(page.results.len(), 1);
+    assert_eq!(page.results[0].result_id, located.result_id);
+    assert_eq!(page.results[0].country, located.solution.place.country);
+
+    // The History page in a real browser.
+    let (Some(_), Some(driver)) = (which("chromium"), which("chromedriver")) else {
+        geoloc_testenv::skip(
+            "coordinator_serves_the_history_page_in_a_real_browser",
+            "chromium or chromedriver is not installed (apt-get install chromium chromium-driver)",
+        );
+        return;
+    };
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let _driver = Proc(
+        Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver"),
+    );
+    let rows = browse(web, port, &located.result_id, &key)
+        .await
+        .unwrap_or_else(|e| panic!("browser: {e:#}"));
+    assert_eq!(rows.all, vec![located.result_id.clone()]);
+    assert_eq!(rows.filtered_other, 0);
+    assert_eq!(rows.history_markers, 1);
+    assert_eq!(rows.opened_result, located.result_id);
+}
+
+#[derive(Debug)]
+struct Rows {
+    all: Vec<String>,
+    filtered_other: usize,
+    history_markers: usize,
+    opened_result: String,
+}
+
+async fn wait_js(c: &fantoccini::Client, cond: &str) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        if c.execute(&format!("return !!({cond});"), vec![]).await? == Value::Bool(true) {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            anyhow::bail!("timed out waiting for `{cond}`");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn browse(web: SocketAddr, driver_port: u16, id: &str, key: &str) -> anyhow::Result<Rows> {
+    use fantoccini::{ClientBuilder, Locator};
+    let caps = serde_json::json!({
+        "goog:chromeOptions": {
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,800"]
+        }
+    });
+    let Value::Object(caps) = caps else {
+        unreachable!()
+    };
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let start = Instant::now();
+    let c = loop {
+        match ClientBuilder::new(connector.clone())
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{driver_port}"))
+            .await
+        {
+            Ok(c) => break c,
+            Err(e) if start.elapsed() > Duration::from_secs(30) => {
+                anyhow::bail!("chromedriver: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let base = format!("http://{web}");
+    let r = async {
+        // Without a key the coordinator refuses the listing and the page says so; the key
+        // kept in the page (localStorage) is sent and accepted.
+        c.goto(&format!("{base}/#/history")).await?;
+        wait_js(&c, "!document.getElementById('history-error').hidden").await?;
+        c.execute(
+            "localStorage.setItem('geoloc-api-key', arguments[0]);",
+            vec![Value::from(key)],
+        )
+        .await?;
+        c.refresh().await?;
+        wait_js(&c, "document.querySelectorAll('#history-table tr[data-result-id]').length > 0").await?;
+        let mut all = Vec::new();
+        for tr in c
+            .find_all(Locator::Css("#history-table tr[data-result-id]"))
+            .await?
+        {
+            all.push(tr.attr("data-result-id").await?.unwrap_or_default());
+        }
+        let history_markers = c
+            .find_all(Locator::Css("path.geoloc-history-estimate"))
+            .await?
+            .len();
+        // A filter is a URL too: another address lists nothing.
+        c.goto(&format!("{base}/#/history?ip=192.0.2.99")).await?;
+        c.refresh().await?;
+        wait_js(&c, "document.getElementById('history-summary').textContent.startsWith('0 results')").await?;
+        let filtered_other = c
+            .find_all(Locator::Css("#history-table tr[data-result-id]"))
+            .await?
+            .len();
+        // The filter form, then the link of the result opens it.
+        c.goto(&format!("{base}/#/history")).await?;
+        c.find(Locator::Css("#history-ip")).await?.send_keys(TARGET).await?;
+        c.find(Locator::Css("#history-go")).await?.click().await?;
+        wait_js(&c, &format!("location.hash.includes('ip={TARGET}') && document.querySelectorAll('#history-table a').length > 0")).await?;
+        c.find(Locator::Css(&format!("#history-table tr[data-result-id='{id}'] a")))
+            .await?
+            .click()
+            .await?;
+        wait_js(&c, "!document.getElementById('answer').hidden").await?;
+        let opened_result = c
+            .find(Locator::Css("#answer"))
+            .await?
+            .attr("data-result-id")
+            .await?
+            .unwrap_or_default();
+        anyhow::Ok(Rows {
+            all,
+            filtered_other,
+            history_markers,
+            opened_result,
+        })
+    }
+    .await;
+    let _ = c.close().await;
+    r
+}
