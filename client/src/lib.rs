@@ -184,7 +184,9 @@ pub async fn connect_full(
             geoloc_rt::tls::explain(url, opts.ca.as_deref(), &e)
         )
     })?;
-    Ok(LocateServiceClient::with_interceptor(ch, auth).max_decoding_message_size(64 << 20))
+    Ok(LocateServiceClient::with_interceptor(ch, auth)
+        .max_decoding_message_size(geoloc_proto::limits::MAX_REPLY_MESSAGE)
+        .max_encoding_message_size(geoloc_proto::limits::MAX_CLIENT_MESSAGE))
 }
 
 /// A failed call's status as a one-line message, led by what to do when TLS is the

@@ -32,6 +32,9 @@ pub mod defaults {
     /// and 3 echo requests each, about 33 locates of the same address an hour (a few
     /// packets a second at most, far below what any host notices).
     pub const PER_TARGET_PACKETS_PER_HOUR: u32 = 10_000;
+    /// Days raw measurements that no result needs are kept (landmark checks: 16 per
+    /// connecting probe); 0 = forever.
+    pub const RAW_RETENTION_DAYS: u32 = 30;
 }
 
 /// Whether clients need an API key.
@@ -190,6 +193,17 @@ pub struct Settings {
     /// Fleet-wide probe packets toward one target address per clock hour [default: 10000].
     #[arg(long, value_name = "N")]
     pub per_target_packets_per_hour: Option<u32>,
+    /// Address of the operations listener serving /metrics (Prometheus) and /healthz
+    /// [default: none, off].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log lines on stderr: text or json (one object per line) [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<geoloc_rt::ops::LogFormat>,
+    /// Days raw measurements that no stored result needs are kept; 0 = forever
+    /// [default: 30].
+    #[arg(long, value_name = "DAYS")]
+    pub raw_retention_days: Option<u32>,
 }
 
 /// The TOML file: the same keys as the flags, every key optional.
@@ -225,10 +239,20 @@ pub struct Config {
     #[serde(default = "default_per_target_packets")]
     pub per_target_packets_per_hour: u32,
     pub http_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub log_format: geoloc_rt::ops::LogFormat,
+    #[serde(default = "default_raw_retention_days")]
+    pub raw_retention_days: u32,
 }
 
 fn default_per_target_packets() -> u32 {
     defaults::PER_TARGET_PACKETS_PER_HOUR
+}
+
+fn default_raw_retention_days() -> u32 {
+    defaults::RAW_RETENTION_DAYS
 }
 
 impl Default for Config {
@@ -258,6 +282,9 @@ impl Default for Config {
             auth: Auth::Keys,
             per_target_packets_per_hour: defaults::PER_TARGET_PACKETS_PER_HOUR,
             http_listen: None,
+            metrics_listen: None,
+            log_format: geoloc_rt::ops::LogFormat::Text,
+            raw_retention_days: defaults::RAW_RETENTION_DAYS,
         }
     }
 }
@@ -407,6 +434,15 @@ impl Config {
                 format!(
                     "reconnect-grace-ms {} above 600000",
                     self.reconnect_grace_ms
+                ),
+            );
+        }
+        if self.raw_retention_days > 36_500 {
+            return bad(
+                "raw-retention-days",
+                format!(
+                    "raw-retention-days {} above 36500 (use 0 to keep raw measurements forever)",
+                    self.raw_retention_days
                 ),
             );
         }
@@ -581,6 +617,7 @@ mod tests {
             tls_cert: Some("x".into()),
             tls_key: Some("x".into()),
             http_listen: Some("127.0.0.1:8080".parse().unwrap()),
+            metrics_listen: Some("127.0.0.1:9464".parse().unwrap()),
             ..Config::default()
         };
         let keys = toml::to_string(&all).unwrap();

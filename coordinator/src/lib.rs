@@ -13,6 +13,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod keys_cmd;
+pub mod ops;
 pub mod storage;
 
 /// The gRPC edge under its former name (`server::bind`, `server::serve`).

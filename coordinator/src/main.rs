@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use geoloc_coordinator::config::{Args, Command, Config};
-use geoloc_coordinator::{server, storage, Coordinator, CoordinatorError};
+use geoloc_coordinator::{ops, server, storage, Coordinator, CoordinatorError};
 
 /// Exit code for an invalid configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -41,13 +41,6 @@ fn main() -> ExitCode {
         };
     }
     let print_config = args.print_config;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let config = match Config::from_args(args) {
         Ok(c) => c,
         Err(e) => {
@@ -55,6 +48,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    geoloc_rt::ops::init_logging(config.log_format);
     if print_config {
         return match config.to_redacted_toml() {
             Ok(text) => {
@@ -150,6 +144,16 @@ async fn run(config: Config, stop: geoloc_rt::CancellationToken) -> geoloc_coord
     }
     // Tests and scripts read this line to learn the port when --listen uses port 0.
     println!("listening on {addr}");
+    if let Some(maddr) = coord.config.metrics_listen {
+        let bound = ops::spawn(&coord, maddr, stop.clone())
+            .await
+            .map_err(|source| CoordinatorError::Listen {
+                addr: maddr,
+                source,
+            })?;
+        println!("metrics listening on {bound}");
+    }
+    geoloc_coordinator::core::retention::spawn(coord.clone(), stop.clone());
     let graceful = {
         let stop = stop.clone();
         let coord = coord.clone();

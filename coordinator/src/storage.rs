@@ -24,14 +24,16 @@ pub enum Storage {
     Postgres(PgPool),
 }
 
-/// Runs the same code on whichever pool backs the storage.
+/// Runs the same code on whichever pool backs the storage (timed: the storage latency
+/// histogram of `/metrics`, `ops::STORAGE_SECONDS`).
 macro_rules! with_pool {
-    ($self:expr, $pool:ident => $body:expr) => {
+    ($self:expr, $pool:ident => $body:expr) => {{
+        let _timer = crate::storage::ops::QueryTimer::start($self);
         match $self {
             Storage::Sqlite($pool) => $body,
             Storage::Postgres($pool) => $body,
         }
-    };
+    }};
 }
 
 const PROBE_COLS: &str = "probe_id, lat, lon, ipv4, ipv6, agent_version, flagged, flag_reason, \
@@ -131,6 +133,8 @@ fn finish_result(pair: (ResultRow, String)) -> Result<ResultRow> {
 mod history;
 mod keys;
 pub use history::{HistoryCursor, ResultSummary, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE};
+mod ops;
+pub use ops::STORAGE_SECONDS;
 
 impl Storage {
     /// Opens `sqlite://FILE` (created if missing, WAL) or `postgres://...`, and applies the
@@ -375,7 +379,7 @@ impl Storage {
             .bind(m.target_lat).bind(m.target_lon).bind(&m.outcome).bind(&m.error).bind(&m.excluded)
             .bind(m.packets_sent).bind(&m.raw_json).bind(m.created_unix_ms)
             .execute(pool).await.map_err(q("insert measurement"))?.rows_affected());
-        Ok(())
+        self.index_landmark_rtt(m).await
     }
 
     /// Raw rows of one locate run, in insertion-time order.
@@ -389,7 +393,8 @@ impl Storage {
         })
     }
 
-    /// Landmark (probe-to-landmark) measurements, oldest first.
+    /// Landmark (probe-to-landmark) measurements, oldest first. The checks read the index
+    /// instead ([`Storage::landmark_evidence`]).
     pub async fn landmark_measurements(&self) -> Result<Vec<MeasurementRow>> {
         let sql = format!(
             "SELECT {MEAS_COLS} FROM measurements WHERE purpose = 'landmark' ORDER BY created_unix_ms, measurement_id"

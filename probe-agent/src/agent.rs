@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 use crate::config::{defaults, TracerouteProtocol};
 use crate::error::{Error, Result};
 use crate::measure::{unix_ms_u64, MeasureRequest, MeasureResult, Measurer};
+use crate::metrics::AgentMetrics;
 use crate::tcp::TcpOutcomeKind;
 
 /// How long in-flight measurements may run after a shutdown signal.
@@ -219,6 +220,8 @@ pub struct Agent {
     landmark_pool: Arc<Semaphore>,
     /// The coordinator endpoint (TLS set up from `ca` for https:// URLs), built once.
     endpoint: Endpoint,
+    /// What `/metrics` shows ([`Agent::metrics`]).
+    metrics: Arc<AgentMetrics>,
 }
 
 impl Agent {
@@ -249,7 +252,13 @@ impl Agent {
             lon,
             locate_pool: Arc::new(Semaphore::new(permits)),
             landmark_pool: Arc::new(Semaphore::new(landmark_permits(permits))),
+            metrics: Arc::new(AgentMetrics::default()),
         })
+    }
+
+    /// The agent's metrics (register them to serve them).
+    pub fn metrics(&self) -> Arc<AgentMetrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// The semaphore a request with `purpose` waits on (see [`pool_for`]).
@@ -269,7 +278,12 @@ impl Agent {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            match self.session(&mut shutdown).await {
+            let end = self.session(&mut shutdown).await;
+            self.metrics.set_connected(false);
+            if matches!(end, SessionEnd::Failed { .. }) {
+                self.metrics.error("session");
+            }
+            match end {
                 SessionEnd::Shutdown => return Ok(()),
                 SessionEnd::Failed {
                     error: e @ Error::Rejected(_),
@@ -306,7 +320,9 @@ impl Agent {
                 geoloc_rt::tls::explain(url, cfg.ca.as_deref(), &e)
             ))
         })?;
-        Ok(ProbeServiceClient::new(channel))
+        Ok(ProbeServiceClient::new(channel)
+            .max_decoding_message_size(geoloc_proto::limits::MAX_PROBE_MESSAGE)
+            .max_encoding_message_size(geoloc_proto::limits::MAX_PROBE_MESSAGE))
     }
 
     async fn register(
@@ -404,6 +420,7 @@ impl Agent {
             }
         };
 
+        self.metrics.set_connected(true);
         let mut established = false;
         let mut tasks: JoinSet<String> = JoinSet::new();
         let mut running: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
@@ -498,6 +515,7 @@ impl Agent {
             Ok(p) => p,
             Err(message) => {
                 warn!(request_id = %request_id, %message, "invalid measurement request");
+                self.metrics.error("invalid-request");
                 let _ = tx
                     .send(msg(pb::probe_message::Kind::Error(pb::ProbeError {
                         request_id,
@@ -508,6 +526,7 @@ impl Agent {
             }
         };
         let measurer = self.measurer.clone();
+        let metrics = Arc::clone(&self.metrics);
         let semaphore = self.pool(req.purpose).clone();
         let tx = tx.clone();
         let id = request_id.clone();
@@ -526,6 +545,7 @@ impl Agent {
                 );
             }
             let result = measurer.run(&parsed).await;
+            metrics.observe(&result);
             debug!(
                 request_id = %id,
                 target = %parsed.target,

@@ -11,7 +11,7 @@
 //! `GEOLOC_PROBE_CONFIG`. [`ConfigFlags`] is one layer (flags, and the file's schema);
 //! [`AgentConfig`] is the effective configuration.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 pub use geoloc_rt::config::{EnvSource, ProcessEnv};
+pub use geoloc_rt::ops::LogFormat;
 
 /// Default values, in one place.
 pub mod defaults {
@@ -234,6 +235,13 @@ pub struct ConfigFlags {
     /// Largest reconnect delay, ms.
     #[arg(long)]
     pub reconnect_max_ms: Option<u64>,
+    /// Address of the operations listener serving /metrics (Prometheus) and /healthz
+    /// [default: none, off].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log lines on stderr: text or json (one object per line) [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
 }
 
 /// The resolved, validated configuration (serialized with the file's keys).
@@ -311,6 +319,12 @@ pub struct AgentConfig {
     /// Largest reconnect delay.
     #[serde(rename = "reconnect-max-ms", with = "duration_ms")]
     pub reconnect_max: Duration,
+    /// Operations listener (/metrics, /healthz); None = off.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log format.
+    #[serde(default)]
+    pub log_format: LogFormat,
 }
 
 fn ms(v: u64) -> Duration {
@@ -348,6 +362,8 @@ impl Default for AgentConfig {
             request_timeout: ms(defaults::REQUEST_TIMEOUT_MS),
             reconnect_min: ms(defaults::RECONNECT_MIN_MS),
             reconnect_max: ms(defaults::RECONNECT_MAX_MS),
+            metrics_listen: None,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -708,6 +724,7 @@ mod tests {
             advertise_ipv4: Some(Ipv4Addr::LOCALHOST),
             advertise_ipv6: Some(Ipv6Addr::LOCALHOST),
             ca: Some("x".into()),
+            metrics_listen: Some("127.0.0.1:9465".parse().unwrap()),
             ..AgentConfig::default()
         };
         let every = toml::to_string(&all).unwrap();

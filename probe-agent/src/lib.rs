@@ -8,6 +8,7 @@
 //! * [`measure`]: one request → one result, shared by the agent loop and the `measure`
 //!   debugging subcommand.
 //! * [`privileges`]: can we open ICMP sockets at all, and what to do if not.
+//! * [`metrics`]: what the agent counts for `/metrics` (`--metrics-listen`).
 
 pub mod error;
 pub mod packet;
@@ -16,6 +17,7 @@ pub use error::{Error, Result};
 pub mod agent;
 pub mod config;
 pub mod measure;
+pub mod metrics;
 pub mod ping;
 pub mod privileges;
 pub mod safety;

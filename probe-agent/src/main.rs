@@ -74,21 +74,14 @@ enum Command {
     Docs(geoloc_rt::docs::DocsCommand),
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
+/// Loads the configuration and installs the log subscriber in its `log-format`.
 fn load_config(flags: &ConfigFlags) -> Result<AgentConfig, ExitCode> {
-    AgentConfig::load(flags, &ProcessEnv).map_err(|e| {
+    let cfg = AgentConfig::load(flags, &ProcessEnv).map_err(|e| {
         eprintln!("geoloc-probe-agent: {e}");
         ExitCode::from(EXIT_CONFIG)
-    })
+    })?;
+    geoloc_rt::ops::init_logging(cfg.log_format);
+    Ok(cfg)
 }
 
 fn require_icmp() -> Result<privileges::IcmpAccess, ExitCode> {
@@ -107,7 +100,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -150,10 +142,21 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             let rt = runtime()?;
+            let metrics_listen = cfg.metrics_listen;
             rt.block_on(async move {
                 let measurer = Measurer::new(Arc::new(cfg));
                 let agent = Agent::new(measurer)?;
                 let stop = geoloc_rt::shutdown_token()?;
+                if let Some(addr) = metrics_listen {
+                    let mut registry = prometheus_client::registry::Registry::default();
+                    agent.metrics().register(&mut registry);
+                    let stopping = stop.clone();
+                    let state =
+                        geoloc_rt::ops::OpsState::new(registry, move || !stopping.is_cancelled());
+                    let bound = geoloc_rt::ops::spawn(addr, state, stop.clone()).await?;
+                    // Tests and scripts read this line to learn the port of `:0`.
+                    println!("metrics listening on {bound}");
+                }
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {
                     stop.cancelled().await;

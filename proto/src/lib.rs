@@ -20,4 +20,5 @@ pub mod v1 {
 }
 
 pub mod convert;
+pub mod limits;
 pub use convert::ConvertError;

@@ -7,6 +7,7 @@
 //! - [`docs`]: shell completions and man pages generated from a clap definition.
 //! - [`tls`]: TLS on the gRPC port: client endpoints (`--ca FILE` or the webpki roots),
 //!   the coordinator's certificate and key checks, and errors that say what to do.
+//! - `ops` (feature `ops`, the two daemons): log format, `/metrics` and `/healthz`.
 //!
 //! Dependencies point inward only: this crate depends on no other `geoloc-*` crate.
 #![warn(missing_docs)]
@@ -14,6 +15,8 @@
 pub mod config;
 pub mod docs;
 mod error;
+#[cfg(feature = "ops")]
+pub mod ops;
 pub mod tls;
 
 pub use error::{Error, Result};

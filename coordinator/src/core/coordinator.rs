@@ -14,6 +14,7 @@ use crate::core::geoip::GeoIp;
 use crate::core::landmarks::{self, Landmark};
 use crate::core::locate::{self, LocateFailure, LocateParams, Located, Progress};
 use crate::core::measurement::RequestDefaults;
+use crate::core::metrics::Metrics;
 use crate::core::register::{self, RegisterError, Registered, Registration};
 use crate::core::registry::Registry;
 use crate::core::rows::ResultRow;
@@ -41,6 +42,8 @@ pub struct Coordinator {
     shutting_down: AtomicBool,
     /// Locate runs in progress (landmark checks yield to them).
     locates_in_flight: AtomicUsize,
+    /// What the core counts for operators (shared with the fleet).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Coordinator {
@@ -81,6 +84,14 @@ impl Coordinator {
             .filter(|p| !p.flagged && now - p.last_seen_unix_ms < RECENTLY_SEEN_MS)
             .count();
         registry.load(known);
+        // Landmark evidence of rows stored before the evidence table existed.
+        let indexed = storage.backfill_landmark_rtts().await?;
+        if indexed > 0 {
+            tracing::info!(
+                indexed,
+                "landmark measurements indexed for the speed-of-light checks"
+            );
+        }
         let fleet = Fleet::new(
             registry,
             RequestDefaults {
@@ -94,6 +105,7 @@ impl Coordinator {
             config.auth == crate::config::Auth::Keys,
             config.per_target_packets_per_hour,
         );
+        let metrics = Arc::clone(&fleet.metrics);
         Ok(Arc::new(Coordinator {
             access,
             config,
@@ -104,6 +116,7 @@ impl Coordinator {
             geoip,
             shutting_down: AtomicBool::new(false),
             locates_in_flight: AtomicUsize::new(0),
+            metrics,
         }))
     }
 
@@ -140,7 +153,10 @@ impl Coordinator {
         p: LocateParams,
         progress: Progress<'_>,
     ) -> std::result::Result<Located, LocateFailure> {
-        locate::run(self, &self.fleet, p, progress).await
+        let start = std::time::Instant::now();
+        let r = locate::run(self, &self.fleet, p, progress).await;
+        self.observe_locate(&r, start);
+        r
     }
 
     /// Like [`Coordinator::locate`] with measurements from `source` (a replay, a platform).
@@ -150,7 +166,39 @@ impl Coordinator {
         p: LocateParams,
         progress: Progress<'_>,
     ) -> std::result::Result<Located, LocateFailure> {
-        locate::run(self, source, p, progress).await
+        let start = std::time::Instant::now();
+        let r = locate::run(self, source, p, progress).await;
+        self.observe_locate(&r, start);
+        r
+    }
+
+    fn observe_locate(
+        &self,
+        r: &std::result::Result<Located, LocateFailure>,
+        start: std::time::Instant,
+    ) {
+        let outcome = match r {
+            Ok(_) => "located",
+            Err(f) => f.code.as_str(),
+        };
+        self.metrics.observe_locate(outcome, start.elapsed());
+    }
+
+    // ---- operations -----------------------------------------------------------------------
+
+    /// Sets the gauges that mirror state (probes connected / healthy / flagged, locates in
+    /// flight) from that state; called before each `/metrics` answer.
+    pub fn refresh_metrics(&self) {
+        let probes = self.fleet.registry.snapshot();
+        let count = |f: fn(&crate::core::registry::ProbeSnapshot) -> bool| {
+            probes.iter().filter(|p| f(p)).count() as i64
+        };
+        self.metrics.probes_connected.set(count(|p| p.connected));
+        self.metrics.probes_healthy.set(count(|p| p.healthy));
+        self.metrics.probes_flagged.set(count(|p| p.flagged));
+        self.metrics
+            .locates_in_flight
+            .set(self.locates_in_flight() as i64);
     }
 
     /// A finished result read back from the store.

@@ -2,12 +2,14 @@
 //! vantage points; each is asked over its session, one request at a time.
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
 
 use crate::core::measurement::{MeasurementOutcome, MeasurementRequest, Purpose, RequestDefaults};
+use crate::core::metrics::Metrics;
 use crate::core::registry::{Outcome, Registry};
 use crate::core::source::{Cost, MeasureSpec, MeasurementSource, Observation, VantagePoint};
 use crate::core::throttle::Throttle;
@@ -30,6 +32,8 @@ pub struct Fleet {
     started: Instant,
     expected: usize,
     closed: AtomicBool,
+    /// Where every request's outcome and packets are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Fleet {
@@ -47,6 +51,7 @@ impl Fleet {
             started: Instant::now(),
             expected,
             closed: AtomicBool::new(false),
+            metrics: Arc::new(Metrics::default()),
         }
     }
 
@@ -56,8 +61,21 @@ impl Fleet {
         self.registry.close_all();
     }
 
-    /// Sends one request to `probe` and waits (budget + a small grace for transit).
+    /// Sends one request to `probe` and waits (budget + a small grace for transit); the
+    /// outcome and the packets are counted in [`Fleet::metrics`].
     pub async fn ask(
+        &self,
+        probe: &VantagePoint,
+        req: MeasurementRequest,
+        budget: Duration,
+    ) -> Observation {
+        let o = self.ask_uncounted(probe, req, budget).await;
+        self.metrics
+            .observe_measurement(o.outcome, o.result.packets_sent());
+        o
+    }
+
+    async fn ask_uncounted(
         &self,
         probe: &VantagePoint,
         req: MeasurementRequest,

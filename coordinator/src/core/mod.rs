@@ -14,6 +14,8 @@
 //! - [`vetting`], [`landmarks`]: speed-of-light checks of declared positions.
 //! - [`rows`]: the records the store keeps; [`target`]: what may be measured.
 //! - [`access`]: who asks (API keys, scopes) and the abuse limits of locate runs.
+//! - [`metrics`]: what the core counts for operators (served by `crate::ops`);
+//!   [`retention`]: how long raw measurements are kept.
 pub mod access;
 pub mod coordinator;
 pub mod fleet;
@@ -21,9 +23,11 @@ pub mod geoip;
 pub mod landmarks;
 pub mod locate;
 pub mod measurement;
+pub mod metrics;
 pub mod register;
 pub mod registry;
 pub mod replay;
+pub mod retention;
 pub mod rows;
 pub mod schedule;
 pub mod solve;

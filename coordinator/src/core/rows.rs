@@ -135,3 +135,48 @@ impl MeasurementRow {
         MeasurementOutcome::parse(&self.outcome)
     }
 }
+
+/// One landmark measurement as the speed-of-light checks and the calibration read it
+/// (table `landmark_rtts`, written with the raw row): who measured which landmark, both
+/// declared positions at the time, and the echo RTT.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LandmarkRttRow {
+    pub measurement_id: String,
+    pub probe_id: String,
+    pub landmark: String,
+    pub from_lat: f64,
+    pub from_lon: f64,
+    pub to_lat: f64,
+    pub to_lon: f64,
+    /// Echo RTT (ping or TCP handshake, or a traceroute reaching the landmark), ms; None
+    /// when the answer had none or could not be read.
+    pub rtt_ms: Option<f64>,
+    pub created_unix_ms: i64,
+}
+
+impl MeasurementRow {
+    /// The landmark-check reading of this row; None unless it is a landmark measurement
+    /// (`purpose = 'landmark'`) that names the landmark and its position.
+    pub fn landmark_rtt(&self) -> Option<LandmarkRttRow> {
+        if self.purpose != crate::core::measurement::Purpose::Landmark.as_str() {
+            return None;
+        }
+        let landmark = self.target_landmark.clone()?;
+        let (to_lat, to_lon) = (self.target_lat?, self.target_lon?);
+        let rtt_ms = match self.result().ok().and_then(|r| r.best_rtt()) {
+            Some((rtt, crate::core::measurement::RttKind::Echo)) => Some(rtt),
+            _ => None,
+        };
+        Some(LandmarkRttRow {
+            measurement_id: self.measurement_id.clone(),
+            probe_id: self.probe_id.clone(),
+            landmark,
+            from_lat: self.probe_lat,
+            from_lon: self.probe_lon,
+            to_lat,
+            to_lon,
+            rtt_ms,
+            created_unix_ms: self.created_unix_ms,
+        })
+    }
+}

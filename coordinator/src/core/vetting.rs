@@ -16,13 +16,14 @@ use geoloc_engine::{
 };
 
 use crate::core::landmarks::LandmarkKind;
-use crate::core::measurement::{Purpose, RttKind};
+use crate::core::measurement::Purpose;
 use crate::core::registry::ProbeSnapshot;
+use crate::core::rows::LandmarkRttRow;
 use crate::core::target;
 use crate::{unix_ms, Coordinator};
 
 /// (landmark a, landmark b) with a < b -> (min RTT ms, position of a, position of b).
-type PairMap = BTreeMap<(String, String), (f64, LatLon, LatLon)>;
+pub type PairMap = BTreeMap<(String, String), (f64, LatLon, LatLon)>;
 
 /// Landmark measurements one probe runs at a time.
 const LANDMARK_SLOTS_PER_PROBE: usize = 2;
@@ -275,12 +276,37 @@ impl Vetting {
 
     /// Minimum echo RTT per unordered landmark pair, from the stored landmark measurements
     /// that are about the current declared positions and newer than both flag epochs.
-    /// Values: (RTT ms, position of the first, position of the second).
+    /// Values: (RTT ms, position of the first, position of the second). Reads the
+    /// landmark-RTT index: one row per (probe, landmark, positions), no raw JSON.
     async fn current_pairs(
         &self,
         cx: &Coordinator,
     ) -> crate::Result<(PairMap, BTreeMap<String, ProbeSnapshot>)> {
+        let evidence = cx.storage.landmark_evidence().await?;
+        Ok(self.pairs_from(cx, &evidence))
+    }
+
+    /// The landmark pairs the checks use ([`Vetting::current_pairs`], from the index).
+    pub async fn landmark_pairs(&self, cx: &Coordinator) -> crate::Result<PairMap> {
+        Ok(self.current_pairs(cx).await?.0)
+    }
+
+    /// The same pairs computed the former way, from every raw landmark row re-read and
+    /// re-parsed: the reference the indexed query is tested against.
+    pub async fn landmark_pairs_reparsed(&self, cx: &Coordinator) -> crate::Result<PairMap> {
         let rows = cx.storage.landmark_measurements().await?;
+        let evidence: Vec<LandmarkRttRow> = rows.iter().filter_map(|r| r.landmark_rtt()).collect();
+        Ok(self.pairs_from(cx, &evidence).0)
+    }
+
+    /// The best RTT per pair from `evidence` (oldest first), keeping only rows about the
+    /// current declared positions and newer than both flag epochs; with the fleet's
+    /// snapshot.
+    fn pairs_from(
+        &self,
+        cx: &Coordinator,
+        evidence: &[LandmarkRttRow],
+    ) -> (PairMap, BTreeMap<String, ProbeSnapshot>) {
         let probes: BTreeMap<String, ProbeSnapshot> = cx
             .fleet
             .registry
@@ -303,27 +329,19 @@ impl Vetting {
             })
         };
         let mut best: PairMap = BTreeMap::new();
-        for r in &rows {
-            let Some(to) = r.target_landmark.as_deref() else {
-                continue;
-            };
-            let (Some(to_lat), Some(to_lon)) = (r.target_lat, r.target_lon) else {
-                continue;
-            };
-            let Ok(raw) = r.result() else {
-                continue;
-            };
-            let Some((rtt, RttKind::Echo)) = raw.best_rtt() else {
+        for r in evidence {
+            let to = r.landmark.as_str();
+            let Some(rtt) = r.rtt_ms else {
                 continue;
             };
             let (from_pos, to_pos) = (
                 LatLon {
-                    lat: r.probe_lat,
-                    lon: r.probe_lon,
+                    lat: r.from_lat,
+                    lon: r.from_lon,
                 },
                 LatLon {
-                    lat: to_lat,
-                    lon: to_lon,
+                    lat: r.to_lat,
+                    lon: r.to_lon,
                 },
             );
             // Only evidence about the current declared positions, newer than the epochs.
@@ -353,7 +371,7 @@ impl Vetting {
                 *e = (rtt, pa, pb);
             }
         }
-        Ok((best, probes))
+        (best, probes)
     }
 
     /// The delay model fitted on the landmark RTTs (pairs with a flagged probe or a

@@ -26,11 +26,12 @@ pub use probe::ProbeSvc;
 
 use crate::{Coordinator, CoordinatorError};
 
-/// Calls open at a time on one connection.
-const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+use geoloc_proto::limits::{MAX_HEADER_LIST, MAX_STREAMS_PER_CONNECTION};
 
-/// Serves both services on `listener` until `shutdown` resolves, with the default
-/// [`Limits`].
+/// Serves both services and the standard gRPC health service (`grpc.health.v1.Health`:
+/// SERVING for "", `geoloc.v1.ProbeService` and `geoloc.v1.LocateService` while running,
+/// NOT_SERVING from the moment `shutdown` resolves) on `listener` until `shutdown`
+/// resolves, with the default [`Limits`].
 pub async fn serve(
     coord: Arc<Coordinator>,
     listener: tokio::net::TcpListener,
@@ -55,6 +56,12 @@ pub async fn serve_with(
         }
     }
     let incoming = conn::accept(listener, &limits);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, tonic_health::ServingStatus::Serving).await;
+    let shutdown = async move {
+        shutdown.await;
+        set_health(&health, tonic_health::ServingStatus::NotServing).await;
+    };
     let probes = ProbeServiceServer::new(ProbeSvc(Arc::clone(&coord)))
         .max_decoding_message_size(validate::MAX_PROBE_MESSAGE)
         .max_encoding_message_size(validate::MAX_PROBE_MESSAGE);
@@ -63,6 +70,7 @@ pub async fn serve_with(
         server = server.tls_config(tls)?;
     }
     builder(server, &limits)
+        .add_service(health_service)
         .add_service(probes)
         .add_service(locate_service(coord))
         .serve_with_incoming_shutdown(incoming, shutdown)
@@ -107,7 +115,19 @@ fn builder(server: tonic::transport::Server, limits: &Limits) -> tonic::transpor
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-        .http2_max_header_list_size(Some(16 * 1024))
+        .http2_max_header_list_size(Some(MAX_HEADER_LIST))
+}
+
+/// Sets the health of the whole server ("") and of each service.
+async fn set_health(h: &tonic_health::server::HealthReporter, status: tonic_health::ServingStatus) {
+    use tonic::server::NamedService;
+    for name in [
+        "",
+        <ProbeServiceServer<ProbeSvc> as NamedService>::NAME,
+        <LocateServiceServer<LocateSvc> as NamedService>::NAME,
+    ] {
+        h.set_service_status(name, status).await;
+    }
 }
 
 /// Binds `addr` (port 0 = any free port) and returns the listener and its real address.

@@ -25,12 +25,8 @@ pub const MAX_HOPS: usize = 255;
 pub const MAX_ERROR_LEN: usize = 512;
 /// Longest address text in an answer, bytes (an IPv6 literal with a zone is shorter).
 const MAX_ADDRESS_LEN: usize = 64;
-/// Largest gRPC message a probe may send, bytes (an honest answer is a few KiB).
-pub const MAX_PROBE_MESSAGE: usize = 256 * 1024;
-/// Largest gRPC message a client may send, bytes (a LocateBatch of 100k IPv6 addresses).
-pub const MAX_CLIENT_MESSAGE: usize = 8 * 1024 * 1024;
-/// Largest gRPC message the coordinator sends, bytes.
-pub const MAX_REPLY_MESSAGE: usize = 64 * 1024 * 1024;
+/// The message size limits, in one place (`geoloc_proto::limits`, `docs/limits.md`).
+pub use geoloc_proto::limits::{MAX_CLIENT_MESSAGE, MAX_PROBE_MESSAGE, MAX_REPLY_MESSAGE};
 
 /// Why an answer was rejected (one line, safe to log: no control characters).
 #[derive(Debug, Clone, PartialEq, Eq)]
