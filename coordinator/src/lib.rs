@@ -11,6 +11,7 @@ pub mod core;
 pub mod error;
 pub mod grpc;
 pub mod keys_cmd;
+pub mod probes_admin;
 pub mod storage;
 
 /// The gRPC edge under its former name (`server::bind`, `server::serve`).

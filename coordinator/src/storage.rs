@@ -128,6 +128,7 @@ fn finish_result(pair: (ResultRow, String)) -> Result<ResultRow> {
     Ok(row)
 }
 
+mod identity;
 mod keys;
 
 impl Storage {
