@@ -194,8 +194,10 @@ impl Storage {
     ) -> Result<()> {
         let sql = "UPDATE probe_identities SET approved_lat = $2, approved_lon = $3, approved_unix_ms = $4, \
                    pending_lat = NULL, pending_lon = NULL, pending_unix_ms = NULL WHERE probe_id = $1";
-        with_pool!(self, pool => sqlx::query(sql).bind(probe_id).bind(pos.lat).bind(pos.lon).bind(now_unix_ms)
-            .execute(pool).await.map_err(q("approve position"))?);
+        with_pool!(self, pool => {
+            sqlx::query(sql).bind(probe_id).bind(pos.lat).bind(pos.lon).bind(now_unix_ms)
+                .execute(pool).await.map_err(q("approve position"))?;
+        });
         Ok(())
     }
 
@@ -209,8 +211,10 @@ impl Storage {
         let sql =
             "UPDATE probe_identities SET pending_lat = $2, pending_lon = $3, pending_unix_ms = $4 \
                    WHERE probe_id = $1";
-        with_pool!(self, pool => sqlx::query(sql).bind(probe_id).bind(pos.lat).bind(pos.lon).bind(now_unix_ms)
-            .execute(pool).await.map_err(q("pending position"))?);
+        with_pool!(self, pool => {
+            sqlx::query(sql).bind(probe_id).bind(pos.lat).bind(pos.lon).bind(now_unix_ms)
+                .execute(pool).await.map_err(q("pending position"))?;
+        });
         Ok(())
     }
 }
