@@ -243,7 +243,10 @@ async fn scenario(storage: Storage, db: &str) {
     assert!(moved.flagged, "the flag survives the move: {moved:?}");
     assert_eq!(moved.flag_reason, "test: faster than light");
     let after = srv.coord.storage.get_probe("p2").await.unwrap().unwrap();
-    assert!(after.flagged && (after.lat - 52.62).abs() < 1e-9, "{after:?}");
+    assert!(
+        after.flagged && (after.lat - 52.62).abs() < 1e-9,
+        "{after:?}"
+    );
     assert_eq!(after.flag_epoch_unix_ms, before.flag_epoch_unix_ms);
     let id2 = srv.coord.storage.identity("p2").await.unwrap().unwrap();
     assert_eq!(id2.approved.map(|p| p.lat), Some(52.62));

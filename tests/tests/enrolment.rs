@@ -133,9 +133,21 @@ impl World {
             dir.path().join("coordinator.sqlite").display()
         );
         let mut child = Command::new(&b.coordinator)
-            .args(["--database", &db, "--listen", "127.0.0.1:0", "--auth", "none"])
+            .args([
+                "--database",
+                &db,
+                "--listen",
+                "127.0.0.1:0",
+                "--auth",
+                "none",
+            ])
             .args(["--allow-private", "--landmark-checks", "false"])
-            .args(["--heartbeat-interval-ms", "300", "--probe-timeout-ms", "2000"])
+            .args([
+                "--heartbeat-interval-ms",
+                "300",
+                "--probe-timeout-ms",
+                "2000",
+            ])
             .arg("--tls-cert")
             .arg(&cert)
             .arg("--tls-key")
@@ -271,7 +283,9 @@ fn agent_enrols_reconnects_with_its_credential_and_stops_when_revoked() {
     }
     let w = World::start(b);
     let token = w
-        .admin(&["enroll", "--id", PROBE, "--lat", "48.8566", "--lon", "2.3522"])
+        .admin(&[
+            "enroll", "--id", PROBE, "--lat", "48.8566", "--lon", "2.3522",
+        ])
         .trim()
         .to_string();
     assert!(token.starts_with("gle_"), "{token}");
@@ -289,7 +303,11 @@ fn agent_enrols_reconnects_with_its_credential_and_stops_when_revoked() {
     );
     let mode = std::fs::metadata(&credential).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    assert!(read(&log).contains("enrolled: credential saved"), "{}", read(&log));
+    assert!(
+        read(&log).contains("enrolled: credential saved"),
+        "{}",
+        read(&log)
+    );
 
     // Stopped (SIGTERM: exit 0), then started again with the token still in its
     // environment: it reconnects with the stored credential; the token is not sent again.
