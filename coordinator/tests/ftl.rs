@@ -223,7 +223,14 @@ async fn a_flag_survives_a_move_and_evidence_counts_only_where_it_was_measured()
         // The liar re-registers elsewhere (its real position): the flag stays, with its
         // reason, in the registry and the store; only an admin clears it. The evidence about
         // the old position does not count against the new one.
-        let reason = srv.coord.fleet.registry.get("liar").unwrap().flag_reason.clone();
+        let reason = srv
+            .coord
+            .fleet
+            .registry
+            .get("liar")
+            .unwrap()
+            .flag_reason
+            .clone();
         liar.kill();
         drop(liar);
         let _liar = start_liar(&srv, &w, LIAR_REAL).await;
