@@ -23,7 +23,7 @@ usage() {
   cat <<'EOF'
 Usage: install-probe.sh (--deb FILE | --binary FILE) --id ID --lat LAT --lon LON
                         --coordinator https://HOST:PORT [--ca FILE]
-                        [--enrolment-token TOKEN | --enrolment-token-file FILE]
+                        [--enroll-token TOKEN | --enroll-token-file FILE]
                         [--advertise-ipv4 ADDR] [--advertise-ipv6 ADDR]
                         [--wait SECONDS] [--no-start] [--dry-run]
 
@@ -49,8 +49,11 @@ Options:
   --coordinator URL          https:// URL of the coordinator (http:// only for loopback)
   --ca FILE                  CA certificate (PEM) the coordinator's certificate chains to
                              (default: the system roots)
-  --enrolment-token TOKEN    one-time enrolment token (visible in ps: prefer the next one)
-  --enrolment-token-file F   read the token from file F ("-" = standard input)
+  --enroll-token TOKEN       one-time enrolment token printed by `geoloc-coordinator probes
+                             enroll` (visible in ps: prefer the next one);
+                             also spelt --enrolment-token
+  --enroll-token-file F      read the token from file F ("-" = standard input);
+                             also spelt --enrolment-token-file
   --advertise-ipv4 ADDR      address where other probes can measure this one
   --advertise-ipv6 ADDR      same, IPv6
   --wait SECONDS             how long to wait for the enrolment to finish (default 60)
@@ -142,8 +145,8 @@ while [ $# -gt 0 ]; do
   --lon) need_value "$@"; lon=$2; shift 2 ;;
   --coordinator) need_value "$@"; coordinator=$2; shift 2 ;;
   --ca) need_value "$@"; ca=$2; shift 2 ;;
-  --enrolment-token) need_value "$@"; token=$2; shift 2 ;;
-  --enrolment-token-file) need_value "$@"; token_file=$2; shift 2 ;;
+  --enroll-token | --enrolment-token) need_value "$@"; token=$2; shift 2 ;;
+  --enroll-token-file | --enrolment-token-file) need_value "$@"; token_file=$2; shift 2 ;;
   --advertise-ipv4) need_value "$@"; adv4=$2; shift 2 ;;
   --advertise-ipv6) need_value "$@"; adv6=$2; shift 2 ;;
   --wait) need_value "$@"; wait_s=$2; shift 2 ;;
@@ -184,16 +187,16 @@ ip_re='^[0-9A-Fa-f.:]+$'
 [ -z "$adv6" ] || [[ $adv6 =~ $ip_re ]] || bad_arg "--advertise-ipv6: not an IPv6 address: '$adv6'"
 [[ $wait_s =~ ^[0-9]+$ ]] || bad_arg "--wait must be a whole number of seconds, got '$wait_s'"
 if [ -n "$token" ] && [ -n "$token_file" ]; then
-  bad_arg "give --enrolment-token or --enrolment-token-file, not both"
+  bad_arg "give --enroll-token or --enroll-token-file, not both"
 fi
 if [ -n "$token_file" ]; then
   if [ "$token_file" = - ]; then
     IFS= read -r token || true
   else
-    [ -r "$token_file" ] || bad_arg "--enrolment-token-file $token_file: cannot read it"
+    [ -r "$token_file" ] || bad_arg "--enroll-token-file $token_file: cannot read it"
     IFS= read -r token <"$token_file" || true
   fi
-  [ -n "$token" ] || bad_arg "--enrolment-token-file $token_file: empty"
+  [ -n "$token" ] || bad_arg "--enroll-token-file $token_file: empty"
 fi
 if [ -n "$token" ] && ! [[ $token =~ ^[A-Za-z0-9_.~+/=-]{8,512}$ ]]; then
   bad_arg "the enrolment token has characters or a length no token has (8..512 of [A-Za-z0-9_.~+/=-])"
@@ -316,7 +319,7 @@ if [ "$enrolled" = 1 ]; then
     say "the enrolment token given is NOT used; to enrol again: geoloc-coordinator probes revoke $id, then delete $CREDENTIAL here and run this script with a new token"
   fi
 elif [ -z "$token" ]; then
-  die "this probe is not enrolled yet (no $CREDENTIAL): give --enrolment-token-file FILE (the admin makes one with: geoloc-coordinator probes enroll --id $id)"
+  die "this probe is not enrolled yet (no $CREDENTIAL): give --enroll-token-file FILE (the admin makes one with: geoloc-coordinator probes enroll --id $id)"
 else
   # The env file keeps any other line the operator put there.
   env_now=""

@@ -106,6 +106,8 @@ pub enum Command {
     Docs(geoloc_rt::docs::DocsCommand),
     /// Client API keys: create (printed once), list, revoke.
     Keys(crate::keys_cmd::KeysCommand),
+    /// Probe identities: enroll (one-time token), revoke, list, approve-position.
+    Probes(crate::probes_admin::ProbesArgs),
 }
 
 /// One layer of settings, every key optional: the command-line flags, and the schema of

@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod http;
 pub mod keys_cmd;
 pub mod ops;
+pub mod probes_admin;
 pub mod storage;
 
 /// The gRPC edge under its former name (`server::bind`, `server::serve`).

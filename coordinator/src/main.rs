@@ -40,6 +40,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Probes(probes)) = &args.command {
+        return run_probes_admin(probes);
+    }
     let print_config = args.print_config;
     let config = match Config::from_args(args) {
         Ok(c) => c,
@@ -98,6 +101,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// `geoloc-coordinator probes ...`: one job against the configured database.
+fn run_probes_admin(probes: &geoloc_coordinator::probes_admin::ProbesArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("geoloc-coordinator: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(probes.run(&mut std::io::stdout())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("geoloc-coordinator probes: {e}");
+            match e {
+                CoordinatorError::InvalidConfig(_)
+                | CoordinatorError::Config { .. }
+                | CoordinatorError::DatabaseUrl(_) => ExitCode::from(EXIT_CONFIG),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
 async fn run(config: Config, stop: geoloc_rt::CancellationToken) -> geoloc_coordinator::Result<()> {
     let listen = config.listen;
     let db = storage::redact(&config.database);
@@ -118,13 +147,18 @@ async fn run(config: Config, stop: geoloc_rt::CancellationToken) -> geoloc_coord
     tracing::info!(%addr, tls, database = %db, backend = coord.storage.backend(), landmarks = coord.landmarks.len(),
         geoip = coord.geoip.is_some(), allow_private = coord.config.allow_private, "geoloc-coordinator listening");
     if !tls && !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "--insecure-plaintext: serving plaintext gRPC on a non-loopback address; probe tokens and results cross the network in clear");
+        tracing::warn!(%addr, "--insecure-plaintext: serving plaintext gRPC on a non-loopback address; probe credentials and results cross the network in clear");
     }
     if !coord.access.required() {
         tracing::warn!(%addr, "auth = \"none\": any local process can locate and administer without a key");
     }
-    if coord.config.probe_token.is_none() && !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "no --probe-token: any host that reaches this address can register as a probe");
+    if coord.config.probe_token.is_some() {
+        tracing::warn!(%addr, probe_auth = "shared-token",
+            "probe authentication: LAB-ONLY shared fleet token (--probe-token): its holder can register any probe id \
+             that is not enrolled; enrolled probes still need their own credential");
+    } else {
+        tracing::info!(%addr, probe_auth = "per-probe",
+            "probe authentication: per-probe credentials only (geoloc-coordinator probes enroll); unknown credentials are refused");
     }
     if let Some((web_listener, web_addr)) = web {
         if !web_addr.ip().is_loopback() {

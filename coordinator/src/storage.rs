@@ -131,6 +131,7 @@ fn finish_result(pair: (ResultRow, String)) -> Result<ResultRow> {
 }
 
 mod history;
+mod identity;
 mod keys;
 pub use history::{HistoryCursor, ResultSummary, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE};
 mod ops;

@@ -1,9 +1,10 @@
 //! The speed-of-light rules of `landmarks/README.md`, over real gRPC with FAKE probes
 //! (tests/common) whose RTTs follow their real positions: a probe faster than light with one
 //! other landmark is not flagged (a single pair cannot tell who lies), with two it is; once
-//! cleared, only evidence newer than the clearing counts; a probe that re-registers at a new
-//! position is checked afresh; a declared position far from the landmarks file's is flagged
-//! at registration.
+//! cleared, only evidence newer than the clearing counts; a flag survives a re-registration
+//! at a new position (only an admin clears it), and evidence counts only for the position it
+//! was measured at; a declared position far from the landmarks file's is flagged at
+//! registration.
 //!
 //! Each test waits for the landmark measurements it needs (counted in storage), then runs the
 //! evaluation itself (`Coordinator::evaluate_flags`, the same one a connecting probe
@@ -212,35 +213,38 @@ async fn a_cleared_flag_counts_only_evidence_measured_after_it() {
 }
 
 #[tokio::test]
-async fn a_probe_that_moves_is_checked_afresh_at_its_new_position() {
+async fn a_flag_survives_a_move_and_evidence_counts_only_where_it_was_measured() {
     bounded(90, async {
         let dir = tempfile::tempdir().unwrap();
         let srv = checking_server(&dir).await;
         let w = world(&[]);
         let (honest, liar) = fleet_with_flagged_liar(&srv, &w).await;
 
-        // The liar re-registers at its real position: the flag and the evidence about the old
-        // position are dropped at registration, and the new measurements agree with it.
+        // The liar re-registers elsewhere (its real position): the flag stays, with its
+        // reason, in the registry and the store; only an admin clears it. The evidence about
+        // the old position does not count against the new one.
+        let reason = srv
+            .coord
+            .fleet
+            .registry
+            .get("liar")
+            .unwrap()
+            .flag_reason
+            .clone();
         liar.kill();
         drop(liar);
         let _liar = start_liar(&srv, &w, LIAR_REAL).await;
         let now = srv.coord.fleet.registry.get("liar").unwrap();
-        assert!(!now.flagged && now.flag_reason.is_empty(), "{now:?}");
+        assert!(now.flagged && now.flag_reason == reason, "{now:?}");
         wait_landmark_rows(&srv.coord, 18).await;
         assert_eq!(
             srv.coord.evaluate_flags().await.unwrap(),
-            Vec::<String>::new()
+            Vec::<String>::new(),
+            "no new evidence against the new position"
         );
-        assert!(flagged(&srv.coord).is_empty());
-        assert!(
-            !srv.coord
-                .storage
-                .get_probe("liar")
-                .await
-                .unwrap()
-                .unwrap()
-                .flagged
-        );
+        assert_eq!(flagged(&srv.coord), ["liar"]);
+        let stored = srv.coord.storage.get_probe("liar").await.unwrap().unwrap();
+        assert!(stored.flagged && stored.flag_reason == reason, "{stored:?}");
 
         // An honest probe that moves to a false position (Paris declaring Tokyo) is flagged on
         // the new evidence.
@@ -258,7 +262,7 @@ async fn a_probe_that_moves_is_checked_afresh_at_its_new_position() {
         .await;
         wait_landmark_rows(&srv.coord, 24).await;
         srv.coord.evaluate_flags().await.unwrap();
-        assert_eq!(flagged(&srv.coord), ["paris"]);
+        assert_eq!(flagged(&srv.coord), ["liar", "paris"]);
         srv.stop().await;
     })
     .await;
@@ -334,7 +338,19 @@ async fn a_declared_position_far_from_the_landmarks_file_is_flagged_at_registrat
             .unwrap()
             .into_inner();
         assert!(r.flagged, "{r:?}");
-        // At the file's position it is not.
+        // Moving to the file's position keeps the flag (only an admin clears it); cleared
+        // there, it stays cleared.
+        let r = pc
+            .register(register("london", 51.5074, -0.1278))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.flagged, "{r:?}");
+        c.clear_flag(pb::ClearFlagRequest {
+            probe_id: "london".into(),
+        })
+        .await
+        .unwrap();
         let r = pc
             .register(register("london", 51.5074, -0.1278))
             .await

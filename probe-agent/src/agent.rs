@@ -3,9 +3,15 @@
 //! with capped exponential backoff and jitter, shut down gracefully.
 //!
 //! Which gRPC failures are fatal is decided in one place, [`is_fatal_register_status`]:
-//! a `Register` answered with `UNAUTHENTICATED`, `PERMISSION_DENIED`, `INVALID_ARGUMENT`
-//! or `FAILED_PRECONDITION` stops the agent (retrying a wrong credential helps nobody);
-//! everything else (coordinator down, restarting, session dropped) is retried.
+//! a `Register` or `Enroll` answered with `UNAUTHENTICATED`, `PERMISSION_DENIED`,
+//! `INVALID_ARGUMENT` or `FAILED_PRECONDITION` stops the agent (retrying a wrong, used or
+//! revoked credential helps nobody); everything else (coordinator down, restarting, session
+//! dropped, also a session ended because the probe was revoked) is retried, and the next
+//! `Register` says whether the probe may still come back.
+//!
+//! The credential: with `state-dir`, the probe's own one kept in `STATE_DIR/credential`;
+//! missing, it is obtained once with `enrolment-token` (`Enroll`) and saved there (0600);
+//! without `state-dir`, the lab's shared fleet `token`.
 //!
 //! Requests run in one of two concurrency pools, chosen by [`pool_for`] from the request's
 //! `purpose`: landmark requests (calibration / speed-of-light checks, sent by the hundred
@@ -40,6 +46,8 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Timeout of the `Register` call.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// File in the state folder holding the probe's own credential.
+pub const CREDENTIAL_FILE: &str = "credential";
 
 /// Reconnect delays ([`backon`]): attempt `k` (0-based) waits `b/2 + U[0,1)·b/2` where
 /// `b = min · 2^k` capped at `max` ("equal jitter": at least half of it, never above
@@ -222,6 +230,8 @@ pub struct Agent {
     endpoint: Endpoint,
     /// What `/metrics` shows ([`Agent::metrics`]).
     metrics: Arc<AgentMetrics>,
+    /// The probe's own credential once read from the state folder or enrolled.
+    credential: tokio::sync::Mutex<Option<String>>,
 }
 
 impl Agent {
@@ -253,6 +263,7 @@ impl Agent {
             locate_pool: Arc::new(Semaphore::new(permits)),
             landmark_pool: Arc::new(Semaphore::new(landmark_permits(permits))),
             metrics: Arc::new(AgentMetrics::default()),
+            credential: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -325,16 +336,99 @@ impl Agent {
             .max_encoding_message_size(geoloc_proto::limits::MAX_PROBE_MESSAGE))
     }
 
+    /// The credential to register with: the probe's own one from the state folder; else,
+    /// with an enrolment token, the one it is exchanged for (then saved); else the shared
+    /// fleet token (lab).
+    async fn credential(&self, client: &mut ProbeServiceClient<Channel>) -> Result<String> {
+        let cfg = self.measurer.config();
+        let mut cached = self.credential.lock().await;
+        if let Some(c) = cached.as_ref() {
+            return Ok(c.clone());
+        }
+        let Some(dir) = &cfg.state_dir else {
+            return Ok(cfg.token.clone());
+        };
+        if let Some(stored) = load_credential(dir).map_err(|e| Error::Rejected(e.to_string()))? {
+            if stored.probe_id != self.id {
+                return Err(Error::Rejected(format!(
+                    "{} holds the credential of probe {:?}, but this agent's id is {:?}",
+                    dir.join(CREDENTIAL_FILE).display(),
+                    stored.probe_id,
+                    self.id
+                )));
+            }
+            if cfg.enrolment_token.is_some() {
+                info!("using the stored credential; the enrolment token is not needed any more");
+            }
+            *cached = Some(stored.credential.clone());
+            return Ok(stored.credential);
+        }
+        let Some(token) = &cfg.enrolment_token else {
+            if cfg.token.is_empty() {
+                return Err(Error::Rejected(format!(
+                    "probe {:?} is not enrolled: no credential in {} and no enrolment-token \
+                     (the coordinator's admin makes one: geoloc-coordinator probes enroll --id {})",
+                    self.id,
+                    dir.join(CREDENTIAL_FILE).display(),
+                    self.id
+                )));
+            }
+            return Ok(cfg.token.clone());
+        };
+        let mut req = tonic::Request::new(pb::EnrollRequest {
+            enrolment_token: token.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        });
+        req.set_timeout(REGISTER_TIMEOUT);
+        let reply = match client.enroll(req).await {
+            Ok(r) => r.into_inner(),
+            Err(status) if is_fatal_register_status(&status) => {
+                return Err(Error::Rejected(format!(
+                    "enrolment refused: {} ({:?})",
+                    status.message(),
+                    status.code()
+                )))
+            }
+            Err(status) => {
+                return Err(Error::Coordinator(format!(
+                    "enroll: {} ({:?})",
+                    status.message(),
+                    status.code()
+                )))
+            }
+        };
+        if reply.probe_id != self.id {
+            return Err(Error::Rejected(format!(
+                "the enrolment token was issued for probe {:?}, but this agent's id is {:?}",
+                reply.probe_id, self.id
+            )));
+        }
+        let stored = StoredCredential {
+            probe_id: reply.probe_id,
+            credential: reply.credential,
+        };
+        save_credential(dir, &stored).map_err(|e| {
+            Error::Rejected(format!(
+                "enrolled, but the credential could not be saved ({e}): fix {} and enrol again with a new token",
+                dir.display()
+            ))
+        })?;
+        info!(path = %dir.join(CREDENTIAL_FILE).display(), "enrolled: credential saved");
+        *cached = Some(stored.credential.clone());
+        Ok(stored.credential)
+    }
+
     async fn register(
         &self,
         client: &mut ProbeServiceClient<Channel>,
     ) -> Result<pb::RegisterReply> {
         let cfg = self.measurer.config();
+        let credential = self.credential(client).await?;
         let mut req = tonic::Request::new(pb::RegisterRequest {
             probe_id: self.id.clone(),
             lat: self.lat,
             lon: self.lon,
-            credential: cfg.token.clone(),
+            credential,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             allow_private: cfg.allow_private,
             ipv4: cfg
@@ -564,9 +658,81 @@ impl Agent {
     }
 }
 
+/// The probe's own credential as kept in its state folder.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StoredCredential {
+    pub probe_id: String,
+    pub credential: String,
+}
+
+/// Reads `DIR/credential`; None when there is none yet.
+pub fn load_credential(dir: &std::path::Path) -> Result<Option<StoredCredential>> {
+    let path = dir.join(CREDENTIAL_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::Config(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    toml::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+}
+
+/// Writes `DIR/credential` (mode 0600, the folder created 0700 if missing), atomically.
+pub fn save_credential(dir: &std::path::Path, c: &StoredCredential) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let text = toml::to_string(c).map_err(std::io::Error::other)?;
+    let tmp = dir.join(format!(".{CREDENTIAL_FILE}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(CREDENTIAL_FILE))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credential_file_is_private_and_reads_back() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        assert_eq!(load_credential(&state).unwrap(), None);
+        let c = StoredCredential {
+            probe_id: "par-1".into(),
+            credential: "glc_x".into(),
+        };
+        save_credential(&state, &c).unwrap();
+        let mode = std::fs::metadata(state.join(CREDENTIAL_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(load_credential(&state).unwrap(), Some(c));
+        std::fs::write(state.join(CREDENTIAL_FILE), "nonsense").unwrap();
+        assert!(load_credential(&state)
+            .unwrap_err()
+            .to_string()
+            .contains(CREDENTIAL_FILE));
+    }
 
     #[test]
     fn backoff_is_exponential_capped_and_jittered() {

@@ -162,12 +162,20 @@ pub struct ConfigFlags {
     #[arg(long)]
     pub coordinator: Option<String>,
     /// Credential shared with the coordinator (prefer GEOLOC_PROBE_TOKEN: flags show in ps).
+    /// Lab-only: enrolled probes use --enrolment-token once, then their own credential.
     #[arg(long)]
     pub token: Option<String>,
     /// CA certificate (PEM) that signed the coordinator's TLS certificate, for an https://
     /// coordinator [default: the built-in public roots].
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
+    /// One-time enrolment token (`geoloc-coordinator probes enroll`), exchanged on the first
+    /// start for this probe's own credential, kept in --state-dir.
+    #[arg(long)]
+    pub enrolment_token: Option<String>,
+    /// Folder where the agent keeps its credential (file `credential`, mode 0600).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// IPv4 address at which this probe can itself be measured.
     #[arg(long)]
     pub advertise_ipv4: Option<String>,
@@ -262,6 +270,10 @@ pub struct AgentConfig {
     pub token: String,
     /// CA certificate file trusted for an https:// coordinator (else the webpki roots).
     pub ca: Option<PathBuf>,
+    /// One-time enrolment token.
+    pub enrolment_token: Option<String>,
+    /// Where the credential is kept.
+    pub state_dir: Option<PathBuf>,
     /// Announced IPv4 address.
     pub advertise_ipv4: Option<Ipv4Addr>,
     /// Announced IPv6 address.
@@ -340,6 +352,8 @@ impl Default for AgentConfig {
             coordinator: defaults::COORDINATOR.to_string(),
             token: String::new(),
             ca: None,
+            enrolment_token: None,
+            state_dir: None,
             advertise_ipv4: None,
             advertise_ipv6: None,
             allow_private: false,
@@ -415,6 +429,9 @@ impl AgentConfig {
         if !shown.token.is_empty() {
             shown.token = geoloc_rt::config::REDACTED.into();
         }
+        if shown.enrolment_token.is_some() {
+            shown.enrolment_token = Some(geoloc_rt::config::REDACTED.into());
+        }
         geoloc_rt::config::to_toml(&shown).map_err(config_error)
     }
 
@@ -426,6 +443,13 @@ impl AgentConfig {
     /// Range checks: the option at fault and what is wrong.
     fn check(&self) -> result::Result<(), (&'static str, String)> {
         let bad = |key: &'static str, m: String| Err((key, m));
+        if self.enrolment_token.is_some() && self.state_dir.is_none() {
+            return bad(
+                "enrolment-token",
+                "enrolment-token needs state-dir (where the credential it is exchanged for is kept)"
+                    .into(),
+            );
+        }
         if let Some(id) = &self.id {
             if let Some(problem) = probe_id_problem(id) {
                 return Err(("id", problem));
@@ -725,6 +749,8 @@ mod tests {
             advertise_ipv6: Some(Ipv6Addr::LOCALHOST),
             ca: Some("x".into()),
             metrics_listen: Some("127.0.0.1:9465".parse().unwrap()),
+            enrolment_token: Some("x".into()),
+            state_dir: Some("x".into()),
             ..AgentConfig::default()
         };
         let every = toml::to_string(&all).unwrap();
@@ -822,6 +848,33 @@ mod tests {
                 ..again
             },
             c
+        );
+    }
+
+    #[test]
+    fn enrolment_token_is_redacted_and_needs_a_state_dir() {
+        let file = FileConfig::parse(
+            "id = \"par-1\"\nlat = 48.8566\nlon = 2.3522\nenrolment-token = \"gle_s3cret\"\n",
+            "t",
+        )
+        .unwrap();
+        let err = AgentConfig::resolve(&ConfigFlags::default(), &file, &HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("enrolment-token needs state-dir"), "{err}");
+        let file = FileConfig::parse(
+            "id = \"par-1\"\nlat = 48.8566\nlon = 2.3522\nenrolment-token = \"gle_s3cret\"\n\
+             state-dir = \"/var/lib/geoloc-probe-agent\"\n",
+            "t",
+        )
+        .unwrap();
+        let c = AgentConfig::resolve(&ConfigFlags::default(), &file, &HashMap::new()).unwrap();
+        assert_eq!(c.enrolment_token.as_deref(), Some("gle_s3cret"));
+        let text = c.to_redacted_toml().unwrap();
+        assert!(!text.contains("gle_s3cret"), "{text}");
+        assert!(
+            text.contains("state-dir = \"/var/lib/geoloc-probe-agent\""),
+            "{text}"
         );
     }
 }

@@ -34,7 +34,13 @@ struct Coordinator {
     seen: mpsc::UnboundedSender<Seen>,
     /// Turns true to emulate a crash: sessions end with UNAVAILABLE.
     kill: watch::Receiver<bool>,
+    /// The one-time enrolment token `ENROLMENT_TOKEN` was exchanged.
+    enrolled: std::sync::atomic::AtomicBool,
 }
+
+/// The enrolment token the stand-in coordinator accepts once (for the probe `test-probe`;
+/// the credential it gives is the coordinator's `token`).
+const ENROLMENT_TOKEN: &str = "gle_test-enrolment";
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
 
@@ -56,6 +62,27 @@ impl ProbeService for Coordinator {
             coordinator_version: "test".into(),
             flagged: false,
             flag_reason: String::new(),
+        }))
+    }
+
+    async fn enroll(
+        &self,
+        request: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollReply>, Status> {
+        if request.get_ref().enrolment_token != ENROLMENT_TOKEN {
+            return Err(Status::unauthenticated("unknown enrolment token"));
+        }
+        if self
+            .enrolled
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(Status::unauthenticated(
+                "enrolment token for probe \"test-probe\" was already used",
+            ));
+        }
+        Ok(Response::new(pb::EnrollReply {
+            probe_id: "test-probe".into(),
+            credential: self.token.clone(),
         }))
     }
 
@@ -149,6 +176,7 @@ async fn serve(
         generation,
         seen,
         kill,
+        enrolled: std::sync::atomic::AtomicBool::new(false),
     });
     let handle = tokio::spawn(async move {
         tonic::transport::Server::builder()
@@ -330,6 +358,63 @@ async fn a_wrong_credential_stops_the_agent() {
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrols_once_keeps_the_credential_private_and_reuses_it() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let (stop, server) = serve(addr, "own-credential", 1, 1, seen_tx).await;
+    let state = tempfile::tempdir().unwrap();
+    let enrolling = |dir: &std::path::Path| {
+        let mut cfg = agent_config(addr, "");
+        cfg.enrolment_token = Some(ENROLMENT_TOKEN.into());
+        cfg.state_dir = Some(dir.to_path_buf());
+        cfg.validate().unwrap();
+        Agent::new(Measurer::new(Arc::new(cfg))).unwrap()
+    };
+    // First start: the token is exchanged, the credential saved (0600) and registered with.
+    for start in ["first", "second"] {
+        let agent = enrolling(state.path());
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(async move { agent.run(rx).await });
+        let ev = expect_event(&mut seen, Duration::from_secs(20), "a registration", |e| {
+            matches!(e, Seen::Registered(_))
+        })
+        .await;
+        let Seen::Registered(r) = ev else {
+            unreachable!()
+        };
+        assert_eq!(r.credential, "own-credential", "{start} start");
+        let file = state
+            .path()
+            .join(geoloc_probe_agent::agent::CREDENTIAL_FILE);
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+        // The second start works although the token is used up: the stored credential is used.
+        tx.send(true).unwrap();
+        let out = tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("stops")
+            .unwrap();
+        assert!(out.is_ok(), "{start} start: {out:?}");
+    }
+    // Another host replaying the used token is refused, and stops with the reason.
+    let other = tempfile::tempdir().unwrap();
+    let agent = enrolling(other.path());
+    let (_tx, rx) = watch::channel(false);
+    let out = tokio::time::timeout(Duration::from_secs(10), agent.run(rx))
+        .await
+        .expect("gives up in time");
+    let err = out.unwrap_err().to_string();
+    assert!(err.contains("already used"), "{err}");
+    assert!(!other
+        .path()
+        .join(geoloc_probe_agent::agent::CREDENTIAL_FILE)
+        .exists());
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+}
+
 /// A coordinator that is starting up: every `Register` fails with UNAVAILABLE (retried by
 /// the agent); each call's arrival time goes to `calls`.
 struct Unavailable {
@@ -344,6 +429,13 @@ impl ProbeService for Unavailable {
     ) -> Result<Response<pb::RegisterReply>, Status> {
         let _ = self.calls.send(tokio::time::Instant::now());
         Err(Status::unavailable("starting up"))
+    }
+
+    async fn enroll(
+        &self,
+        _: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollReply>, Status> {
+        Err(Status::unimplemented("no enrolment here"))
     }
 
     type SessionStream = SessionStream;
@@ -431,6 +523,13 @@ impl ProbeService for ScriptedCoordinator {
             flagged: false,
             flag_reason: String::new(),
         }))
+    }
+
+    async fn enroll(
+        &self,
+        _: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollReply>, Status> {
+        Err(Status::unimplemented("no enrolment here"))
     }
 
     type SessionStream = SessionStream;

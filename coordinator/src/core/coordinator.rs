@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::core::access::Access;
 use crate::core::fleet::Fleet;
 use crate::core::geoip::GeoIp;
+use crate::core::identity::{self, EnrolError, Enrolled, Principal, Revocations};
 use crate::core::landmarks::{self, Landmark};
 use crate::core::locate::{self, LocateFailure, LocateParams, Located, Progress};
 use crate::core::measurement::RequestDefaults;
@@ -39,6 +40,8 @@ pub struct Coordinator {
     pub geoip: Option<GeoIp>,
     /// API keys and abuse limits.
     pub access: Access,
+    /// Revoked probes as last read from the store ([`identity::watch_revocations`]).
+    pub revocations: Revocations,
     shutting_down: AtomicBool,
     /// Locate runs in progress (landmark checks yield to them).
     locates_in_flight: AtomicUsize,
@@ -106,7 +109,7 @@ impl Coordinator {
             config.per_target_packets_per_hour,
         );
         let metrics = Arc::clone(&fleet.metrics);
-        Ok(Arc::new(Coordinator {
+        let coord = Arc::new(Coordinator {
             access,
             config,
             storage,
@@ -114,10 +117,14 @@ impl Coordinator {
             vetting: Vetting::default(),
             landmarks,
             geoip,
+            revocations: Revocations::default(),
             shutting_down: AtomicBool::new(false),
             locates_in_flight: AtomicUsize::new(0),
             metrics,
-        }))
+        });
+        identity::sweep_revocations(&coord).await?;
+        identity::spawn_revocation_watch(&coord);
+        Ok(coord)
     }
 
     // ---- lifecycle ------------------------------------------------------------------------
@@ -214,14 +221,24 @@ impl Coordinator {
 
     // ---- the fleet ------------------------------------------------------------------------
 
-    /// Rate and credential checks of a registration, before its fields are read.
-    pub fn admit(
+    /// Rate and credential checks of a registration, before its fields are read; says who
+    /// the credential is.
+    pub async fn admit(
         &self,
         peer: Option<std::net::IpAddr>,
         credential: &str,
         probe_id: &str,
+    ) -> std::result::Result<Principal, RegisterError> {
+        register::admit(self, peer, credential, probe_id).await
+    }
+
+    /// An enrolled probe's declared position against its approved one.
+    pub async fn check_position(
+        &self,
+        who: &Principal,
+        pos: geoloc_engine::LatLon,
     ) -> std::result::Result<(), RegisterError> {
-        register::admit(self, peer, credential, probe_id)
+        register::check_position(self, who, pos).await
     }
 
     /// Records a registration; returns the session token and flag state.
@@ -230,6 +247,25 @@ impl Coordinator {
         r: Registration,
     ) -> std::result::Result<Registered, RegisterError> {
         register::register(self, r).await
+    }
+
+    /// Exchanges a one-time enrolment token for a per-probe credential.
+    pub async fn enroll(&self, token: &str) -> std::result::Result<Enrolled, EnrolError> {
+        identity::enroll(self, token).await
+    }
+
+    /// Whether `probe_id` is revoked, read from the store (another process may have revoked
+    /// it a moment ago).
+    pub async fn is_revoked(&self, probe_id: &str) -> Result<bool> {
+        let revoked = self
+            .storage
+            .identity(probe_id)
+            .await?
+            .is_some_and(|i| i.revoked());
+        if revoked {
+            self.revocations.note(probe_id);
+        }
+        Ok(revoked)
     }
 
     // ---- vetting --------------------------------------------------------------------------

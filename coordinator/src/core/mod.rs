@@ -5,7 +5,8 @@
 //! defined here, in [`rows`]).
 //!
 //! - [`coordinator`]: the [`Coordinator`] composing the parts below.
-//! - [`fleet`], [`registry`], [`register`], [`throttle`]: the own probes.
+//! - [`fleet`], [`registry`], [`register`], [`throttle`]: the own probes; [`identity`]:
+//!   their enrolment, credentials, revocation and approved positions.
 //! - [`source`]: where measurements come from ([`MeasurementSource`]); [`fleet`] and
 //!   [`replay`] implement it.
 //! - [`measurement`]: one request (built in one place), its answer and outcome.
@@ -20,6 +21,7 @@ pub mod access;
 pub mod coordinator;
 pub mod fleet;
 pub mod geoip;
+pub mod identity;
 pub mod landmarks;
 pub mod locate;
 pub mod measurement;

@@ -1,10 +1,14 @@
 //! Registering a probe: who may (credential, rate limits, fleet size), and what its declared
-//! position means (a move discards old evidence; a position far from the landmarks file's is
-//! flagged). The gRPC adapter checks the wire fields and calls [`admit`] then [`register`].
+//! position means (an enrolled probe's move needs an admin's approval, [`check_position`]; a
+//! move keeps the flag, which only an admin clears, and the evidence, which stays tied to the
+//! position it was measured at, so the new position starts unvetted; a position far from the
+//! landmarks file's is flagged). The gRPC adapter checks the wire fields and calls [`admit`],
+//! [`check_position`], then [`register`].
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use geoloc_engine::{distance_km, LatLon};
 
+use crate::core::identity::{self, IdentityError, Principal};
 use crate::core::landmarks::LandmarkKind;
 use crate::core::rows::ProbeRow;
 use crate::core::text::printable;
@@ -44,30 +48,67 @@ pub enum RegisterError {
     Throttled(String),
     #[error("wrong probe credential")]
     WrongCredential,
+    /// The per-probe identity checks refused it (revoked, someone else's id, a position
+    /// awaiting approval).
+    #[error(transparent)]
+    Identity(IdentityError),
     #[error(transparent)]
     Internal(#[from] CoordinatorError),
 }
 
 /// The first checks of a registration, before its fields are read: the source address's
-/// rate (`peer`; None when unknown) and the fleet credential.
-pub fn admit(
+/// rate (`peer`; None when unknown) and the credential: the lab's shared fleet token (when
+/// configured; it cannot register an enrolled probe's id) or an enrolled probe's own
+/// credential, which must be the claimed id's and not revoked.
+pub async fn admit(
     cx: &Coordinator,
     peer: Option<IpAddr>,
     credential: &str,
     probe_id: &str,
-) -> Result<(), RegisterError> {
+) -> Result<Principal, RegisterError> {
     if !cx.fleet.throttle.attempt(peer) {
         return Err(RegisterError::Throttled(
             "too many registration attempts from this address: retry in a few seconds".into(),
         ));
     }
-    if let Some(tok) = &cx.config.probe_token {
-        if !constant_time_eq(tok.as_bytes(), credential.as_bytes()) {
+    let shared_ok = cx
+        .config
+        .probe_token
+        .as_ref()
+        .is_some_and(|tok| constant_time_eq(tok.as_bytes(), credential.as_bytes()));
+    match identity::authenticate(cx, credential, probe_id, shared_ok).await {
+        Ok(p) => Ok(p),
+        Err(IdentityError::UnknownCredential) => {
             cx.fleet.throttle.auth_failed(peer, probe_id);
-            return Err(RegisterError::WrongCredential);
+            Err(RegisterError::WrongCredential)
+        }
+        Err(IdentityError::Internal(e)) => Err(RegisterError::Internal(e)),
+        Err(e) => {
+            cx.fleet.throttle.auth_failed(peer, probe_id);
+            if let IdentityError::Revoked(id) = &e {
+                cx.revocations.note(id);
+            }
+            Err(RegisterError::Identity(e))
         }
     }
-    Ok(())
+}
+
+/// The declared position of an enrolled probe checked against its approved one
+/// ([`identity::check_position`]); the shared token's probes are not checked here.
+pub async fn check_position(
+    cx: &Coordinator,
+    who: &Principal,
+    pos: LatLon,
+) -> Result<(), RegisterError> {
+    match who {
+        Principal::SharedToken => Ok(()),
+        Principal::Probe(i) => identity::check_position(cx, i, pos)
+            .await
+            .map_err(|e| match e {
+                IdentityError::Internal(e) => RegisterError::Internal(e),
+                e => RegisterError::Identity(e),
+            }),
+    }
 }
 
 /// Records a registration (see the module doc) and returns its session token.
@@ -92,12 +133,18 @@ pub async fn register(cx: &Coordinator, r: Registration) -> Result<Registered, R
     let moved = old
         .as_ref()
         .is_some_and(|o| distance_km(o.pos(), pos) > MOVED_KM);
+    // A move keeps the flag and its epoch: only `ClearFlag` clears them (re-registering
+    // elsewhere must not launder a lying probe). The evidence stays in the store, tied to
+    // the position it was measured at (vetting counts only evidence about the current
+    // position), so the new position starts unvetted.
     let (mut flagged, mut flag_reason, epoch) = match &old {
-        // A move discards the old flag and evidence: the new position is checked afresh.
-        Some(_) if moved => (false, String::new(), now),
         Some(o) => (o.flagged, o.flag_reason.clone(), o.flag_epoch_unix_ms),
         None => (false, String::new(), now),
     };
+    if moved && flagged {
+        tracing::warn!(probe = %r.probe_id, reason = %flag_reason,
+            "flagged probe re-registered at another position: the flag stays until an admin clears it");
+    }
     if let Some(l) = cx
         .landmarks
         .iter()
@@ -134,7 +181,7 @@ pub async fn register(cx: &Coordinator, r: Registration) -> Result<Registered, R
         last_seen_unix_ms: old.as_ref().map_or(0, |o| o.last_seen_unix_ms),
     };
     cx.storage.upsert_probe(&row).await?;
-    if moved || old.as_ref().is_some_and(|o| o.flagged != flagged) {
+    if old.as_ref().is_some_and(|o| o.flagged != flagged) {
         cx.storage
             .set_probe_flag(&row.probe_id, flagged, &flag_reason, Some(epoch))
             .await?;

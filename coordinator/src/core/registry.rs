@@ -175,6 +175,19 @@ impl Registry {
         }
     }
 
+    /// Ends the probe's session and forgets its session token (revocation); pending
+    /// requests fail as disconnected. True if a session was open.
+    pub fn end_session(&self, probe_id: &str) -> bool {
+        let mut g = self.lock();
+        match g.probes.get_mut(probe_id) {
+            Some(p) => {
+                p.token = None;
+                p.session.take().is_some()
+            }
+            None => false,
+        }
+    }
+
     /// Ends every session (shutdown); pending requests fail as disconnected.
     pub fn close_all(&self) {
         let mut g = self.lock();

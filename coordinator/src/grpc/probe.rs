@@ -13,6 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{convert, internal, truncate, validate, BoxStream};
+use crate::core::identity::{EnrolError, IdentityError};
 use crate::core::landmarks::valid_id;
 use crate::core::register::{RegisterError, Registration};
 use crate::core::registry::{Outcome, SessionCommand};
@@ -32,8 +33,36 @@ fn refused(e: RegisterError) -> Status {
     match e {
         RegisterError::Throttled(m) => Status::resource_exhausted(m),
         RegisterError::WrongCredential => Status::unauthenticated("wrong probe credential"),
+        RegisterError::Identity(e) => {
+            let m = e.to_string();
+            match e {
+                IdentityError::NotYourId { .. } | IdentityError::EnrolledId(_) => {
+                    Status::permission_denied(m)
+                }
+                IdentityError::PositionPending { .. } => Status::failed_precondition(m),
+                IdentityError::Internal(e) => internal(e),
+                IdentityError::UnknownCredential | IdentityError::Revoked(_) => {
+                    Status::unauthenticated(m)
+                }
+            }
+        }
         RegisterError::Internal(e) => internal(e),
     }
+}
+
+fn enrol_refused(e: EnrolError) -> Status {
+    match e {
+        EnrolError::Internal(e) => internal(e),
+        e => Status::unauthenticated(e.to_string()),
+    }
+}
+
+/// Status ending the session of a revoked probe.
+fn revoked_status(probe_id: &str) -> Status {
+    Status::unauthenticated(format!(
+        "probe {:?} was revoked: its credential is no longer accepted",
+        truncate(probe_id)
+    ))
 }
 
 /// The fields of a registration, checked: an id, a position on Earth, addresses that parse,
@@ -91,10 +120,12 @@ pub async fn register(
     r: &pb::RegisterRequest,
     peer: Option<std::net::IpAddr>,
 ) -> Result<pb::RegisterReply, Status> {
-    coord
+    let who = coord
         .admit(peer, &r.credential, &r.probe_id)
+        .await
         .map_err(refused)?;
     let reg = registration(r)?;
+    coord.check_position(&who, reg.pos).await.map_err(refused)?;
     let done = coord.register(reg).await.map_err(refused)?;
     Ok(pb::RegisterReply {
         session_token: done.session_token,
@@ -115,6 +146,33 @@ impl ProbeService for ProbeSvc {
         register(&self.0, req.get_ref(), peer)
             .await
             .map(Response::new)
+    }
+
+    async fn enroll(
+        &self,
+        req: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollReply>, Status> {
+        let peer = req.remote_addr().map(|a| a.ip());
+        let r = req.get_ref();
+        if !self.0.fleet.throttle.attempt(peer) {
+            return Err(Status::resource_exhausted(
+                "too many registration attempts from this address: retry in a few seconds",
+            ));
+        }
+        if r.enrolment_token.is_empty() || r.enrolment_token.len() > MAX_FIELD_LEN {
+            return Err(Status::unauthenticated(
+                "enrolment_token empty or longer than 256 bytes",
+            ));
+        }
+        let done = self
+            .0
+            .enroll(&r.enrolment_token)
+            .await
+            .map_err(enrol_refused)?;
+        Ok(Response::new(pb::EnrollReply {
+            probe_id: done.probe_id,
+            credential: done.credential,
+        }))
     }
 
     type SessionStream = BoxStream<pb::CoordinatorMessage>;
@@ -146,6 +204,11 @@ impl ProbeService for ProbeSvc {
                 truncate(&hello.probe_id)
             )));
         }
+        // Revoked by another process since it registered: refused now, not at the next poll.
+        if coord.is_revoked(&hello.probe_id).await.map_err(internal)? {
+            coord.fleet.registry.end_session(&hello.probe_id);
+            return Err(revoked_status(&hello.probe_id));
+        }
         let probe_id = hello.probe_id.clone();
         let (tx, rx) = mpsc::channel::<SessionCommand>(SESSION_QUEUE);
         let session_id = coord
@@ -161,9 +224,22 @@ impl ProbeService for ProbeSvc {
                 unix_ms: unix_ms() as u64,
             })),
         };
-        // The ack first, then the core's commands as wire messages.
+        // The ack first, then the core's commands as wire messages; a session ended by a
+        // revocation ends with UNAUTHENTICATED.
+        let end = {
+            let coord = Arc::clone(&coord);
+            let probe_id = probe_id.clone();
+            futures::stream::once(async move {
+                coord
+                    .revocations
+                    .is_revoked(&probe_id)
+                    .then(|| revoked_status(&probe_id))
+            })
+            .filter_map(|s| std::future::ready(s.map(Err)))
+        };
         let outbound = futures::stream::once(std::future::ready(Ok::<_, Status>(ack)))
-            .chain(ReceiverStream::new(rx).map(|c| Ok(convert::command(c))));
+            .chain(ReceiverStream::new(rx).map(|c| Ok(convert::command(c))))
+            .chain(end);
         let _ = coord.storage.touch_probe(&probe_id, unix_ms()).await;
         tracing::info!(probe = %probe_id, session_id, "probe session open");
 

@@ -55,8 +55,9 @@ fn help_lists_the_options() {
     for option in [
         "--deb",
         "--binary",
+        "--enroll-token",
+        "--enroll-token-file",
         "--enrolment-token",
-        "--enrolment-token-file",
         "--ca",
         "--dry-run",
         "CAP_NET_RAW",
@@ -103,7 +104,21 @@ fn bad_arguments_exit_2_naming_what_is_wrong() {
             with(&["--ca", "/nonexistent/ca.pem"]),
             "--ca /nonexistent/ca.pem",
         ),
-        (with(&["--enrolment-token", "a b"]), "enrolment token"),
+        (with(&["--enroll-token", "a b"]), "enrolment token"),
+        (with(&["--enrolment-token", "short"]), "enrolment token"),
+        (
+            with(&[
+                "--enroll-token",
+                "gle_0123456789",
+                "--enroll-token-file",
+                "-",
+            ]),
+            "not both",
+        ),
+        (
+            with(&["--enroll-token-file", "/nonexistent/token"]),
+            "--enroll-token-file /nonexistent/token: cannot read it",
+        ),
         (with(&["--frobnicate"]), "unknown argument: --frobnicate"),
     ];
     for (args, expected) in cases {
@@ -123,7 +138,7 @@ fn a_host_without_systemd_is_refused_with_exit_3() {
         eprintln!("not applicable: this host runs systemd");
         return;
     }
-    let out = run(&with(&["--enrolment-token", "tok-0123456789"]));
+    let out = run(&with(&["--enroll-token", "gle_0123456789"]));
     let t = text(&out);
     assert_eq!(out.status.code(), Some(3), "{t}");
     assert!(t.contains("systemd is not running here"), "{t}");
@@ -137,7 +152,7 @@ fn dry_run_writes_a_config_the_agent_accepts_and_never_shows_the_token() {
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let token_path = token_file.to_str().unwrap().to_string();
     let mut args = with(&["--dry-run", "--advertise-ipv4", "192.0.2.10"]);
-    args.push("--enrolment-token-file");
+    args.push("--enroll-token-file");
     args.push(&token_path);
     let out = run(&args);
     let t = text(&out);
