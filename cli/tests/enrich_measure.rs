@@ -1,9 +1,9 @@
-//! `geoloc enrich --coordinator URL --measure --budget N` through the real binary against
-//! an in-process coordinator with FAKE probes (the coordinator's test harness,
-//! coordinator/tests/common: the probes answer from great-circle distances and send no
-//! packet). Addresses with a stored result are not measured again, at most N others are
-//! measured (those on the most rows first), the rest come from GeoIP, and each row's
-//! `location_source` says which.
+//! `geoloc enrich --coordinator URL --measure --budget N` and `geoloc audit --know GROUPS`
+//! through the real binary against an in-process coordinator with FAKE probes (the
+//! coordinator's test harness, coordinator/tests/common: the probes answer from great-circle
+//! distances and send no packet). Enrich: addresses with a stored result are not measured
+//! again, at most N others are measured (those on the most rows first), the rest come from
+//! GeoIP, and each row's `location_source` says which.
 
 #[path = "../../coordinator/tests/common/mod.rs"]
 mod common;
@@ -192,6 +192,119 @@ async fn enrich_measures_within_the_budget_and_reuses_stored_results() {
         let (code, err) = geoloc(a).await;
         assert_eq!(code, 2);
         assert!(err.contains("--budget"), "{err}");
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// `geoloc audit --know ownership,reputation` through the binary: the groups after the
+/// audit's columns, sources that cannot be reached or have no key say so in their status
+/// columns (nothing leaves loopback: DNS and RDAP point at closed local ports), and a rerun
+/// resumes (the added columns are removed, the rows kept, nothing measured again, the
+/// columns added again).
+#[tokio::test]
+async fn audit_know_columns_through_the_binary() {
+    bounded(120, async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |_| {}).await;
+        let w = world(&[(LONDON, LYON.0, LYON.1)]);
+        let probes = fleet(&srv.url, &w, 6).await;
+        wait_healthy(&srv.coord, 6).await;
+        let asn = dir.path().join("asn");
+        std::fs::create_dir_all(&asn).unwrap();
+        std::fs::write(
+            asn.join("asn-ipv4.csv"),
+            "81.2.69.0,81.2.69.255,20712,Andrews & Arnold Ltd\n",
+        )
+        .unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let input = dir.path().join("ips.txt");
+        std::fs::write(&input, format!("{LONDON}\nnope\n{LONDON}\n")).unwrap();
+        let out = dir.path().join("audit.csv");
+        let args: Vec<String> = [
+            "audit",
+            "--file",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--coordinator",
+            &srv.url,
+            "--columns",
+            "ip,country,error",
+            "--know",
+            "ownership,reputation",
+            "--asn-db",
+            asn.to_str().unwrap(),
+            "--cache-dir",
+            dir.path().join("cache").to_str().unwrap(),
+            "--dns-server",
+            &format!("127.0.0.1:{closed_port}"),
+            "--rdap-url",
+            &format!("http://127.0.0.1:{closed_port}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let asked = |p: &[FakeProbe]| {
+            p.iter()
+                .map(|p| p.requests.lock().unwrap().len())
+                .sum::<usize>()
+        };
+        // One row is not an address (an error row, not a failed run).
+        let (code, err) = geoloc(args.clone()).await;
+        assert_eq!(code, 0, "{err}");
+        let mut rd = csv::Reader::from_path(&out).unwrap();
+        let h: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
+        let mut want = vec!["ip", "country", "error"];
+        want.extend(geoloc_know::columns::header(&[
+            geoloc_know::columns::Group::Ownership,
+            geoloc_know::columns::Group::Reputation,
+        ]));
+        assert_eq!(h, want);
+        let rows: Vec<csv::StringRecord> = rd.records().map(Result::unwrap).collect();
+        let get = |r: usize, n: &str| rows[r][h.iter().position(|x| x == n).unwrap()].to_string();
+        assert_eq!(get(0, "country"), "FR");
+        assert_eq!(
+            (get(0, "asn"), get(0, "as_org")),
+            ("20712".into(), "Andrews & Arnold Ltd".into())
+        );
+        assert!(
+            get(0, "rdns_status").starts_with("error: "),
+            "{}",
+            get(0, "rdns_status")
+        );
+        assert!(
+            get(0, "rdap_status").starts_with("error: "),
+            "{}",
+            get(0, "rdap_status")
+        );
+        assert_eq!(get(0, "abuseipdb_status"), "not-configured");
+        assert_eq!(get(1, "asn_status"), "error: not an IP address");
+        assert_eq!(
+            rows[0].iter().collect::<Vec<_>>(),
+            rows[2].iter().collect::<Vec<_>>()
+        );
+        let first = std::fs::read_to_string(&out).unwrap();
+        let measured = asked(&probes);
+
+        // Rerun: resumes (the audit's rows kept, nothing measured), the groups again.
+        let (code, err) = geoloc(args.clone()).await;
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), first);
+        assert_eq!(asked(&probes), measured);
+
+        // An unknown group is refused before anything runs.
+        let mut bad = args.clone();
+        let i = bad
+            .iter()
+            .position(|a| a == "ownership,reputation")
+            .unwrap();
+        bad[i] = "owners".into();
+        let (code, err) = geoloc(bad).await;
+        assert_eq!(code, 2);
+        assert!(err.contains("unknown know group"), "{err}");
         srv.stop().await;
     })
     .await;
