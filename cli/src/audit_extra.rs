@@ -1,6 +1,9 @@
 //! `geoloc audit` options added around `geoloc_client::AuditArgs`: `--report` (HTML or
-//! Markdown report of the output, see geoloc-web's `report`) and `--at-column` (a
-//! `local_time` column from a UTC timestamp column of the input).
+//! Markdown report of the output, see geoloc-web's `report`), `--know GROUPS` (ownership,
+//! reputation and services columns from geoloc-know, `geoloc_know::columns`) and
+//! `--at-column` (a `local_time` column from a UTC timestamp column of the input). The added
+//! columns come after the audit's own (know groups, then `local_time`); a resumed run removes
+//! them first and adds them again.
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -21,6 +24,38 @@ pub struct AuditCmd {
     /// (RFC 3339) given in this column of the input CSV. Needs the `timezone` output column.
     #[arg(long, value_name = "COL")]
     pub at_column: Option<String>,
+    #[command(flatten)]
+    pub know: KnowColumnsArgs,
+}
+
+/// `geoloc audit --know GROUPS` and the sources it draws on (the same as `geoloc know`'s).
+#[derive(Debug, Args)]
+pub struct KnowColumnsArgs {
+    /// Add know column groups after the audit's columns, comma-separated: ownership (rDNS,
+    /// AS, RDAP), reputation (AbuseIPDB, VirusTotal), services (Shodan, Censys), or all.
+    /// One lookup per distinct address; schema in client/README.md.
+    #[arg(long, value_name = "GROUPS")]
+    pub know: Option<String>,
+    /// With --know: ask the configured providers about addresses not in the cache (spends
+    /// quota, waits for each provider's rate); without it only cached answers are used.
+    #[arg(long, requires = "know")]
+    pub query_providers: bool,
+    /// With --know: TOML configuration of the sources (sample: know/know.sample.toml).
+    #[arg(long, env = "GEOLOC_KNOW_CONFIG", value_name = "FILE")]
+    pub know_config: Option<PathBuf>,
+    /// With --know: folder with asn-ipv4.csv / asn-ipv6.csv (overrides the config's `asn-db`).
+    #[arg(long, requires = "know", value_name = "DIR")]
+    pub asn_db: Option<PathBuf>,
+    /// With --know: cache folder of provider and RDAP answers (overrides `cache-dir`).
+    #[arg(long, requires = "know", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// With --know: DNS server for reverse lookups, IP:port (default: the config's, else
+    /// the system's).
+    #[arg(long, requires = "know", value_name = "IP:PORT")]
+    pub dns_server: Option<std::net::SocketAddr>,
+    /// With --know: RDAP base URL (default: the config's, else https://rdap.org).
+    #[arg(long, requires = "know", value_name = "URL")]
+    pub rdap_url: Option<String>,
 }
 
 enum ReportKind {
@@ -46,6 +81,13 @@ fn report_kind(p: &Path) -> anyhow::Result<ReportKind> {
 
 pub fn run(cmd: AuditCmd) -> anyhow::Result<()> {
     let kind = cmd.report.as_deref().map(report_kind).transpose()?;
+    let groups = cmd
+        .know
+        .know
+        .as_deref()
+        .map(geoloc_know::columns::parse_groups)
+        .transpose()
+        .map_err(|e| anyhow!("--know: {e}"))?;
     if let Some(col) = &cmd.at_column {
         if cmd.audit.file.as_os_str() == "-" {
             bail!("--at-column {col} needs --file to be a file (standard input is read once)");
@@ -54,18 +96,36 @@ pub fn run(cmd: AuditCmd) -> anyhow::Result<()> {
         if !cols.iter().any(|c| c == "timezone") {
             bail!("--at-column needs the timezone column in --columns");
         }
-        // A previous run's local_time column is removed so the audit can resume.
-        strip_local_time(&cmd.audit.output)?;
+    }
+    // The sources are checked (configuration, ASN database) before anything is measured.
+    let sources = match &groups {
+        None => None,
+        Some(g) => Some(know_sources(&cmd.know, g)?),
+    };
+    if cmd.at_column.is_some() || groups.is_some() {
+        // A previous run's added columns are removed so the audit can resume.
+        let cols = geoloc_client::audit::parse_columns(cmd.audit.columns.as_deref())?;
+        strip_added(&cmd.audit.output, &cols)?;
     }
     let output = cmd.audit.output.clone();
     let input = cmd.audit.file.clone();
     let audited = geoloc_client::run_audit(cmd.audit);
-    // The report and the column are written even when some rows failed (exit code 1).
+    // The report and the columns are written even when some rows failed (exit code 1).
     let ran = match &audited {
         Ok(()) => true,
         Err(e) => e.downcast_ref::<geoloc_client::NotLocated>().is_some(),
     };
     if ran {
+        if let (Some(g), Some(sources)) = (&groups, &sources) {
+            let query = cmd.know.query_providers;
+            let st = crate::know::runtime()?.block_on(geoloc_know::columns::append_to_csv(
+                &output, g, sources, query, true,
+            ))?;
+            eprintln!(
+                "know columns: {} distinct addresses, {} provider requests",
+                st.distinct_addresses, st.provider_requests
+            );
+        }
         if let Some(col) = &cmd.at_column {
             add_local_time(&input, &output, col)?;
         }
@@ -75,6 +135,21 @@ pub fn run(cmd: AuditCmd) -> anyhow::Result<()> {
         }
     }
     audited
+}
+
+fn know_sources(
+    a: &KnowColumnsArgs,
+    groups: &[geoloc_know::columns::Group],
+) -> anyhow::Result<geoloc_know::report::Sources> {
+    let ownership = groups.contains(&geoloc_know::columns::Group::Ownership);
+    crate::know::sources_from(
+        a.know_config.as_deref(),
+        None,
+        a.asn_db.clone(),
+        a.cache_dir.clone(),
+        ownership.then_some(a.dns_server),
+        ownership.then(|| a.rdap_url.clone()),
+    )
 }
 
 fn write_report(csv: &Path, out: &Path, kind: ReportKind) -> anyhow::Result<()> {
@@ -115,21 +190,27 @@ fn write_csv(path: &Path, header: &[&str], rows: &[Vec<String>]) -> anyhow::Resu
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
-fn strip_local_time(out: &Path) -> anyhow::Result<()> {
+/// Removes the columns this module adds (`local_time`, the know groups') from the end of a
+/// previous run's output, when its header is the audit's `cols` followed by only those.
+fn strip_added(out: &Path, cols: &[String]) -> anyhow::Result<()> {
     if !out.is_file() || std::fs::metadata(out)?.len() == 0 {
         return Ok(());
     }
     let (header, rows) = read_csv(out)?;
-    if header.iter().next_back() != Some("local_time") {
+    let n = cols.len();
+    let own: Vec<&str> = header.iter().take(n).collect();
+    if header.len() <= n || own != cols {
         return Ok(());
     }
-    let n = header.len() - 1;
-    let h: Vec<&str> = header.iter().take(n).collect();
+    let added = |h: &str| h == "local_time" || geoloc_know::columns::all_columns().any(|c| c == h);
+    if !header.iter().skip(n).all(added) {
+        return Ok(());
+    }
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| r.iter().take(n).map(String::from).collect())
         .collect();
-    write_csv(out, &h, &rows)
+    write_csv(out, &own, &rows)
 }
 
 /// The value of column `col` on each data line of the input, by 1-based line number (the

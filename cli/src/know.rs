@@ -1,12 +1,11 @@
 //! `geoloc know IP` and `geoloc enrich`: the `geoloc-know` crate behind two subcommands.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use geoloc_know::config::KnowConfig;
 use geoloc_know::report::{Location, Sources};
 
 /// Options shared by `know` and `enrich`: where the sources are.
@@ -66,9 +65,20 @@ pub struct EnrichArgs {
     /// for each provider's rate); without it only cached answers fill the columns.
     #[arg(long)]
     pub query_providers: bool,
-    /// Measure addresses through a coordinator (not implemented yet: refused).
-    #[arg(long)]
+    /// Coordinator whose stored results locate the addresses it has measured before (no
+    /// packet sent); with --measure it also measures. The rest come from GeoIP.
+    #[arg(long, value_name = "URL")]
+    pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub ca: geoloc_client::CaArg,
+    /// Measure, through --coordinator, addresses that have no stored result: at most
+    /// --budget of them, those on the most rows first. The `location_source` column says
+    /// where each row's location came from.
+    #[arg(long, requires = "coordinator", requires = "budget")]
     pub measure: bool,
+    /// With --measure: the most addresses measured in this run.
+    #[arg(long, requires = "measure", value_name = "N")]
+    pub budget: Option<u64>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -85,48 +95,39 @@ fn build_sources(
     rdns: Option<Option<SocketAddr>>,
     rdap: Option<Option<String>>,
 ) -> anyhow::Result<Sources> {
-    let cfg = match &a.config {
-        Some(p) => KnowConfig::load(p)?,
-        None => KnowConfig::default(),
-    };
-    let geoip = a.geoip.clone().or(cfg.geoip.clone());
-    let asn = a.asn_db.clone().or(cfg.asn_db.clone());
-    let cache_dir = a.cache_dir.clone().unwrap_or_else(|| cfg.cache_dir(env));
-    let providers = cfg
-        .providers(env)?
-        .into_iter()
-        .map(geoloc_know::providers::ProviderClient::new)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Sources {
-        geoip: geoip
-            .map(geoloc_geoip::GeoIpDb::open)
-            .transpose()
-            .context("GeoIP database")?,
-        asn: asn
-            .map(geoloc_know::asn::AsnDb::open)
-            .transpose()
-            .context("ASN database")?,
-        rdns: match rdns {
-            Some(server) => Some(geoloc_know::rdns::Rdns::new(
-                server.or(cfg.dns_server),
-                Duration::from_secs(5),
-            )?),
-            None => None,
-        },
-        rdap: match rdap {
-            Some(url) => Some(geoloc_know::rdap::RdapClient::new(
-                url.or(cfg.rdap_url.clone())
-                    .unwrap_or_else(|| "https://rdap.org".into()),
-                Duration::from_secs(10),
-            )?),
-            None => None,
-        },
-        providers,
-        cache: Some(geoloc_know::cache::Cache::new(cache_dir, cfg.cache_ttl())),
-    })
+    sources_from(
+        a.config.as_deref(),
+        a.geoip.clone(),
+        a.asn_db.clone(),
+        a.cache_dir.clone(),
+        rdns,
+        rdap,
+    )
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// The sources from a configuration file and the command line's overrides. `rdns` /
+/// `rdap`: `None` leaves that source out; `Some(server)` uses `server`, else the
+/// configuration's, else the default.
+pub fn sources_from(
+    config: Option<&std::path::Path>,
+    geoip: Option<PathBuf>,
+    asn_db: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    rdns: Option<Option<SocketAddr>>,
+    rdap: Option<Option<String>>,
+) -> anyhow::Result<Sources> {
+    Ok(geoloc_know::config::SourceOptions {
+        config: config.map(PathBuf::from),
+        geoip,
+        asn_db,
+        cache_dir,
+        rdns,
+        rdap,
+    }
+    .open(env)?)
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -171,24 +172,11 @@ async fn measure(
         .locate(req, |_| {})
         .await
         .map_err(|f| anyhow::anyhow!("measuring {ip} failed: {}: {}", f.code, f.message))?;
-    let s = &r.solution;
-    Ok(Location {
-        source: "measured".into(),
-        lat: s.estimate.lat,
-        lon: s.estimate.lon,
-        radius_km: Some(s.radius_km),
-        city: Some(s.place.city.clone()),
-        country: Some(s.place.country.clone()),
-    })
+    Ok(location_of(&r, "measured"))
 }
 
 /// `geoloc enrich`.
 pub fn run_enrich(a: EnrichArgs) -> anyhow::Result<()> {
-    if a.measure {
-        anyhow::bail!(
-            "--measure is not implemented yet: enrich uses GeoIP and cached answers only"
-        );
-    }
     let format = match a.output.as_ref().and_then(|p| p.extension()) {
         Some(e) if e.eq_ignore_ascii_case("parquet") => geoloc_know::enrich::Format::Parquet,
         _ => geoloc_know::enrich::Format::Csv,
@@ -204,18 +192,159 @@ pub fn run_enrich(a: EnrichArgs) -> anyhow::Result<()> {
     };
     runtime()?.block_on(async {
         let sources = build_sources(&a.sources, None, None)?;
+        let locator = match &a.coordinator {
+            None => None,
+            Some(url) => Some(CoordinatorLocator {
+                client: geoloc_client::Client::connect_with(url, &a.ca.options()).await?,
+                budget: if a.measure { a.budget.unwrap_or(0) } else { 0 },
+                progress: !a.quiet,
+            }),
+        };
         let t0 = std::time::Instant::now();
-        let st = geoloc_know::enrich::enrich(&opts, &sources).await?;
+        let st = geoloc_know::enrich::enrich_with(
+            &opts,
+            &sources,
+            locator.as_ref().map(|l| l as &dyn geoloc_know::enrich::Locator),
+        )
+        .await?;
         let secs = t0.elapsed().as_secs_f64();
+        let located: Vec<String> = st
+            .located_by
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect();
         eprintln!(
-            "geoloc enrich: {} rows ({} with a reason), {} distinct addresses, {} provider requests, {:.2} s, {:.0} rows/s",
+            "geoloc enrich: {} rows ({} with a reason), {} distinct addresses{}, {} provider requests, {:.2} s, {:.0} rows/s",
             st.rows,
             st.rows_with_reason,
             st.distinct_addresses,
+            if located.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} by the coordinator, the rest by GeoIP)", located.join(", "))
+            },
             st.provider_requests,
             secs,
             st.rows as f64 / secs.max(1e-9)
         );
         Ok(())
     })
+}
+
+/// Stored results of a coordinator, then (within `budget`) new measurements, for
+/// `geoloc enrich --coordinator URL [--measure --budget N]`.
+struct CoordinatorLocator {
+    client: geoloc_client::Client,
+    /// Addresses measured at most (0: stored results only).
+    budget: u64,
+    progress: bool,
+}
+
+/// Concurrent stored-result lookups (cheap: no packet is sent).
+const STORED_LOOKUPS_AT_ONCE: usize = 16;
+
+fn location_of(r: &geoloc_client::Located, source: &str) -> Location {
+    let s = &r.solution;
+    Location {
+        source: source.into(),
+        lat: s.estimate.lat,
+        lon: s.estimate.lon,
+        radius_km: Some(s.radius_km),
+        city: Some(s.place.city.clone()).filter(|c| !c.is_empty()),
+        country: Some(s.place.country.clone()).filter(|c| !c.is_empty()),
+    }
+}
+
+impl CoordinatorLocator {
+    async fn locate_all(&self, ips: &[IpAddr]) -> HashMap<IpAddr, Location> {
+        use futures::StreamExt;
+        let mut out = HashMap::new();
+        let mut errors: Vec<String> = Vec::new();
+        // Stored results first: they cost no packet.
+        let stored: Vec<(
+            IpAddr,
+            Result<Option<geoloc_client::Located>, geoloc_client::Failure>,
+        )> = futures::stream::iter(ips.iter().copied())
+            .map(|ip| {
+                let mut c = self.client.clone();
+                async move { (ip, c.stored_result(&ip.to_string()).await) }
+            })
+            .buffered(STORED_LOOKUPS_AT_ONCE)
+            .collect()
+            .await;
+        let mut missing = Vec::new();
+        for (ip, r) in stored {
+            match r {
+                Ok(Some(l)) => {
+                    out.insert(ip, location_of(&l, "stored"));
+                }
+                Ok(None) => missing.push(ip),
+                Err(f) => {
+                    errors.push(format!("stored result of {ip}: {}: {}", f.code, f.message));
+                    missing.push(ip);
+                }
+            }
+        }
+        // Then measure, within the budget, in the order given (most rows first).
+        let budget = usize::try_from(self.budget).unwrap_or(usize::MAX);
+        let to_measure: Vec<IpAddr> = missing.into_iter().take(budget).collect();
+        if !to_measure.is_empty() {
+            let bar = if self.progress {
+                let b = indicatif::ProgressBar::new(to_measure.len() as u64);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:40} {pos}/{len} addresses measured eta {eta}",
+                    )
+                    .expect("static template"),
+                );
+                b
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
+            let req = geoloc_proto::v1::LocateBatchRequest {
+                ips: to_measure.iter().map(IpAddr::to_string).collect(),
+                reuse_stored: true,
+                ..Default::default()
+            };
+            let mut c = self.client.clone();
+            let r = c
+                .locate_batch(req, |ev| {
+                    if let geoloc_client::BatchEvent::Done(i, r) = ev {
+                        bar.inc(1);
+                        let Some(&ip) = to_measure.get(i) else { return };
+                        match *r {
+                            Ok(l) => {
+                                let source = if l.cached { "stored" } else { "measured" };
+                                out.insert(ip, location_of(&l, source));
+                            }
+                            Err(f) => {
+                                errors.push(format!("measuring {ip}: {}: {}", f.code, f.message))
+                            }
+                        }
+                    }
+                })
+                .await;
+            bar.finish_and_clear();
+            if let Err(f) = r {
+                errors.push(format!("measuring: {}: {}", f.code, f.message));
+            }
+        }
+        if !errors.is_empty() {
+            eprintln!(
+                "geoloc enrich: {} coordinator lookups failed (GeoIP used for those), first: {}",
+                errors.len(),
+                geoloc_know::printable(&errors[0], 300)
+            );
+        }
+        out
+    }
+}
+
+impl geoloc_know::enrich::Locator for CoordinatorLocator {
+    fn locate<'a>(
+        &'a self,
+        ips: &'a [IpAddr],
+    ) -> futures::future::BoxFuture<'a, HashMap<IpAddr, Location>> {
+        Box::pin(self.locate_all(ips))
+    }
 }

@@ -1,5 +1,5 @@
-//! Calls of the typed [`Client`] used by the web interface (`geoloc-web`): a stored result
-//! by id, and a batch with per-address events.
+//! Calls of the typed [`Client`] used by the web interface (`geoloc-web`) and `geoloc
+//! enrich`: a stored result by id or by address, and a batch with per-address events.
 use geoloc_proto::v1 as pb;
 
 use crate::{Client, Failure, Located};
@@ -29,9 +29,22 @@ pub enum BatchEvent {
 impl Client {
     /// A stored result by its id (`GetResult`). `Ok(None)` when the coordinator has none.
     pub async fn get_result(&mut self, result_id: &str) -> Result<Option<Located>, Failure> {
-        let req = pb::GetResultRequest {
-            key: Some(pb::get_result_request::Key::ResultId(result_id.to_string())),
-        };
+        self.stored(pb::get_result_request::Key::ResultId(result_id.to_string()))
+            .await
+    }
+
+    /// The newest stored result for an address (`GetResult` by address), without measuring.
+    /// `Ok(None)` when the coordinator has none.
+    pub async fn stored_result(&mut self, ip: &str) -> Result<Option<Located>, Failure> {
+        self.stored(pb::get_result_request::Key::Ip(ip.to_string()))
+            .await
+    }
+
+    async fn stored(
+        &mut self,
+        key: pb::get_result_request::Key,
+    ) -> Result<Option<Located>, Failure> {
+        let req = pb::GetResultRequest { key: Some(key) };
         match self.inner.get_result(self.request(req)).await {
             Ok(r) => match r.into_inner().result {
                 None => Ok(None),

@@ -134,6 +134,67 @@ impl KnowConfig {
     }
 }
 
+/// Which sources to open: a configuration file and the command line's overrides (each
+/// override wins over the file's value).
+#[derive(Debug, Clone, Default)]
+pub struct SourceOptions {
+    pub config: Option<PathBuf>,
+    pub geoip: Option<PathBuf>,
+    pub asn_db: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    /// `None`: no reverse DNS; `Some(server)`: `server`, else the file's, else the system's.
+    pub rdns: Option<Option<SocketAddr>>,
+    /// `None`: no RDAP; `Some(url)`: `url`, else the file's, else `https://rdap.org`.
+    pub rdap: Option<Option<String>>,
+}
+
+/// Default RDAP base URL (the bootstrap redirector).
+pub const DEFAULT_RDAP_URL: &str = "https://rdap.org";
+
+impl SourceOptions {
+    /// Opens the sources (databases read, clients built; nothing is sent). `env` gives the
+    /// provider keys and the cache folder's defaults.
+    pub fn open(&self, env: impl Fn(&str) -> Option<String>) -> Result<crate::report::Sources> {
+        let cfg = match &self.config {
+            Some(p) => KnowConfig::load(p)?,
+            None => KnowConfig::default(),
+        };
+        let geoip = self.geoip.clone().or(cfg.geoip.clone());
+        let asn = self.asn_db.clone().or(cfg.asn_db.clone());
+        let cache_dir = self
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| cfg.cache_dir(&env));
+        let providers = cfg
+            .providers(&env)?
+            .into_iter()
+            .map(crate::providers::ProviderClient::new)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(crate::report::Sources {
+            geoip: geoip.map(geoloc_geoip::GeoIpDb::open).transpose()?,
+            asn: asn.map(crate::asn::AsnDb::open).transpose()?,
+            rdns: match self.rdns {
+                Some(server) => Some(crate::rdns::Rdns::new(
+                    server.or(cfg.dns_server),
+                    Duration::from_secs(5),
+                )?),
+                None => None,
+            },
+            rdap: match &self.rdap {
+                Some(url) => Some(crate::rdap::RdapClient::new(
+                    url.clone()
+                        .or(cfg.rdap_url.clone())
+                        .unwrap_or_else(|| DEFAULT_RDAP_URL.into()),
+                    Duration::from_secs(10),
+                )?),
+                None => None,
+            },
+            providers,
+            cache: Some(crate::cache::Cache::new(cache_dir, cfg.cache_ttl())),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ use futures::StreamExt;
 
 use crate::error::{KnowError, Result};
 use crate::providers::{Answer, Outcome, ProviderKind};
-use crate::report::{join_ports, tz_at, Sources};
+use crate::report::{join_ports, tz_at, Location, Sources};
 use crate::timefeat::{local_time, parse_instant};
 
 /// Type of an added column.
@@ -35,6 +35,7 @@ pub const COLUMNS: &[(&str, Kind)] = &[
     ("lat", Kind::Float),
     ("lon", Kind::Float),
     ("radius_km", Kind::Float),
+    ("location_source", Kind::Text),
     ("time_zone", Kind::Text),
     ("local_time", Kind::Text),
     ("local_hour", Kind::Int),
@@ -95,6 +96,18 @@ pub struct EnrichOptions {
     pub progress: bool,
 }
 
+/// Locations from elsewhere than GeoIP: a coordinator's stored results and new
+/// measurements (`geoloc enrich --coordinator URL [--measure --budget N]`, cli/src/know.rs).
+/// An address it gives no location for is located by GeoIP.
+pub trait Locator: Sync {
+    /// Locations of some of `ips` (the distinct public addresses of the log, those on the
+    /// most rows first), each with its `source` (`measured` or `stored`).
+    fn locate<'a>(
+        &'a self,
+        ips: &'a [IpAddr],
+    ) -> futures::future::BoxFuture<'a, HashMap<IpAddr, Location>>;
+}
+
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct EnrichStats {
@@ -104,6 +117,8 @@ pub struct EnrichStats {
     pub distinct_addresses: u64,
     /// Provider requests sent in this run.
     pub provider_requests: u64,
+    /// Distinct addresses located by the [`Locator`], by source (`measured`, `stored`).
+    pub located_by: std::collections::BTreeMap<String, u64>,
 }
 
 /// Features of one address (time-independent part).
@@ -114,6 +129,8 @@ struct AddrFeatures {
     lat: Option<f64>,
     lon: Option<f64>,
     radius_km: Option<f64>,
+    /// `measured`, `stored` (a coordinator's earlier result) or `geoip`.
+    location_source: Option<String>,
     time_zone: Option<String>,
     asn: Option<i64>,
     organisation: Option<String>,
@@ -145,8 +162,17 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
     t.parse().ok()
 }
 
-/// Runs the enrichment.
+/// Runs the enrichment, locations from GeoIP.
 pub async fn enrich(opts: &EnrichOptions, sources: &Sources) -> Result<EnrichStats> {
+    enrich_with(opts, sources, None).await
+}
+
+/// Runs the enrichment; `locator` (if any) locates addresses first, GeoIP the rest.
+pub async fn enrich_with(
+    opts: &EnrichOptions,
+    sources: &Sources,
+    locator: Option<&dyn Locator>,
+) -> Result<EnrichStats> {
     let started = Instant::now();
     // Pass 1: header, distinct addresses.
     let mut rdr = open_csv(&opts.input)?;
@@ -175,7 +201,8 @@ pub async fn enrich(opts: &EnrichOptions, sources: &Sources) -> Result<EnrichSta
         ));
     }
     let mut distinct: Vec<IpAddr> = Vec::new();
-    let mut seen: HashMap<IpAddr, ()> = HashMap::new();
+    // Rows per address.
+    let mut seen: HashMap<IpAddr, u64> = HashMap::new();
     let mut rows = 0u64;
     let mut rec = csv::ByteRecord::new();
     loop {
@@ -188,20 +215,41 @@ pub async fn enrich(opts: &EnrichOptions, sources: &Sources) -> Result<EnrichSta
                     .and_then(|b| std::str::from_utf8(b).ok())
                     .and_then(parse_ip)
                 {
-                    if seen.insert(ip, ()).is_none() {
+                    let n = seen.entry(ip).or_insert(0);
+                    if *n == 0 {
                         distinct.push(ip);
                     }
+                    *n += 1;
                 }
             }
             Err(_) => rows += 1,
         }
     }
+    // Locations from the locator: public addresses, those on the most rows first.
+    let located: HashMap<IpAddr, Location> = match locator {
+        None => HashMap::new(),
+        Some(l) => {
+            let mut public: Vec<IpAddr> = distinct
+                .iter()
+                .copied()
+                .filter(|ip| !geoloc_policy::classify(*ip).is_bogon())
+                .collect();
+            public.sort_by_key(|ip| std::cmp::Reverse(seen[ip]));
+            l.locate(&public).await
+        }
+    };
+    let mut located_by = std::collections::BTreeMap::new();
+    for l in located.values() {
+        *located_by.entry(l.source.clone()).or_insert(0) += 1;
+    }
+    let located = &located;
     // One lookup per distinct address.
     let bar = progress_bar(opts.progress, distinct.len() as u64, "addresses");
     let requests_before: u64 = sources.providers.iter().map(|p| p.requests_sent()).sum();
     let features: HashMap<IpAddr, Arc<AddrFeatures>> = futures::stream::iter(distinct.iter())
         .map(|&ip| async move {
-            let f = address_features(sources, ip, opts.query_providers).await;
+            let loc = located.get(&ip).cloned();
+            let f = address_features(sources, ip, loc, opts.query_providers).await;
             (ip, Arc::new(f))
         })
         .buffer_unordered(16)
@@ -242,6 +290,7 @@ pub async fn enrich(opts: &EnrichOptions, sources: &Sources) -> Result<EnrichSta
         rows_with_reason: 0,
         distinct_addresses: distinct.len() as u64,
         provider_requests,
+        located_by,
     };
     loop {
         let (fields, cells) = match rdr.read_byte_record(&mut rec) {
@@ -310,7 +359,12 @@ fn progress_bar(show: bool, len: u64, what: &str) -> indicatif::ProgressBar {
     b
 }
 
-async fn address_features(sources: &Sources, ip: IpAddr, query: bool) -> AddrFeatures {
+async fn address_features(
+    sources: &Sources,
+    ip: IpAddr,
+    located: Option<Location>,
+    query: bool,
+) -> AddrFeatures {
     let class = geoloc_policy::classify(ip);
     if class.is_bogon() {
         return AddrFeatures {
@@ -319,9 +373,13 @@ async fn address_features(sources: &Sources, ip: IpAddr, query: bool) -> AddrFea
         };
     }
     let mut f = AddrFeatures::default();
-    match sources.geoip_location(ip) {
+    match located
+        .map(Ok)
+        .unwrap_or_else(|| sources.geoip_location(ip))
+    {
         Ok(l) => {
             f.time_zone = Some(tz_at(l.lat, l.lon));
+            f.location_source = Some(l.source);
             f.country = l.country;
             f.city = l.city;
             f.lat = Some(l.lat);
@@ -380,31 +438,32 @@ fn row_cells(
     c[2] = Cell::Float(f.lat);
     c[3] = Cell::Float(f.lon);
     c[4] = Cell::Float(f.radius_km);
-    c[5] = Cell::Text(f.time_zone.clone());
-    c[9] = Cell::Int(f.asn);
-    c[10] = Cell::Text(f.organisation.clone());
+    c[5] = Cell::Text(f.location_source.clone());
+    c[6] = Cell::Text(f.time_zone.clone());
+    c[10] = Cell::Int(f.asn);
+    c[11] = Cell::Text(f.organisation.clone());
     for o in &f.reputation {
         let status = Cell::Text(Some(o.status_text()));
         match o.provider {
             ProviderKind::AbuseIpDb => {
                 if let Some(Answer::AbuseIpDb(a)) = &o.answer {
-                    c[11] = Cell::Int(Some(i64::from(a.abuse_confidence_score)));
-                    c[12] = Cell::Int(Some(a.total_reports.min(i64::MAX as u64) as i64));
+                    c[12] = Cell::Int(Some(i64::from(a.abuse_confidence_score)));
+                    c[13] = Cell::Int(Some(a.total_reports.min(i64::MAX as u64) as i64));
                 }
-                c[13] = status;
+                c[14] = status;
             }
             ProviderKind::VirusTotal => {
                 if let Some(Answer::VirusTotal(v)) = &o.answer {
-                    c[14] = Cell::Int(Some(i64::from(v.malicious)));
-                    c[15] = Cell::Int(Some(i64::from(v.suspicious)));
+                    c[15] = Cell::Int(Some(i64::from(v.malicious)));
+                    c[16] = Cell::Int(Some(i64::from(v.suspicious)));
                 }
-                c[16] = status;
+                c[17] = status;
             }
             ProviderKind::Shodan => {
                 if let Some(Answer::Shodan(s)) = &o.answer {
-                    c[17] = Cell::Text(Some(join_ports(&s.ports)));
+                    c[18] = Cell::Text(Some(join_ports(&s.ports)));
                 }
-                c[18] = status;
+                c[19] = status;
             }
             ProviderKind::Censys => {
                 if let Some(Answer::Censys(s)) = &o.answer {
@@ -413,9 +472,9 @@ fn row_cells(
                         .iter()
                         .map(|x| format!("{}/{}", x.port, x.name))
                         .collect();
-                    c[19] = Cell::Text(Some(list.join(";")));
+                    c[20] = Cell::Text(Some(list.join(";")));
                 }
-                c[20] = status;
+                c[21] = status;
             }
         }
     }
@@ -426,9 +485,9 @@ fn row_cells(
         Err(e) => set_reason(&mut c, e),
         Ok(at) => {
             if let Some(lt) = f.time_zone.as_deref().and_then(|z| local_time(z, at)) {
-                c[6] = Cell::Text(Some(lt.local_time));
-                c[7] = Cell::Int(Some(i64::from(lt.local_hour)));
-                c[8] = Cell::Text(Some(lt.weekday));
+                c[7] = Cell::Text(Some(lt.local_time));
+                c[8] = Cell::Int(Some(i64::from(lt.local_hour)));
+                c[9] = Cell::Text(Some(lt.weekday));
             }
         }
     }
@@ -617,5 +676,45 @@ impl RowSink for ParquetSink {
             w.close().map_err(|e| self.err(e))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `row_cells` fills the cells by position: each position must hold the column it means.
+    #[test]
+    fn cell_positions_match_the_column_names() {
+        let mut features = HashMap::new();
+        features.insert(
+            "81.2.69.142".parse::<IpAddr>().unwrap(),
+            Arc::new(AddrFeatures {
+                country: Some("GB".into()),
+                city: Some("London".into()),
+                lat: Some(51.5),
+                lon: Some(-0.1),
+                radius_km: Some(10.0),
+                location_source: Some("stored".into()),
+                time_zone: Some("Europe/London".into()),
+                asn: Some(20712),
+                organisation: Some("Andrews & Arnold".into()),
+                reputation: Vec::new(),
+                reason: None,
+            }),
+        );
+        let c = row_cells("81.2.69.142", "2026-07-01T12:00:00Z", &features);
+        let get = |n: &str| c[COLUMNS.iter().position(|(x, _)| *x == n).unwrap()].csv();
+        assert_eq!(get("country"), "GB");
+        assert_eq!(get("radius_km"), "10");
+        assert_eq!(get("location_source"), "stored");
+        assert_eq!(get("time_zone"), "Europe/London");
+        assert_eq!(get("local_time"), "2026-07-01T13:00:00+01:00");
+        assert_eq!(get("local_hour"), "13");
+        assert_eq!(get("weekday"), "Wed");
+        assert_eq!(get("asn"), "20712");
+        assert_eq!(get("organisation"), "Andrews & Arnold");
+        assert_eq!(get("reason"), "");
+        assert_eq!(c.len(), COLUMNS.len());
     }
 }

@@ -5,10 +5,12 @@
 //! - reputation and exposure with the user's keys ([`providers`]: AbuseIPDB, VirusTotal,
 //!   Shodan, Censys), each rate limited, cached ([`cache`]) and never fatal;
 //! - one address: [`report::Sources::know`] → [`report::KnowReport`];
+//! - the same fields as column groups of a table (`geoloc audit --know`): [`columns`];
 //! - connection logs to features: [`enrich::enrich`] (CSV or Parquet).
 
 pub mod asn;
 pub mod cache;
+pub mod columns;
 pub mod config;
 pub mod enrich;
 pub mod error;

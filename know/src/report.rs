@@ -122,42 +122,58 @@ impl Sources {
         }
     }
 
-    /// Every provider's outcome for `ip`: asked (through limiter and cache) when `query`,
-    /// else from the cache only (`not-cached` on a miss). Providers without a key are
-    /// `not-configured`.
+    /// Every provider's outcome for `ip` ([`Sources::outcome`] of each, in
+    /// [`ProviderKind::ALL`] order).
     pub async fn reputation(&self, ip: IpAddr, query: bool) -> Vec<Outcome> {
         let mut out = Vec::new();
         for kind in ProviderKind::ALL {
-            let Some(p) = self.providers.iter().find(|p| p.config.kind == kind) else {
-                out.push(Outcome::status(kind, Status::NotConfigured));
-                continue;
-            };
-            if query {
-                out.push(p.lookup(ip, self.cache.as_ref()).await);
-            } else {
-                let cached = self
-                    .cache
-                    .as_ref()
-                    .and_then(|c| c.get::<Outcome>(kind.name(), ip));
-                out.push(match cached {
-                    Some((mut o, at)) => {
-                        o.cached = true;
-                        o.fetched_at_unix_s = Some(at);
-                        o
-                    }
-                    None => Outcome::status(kind, Status::NotCached),
-                });
-            }
+            out.push(self.outcome(kind, ip, query).await);
         }
         out
     }
 
-    /// The full report. `measured` replaces the GeoIP location when given.
+    /// One provider's outcome for `ip`: asked (through limiter and cache) when `query`,
+    /// else from the cache only (`not-cached` on a miss); `not-configured` without a key.
+    pub async fn outcome(&self, kind: ProviderKind, ip: IpAddr, query: bool) -> Outcome {
+        let Some(p) = self.providers.iter().find(|p| p.config.kind == kind) else {
+            return Outcome::status(kind, Status::NotConfigured);
+        };
+        if query {
+            return p.lookup(ip, self.cache.as_ref()).await;
+        }
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.get::<Outcome>(kind.name(), ip));
+        match cached {
+            Some((mut o, at)) => {
+                o.cached = true;
+                o.fetched_at_unix_s = Some(at);
+                o
+            }
+            None => Outcome::status(kind, Status::NotCached),
+        }
+    }
+
+    /// The full report, providers asked (through limiter and cache). `measured` replaces
+    /// the GeoIP location when given.
     pub async fn know(
         &self,
         ip: IpAddr,
         measured: Option<Location>,
         at: DateTime<Utc>,
+    ) -> KnowReport {
+        self.know_with(ip, measured, at, true).await
+    }
+
+    /// [`Sources::know`]; without `query_providers` only cached provider answers are used
+    /// (`not-cached` otherwise), so nothing spends quota or waits for a provider's rate.
+    pub async fn know_with(
+        &self,
+        ip: IpAddr,
+        measured: Option<Location>,
+        at: DateTime<Utc>,
+        query_providers: bool,
     ) -> KnowReport {
         let class = geoloc_policy::classify(ip);
         let mut report = KnowReport {
@@ -204,7 +220,7 @@ impl Sources {
             }
         };
         let rdap = self.rdap_cached(ip);
-        let reputation = self.reputation(ip, true);
+        let reputation = self.reputation(ip, query_providers);
         let (rdns, rdap, reputation) = tokio::join!(rdns, rdap, reputation);
         match rdns {
             Ok(n) => report.ownership.rdns = n,
@@ -215,25 +231,7 @@ impl Sources {
             Ok(None) => report.ownership.rdap_error = Some("no RDAP record".into()),
             Err(e) => report.ownership.rdap_error = Some(e),
         }
-        let mut services: BTreeMap<(u16, String), Service> = BTreeMap::new();
-        for o in &reputation {
-            let list = match &o.answer {
-                Some(Answer::Shodan(s)) => &s.services,
-                Some(Answer::Censys(c)) => &c.services,
-                _ => continue,
-            };
-            for s in list {
-                services
-                    .entry((s.port, s.transport.clone()))
-                    .and_modify(|e| {
-                        if e.name.is_empty() {
-                            e.name = s.name.clone();
-                        }
-                    })
-                    .or_insert_with(|| s.clone());
-            }
-        }
-        report.services = services.into_values().collect();
+        report.services = merge_services(&reputation);
         report.reputation = reputation;
         if let Some(u) = report.ownership.rdap.as_ref().and_then(|r| r.url.clone()) {
             report.links.push(Link {
@@ -256,8 +254,10 @@ impl Sources {
         report
     }
 
-    /// RDAP through the cache (source `rdap`).
-    async fn rdap_cached(&self, ip: IpAddr) -> Result<Option<RdapNetwork>, String> {
+    /// The registry's RDAP record of `ip` through the cache (source `rdap`): `Ok(None)`
+    /// when the registry has none, `Err` with the reason when there is no RDAP server or
+    /// the lookup failed (failures are not cached).
+    pub async fn rdap_cached(&self, ip: IpAddr) -> Result<Option<RdapNetwork>, String> {
         let Some(client) = &self.rdap else {
             return Err("no RDAP server".into());
         };
@@ -273,6 +273,39 @@ impl Sources {
             c.put("rdap", ip, &r);
         }
         Ok(r)
+    }
+}
+
+/// Open services from the Shodan and Censys answers among `outcomes`, merged by (port,
+/// transport), in port order; a name missing in one answer is taken from the other.
+pub fn merge_services(outcomes: &[Outcome]) -> Vec<Service> {
+    let mut services: BTreeMap<(u16, String), Service> = BTreeMap::new();
+    for o in outcomes {
+        let list = match &o.answer {
+            Some(Answer::Shodan(s)) => &s.services,
+            Some(Answer::Censys(c)) => &c.services,
+            _ => continue,
+        };
+        for s in list {
+            services
+                .entry((s.port, s.transport.clone()))
+                .and_modify(|e| {
+                    if e.name.is_empty() {
+                        e.name = s.name.clone();
+                    }
+                })
+                .or_insert_with(|| s.clone());
+        }
+    }
+    services.into_values().collect()
+}
+
+/// `22/tcp OpenSSH`, or `443/tcp` without a name.
+pub fn service_label(x: &Service) -> String {
+    if x.name.is_empty() {
+        format!("{}/{}", x.port, x.transport)
+    } else {
+        format!("{}/{} {}", x.port, x.transport, x.name)
     }
 }
 
@@ -316,35 +349,47 @@ pub fn join_ports(p: &[u16]) -> String {
     p.iter().map(u16::to_string).collect::<Vec<_>>().join(";")
 }
 
-/// The readable form of a report.
+/// The readable form of a report: the address and its class, then [`lines`].
 pub fn render_text(r: &KnowReport) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{}  ({})", r.ip, r.address_class);
+    for (label, value) in lines(r) {
+        let _ = writeln!(s, "  {label:<12} {value}");
+    }
+    s
+}
+
+/// The report as (label, text) lines: `location`, `local time` (when known), `reverse DNS`,
+/// `AS`, `registry`, one per provider, `services` (when any), one `link` per link (text
+/// `source url`). The text form and the web interface's answer panel show these.
+pub fn lines(r: &KnowReport) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut push = |l: &str, v: String| out.push((l.to_string(), v));
     match (&r.location, &r.location_error) {
-        (Some(l), _) => {
-            let _ = writeln!(
-                s,
-                "  location     {:.4}, {:.4} ±{} km  {}, {}  [{}]",
+        (Some(l), _) => push(
+            "location",
+            format!(
+                "{:.4}, {:.4} ±{} km  {}, {}  [{}]",
                 l.lat,
                 l.lon,
                 l.radius_km.map_or("?".to_string(), |x| format!("{x:.0}")),
                 opt(&l.city),
                 opt(&l.country),
                 l.source
-            );
-        }
-        (None, e) => {
-            let _ = writeln!(s, "  location     unknown: {}", opt(e));
-        }
+            ),
+        ),
+        (None, e) => push("location", format!("unknown: {}", opt(e))),
     }
     if let Some(t) = &r.local_time {
-        let _ = writeln!(
-            s,
-            "  local time   {} {} ({}, UTC{})",
-            t.local_time,
-            t.weekday,
-            t.time_zone,
-            geoloc_engine::enrich::format_offset(t.utc_offset_s)
+        push(
+            "local time",
+            format!(
+                "{} {} ({}, UTC{})",
+                t.local_time,
+                t.weekday,
+                t.time_zone,
+                geoloc_engine::enrich::format_offset(t.utc_offset_s)
+            ),
         );
     }
     let o = &r.ownership;
@@ -355,24 +400,19 @@ pub fn render_text(r: &KnowReport) -> String {
     } else {
         o.rdns.join(", ")
     };
-    let _ = writeln!(s, "  reverse DNS  {rdns}");
+    push("reverse DNS", rdns);
     match &o.asn {
-        Some(a) => {
-            let _ = writeln!(
-                s,
-                "  AS           AS{} {}  ({})",
-                a.asn, a.organisation, a.range
-            );
-        }
-        None => {
-            let _ = writeln!(s, "  AS           {}", opt(&o.asn_error));
-        }
+        Some(a) => push(
+            "AS",
+            format!("AS{} {}  ({})", a.asn, a.organisation, a.range),
+        ),
+        None => push("AS", opt(&o.asn_error).to_string()),
     }
     match &o.rdap {
-        Some(n) => {
-            let _ = writeln!(
-                s,
-                "  registry     {} {} {} {}-{}; abuse {} <{}>",
+        Some(n) => push(
+            "registry",
+            format!(
+                "{} {} {} {}-{}; abuse {} <{}>",
                 opt(&n.handle),
                 opt(&n.name),
                 opt(&n.country),
@@ -380,31 +420,19 @@ pub fn render_text(r: &KnowReport) -> String {
                 opt(&n.end_address),
                 opt(&n.abuse_name),
                 opt(&n.abuse_email)
-            );
-        }
-        None => {
-            let _ = writeln!(s, "  registry     {}", opt(&o.rdap_error));
-        }
+            ),
+        ),
+        None => push("registry", opt(&o.rdap_error).to_string()),
     }
-    for out in &r.reputation {
-        let _ = writeln!(s, "  {:<12} {}", out.provider.name(), outcome_line(out));
+    for x in &r.reputation {
+        push(x.provider.name(), outcome_line(x));
     }
     if !r.services.is_empty() {
-        let list: Vec<String> = r
-            .services
-            .iter()
-            .map(|x| {
-                if x.name.is_empty() {
-                    format!("{}/{}", x.port, x.transport)
-                } else {
-                    format!("{}/{} {}", x.port, x.transport, x.name)
-                }
-            })
-            .collect();
-        let _ = writeln!(s, "  services     {}", list.join(", "));
+        let list: Vec<String> = r.services.iter().map(service_label).collect();
+        push("services", list.join(", "));
     }
     for l in &r.links {
-        let _ = writeln!(s, "  link         {:<10} {}", l.source, l.url);
+        push("link", format!("{:<10} {}", l.source, l.url));
     }
-    s
+    out
 }

@@ -32,6 +32,13 @@ type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, St
 
 #[tonic::async_trait]
 impl ProbeService for Stub {
+    async fn enroll(
+        &self,
+        _: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollReply>, Status> {
+        Err(Status::unimplemented("no enrolment here"))
+    }
+
     async fn register(
         &self,
         _: Request<pb::RegisterRequest>,

@@ -279,6 +279,36 @@
     (view.probe_rtts || []).slice().sort((x, y) => x.rtt_ms - y.rtt_ms).forEach((p) => row(pt, [p.probe_id, fmt(p.rtt_ms, 2), fmt(p.lat, 2) + ", " + fmt(p.lon, 2)]));
     a.hidden = false;
     $("locate-progress").textContent = live ? "done" : "stored result";
+    showKnow(r.ip);
+  }
+  // ---- know fields: GET /api/know (404 when geoloc web runs without --asn-db/--know-config) ----
+  let knowSeq = 0;
+  function showKnow(ip) {
+    const box = $("know");
+    box.hidden = true;
+    const seq = ++knowSeq;
+    fetch("/api/know?" + new URLSearchParams({ ip: ip }).toString())
+      .then((r) => (r.ok ? r.json() : null))
+      .then((j) => {
+        if (!j || seq !== knowSeq) return;
+        const t = $("know-table");
+        t.replaceChildren();
+        (j.lines || []).forEach((l) => row(t, [l[0], l[1]]));
+        const ul = $("know-links");
+        ul.replaceChildren();
+        (j.links || []).forEach((l) => {
+          if (!/^https?:[/][/]/.test(l.url)) return;
+          const li = el("li", l.source + ": ");
+          const a = el("a", l.url);
+          a.href = l.url;
+          a.target = "_blank";
+          a.rel = "noopener noreferrer";
+          li.appendChild(a);
+          ul.appendChild(li);
+        });
+        box.hidden = false;
+      })
+      .catch(() => {});
   }
   function zonesTable(t, zones, label) {
     t.replaceChildren();

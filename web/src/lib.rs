@@ -92,6 +92,8 @@ pub fn check_listen(addr: SocketAddr) -> Result<(), WebError> {
 struct AppState {
     client: Client,
     config: WebConfig,
+    /// The sources of `/api/know` (`--asn-db`, `--know-config`); None: not offered.
+    know: Option<geoloc_know::report::Sources>,
     audits: Mutex<HashMap<String, Arc<AuditJob>>>,
 }
 
@@ -104,9 +106,20 @@ pub fn router(client: Client) -> Router {
 
 /// The web interface over a connected client.
 pub fn router_with(client: Client, config: WebConfig) -> Router {
+    router_full(client, config, None)
+}
+
+/// The web interface over a connected client, with the know sources of the answer panel's
+/// ownership, reputation (cached answers only) and links (`/api/know`).
+pub fn router_full(
+    client: Client,
+    config: WebConfig,
+    know: Option<geoloc_know::report::Sources>,
+) -> Router {
     let st = Arc::new(AppState {
         client,
         config,
+        know,
         audits: Mutex::new(HashMap::new()),
     });
     Router::new()
@@ -118,6 +131,7 @@ pub fn router_with(client: Client, config: WebConfig) -> Router {
         .route("/api/result/{id}", get(result))
         .route("/api/history", get(history))
         .route("/api/localtime", get(localtime))
+        .route("/api/know", get(know_api))
         .route("/api/audit", post(audit_start))
         .route("/api/audit/{id}", get(audit_status))
         .route("/api/audit/{id}/{file}", get(audit_file))
@@ -142,6 +156,17 @@ pub async fn serve_with(
     opts: &ConnectOptions,
     config: WebConfig,
 ) -> Result<(), WebError> {
+    serve_full(listen, coordinator, opts, config, None).await
+}
+
+/// [`serve_with`] with the know sources of `/api/know`.
+pub async fn serve_full(
+    listen: SocketAddr,
+    coordinator: &str,
+    opts: &ConnectOptions,
+    config: WebConfig,
+    know: Option<geoloc_know::report::Sources>,
+) -> Result<(), WebError> {
     check_listen(listen)?;
     config.check()?;
     let client = Client::connect_with(coordinator, opts)
@@ -157,7 +182,7 @@ pub async fn serve_with(
         "geoloc web: http://{} (coordinator {coordinator})",
         l.local_addr().map_err(WebError::Serve)?
     );
-    axum::serve(l, router_with(client, config))
+    axum::serve(l, router_full(client, config, know))
         .await
         .map_err(WebError::Serve)
 }
@@ -196,6 +221,13 @@ pub struct WebArgs {
     /// Attribution shown for --tile-url.
     #[arg(long, value_name = "TEXT")]
     pub tile_attribution: Option<String>,
+    /// Show the know fields (reverse DNS, AS, RDAP record, cached reputation, links) in the
+    /// answer panel, from this folder's asn-ipv4.csv / asn-ipv6.csv (scripts/fetch-asn-db.sh).
+    #[arg(long, value_name = "DIR")]
+    pub asn_db: Option<std::path::PathBuf>,
+    /// Show the know fields with the sources of this TOML file (know/know.sample.toml).
+    #[arg(long, env = "GEOLOC_KNOW_CONFIG", value_name = "FILE")]
+    pub know_config: Option<std::path::PathBuf>,
 }
 
 /// `geoloc web`.
@@ -206,15 +238,28 @@ pub fn run(args: WebArgs) -> anyhow::Result<()> {
         tile_attribution: args.tile_attribution,
     };
     cfg.check()?;
+    let know = if args.asn_db.is_some() || args.know_config.is_some() {
+        let opts = geoloc_know::config::SourceOptions {
+            config: args.know_config.clone(),
+            asn_db: args.asn_db.clone(),
+            rdns: Some(None),
+            rdap: Some(None),
+            ..Default::default()
+        };
+        Some(opts.open(|k| std::env::var(k).ok())?)
+    } else {
+        None
+    };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(serve_with(
+        .block_on(serve_full(
             args.listen,
             &args.coordinator,
             &args.ca.options(),
             cfg,
+            know,
         ))?;
     Ok(())
 }
@@ -417,6 +462,53 @@ async fn locate(
     });
     Sse::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map_ok())
         .keep_alive(KeepAlive::default())
+}
+
+#[derive(Deserialize)]
+struct KnowQuery {
+    ip: String,
+}
+
+/// The answer panel's know fields for `ip`: `{ip, address_class, lines: [[label, text]],
+/// links: [{source, url}], report}` (`report`: `geoloc know --json`'s document; providers'
+/// cached answers only, so a page view spends no quota). Err: the status and message.
+pub async fn know_view(
+    sources: &geoloc_know::report::Sources,
+    ip: &str,
+) -> Result<Value, (StatusCode, String)> {
+    let addr = geoloc_policy::parse_target(ip.trim(), true)
+        .map_err(|e| (StatusCode::BAD_REQUEST, e.message))?;
+    let now =
+        chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0).unwrap_or_default();
+    let r = sources.know_with(addr, None, now, false).await;
+    let lines: Vec<(String, String)> = geoloc_know::report::lines(&r)
+        .into_iter()
+        // The panel shows the measured location and local times already.
+        .filter(|(l, _)| l != "location" && l != "local time" && l != "link")
+        .collect();
+    Ok(json!({
+        "ip": r.ip,
+        "address_class": r.address_class,
+        "lines": lines,
+        "links": r.links,
+        "report": r,
+    }))
+}
+
+/// `GET /api/know?ip=IP`: [`know_view`]; 404 when `geoloc web` was started without know
+/// sources.
+async fn know_api(State(st): State<Shared>, Query(q): Query<KnowQuery>) -> Response {
+    let Some(sources) = &st.know else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "not offered: start geoloc web with --asn-db DIR or --know-config FILE"})),
+        )
+            .into_response();
+    };
+    match know_view(sources, &q.ip).await {
+        Ok(v) => Json(v).into_response(),
+        Err((code, msg)) => (code, Json(json!({ "error": msg }))).into_response(),
+    }
 }
 
 /// A stream of server-sent events that never fails.
@@ -656,6 +748,48 @@ mod tests {
             };
             assert!(c.check().is_err(), "{bad}");
         }
+    }
+
+    /// The answer panel's know fields: offline ownership and links, cached reputation only,
+    /// bad and bogon addresses answered without a lookup.
+    #[tokio::test]
+    async fn know_view_has_ownership_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("asn-ipv4.csv"),
+            "8.8.8.0,8.8.8.255,15169,Google LLC\n",
+        )
+        .unwrap();
+        let sources = geoloc_know::config::SourceOptions {
+            asn_db: Some(dir.path().to_path_buf()),
+            cache_dir: Some(dir.path().join("cache")),
+            ..Default::default()
+        }
+        .open(|_| None)
+        .unwrap();
+        let v = know_view(&sources, " 8.8.8.8 ").await.unwrap();
+        assert_eq!(v["ip"], "8.8.8.8");
+        let lines: Vec<(String, String)> = serde_json::from_value(v["lines"].clone()).unwrap();
+        let get = |l: &str| lines.iter().find(|x| x.0 == l).map(|x| x.1.as_str());
+        assert_eq!(get("AS"), Some("AS15169 Google LLC  (8.8.8.0-8.8.8.255)"));
+        assert_eq!(get("reverse DNS"), Some("no resolver"));
+        assert_eq!(get("abuseipdb"), Some("not-configured"));
+        assert_eq!(get("location"), None, "the panel shows the measured one");
+        let links = v["links"].as_array().unwrap();
+        assert!(links
+            .iter()
+            .any(|l| l["url"] == "https://bgp.tools/as/15169"));
+        assert!(links
+            .iter()
+            .any(|l| l["url"] == "https://www.shodan.io/host/8.8.8.8"));
+        let (code, msg) = know_view(&sources, "8.8.8").await.unwrap_err();
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        assert!(!msg.is_empty());
+        let b = know_view(&sources, "192.168.1.1").await.unwrap();
+        let lines: Vec<(String, String)> = serde_json::from_value(b["lines"].clone()).unwrap();
+        assert!(lines
+            .iter()
+            .any(|l| l.0 == "AS" && l.1 == "private address: not looked up"));
     }
 
     #[test]
