@@ -65,18 +65,27 @@ pub fn run(a: EvalVerdictsArgs) -> anyhow::Result<()> {
     let rtts = dataset::parse_rtts(&rtts_text, &a.rtts.display().to_string(), &nodes)?;
     let ds = Dataset { nodes, rtts };
     let pairs = verdict_eval::pair_rtts(&ds);
-    let bad: Vec<&str> = verdict_eval::mislabelled(&ds, &pairs)
-        .into_iter()
-        .map(|i| ds.nodes[i].id.as_str())
-        .collect();
+    let (bad, ambiguous) = verdict_eval::mislabelled(&ds, &pairs);
+    let id = |i: usize| ds.nodes[i].id.as_str();
+    let bad: Vec<&str> = bad.into_iter().map(id).collect();
     println!(
-        "mislabelled nodes (faster than light for their labels): {}",
+        "mislabelled nodes (faster than light with two or more others for their labels): {}",
         if bad.is_empty() {
             "none".to_string()
         } else {
             bad.join(", ")
         }
     );
+    if !ambiguous.is_empty() {
+        let pairs: Vec<String> = ambiguous
+            .iter()
+            .map(|&(a, b)| format!("{}-{}", id(a), id(b)))
+            .collect();
+        println!(
+            "pairs faster than light on their own (either node could be wrong; both judged as true positions): {}",
+            pairs.join(", ")
+        );
+    }
     println!("{}", VerdictRow::MARKDOWN_HEADER);
     let mut rows = Vec::new();
     for k in counts {

@@ -67,8 +67,8 @@ pub struct VerdictRow {
     pub solved: usize,
     /// Verdicts on the true position: `provably_wrong` must be 0.
     pub truth: Counts,
-    /// Verdicts on the declared position of targets whose label is known wrong (their
-    /// RTTs to other nodes are faster than light for it, [`mislabelled`]): there
+    /// Verdicts on the declared position of targets whose label is certainly wrong (their
+    /// RTTs to two or more other nodes are faster than light for it, [`mislabelled`]): there
     /// `provably-wrong` is right, so they are counted apart.
     pub mislabelled_truth: Counts,
     /// Verdicts on a point [`WRONG_KM`] away.
@@ -163,18 +163,51 @@ pub fn pair_rtts(ds: &Dataset) -> HashMap<(usize, usize), f64> {
     out
 }
 
-/// Nodes whose declared position is contradicted by their RTTs to the others (faster
-/// than light), blamed as [`crate::eval::faster_than_light`] does.
-pub fn mislabelled(ds: &Dataset, pairs: &HashMap<(usize, usize), f64>) -> Vec<usize> {
-    let mut by_node: Vec<Vec<(usize, f64, f64)>> = vec![Vec::new(); ds.nodes.len()];
-    let mut sorted: Vec<(&(usize, usize), &f64)> = pairs.iter().collect();
-    sorted.sort_by_key(|p| *p.0);
-    for (&(a, b), &rtt) in sorted {
-        let d = crate::sphere::distance_km(ds.nodes[a].pos, ds.nodes[b].pos);
-        by_node[a].push((b, d, rtt));
-        by_node[b].push((a, d, rtt));
+/// Pairs of nodes (a < b) whose minimum RTT is faster than light for their declared
+/// positions ([`crate::delay::violates_speed_of_light`]), sorted.
+pub fn impossible_pairs(ds: &Dataset, pairs: &HashMap<(usize, usize), f64>) -> Vec<(usize, usize)> {
+    let mut bad: Vec<(usize, usize)> = pairs
+        .iter()
+        .filter(|(&(a, b), &rtt)| {
+            crate::delay::violates_speed_of_light(ds.nodes[a].pos, ds.nodes[b].pos, rtt)
+        })
+        .map(|(&p, _)| p)
+        .collect();
+    bad.sort_unstable();
+    bad
+}
+
+/// Nodes whose declared position is certainly wrong: blamed greedily (the node in the most
+/// [`impossible_pairs`] first, its pairs set aside, and so on) while a node is in two or
+/// more of the remaining pairs. A pair that violates alone (returned second) does not
+/// say which of its two nodes is wrong: both stay "true" positions in [`evaluate`], so a
+/// `provably-wrong` verdict on either counts as false (the conservative choice).
+pub fn mislabelled(
+    ds: &Dataset,
+    pairs: &HashMap<(usize, usize), f64>,
+) -> (Vec<usize>, Vec<(usize, usize)>) {
+    let mut bad = impossible_pairs(ds, pairs);
+    let mut flagged = Vec::new();
+    loop {
+        let mut count: HashMap<usize, usize> = HashMap::new();
+        for &(a, b) in &bad {
+            *count.entry(a).or_default() += 1;
+            *count.entry(b).or_default() += 1;
+        }
+        let Some((&worst, &n)) = count
+            .iter()
+            .max_by_key(|(k, v)| (**v, std::cmp::Reverse(**k)))
+        else {
+            break;
+        };
+        if n < 2 {
+            break;
+        }
+        flagged.push(worst);
+        bad.retain(|&(a, b)| a != worst && b != worst);
     }
-    crate::eval::faster_than_light(&by_node, &ds.nodes, usize::MAX)
+    flagged.sort_unstable();
+    (flagged, bad)
 }
 
 /// Runs the evaluation for `k` probes, `sets` random sets drawn from `seed`; targets with
@@ -187,7 +220,7 @@ pub fn evaluate(
     seed: u64,
     min_landmarks: usize,
 ) -> VerdictRow {
-    let bad_labels = mislabelled(ds, pairs);
+    let (bad_labels, _) = mislabelled(ds, pairs);
     let n = ds.nodes.len();
     let mut rng = SplitMix::new(seed ^ (k as u64).wrapping_mul(0x1000_0000_01B3));
     let mut row = VerdictRow {
@@ -335,7 +368,7 @@ mod tests {
         let row = evaluate(&ds, &pairs, 7, 6, 3, 3);
         assert!(row.solved > 0);
         assert_eq!(row.truth.provably_wrong, 0, "{:?}", row.false_proofs);
-        assert_eq!(mislabelled(&ds, &pairs), [7]);
+        assert_eq!(mislabelled(&ds, &pairs), (vec![7], vec![]));
         assert!(row.wrong.provably_wrong > 0, "{row:?}");
     }
 }
