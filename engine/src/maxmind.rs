@@ -184,9 +184,13 @@ pub fn compare(
     };
     let verdict = if total == 0 || in_instance {
         Verdict::Consistent
-    } else if total >= PROOF_RULINGS && matches!(cast, Cast::Unicast) {
-        Verdict::ProvablyWrong
-    } else if total >= PROOF_RULINGS && matches!(cast, Cast::Suspect(_)) && !in_suspect {
+    } else if total >= PROOF_RULINGS
+        && match cast {
+            Cast::Unicast => true,
+            Cast::Suspect(_) => !in_suspect,
+            Cast::Anycast(_) => false,
+        }
+    {
         Verdict::ProvablyWrong
     } else {
         Verdict::LikelyWrong

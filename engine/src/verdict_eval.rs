@@ -320,6 +320,36 @@ mod tests {
         assert_eq!(SplitMix::new(1).sample(3, 10).len(), 3);
     }
 
+    #[test]
+    fn row_json_schema() {
+        let counts = |c, l, p| Counts {
+            consistent: c,
+            likely_wrong: l,
+            provably_wrong: p,
+            no_data: 0,
+        };
+        let row = VerdictRow {
+            probes: 20,
+            sets: 1,
+            solved: 3,
+            truth: counts(2, 0, 1),
+            mislabelled_truth: counts(0, 0, 1),
+            wrong: counts(0, 1, 2),
+            anycast: 0,
+            collusion: 0,
+            false_proofs: vec![FalseProof {
+                set: 0,
+                target: "190".into(),
+                rulings: vec![Ruling {
+                    landmark: "211".into(),
+                    distance_km: 537.1,
+                    bound_km: 271.5,
+                }],
+            }],
+        };
+        insta::assert_json_snapshot!("verdict_row", [row]);
+    }
+
     /// A small mesh around Rome with one server labelled in Madrid but sitting in Rome:
     /// the evaluation finds no false proof, and proves the far point wrong.
     #[test]
