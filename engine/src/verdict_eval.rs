@@ -321,6 +321,45 @@ mod tests {
     }
 
     #[test]
+    fn a_lone_impossible_pair_blames_neither_node() {
+        // Auckland and Wellington (494 km) in 0.64 ms, both fine with Sydney: which label
+        // is wrong is unknown, so neither is called mislabelled.
+        let node = |id: &str, lat, lon| Node {
+            id: id.into(),
+            pos: LatLon::new(lat, lon),
+            label: String::new(),
+            ip: String::new(),
+        };
+        let ds = Dataset {
+            nodes: vec![
+                node("akl", -36.84, 174.74),
+                node("wlg", -41.29, 174.78),
+                node("syd", -33.87, 151.21),
+            ],
+            rtts: vec![
+                Rtt {
+                    src: 0,
+                    dst: 1,
+                    rtt_ms: 0.64,
+                },
+                Rtt {
+                    src: 0,
+                    dst: 2,
+                    rtt_ms: 30.0,
+                },
+                Rtt {
+                    src: 2,
+                    dst: 1,
+                    rtt_ms: 31.0,
+                },
+            ],
+        };
+        let pairs = pair_rtts(&ds);
+        assert_eq!(impossible_pairs(&ds, &pairs), [(0, 1)]);
+        assert_eq!(mislabelled(&ds, &pairs), (vec![], vec![(0, 1)]));
+    }
+
+    #[test]
     fn row_json_schema() {
         let counts = |c, l, p| Counts {
             consistent: c,
