@@ -9,6 +9,7 @@ mod atlas;
 mod audit_extra;
 mod eval;
 mod eval_budget;
+mod eval_verdicts;
 mod know;
 mod solve;
 mod web_lab;
@@ -43,6 +44,10 @@ enum Command {
     /// The phased selection in a dense emulated world (RIPE Atlas anchors plus GeoNames
     /// cities, delays from the lab's model).
     EvalDense(eval_budget::EvalDenseArgs),
+    /// False MaxMind proofs on a nodes.csv/rtts.csv mesh: random probe sets, each other
+    /// node the target, its true position and a point 6,000 km away judged (exit 1 on any
+    /// provably-wrong true position).
+    EvalVerdicts(eval_verdicts::EvalVerdictsArgs),
     /// Locate IPs through a coordinator, with live progress.
     Locate(geoloc_client::LocateArgs),
     /// Locate a list of IPs through a coordinator and write a CSV (resumable).
@@ -112,6 +117,7 @@ fn main() -> std::process::ExitCode {
         Command::EvalAnycast(a) => eval::run_anycast(a),
         Command::EvalBudget(a) => eval_budget::run_budget(a),
         Command::EvalDense(a) => eval_budget::run_dense(a),
+        Command::EvalVerdicts(a) => eval_verdicts::run(a),
         Command::Locate(a) => geoloc_client::run_locate(a),
         Command::Audit(a) => audit_extra::run(a),
         Command::Probes(a) => geoloc_client::run_probes(a),

@@ -78,6 +78,9 @@ fn human(ip: &str, r: &Located) -> String {
             s.instances.len()
         ));
     }
+    if let Some(c) = &s.collusion {
+        out.push_str(&format!("\n  not called anycast: {}", c.reason));
+    }
     out.push_str(&format!(
         "\n  probes: {} used of {} asked, {} packets; min RTT {} ({})",
         r.probes_used,
@@ -95,11 +98,37 @@ fn human(ip: &str, r: &Located) -> String {
             f(m.lat),
             f(m.lon),
             m.distance_km.map_or("?".into(), |x| format!("{x:.0}")),
-            serde_json::to_value(m.verdict)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default()
+            m.verdict.name()
         ));
+        if !m.rulings.is_empty() {
+            let who: Vec<String> = m
+                .rulings
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} ({:.0} km away, bound {:.0} km)",
+                        r.landmark, r.distance_km, r.bound_km
+                    )
+                })
+                .collect();
+            let more = m.rulings_total.saturating_sub(m.rulings.len());
+            out.push_str(&format!(
+                "
+    ruled out by: {}{}",
+                who.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        if let Some(a) = &m.assumption {
+            out.push_str(&format!(
+                "
+    assumes: {a}"
+            ));
+        }
     }
     if r.cached {
         out.push_str(&format!(
@@ -352,6 +381,51 @@ mod tests {
         );
         assert!(
             text.contains("MaxMind:   (?, ?), ? km from the estimate: no-data"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn human_output_names_the_ruling_probes_and_the_assumption() {
+        let (mut l, _) = crate::result::tests::located();
+        l.solution.maxmind = Some(geoloc_engine::MaxmindComparison {
+            lat: Some(35.68),
+            lon: Some(139.69),
+            city: Some("Tokyo".into()),
+            country: Some("JP".into()),
+            distance_km: Some(9700.0),
+            verdict: geoloc_engine::Verdict::ProvablyWrong,
+            ruled_out_by: Some("paris".into()),
+            excess_km: Some(9000.0),
+            rulings: vec![
+                geoloc_engine::Ruling {
+                    landmark: "paris".into(),
+                    distance_km: 9712.0,
+                    bound_km: 712.0,
+                },
+                geoloc_engine::Ruling {
+                    landmark: "rome".into(),
+                    distance_km: 9860.0,
+                    bound_km: 1000.0,
+                },
+            ],
+            rulings_total: 3,
+            assumption: Some("each of 3 landmarks alone rules the point out".into()),
+            ..geoloc_engine::MaxmindComparison::no_data()
+        });
+        let text = human("81.2.69.142", &l);
+        assert!(
+            text.contains("km from the estimate: provably-wrong"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "ruled out by: paris (9712 km away, bound 712 km), rome (9860 km away, bound 1000 km) and 1 more"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("assumes: each of 3 landmarks alone rules the point out"),
             "{text}"
         );
     }

@@ -184,6 +184,7 @@ fn sample_result() -> Located {
         },
         anycast: false,
         instances: vec![],
+        collusion: None,
         dropped: vec![],
         loosened: vec![],
         maxmind: Some(MaxmindComparison {
@@ -196,6 +197,7 @@ fn sample_result() -> Located {
             verdict: Verdict::Consistent,
             ruled_out_by: None,
             excess_km: None,
+            ..MaxmindComparison::no_data()
         }),
         landmarks: 7,
         used: 5,

@@ -291,18 +291,37 @@ mod tests {
         FRA\tlarge_airport\tFrankfurt again\t50.0333 8.5706\tDE\n";
 
     fn target_text() -> String {
-        // Four vantage points around Frankfurt answered by FRA, four around Tokyo by NRT;
-        // one vantage point given twice (the first line counts).
+        // Eight vantage points around Frankfurt answered by FRA, eight around Tokyo by NRT
+        // (a site seen by fewer than five could be colluding probes, see
+        // `consistency::small_split`); one vantage point given twice (the first line counts).
         let mut s = String::from("#hostname\tlatitude\tlongitude\tgt\tmin(rtt)[ms]\n");
-        for (k, (lat, lon)) in [(50.5, 8.68), (49.7, 8.68), (50.11, 9.3), (50.11, 8.0)]
-            .iter()
-            .enumerate()
+        for (k, (lat, lon)) in [
+            (50.5, 8.68),
+            (49.7, 8.68),
+            (50.11, 9.3),
+            (50.11, 8.0),
+            (50.4, 9.1),
+            (49.8, 9.1),
+            (50.4, 8.2),
+            (49.8, 8.2),
+        ]
+        .iter()
+        .enumerate()
         {
             s.push_str(&format!("eu{k}\t{lat}\t{lon}\tfra\t1.2\n"));
         }
-        for (k, (lat, lon)) in [(36.1, 139.7), (35.3, 139.7), (35.69, 140.2), (35.69, 139.2)]
-            .iter()
-            .enumerate()
+        for (k, (lat, lon)) in [
+            (36.1, 139.7),
+            (35.3, 139.7),
+            (35.69, 140.2),
+            (35.69, 139.2),
+            (35.95, 140.0),
+            (35.4, 140.0),
+            (35.95, 139.4),
+            (35.4, 139.4),
+        ]
+        .iter()
+        .enumerate()
         {
             s.push_str(&format!("jp{k}\t{lat}\t{lon}\tnrt\t1.2\n"));
         }
@@ -315,18 +334,18 @@ mod tests {
         let airports = parse_airports(AIRPORTS, "airports.csv").unwrap();
         assert_eq!(airports.len(), 3);
         let t = parse_target("two", &target_text(), "two").unwrap();
-        assert_eq!(t.measurements.len(), 8);
+        assert_eq!(t.measurements.len(), 16);
         assert_eq!(t.site["eu0"], "FRA");
         let s = evaluate(&[t], &airports).unwrap();
         let r = &s.rows[0];
         assert!(r.anycast, "{r:?}");
-        assert_eq!((r.vps, r.instances, r.gt_sites), (8, 2, 2), "{r:?}");
+        assert_eq!((r.vps, r.instances, r.gt_sites), (16, 2, 2), "{r:?}");
         assert_eq!((r.right_city, r.judged), (2, 2), "{r:?}");
         assert!(r.mean_error_km.unwrap() < RIGHT_CITY_KM, "{r:?}");
         assert_eq!((s.detected, s.right_city, s.judged), (1, 2, 2));
         assert_eq!(s.right_city_share(), 1.0);
         let md = s.markdown();
-        assert!(md.contains("| two | 8 | yes | 2 | 2 | 2/2 |"), "{md}");
+        assert!(md.contains("| two | 16 | yes | 2 | 2 | 2/2 |"), "{md}");
         assert!(
             md.contains(
                 "all targets: 1/1 detected as anycast, 2/2 instances in the right city (100.0%)"

@@ -109,6 +109,71 @@ pub fn analyze(discs: &[Constraint], res: h3o::Resolution) -> Analysis {
     }
 }
 
+/// Landmarks that [`small_split`] leaves out at most to try to remove a split.
+pub const MAX_COLLUDERS: usize = 2;
+
+/// Largest group [`small_split`] examines ("a few probes"; at most 10 re-analyses). In
+/// fleets of more than 200 landmarks [`min_group`] exceeds it: a fake second site already
+/// needs 2% of the landmarks, and real anycast sites are often seen by only a few more
+/// than that (edgecast in `../shared/data/anycast-igreedy`: 259 vantage points, sites seen
+/// by 6 or 7), which a larger limit would call collusion.
+pub const MAX_SUSPECT_GROUP: usize = 4;
+
+/// Whether `discs` split into two disjoint consistent groups of at least [`min_group`]
+/// landmarks (the anycast test of [`analyze`], without the outliers and ties).
+fn splits(discs: &[Constraint], res: h3o::Resolution) -> bool {
+    let n = discs.len();
+    let prepared = Prepared::new(discs, res);
+    let all: Vec<usize> = (0..n).collect();
+    if !region::intersect_subset(&prepared, &all).is_empty() {
+        return false;
+    }
+    let Some(first) = region::heaviest_point(&prepared, &all) else {
+        return false;
+    };
+    let rest: Vec<usize> = all
+        .into_iter()
+        .filter(|i| !first.satisfied.contains(i))
+        .collect();
+    region::heaviest_point(&prepared, &rest).is_some_and(|g| g.satisfied.len() >= min_group(n))
+}
+
+/// For an anycast split: the group (index into `a.groups`) whose split disappears when some
+/// [`MAX_COLLUDERS`] or fewer of its landmarks are left out, if any. A few probes that
+/// report short RTTs to a unicast target can fake such a split; the answer then says
+/// "anycast or colluding probes" and names the group instead of calling it anycast.
+/// The smaller group is tried first; only groups of fewer than `min_group + MAX_COLLUDERS`
+/// landmarks can vanish that way, and only groups of at most [`MAX_SUSPECT_GROUP`] are
+/// examined, so at most 10 re-analyses are run.
+pub fn small_split(discs: &[Constraint], res: h3o::Resolution, a: &Analysis) -> Option<usize> {
+    if !a.anycast {
+        return None;
+    }
+    let n = discs.len();
+    for g in (0..a.groups.len()).rev() {
+        let members = &a.groups[g].members;
+        if members.len() >= min_group(n) + MAX_COLLUDERS || members.len() > MAX_SUSPECT_GROUP {
+            continue;
+        }
+        let without = |gone: &[usize]| -> Vec<Constraint> {
+            (0..n)
+                .filter(|i| !gone.contains(i))
+                .map(|i| discs[i])
+                .collect()
+        };
+        let mut sets: Vec<Vec<usize>> = members.iter().map(|&i| vec![i]).collect();
+        for (x, &i) in members.iter().enumerate() {
+            for &j in &members[x + 1..] {
+                sets.push(vec![i, j]);
+            }
+        }
+        if sets.iter().any(|s| !splits(&without(s), res)) {
+            return Some(g);
+        }
+    }
+    None
+}
+
 /// The outliers for which a consistent set containing them weighs as much as `first`, with
 /// the members of `first` whose disc does not meet theirs.
 fn ties(
@@ -214,5 +279,29 @@ mod tests {
         assert_eq!(a.groups.len(), 1);
         assert!(!a.anycast && a.outliers.is_empty());
         assert!(distance_km(a.groups[0].point, LatLon::new(-18.14, 178.44)) < 300.0);
+    }
+
+    #[test]
+    fn three_colluders_make_a_small_split_a_real_site_does_not() {
+        // Eight honest landmarks around Rome with loose discs; three probes near Oslo
+        // report 1 ms (100 km discs): together a consistent group, disjoint from Rome.
+        let rome = LatLon::new(41.9, 12.5);
+        let oslo = LatLon::new(59.91, 10.75);
+        let mut discs = ring(rome, 8, 600.0, 900.0);
+        discs.extend(ring(oslo, 3, 30.0, 100.0));
+        let a = analyze(&discs, Resolution::Four);
+        assert!(a.anycast, "the split is there");
+        assert_eq!(a.groups[1].members, vec![8, 9, 10]);
+        assert_eq!(small_split(&discs, Resolution::Four, &a), Some(1));
+        // A real second site seen by eight landmarks survives leaving any two out.
+        let mut discs = ring(rome, 8, 600.0, 900.0);
+        discs.extend(ring(oslo, 8, 30.0, 100.0));
+        let a = analyze(&discs, Resolution::Four);
+        assert!(a.anycast);
+        assert_eq!(small_split(&discs, Resolution::Four, &a), None);
+        // No split, nothing to suspect.
+        let discs = ring(rome, 8, 600.0, 900.0);
+        let a = analyze(&discs, Resolution::Four);
+        assert_eq!(small_split(&discs, Resolution::Four, &a), None);
     }
 }

@@ -7,7 +7,7 @@
 //! [`maxmind`] (verdicts), [`dataset`] and [`eval`] (leave-one-out evaluation),
 //! [`anycast_eval`] (anycast evaluation on iGreedy's ground truth), [`select`] (budgeted,
 //! phased choice of probes), [`confidence`] (calibrated 50% and 90% radii), [`budget_eval`]
-//! (selection and calibration figures).
+//! (selection and calibration figures), [`verdict_eval`] (false MaxMind proofs on a mesh).
 pub mod anycast;
 pub mod anycast_eval;
 pub mod budget_eval;
@@ -23,6 +23,7 @@ pub mod region;
 pub mod select;
 pub mod solve;
 pub mod sphere;
+pub mod verdict_eval;
 
 pub use anycast::Instance;
 pub use confidence::{ConfidenceModel, Radii};
@@ -32,7 +33,7 @@ pub use delay::{
 };
 pub use enrich::{Place, Timezone, TzShare};
 pub use error::{EngineError, Result};
-pub use maxmind::{GeoIpRecord, MaxmindComparison, Verdict};
+pub use maxmind::{GeoIpRecord, MaxmindComparison, Ruling, Verdict};
 pub use select::{Phased, PhasedOptions, Spent, Stop};
-pub use solve::{solve, Dropped, Kind, Measurement, Method, Solution, SolveOptions};
+pub use solve::{solve, Collusion, Dropped, Kind, Measurement, Method, Solution, SolveOptions};
 pub use sphere::{distance_km, LatLon};

@@ -11,9 +11,9 @@ use crate::consistency;
 use crate::delay::{sound_distance_km, Calibration};
 use crate::enrich::{enricher, round1, Place, Timezone, TzShare};
 use crate::error::{EngineError, Result};
-use crate::maxmind::{self, GeoIpRecord, MaxmindComparison};
+use crate::maxmind::{self, Cast, GeoIpRecord, MaxmindComparison};
 use crate::region::{self, resolution_for_radius, Constraint, Prepared, Region};
-use crate::sphere::LatLon;
+use crate::sphere::{distance_km, LatLon};
 
 /// What an RTT was measured to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -174,6 +174,15 @@ impl Default for SolveOptions {
     }
 }
 
+/// Landmarks whose agreement alone makes an address look anycast.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Collusion {
+    /// The small group, by landmark name.
+    pub landmarks: Vec<String>,
+    /// "anycast or colluding probes: A, B, C. ..." in words.
+    pub reason: String,
+}
+
 /// A landmark left out, or loosened, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dropped {
@@ -207,6 +216,12 @@ pub struct Solution {
     pub anycast: bool,
     /// Instances of an anycast address (empty for unicast).
     pub instances: Vec<Instance>,
+    /// A split into disjoint groups that rests on a few landmarks (leaving out
+    /// [`consistency::MAX_COLLUDERS`] or fewer of them removes it): either the address is
+    /// anycast or those probes collude. Then `anycast` is false and they are in `dropped`.
+    /// Absent (omitted from JSON) otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collusion: Option<Collusion>,
     /// Landmarks left out of the region, and why.
     pub dropped: Vec<Dropped>,
     /// Landmarks whose calibrated bound contradicted the others and was replaced by the
@@ -309,10 +324,19 @@ pub fn solve(measurements: &[Measurement], opts: &SolveOptions) -> Result<Soluti
         .map(|m| Constraint::disc(m.pos, sound_distance_km(m.rtt_ms) + slack(m, opts)))
         .collect();
     let min_sound = sound.iter().map(|c| c.max_km).fold(f64::INFINITY, f64::min);
-    let analysis = consistency::analyze(
-        &sound,
-        resolution_for_radius(min_sound).min(h3o::Resolution::Five),
-    );
+    let consistency_res = resolution_for_radius(min_sound).min(h3o::Resolution::Five);
+    let mut analysis = consistency::analyze(&sound, consistency_res);
+    // A split that a few probes could fake is not called anycast on that evidence alone.
+    let suspects: Vec<usize> = match consistency::small_split(&sound, consistency_res, &analysis) {
+        Some(g) => {
+            if g == 0 {
+                analysis.groups.swap(0, 1);
+            }
+            analysis.groups[1].members.clone()
+        }
+        None => vec![],
+    };
+    let anycast = analysis.anycast && suspects.is_empty();
     let keep = &analysis.groups[0].members;
 
     let mut dropped: Vec<Dropped> = analysis
@@ -337,6 +361,41 @@ pub fn solve(measurements: &[Measurement], opts: &SolveOptions) -> Result<Soluti
             ),
         }})
         .collect();
+    let collusion = (!suspects.is_empty()).then(|| {
+        let names: Vec<&str> = suspects.iter().map(|&i| ms[i].landmark.as_str()).collect();
+        Collusion {
+            landmarks: names.iter().map(|s| s.to_string()).collect(),
+            reason: format!(
+                "anycast or colluding probes: {}. Their RTTs agree with each other but not with \
+                 the {} other landmarks, and leaving {} or fewer of them out removes the split, \
+                 so this is not enough to call the address anycast; they were left out of the region",
+                names.join(", "),
+                keep.len(),
+                consistency::MAX_COLLUDERS
+            ),
+        }
+    });
+    if let Some(c) = &collusion {
+        let p = analysis.groups[0].point;
+        for i in (0..n).filter(|i| !keep.contains(i)) {
+            let reason = if suspects.contains(&i) {
+                c.reason.clone()
+            } else {
+                format!(
+                    "its {:.1} ms RTT puts the target within {:.0} km of its declared position, \
+                     which misses by {:.0} km the region agreed on by {} other landmarks",
+                    ms[i].rtt_ms,
+                    sound[i].max_km,
+                    (distance_km(sound[i].center, p) - sound[i].max_km).max(0.0),
+                    keep.len()
+                )
+            };
+            dropped.push(Dropped {
+                landmark: ms[i].landmark.clone(),
+                reason,
+            });
+        }
+    }
     dropped.sort_by(|a, b| a.landmark.cmp(&b.landmark));
 
     // Constraints of the method, for the kept landmarks.
@@ -448,7 +507,7 @@ pub fn solve(measurements: &[Measurement], opts: &SolveOptions) -> Result<Soluti
     };
     let place = e.place(estimate);
 
-    let instances = if analysis.anycast {
+    let instances = if anycast {
         let names: Vec<&str> = ms.iter().map(|m| m.landmark.as_str()).collect();
         let outlier: Vec<usize> = analysis.outliers.iter().map(|o| o.0).collect();
         let (discs, names): (Vec<Constraint>, Vec<&str>) = (0..n)
@@ -462,13 +521,15 @@ pub fn solve(measurements: &[Measurement], opts: &SolveOptions) -> Result<Soluti
 
     let maxmind = if let Some(rec) = &opts.geoip {
         let names: Vec<&str> = keep.iter().map(|&i| ms[i].landmark.as_str()).collect();
-        Some(maxmind::compare(
-            rec,
-            estimate,
-            &sound_keep,
-            &names,
-            &instances,
-        ))
+        let suspect_discs: Vec<Constraint> = suspects.iter().map(|&i| sound[i]).collect();
+        let cast = if anycast {
+            Cast::Anycast(&instances)
+        } else if !suspects.is_empty() {
+            Cast::Suspect(&suspect_discs)
+        } else {
+            Cast::Unicast
+        };
+        Some(maxmind::compare(rec, estimate, &sound_keep, &names, cast))
     } else if opts.geoip_checked {
         Some(MaxmindComparison::no_data())
     } else {
@@ -490,8 +551,9 @@ pub fn solve(measurements: &[Measurement], opts: &SolveOptions) -> Result<Soluti
         timezone,
         timezones,
         place,
-        anycast: analysis.anycast,
+        anycast,
         instances,
+        collusion,
         dropped,
         loosened,
         maxmind,

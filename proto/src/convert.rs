@@ -13,8 +13,8 @@
 //! JSON either; a converted solution has them empty.
 
 use geoloc_engine::{
-    Dropped, Instance, Kind, LatLon, MaxmindComparison, Measurement, Method, Place, Solution,
-    Timezone, TzShare, Verdict,
+    Collusion, Dropped, Instance, Kind, LatLon, MaxmindComparison, Measurement, Method, Place,
+    Ruling, Solution, Timezone, TzShare, Verdict,
 };
 use serde_json::Value;
 
@@ -101,6 +101,7 @@ impl From<Verdict> for pb::Verdict {
             Verdict::Consistent => pb::Verdict::Consistent,
             Verdict::ProvablyWrong => pb::Verdict::ProvablyWrong,
             Verdict::NoData => pb::Verdict::NoData,
+            Verdict::LikelyWrong => pb::Verdict::LikelyWrong,
         }
     }
 }
@@ -110,6 +111,7 @@ fn verdict(field: &str, v: i32) -> Result<Verdict> {
         Ok(pb::Verdict::Consistent) => Ok(Verdict::Consistent),
         Ok(pb::Verdict::ProvablyWrong) => Ok(Verdict::ProvablyWrong),
         Ok(pb::Verdict::NoData) => Ok(Verdict::NoData),
+        Ok(pb::Verdict::LikelyWrong) => Ok(Verdict::LikelyWrong),
         _ => Err(err(field, format!("unknown or unspecified verdict {v}"))),
     }
 }
@@ -287,16 +289,37 @@ impl TryFrom<&Solution> for pb::Solution {
                 .collect(),
             dropped: notes_to_pb(&s.dropped),
             loosened: notes_to_pb(&s.loosened),
-            maxmind: s.maxmind.as_ref().map(|m| pb::MaxmindComparison {
-                lat: m.lat,
-                lon: m.lon,
-                city: m.city.clone(),
-                country: m.country.clone(),
-                accuracy_radius_km: m.accuracy_radius_km,
-                distance_km: m.distance_km,
-                verdict: pb::Verdict::from(m.verdict) as i32,
-                ruled_out_by: m.ruled_out_by.clone(),
-                excess_km: m.excess_km,
+            maxmind: s
+                .maxmind
+                .as_ref()
+                .map(|m| -> Result<pb::MaxmindComparison> {
+                    Ok(pb::MaxmindComparison {
+                        lat: m.lat,
+                        lon: m.lon,
+                        city: m.city.clone(),
+                        country: m.country.clone(),
+                        accuracy_radius_km: m.accuracy_radius_km,
+                        distance_km: m.distance_km,
+                        verdict: pb::Verdict::from(m.verdict) as i32,
+                        ruled_out_by: m.ruled_out_by.clone(),
+                        excess_km: m.excess_km,
+                        rulings: m
+                            .rulings
+                            .iter()
+                            .map(|r| pb::Ruling {
+                                landmark: r.landmark.clone(),
+                                distance_km: r.distance_km,
+                                bound_km: r.bound_km,
+                            })
+                            .collect(),
+                        rulings_total: count("solution.maxmind.rulings_total", m.rulings_total)?,
+                        assumption: m.assumption.clone(),
+                    })
+                })
+                .transpose()?,
+            collusion: s.collusion.as_ref().map(|c| pb::Collusion {
+                landmarks: c.landmarks.clone(),
+                reason: c.reason.clone(),
             }),
             landmarks: count("solution.landmarks", s.landmarks)?,
             used: count("solution.used", s.used)?,
@@ -392,6 +415,10 @@ impl TryFrom<&pb::Solution> for Solution {
             },
             anycast: p.anycast,
             instances,
+            collusion: p.collusion.as_ref().map(|c| Collusion {
+                landmarks: c.landmarks.clone(),
+                reason: c.reason.clone(),
+            }),
             dropped: notes_from_pb(&p.dropped),
             loosened: notes_from_pb(&p.loosened),
             maxmind,
@@ -429,6 +456,26 @@ fn maxmind_from_pb(m: &pb::MaxmindComparison) -> Result<MaxmindComparison> {
         verdict: verdict("solution.maxmind.verdict", m.verdict)?,
         ruled_out_by: m.ruled_out_by.clone(),
         excess_km: opt_non_negative("solution.maxmind.excess_km", m.excess_km)?,
+        rulings: m
+            .rulings
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let f = |x: &str| format!("solution.maxmind.rulings[{i}].{x}");
+                Ok(Ruling {
+                    landmark: r.landmark.clone(),
+                    distance_km: non_negative(&f("distance_km"), r.distance_km)?,
+                    bound_km: non_negative(&f("bound_km"), r.bound_km)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?,
+        rulings_total: usize::try_from(m.rulings_total).map_err(|_| {
+            err(
+                "solution.maxmind.rulings_total",
+                format!("{} does not fit this machine", m.rulings_total),
+            )
+        })?,
+        assumption: m.assumption.clone(),
     })
 }
 
@@ -639,8 +686,24 @@ mod tests {
                 ("taipei", 25.03, 121.56),
             ],
         ));
+        // Four Asian landmarks: leaving two out removes the split, so they are named as
+        // possibly colluding instead of the address being called anycast.
+        let s = solve(&ms, &opts()).unwrap();
+        assert!(!s.anycast && s.collusion.is_some(), "{:?}", s.instances);
+        assert_eq!(s.collusion.as_ref().unwrap().landmarks.len(), 4);
+        assert_eq!(round_trip(&s), answer(&s));
+        // Seven are enough for anycast.
+        ms.extend(rtts(
+            tokyo,
+            &[
+                ("shanghai", 31.23, 121.47),
+                ("beijing", 39.90, 116.40),
+                ("hongkong", 22.32, 114.17),
+            ],
+        ));
         let s = solve(&ms, &opts()).unwrap();
         assert!(s.anycast && s.instances.len() >= 2, "{:?}", s.instances);
+        assert!(s.collusion.is_none());
         assert_eq!(round_trip(&s), answer(&s));
 
         let s = solve(

@@ -25,7 +25,7 @@ pub struct Row {
     pub maxmind_city: String,
     pub maxmind_country: String,
     pub maxmind_distance_km: Option<f64>,
-    /// `consistent`, `provably-wrong`, `no-data`, or empty (not compared).
+    /// `consistent`, `provably-wrong`, `likely-wrong`, `no-data`, or empty (not compared).
     pub verdict: String,
     pub error: String,
 }

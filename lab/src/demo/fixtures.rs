@@ -64,6 +64,7 @@ pub(crate) fn answer(
                     radius_km: 0.0,
                 })
                 .collect(),
+            collusion: None,
             dropped: vec![],
             loosened: vec![],
             maxmind: Some(MaxmindComparison {
