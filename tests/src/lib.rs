@@ -6,8 +6,10 @@
 //! `GEOLOC_REQUIRE_ENV=1` (set by `.ci/run`) the same test fails instead.
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use geoloc_lab::demo::{find_binary, DemoArgs, DemoWorld};
@@ -113,4 +115,67 @@ pub fn locate_runs(w: &DemoWorld) -> anyhow::Result<HashMap<IpAddr, LocateRuns>>
         }
         Ok(out)
     })
+}
+
+/// The three binaries of an end-to-end test.
+pub struct Bins {
+    pub coordinator: PathBuf,
+    pub agent: PathBuf,
+    pub geoloc: PathBuf,
+}
+
+/// The built binaries, or None after `geoloc_testenv::skip` (which fails under
+/// `GEOLOC_REQUIRE_ENV=1`) naming what is missing.
+pub fn bins(test: &str) -> Option<Bins> {
+    let find = |n: &str| find_binary(n, None);
+    match (
+        find("geoloc-coordinator"),
+        find("geoloc-probe-agent"),
+        find("geoloc"),
+    ) {
+        (Ok(coordinator), Ok(agent), Ok(geoloc)) => Some(Bins {
+            coordinator,
+            agent,
+            geoloc,
+        }),
+        (a, b, c) => {
+            let why = [a.err(), b.err(), c.err()]
+                .into_iter()
+                .flatten()
+                .map(|e| format!("{e:#}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            geoloc_testenv::skip(test, &why);
+            None
+        }
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// Waits up to `limit` for the process to exit.
+    pub fn exit_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    pub fn terminate(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    }
 }

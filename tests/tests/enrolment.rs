@@ -14,45 +14,14 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use geoloc_lab::demo::find_binary;
+use geoloc_e2e::{bins, Bins, Proc};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 const PROBE: &str = "e2e-par";
-
-struct Bins {
-    coordinator: PathBuf,
-    agent: PathBuf,
-    geoloc: PathBuf,
-}
-
-fn bins(test: &str) -> Option<Bins> {
-    let find = |n: &str| find_binary(n, None);
-    match (
-        find("geoloc-coordinator"),
-        find("geoloc-probe-agent"),
-        find("geoloc"),
-    ) {
-        (Ok(coordinator), Ok(agent), Ok(geoloc)) => Some(Bins {
-            coordinator,
-            agent,
-            geoloc,
-        }),
-        (a, b, c) => {
-            let why = [a.err(), b.err(), c.err()]
-                .into_iter()
-                .flatten()
-                .map(|e| format!("{e:#}"))
-                .collect::<Vec<_>>()
-                .join("; ");
-            geoloc_testenv::skip(test, &why);
-            None
-        }
-    }
-}
 
 /// A CA (`ca.pem`) and the coordinator's certificate for `localhost` signed by it.
 fn pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
@@ -75,35 +44,6 @@ fn pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
     (ca_path, cert_path, key_path)
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    /// Waits up to `limit` for the process to exit.
-    fn exit_within(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(s) = self.0.try_wait().unwrap() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
-    }
-
-    fn terminate(&self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    }
 }
 
 fn text(o: &Output) -> String {

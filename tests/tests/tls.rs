@@ -18,46 +18,14 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use geoloc_lab::demo::find_binary;
+use geoloc_e2e::{bins, Bins, Proc};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 const TOKEN: &str = "tls-test-token";
-
-/// The three binaries, or why they cannot be found.
-struct Bins {
-    coordinator: PathBuf,
-    agent: PathBuf,
-    geoloc: PathBuf,
-}
-
-fn bins(test: &str) -> Option<Bins> {
-    let find = |n: &str| find_binary(n, None);
-    match (
-        find("geoloc-coordinator"),
-        find("geoloc-probe-agent"),
-        find("geoloc"),
-    ) {
-        (Ok(coordinator), Ok(agent), Ok(geoloc)) => Some(Bins {
-            coordinator,
-            agent,
-            geoloc,
-        }),
-        (a, b, c) => {
-            let why = [a.err(), b.err(), c.err()]
-                .into_iter()
-                .flatten()
-                .map(|e| format!("{e:#}"))
-                .collect::<Vec<_>>()
-                .join("; ");
-            geoloc_testenv::skip(test, &why);
-            None
-        }
-    }
-}
 
 /// A CA, the coordinator's certificate for `localhost` signed by it, and an unrelated CA.
 struct Pki {
@@ -100,16 +68,6 @@ fn pki() -> Pki {
         cert: p("coordinator.crt"),
         key: p("coordinator.key"),
         dir,
-    }
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
