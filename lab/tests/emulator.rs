@@ -127,6 +127,14 @@ fn ping(lab: &Lab, from: &str, to: IpAddr, count: usize) -> Vec<f64> {
         .collect()
 }
 
+/// Whether a median RTT `m` matches the configured `want`, both ms. The emulator forwards
+/// in user space: its own work (and the scheduler of a loaded 2-core machine) adds to the
+/// configured delay, never takes from it. Medians seen: +0.2 to +0.5 ms; up to 1 ms of
+/// excess still tells a delay applied once per direction from a missing or doubled one.
+fn near(m: f64, want: f64) -> bool {
+    m > want - 0.2 && m < want + 1.0
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     assert!(!v.is_empty(), "no RTT measured");
     v.sort_by(f64::total_cmp);
@@ -157,7 +165,7 @@ fn ping_rtts_match_configured_delays_v4_and_v6() {
                 lab.stats()
             );
             assert!(
-                (m - want).abs() < 0.5,
+                near(m, want),
                 "{from} -> {addr}: median {m} ms, configured {want} ms"
             );
         }
@@ -316,11 +324,11 @@ fn behaviours_drop_icmp_drop_tcp_silent_and_anycast() {
     let from_b = median(ping(&lab, "b", any, 10));
     let from_a = median(ping(&lab, "a", any, 10));
     assert!(
-        (from_b - 4.0).abs() < 0.5,
+        near(from_b, 4.0),
         "b -> anycast: {from_b} ms, nearest instance is 4 ms RTT away"
     );
     assert!(
-        (from_a - 6.0).abs() < 0.5,
+        near(from_a, 6.0),
         "a -> anycast: {from_a} ms, nearest instance is 6 ms RTT away"
     );
 
