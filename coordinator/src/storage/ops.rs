@@ -14,7 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use sqlx::Row;
 
-use super::Storage;
+use super::{Storage, MEAS_COLS};
 use crate::core::rows::{LandmarkRttRow, MeasurementRow};
 use crate::error::{q, Result};
 
@@ -105,38 +105,17 @@ impl Storage {
     /// Indexes the landmark measurements stored before the index existed (or whose index
     /// row failed to be written); returns how many. Run at start.
     pub async fn backfill_landmark_rtts(&self) -> Result<u64> {
-        let sql = "SELECT measurement_id, result_id, purpose, stage, request_id, probe_id, probe_lat, \
-             probe_lon, target, target_landmark, target_lat, target_lon, outcome, error, excluded, packets_sent, \
-             raw_json, created_unix_ms FROM measurements m WHERE purpose = 'landmark' \
+        let sql = format!(
+            "SELECT {MEAS_COLS} FROM measurements m WHERE purpose = 'landmark' \
              AND target_landmark IS NOT NULL AND target_lat IS NOT NULL AND target_lon IS NOT NULL \
              AND NOT EXISTS (SELECT 1 FROM landmark_rtts l WHERE l.measurement_id = m.measurement_id) \
-             ORDER BY created_unix_ms, measurement_id LIMIT $1";
+             ORDER BY created_unix_ms, measurement_id LIMIT $1"
+        );
         let mut total = 0u64;
         loop {
             let rows: Vec<MeasurementRow> = with_pool!(self, pool => {
-                let rows = sqlx::query(sql).bind(BACKFILL_BATCH).fetch_all(pool).await.map_err(q("landmark rows to index"))?;
-                rows.iter().map(|r| -> std::result::Result<MeasurementRow, sqlx::Error> {
-                    Ok(MeasurementRow {
-                        measurement_id: r.try_get("measurement_id")?,
-                        result_id: r.try_get("result_id")?,
-                        purpose: r.try_get("purpose")?,
-                        stage: r.try_get("stage")?,
-                        request_id: r.try_get("request_id")?,
-                        probe_id: r.try_get("probe_id")?,
-                        probe_lat: r.try_get("probe_lat")?,
-                        probe_lon: r.try_get("probe_lon")?,
-                        target: r.try_get("target")?,
-                        target_landmark: r.try_get("target_landmark")?,
-                        target_lat: r.try_get("target_lat")?,
-                        target_lon: r.try_get("target_lon")?,
-                        outcome: r.try_get("outcome")?,
-                        error: r.try_get("error")?,
-                        excluded: r.try_get("excluded")?,
-                        packets_sent: r.try_get("packets_sent")?,
-                        raw_json: r.try_get("raw_json")?,
-                        created_unix_ms: r.try_get("created_unix_ms")?,
-                    })
-                }).collect::<std::result::Result<Vec<_>, _>>().map_err(q("decode measurement"))?
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(BACKFILL_BATCH).fetch_all(pool).await.map_err(q("landmark rows to index"))?;
+                rows.iter().map(|r| meas_from_row!(r)).collect::<std::result::Result<Vec<_>, _>>().map_err(q("decode measurement"))?
             });
             for m in &rows {
                 self.index_landmark_rtt(m).await?;
