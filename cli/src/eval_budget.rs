@@ -17,20 +17,31 @@ use geoloc_lab::geo::{self as labgeo, DelayModel};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-fn parse_budgets(s: &str) -> anyhow::Result<Vec<usize>> {
+/// A comma-separated list of probe counts given to `flag` (e.g. `--budgets 10,25,50`), each
+/// 1 to `max` (`max_text`: `max` as the message writes it).
+pub(crate) fn probe_counts(
+    flag: &str,
+    s: &str,
+    max: usize,
+    max_text: &str,
+) -> anyhow::Result<Vec<usize>> {
     s.split(',')
         .map(|x| {
             let n: usize = x
                 .trim()
                 .parse()
-                .with_context(|| format!("--budgets: {x:?} is not a count of probes"))?;
+                .with_context(|| format!("{flag}: {x:?} is not a count of probes"))?;
             anyhow::ensure!(
-                (1..=1_000_000).contains(&n),
-                "--budgets: {n} is not 1 to 1,000,000 probes"
+                (1..=max).contains(&n),
+                "{flag}: {n} is not 1 to {max_text} probes"
             );
             Ok(n)
         })
         .collect()
+}
+
+fn parse_budgets(s: &str) -> anyhow::Result<Vec<usize>> {
+    probe_counts("--budgets", s, 1_000_000, "1,000,000")
 }
 
 fn now_or(at: Option<i64>) -> i64 {

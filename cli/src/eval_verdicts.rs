@@ -34,19 +34,7 @@ pub struct EvalVerdictsArgs {
 }
 
 fn parse_counts(s: &str) -> anyhow::Result<Vec<usize>> {
-    s.split(',')
-        .map(|x| {
-            let n: usize = x
-                .trim()
-                .parse()
-                .with_context(|| format!("--probes: {x:?} is not a count of probes"))?;
-            anyhow::ensure!(
-                (1..=100_000).contains(&n),
-                "--probes: {n} is not 1 to 100,000 probes"
-            );
-            Ok(n)
-        })
-        .collect()
+    crate::eval_budget::probe_counts("--probes", s, 100_000, "100,000")
 }
 
 /// `geoloc eval-verdicts`.
