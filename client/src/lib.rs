@@ -319,10 +319,8 @@ impl Client {
                 )
             })?;
         Ok(Client {
-            inner: self.inner.clone(),
-            url: self.url.clone(),
-            opts: self.opts.clone(),
             bearer: Some(value),
+            ..self.clone()
         })
     }
 
