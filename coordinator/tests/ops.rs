@@ -10,56 +10,18 @@ use common::*;
 use geoloc_coordinator::core::measurement::{MeasurementResult, RawPing, RawTcp, TcpOutcome};
 use geoloc_coordinator::storage::{MeasurementRow, ProbeRow, ResultRow, ResultStatus, Storage};
 use geoloc_coordinator::unix_ms;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // ---- helpers ----------------------------------------------------------------------------
 
-/// `GET path` over HTTP/1.1 on loopback: (status, body).
+/// `GET path` on loopback: (status, body).
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8(buf).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    // Bodies are small: hyper sends them with a length, or chunked in one chunk.
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut rest = body;
-        loop {
-            let (len, tail) = rest.split_once("\r\n").unwrap();
-            let n = usize::from_str_radix(len.trim(), 16).unwrap();
-            if n == 0 {
-                break;
-            }
-            out.push_str(&tail[..n]);
-            rest = &tail[n + 2..];
-        }
-        out
-    } else {
-        body.to_string()
-    };
-    (status, body)
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || geoloc_testenv::http::get(addr, &path))
+        .await
+        .unwrap()
 }
 
-/// The value of the sample named exactly `series` (name and labels as printed), if any.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
+use geoloc_testenv::http::sample;
 
 async fn scrape(addr: std::net::SocketAddr) -> String {
     let (status, body) = http_get(addr, "/metrics").await;
@@ -672,46 +634,21 @@ async fn indexed_landmark_query_matches_the_reparse_on_postgres() {
 
 #[tokio::test]
 async fn binary_logs_json_lines_and_serves_metrics() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     bounded(60, async {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_geoloc-coordinator"))
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_geoloc-coordinator"));
+        cmd.args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .args(["--database", &sqlite_url(&dir), "--log-format", "json"])
             .env_remove("GEOLOC_COORDINATOR_CONFIG")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn geoloc-coordinator");
-        struct Kill(std::process::Child);
-        impl Drop for Kill {
-            fn drop(&mut self) {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-        }
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let _child = Kill(child);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(a) = line.strip_prefix("metrics listening on ") {
-                    let _ = tx.send(a.to_string());
-                }
-            }
-        });
-        let (etx, erx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = etx.send(line);
-            }
-        });
+            .env("RUST_LOG", "info");
+        let daemon = std::sync::Arc::new(geoloc_testenv::Daemon::spawn(
+            "geoloc-coordinator",
+            &mut cmd,
+        ));
+        let d = daemon.clone();
         let addr: std::net::SocketAddr = tokio::task::spawn_blocking(move || {
-            rx.recv_timeout(Duration::from_secs(30))
-                .expect("metrics address printed")
+            d.stdout_after("metrics listening on ", Duration::from_secs(30))
         })
         .await
         .unwrap()
@@ -726,16 +663,9 @@ async fn binary_logs_json_lines_and_serves_metrics() {
         assert_eq!(http_get(addr, "/healthz").await.0, 200);
 
         // Every log line so far is one JSON object with a level and a message.
-        let lines: Vec<String> = tokio::task::spawn_blocking(move || {
-            let mut lines = Vec::new();
-            while let Ok(l) = erx.recv_timeout(Duration::from_secs(5)) {
-                let done = l.contains("geoloc-coordinator listening");
-                lines.push(l);
-                if done {
-                    break;
-                }
-            }
-            lines
+        let d = daemon.clone();
+        let lines = tokio::task::spawn_blocking(move || {
+            d.stderr_until("geoloc-coordinator listening", Duration::from_secs(5))
         })
         .await
         .unwrap();

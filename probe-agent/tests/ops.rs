@@ -14,7 +14,6 @@ use geoloc_probe_agent::config::{AgentConfig, ConfigFlags, FileConfig};
 use geoloc_probe_agent::measure::Measurer;
 use geoloc_proto::v1 as pb;
 use pb::probe_service_server::{ProbeService, ProbeServiceServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -144,31 +143,15 @@ async fn stub() -> (
     (addr, results, stop_tx)
 }
 
-/// `GET path` over HTTP/1.1: (status, body); the bodies here are sent with a length.
+/// `GET path` on loopback: (status, body).
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8(buf).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || geoloc_testenv::http::get(addr, &path))
+        .await
+        .unwrap()
 }
 
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
+use geoloc_testenv::http::sample;
 
 async fn wait_metric(addr: SocketAddr, series: &str, value: f64) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -259,7 +242,6 @@ async fn metrics_follow_measurements_errors_and_the_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_metrics_and_logs_json_lines() {
-    use std::io::{BufRead, BufReader};
     const TEST: &str = "the_binary_serves_metrics_and_logs_json_lines";
     if !geoloc_probe_agent::privileges::probe_icmp_access().can_ping() {
         geoloc_testenv::skip(TEST, "no ICMP permission (needs root or ping_group_range)");
@@ -272,43 +254,18 @@ async fn the_binary_serves_metrics_and_logs_json_lines() {
             cmd.env_remove(k);
         }
     }
-    let mut child = cmd
-        .env("RUST_LOG", "info")
+    cmd.env("RUST_LOG", "info")
         .args(["run", "--id", "json-probe", "--lat", "1.5", "--lon", "2.5"])
         .args(["--coordinator", &format!("http://{coordinator}")])
         .args(["--allow-private", "true", "--log-format", "json"])
-        .args(["--metrics-listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let _child = Kill(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(a) = line.strip_prefix("metrics listening on ") {
-                let _ = tx.send(a.to_string());
-            }
-        }
-    });
-    let (etx, erx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = etx.send(line);
-        }
-    });
+        .args(["--metrics-listen", "127.0.0.1:0"]);
+    let daemon = Arc::new(geoloc_testenv::Daemon::spawn(
+        "geoloc-probe-agent",
+        &mut cmd,
+    ));
+    let d = daemon.clone();
     let ops: SocketAddr = tokio::task::spawn_blocking(move || {
-        rx.recv_timeout(Duration::from_secs(30))
-            .expect("metrics address printed")
+        d.stdout_after("metrics listening on ", Duration::from_secs(30))
     })
     .await
     .unwrap()
@@ -321,19 +278,11 @@ async fn the_binary_serves_metrics_and_logs_json_lines() {
     wait_metric(ops, "geoloc_agent_measurements_total{result=\"ok\"}", 1.0).await;
     wait_metric(ops, "geoloc_agent_connected", 1.0).await;
 
-    let lines: Vec<String> = tokio::task::spawn_blocking(move || {
-        let mut lines = Vec::new();
-        while let Ok(l) = erx.recv_timeout(Duration::from_secs(5)) {
-            let done = l.contains("registered");
-            lines.push(l);
-            if done {
-                break;
-            }
-        }
-        lines
-    })
-    .await
-    .unwrap();
+    let d = daemon.clone();
+    let lines =
+        tokio::task::spawn_blocking(move || d.stderr_until("registered", Duration::from_secs(5)))
+            .await
+            .unwrap();
     assert!(lines.iter().any(|l| l.contains("registered")), "{lines:?}");
     for l in &lines {
         let v: serde_json::Value =

@@ -16,6 +16,11 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod daemon;
+pub mod http;
+
+pub use daemon::Daemon;
+
 /// Name of the environment variable that turns every skip into a failure.
 pub const REQUIRE_ENV: &str = "GEOLOC_REQUIRE_ENV";
 
