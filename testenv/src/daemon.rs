@@ -13,13 +13,27 @@ pub struct Daemon {
     name: String,
     child: Child,
     stdout: Mutex<Receiver<String>>,
-    stderr: Mutex<Receiver<String>>,
+    /// None when the lines are echoed ([`Daemon::spawn_echoing`]).
+    stderr: Option<Mutex<Receiver<String>>>,
 }
 
 impl Daemon {
-    /// Spawns `cmd` with stdin closed and stdout/stderr piped. `name` labels panics.
+    /// Spawns `cmd` with stdin closed and stdout/stderr piped; its stderr lines are kept for
+    /// [`Daemon::stderr_until`]. `name` labels panics.
     #[track_caller]
     pub fn spawn(name: &str, cmd: &mut Command) -> Daemon {
+        Daemon::start(name, cmd, false)
+    }
+
+    /// As [`Daemon::spawn`], but its stderr lines are copied to this process's stderr as
+    /// `[name] line` (a failing test's reader sees the daemon's log) and not kept.
+    #[track_caller]
+    pub fn spawn_echoing(name: &str, cmd: &mut Command) -> Daemon {
+        Daemon::start(name, cmd, true)
+    }
+
+    #[track_caller]
+    fn start(name: &str, cmd: &mut Command, echo: bool) -> Daemon {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -27,12 +41,23 @@ impl Daemon {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let stdout = lines(child.stdout.take().expect("piped stdout"));
-        let stderr = lines(child.stderr.take().expect("piped stderr"));
+        let err = child.stderr.take().expect("piped stderr");
+        let stderr = if echo {
+            let label = name.to_string();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    eprintln!("[{label}] {line}");
+                }
+            });
+            None
+        } else {
+            Some(Mutex::new(lines(err)))
+        };
         Daemon {
             name: name.to_string(),
             child,
             stdout: Mutex::new(stdout),
-            stderr: Mutex::new(stderr),
+            stderr,
         }
     }
 
@@ -62,7 +87,12 @@ impl Daemon {
     /// (included). Panics if none comes `within`.
     #[track_caller]
     pub fn stderr_until(&self, needle: &str, within: Duration) -> Vec<String> {
-        let rx = self.stderr.lock().unwrap();
+        let rx = self
+            .stderr
+            .as_ref()
+            .expect("stderr_until on a Daemon started with spawn_echoing")
+            .lock()
+            .unwrap();
         let deadline = Instant::now() + within;
         let mut seen = Vec::new();
         loop {

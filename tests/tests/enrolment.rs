@@ -11,14 +11,13 @@
 //!
 //! Needs the binaries (`cargo build --workspace --bins`) and root (the agent's ICMP
 //! socket); otherwise SKIPPED, or a failure under `GEOLOC_REQUIRE_ENV=1`.
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use geoloc_e2e::{bins, Bins, Proc};
+use geoloc_testenv::Daemon;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 const PROBE: &str = "e2e-par";
@@ -61,7 +60,7 @@ struct World {
     db: String,
     url: String,
     ca: PathBuf,
-    _coordinator: Proc,
+    _coordinator: Daemon,
 }
 
 impl World {
@@ -72,51 +71,31 @@ impl World {
             "sqlite://{}?mode=rwc",
             dir.path().join("coordinator.sqlite").display()
         );
-        let mut child = Command::new(&b.coordinator)
-            .args([
-                "--database",
-                &db,
-                "--listen",
-                "127.0.0.1:0",
-                "--auth",
-                "none",
-            ])
-            .args(["--allow-private", "--landmark-checks", "false"])
-            .args([
-                "--heartbeat-interval-ms",
-                "300",
-                "--probe-timeout-ms",
-                "2000",
-            ])
-            .arg("--tls-cert")
-            .arg(&cert)
-            .arg("--tls-key")
-            .arg(&key)
-            .env_remove("GEOLOC_COORDINATOR_CONFIG")
-            .env_remove("GEOLOC_COORDINATOR_PROBE_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn geoloc-coordinator");
-        let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(a) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(a.trim().to_string());
-                }
-            }
-        });
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[coordinator] {line}");
-            }
-        });
-        let coordinator = Proc(child);
-        let addr: std::net::SocketAddr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the coordinator printed `listening on ADDR` within 60 s")
+        let mut cmd = Command::new(&b.coordinator);
+        cmd.args([
+            "--database",
+            &db,
+            "--listen",
+            "127.0.0.1:0",
+            "--auth",
+            "none",
+        ])
+        .args(["--allow-private", "--landmark-checks", "false"])
+        .args([
+            "--heartbeat-interval-ms",
+            "300",
+            "--probe-timeout-ms",
+            "2000",
+        ])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env_remove("GEOLOC_COORDINATOR_CONFIG")
+        .env_remove("GEOLOC_COORDINATOR_PROBE_TOKEN");
+        let coordinator = Daemon::spawn_echoing("coordinator", &mut cmd);
+        let addr: std::net::SocketAddr = coordinator
+            .stdout_after("listening on ", Duration::from_secs(60))
             .parse()
             .unwrap();
         World {

@@ -15,7 +15,6 @@
 //! Needs the binaries (`cargo build --workspace --bins`); the locate test needs root (the
 //! agent's ICMP socket). Otherwise each test prints SKIPPED, or fails under
 //! `GEOLOC_REQUIRE_ENV=1`.
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -23,6 +22,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use geoloc_e2e::{bins, Bins, Proc};
+use geoloc_testenv::Daemon;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 const TOKEN: &str = "tls-test-token";
@@ -73,58 +73,35 @@ fn pki() -> Pki {
 
 /// Starts the coordinator with `args` on a fresh SQLite database in `dir` and returns it
 /// with the address it printed (`listening on ADDR`).
-fn coordinator(b: &Bins, dir: &Path, args: &[&str]) -> (Proc, SocketAddr) {
+fn coordinator(b: &Bins, dir: &Path, args: &[&str]) -> (Daemon, SocketAddr) {
     let db = format!(
         "sqlite://{}?mode=rwc",
         dir.join(format!("c{}.sqlite", rand_suffix())).display()
     );
-    let mut child = Command::new(&b.coordinator)
-        .args([
-            "--database",
-            &db,
-            "--allow-private",
-            "--probe-token",
-            TOKEN,
-            "--landmark-checks",
-            "false",
-            "--heartbeat-interval-ms",
-            "300",
-            "--probe-timeout-ms",
-            "2000",
-        ])
-        .args(args)
-        .env_remove("GEOLOC_COORDINATOR_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn geoloc-coordinator");
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(a) = line.strip_prefix("listening on ") {
-                let _ = tx.send(a.trim().to_string());
-            }
-        }
-    });
-    // Keep the log for a failing assertion's reader.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("[coordinator] {line}");
-        }
-    });
-    let proc = Proc(child);
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the coordinator printed `listening on ADDR` within 60 s");
+    let mut cmd = Command::new(&b.coordinator);
+    cmd.args([
+        "--database",
+        &db,
+        "--allow-private",
+        "--probe-token",
+        TOKEN,
+        "--landmark-checks",
+        "false",
+        "--heartbeat-interval-ms",
+        "300",
+        "--probe-timeout-ms",
+        "2000",
+    ])
+    .args(args)
+    .env_remove("GEOLOC_COORDINATOR_CONFIG");
+    let proc = Daemon::spawn_echoing("coordinator", &mut cmd);
+    let addr = proc.stdout_after("listening on ", Duration::from_secs(60));
     (proc, addr.parse().expect("an address"))
 }
 
 /// A coordinator serving TLS with `pki`'s certificate on 127.0.0.1 (any port), without API
 /// keys (loopback), with `extra` arguments.
-fn tls_coordinator(b: &Bins, pki: &Pki, extra: &[&str]) -> (Proc, SocketAddr) {
+fn tls_coordinator(b: &Bins, pki: &Pki, extra: &[&str]) -> (Daemon, SocketAddr) {
     let (cert, key) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap());
     let mut args = vec!["--listen", "127.0.0.1:0", "--auth", "none"];
     args.extend(["--tls-cert", cert, "--tls-key", key]);
@@ -396,7 +373,7 @@ fn coordinator_serves_plaintext_only_on_loopback_unless_told() {
         &["--listen", "0.0.0.0:0", "--insecure-plaintext"],
     );
     assert!(addr.ip().is_unspecified(), "{addr}");
-    assert!(c.0.try_wait().unwrap().is_none(), "it keeps serving");
+    assert!(c.child().try_wait().unwrap().is_none(), "it keeps serving");
     let (mut t, addr) = coordinator(
         &b,
         pki.dir.path(),
@@ -410,7 +387,7 @@ fn coordinator_serves_plaintext_only_on_loopback_unless_told() {
         ],
     );
     assert!(addr.ip().is_unspecified(), "{addr}");
-    assert!(t.0.try_wait().unwrap().is_none(), "it keeps serving");
+    assert!(t.child().try_wait().unwrap().is_none(), "it keeps serving");
 }
 
 /// The web interface (`--http-listen`) works when the gRPC port serves TLS: it reaches the
