@@ -2,69 +2,45 @@
 //! FAKE probes (protocol-level, tests/common), SIGTERM, restart on the same database.
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use geoloc_proto::v1 as pb;
+use geoloc_testenv::Daemon;
 
 const BIN: &str = env!("CARGO_BIN_EXE_geoloc-coordinator");
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn start(db: &str, extra: &[&str]) -> (Daemon, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--database",
+        db,
+        "--allow-private",
+        "--probe-token",
+        TOKEN,
+    ])
+    .args([
+        "--heartbeat-interval-ms",
+        "300",
+        "--probe-timeout-ms",
+        "1500",
+        "--ping-interval-ms",
+        "0",
+    ])
+    .args(extra)
+    .env_remove("GEOLOC_COORDINATOR_CONFIG");
+    let d = Daemon::spawn_echoing("geoloc-coordinator", &mut cmd);
+    let addr = d.stdout_after("listening on ", Duration::from_secs(30));
+    (d, format!("http://{addr}"))
 }
 
-/// Starts the binary; returns it and its URL (read from the "listening on" line).
-fn start(db: &str, extra: &[&str]) -> (Proc, String) {
-    let mut child = Command::new(BIN)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--database",
-            db,
-            "--allow-private",
-            "--probe-token",
-            TOKEN,
-        ])
-        .args([
-            "--heartbeat-interval-ms",
-            "300",
-            "--probe-timeout-ms",
-            "1500",
-            "--ping-interval-ms",
-            "0",
-        ])
-        .args(extra)
-        .env_remove("GEOLOC_COORDINATOR_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn geoloc-coordinator");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(a) = line.strip_prefix("listening on ") {
-                let _ = tx.send(a.to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("coordinator printed its address");
-    (Proc(child), format!("http://{addr}"))
-}
-
-fn wait_exit(p: &mut Proc, within: Duration) -> Option<std::process::ExitStatus> {
+fn wait_exit(p: &mut Daemon, within: Duration) -> Option<std::process::ExitStatus> {
     let t0 = Instant::now();
     while t0.elapsed() < within {
-        if let Some(s) = p.0.try_wait().unwrap() {
+        if let Some(s) = p.child().try_wait().unwrap() {
             return Some(s);
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -173,7 +149,7 @@ async fn binary_serves_stops_on_sigterm_and_keeps_results_across_restart() {
         // SIGTERM with probe sessions open: a clean, prompt exit.
         let t0 = Instant::now();
         let st = Command::new("kill")
-            .args(["-TERM", &p.0.id().to_string()])
+            .args(["-TERM", &p.child().id().to_string()])
             .status()
             .unwrap();
         assert!(st.success());
