@@ -149,50 +149,13 @@ fn geojson_file_is_written() {
 }
 
 /// A ground-truth folder as `geoloc eval-anycast` reads it: one target answered from
-/// Frankfurt and Tokyo.
+/// Frankfurt and Tokyo (the engine's fixture, `engine/tests/data/anycast/README.md`).
 fn anycast_dir(dir: &Path) {
+    let src = geoloc_testenv::workspace_root().join("engine/tests/data/anycast");
     std::fs::create_dir_all(dir.join("measurements")).unwrap();
-    std::fs::write(
-        dir.join("airports.csv"),
-        "#IATA\tsize\tname\tlat long\tcc\n\
-         FRA\tlarge_airport\tFrankfurt\t50.0333 8.5706\tDE\n\
-         HND\tlarge_airport\tHaneda\t35.5523 139.78\tJP\n",
-    )
-    .unwrap();
-    let mut m = String::from("#hostname\tlatitude\tlongitude\tgt\tmin(rtt)[ms]\n");
-    // Eight vantage points per site: a site seen by fewer than five could be colluding
-    // probes and is not called anycast (`consistency::small_split`).
-    for (k, (lat, lon)) in [
-        (50.5, 8.68),
-        (49.7, 8.68),
-        (50.11, 9.3),
-        (50.11, 8.0),
-        (50.4, 9.1),
-        (49.8, 9.1),
-        (50.4, 8.2),
-        (49.8, 8.2),
-    ]
-    .iter()
-    .enumerate()
-    {
-        m.push_str(&format!("eu{k}\t{lat}\t{lon}\tfra\t1.2\n"));
+    for f in ["airports.csv", "measurements/two-sites"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
     }
-    for (k, (lat, lon)) in [
-        (36.1, 139.7),
-        (35.3, 139.7),
-        (35.69, 140.2),
-        (35.69, 139.2),
-        (35.95, 140.0),
-        (35.4, 140.0),
-        (35.95, 139.4),
-        (35.4, 139.4),
-    ]
-    .iter()
-    .enumerate()
-    {
-        m.push_str(&format!("jp{k}\t{lat}\t{lon}\thnd\t1.2\n"));
-    }
-    std::fs::write(dir.join("measurements/two-sites"), m).unwrap();
 }
 
 #[test]

@@ -284,49 +284,11 @@ pub fn evaluate(
 mod tests {
     use super::*;
 
-    const AIRPORTS: &str = "#IATA\tsize\tname\tlat long\tcountry_code\n\
-        FRA\tlarge_airport\tFrankfurt\t50.0333 8.5706\tDE\n\
-        NRT\tlarge_airport\tNarita\t35.7647 140.3864\tJP\n\
-        SYD\tlarge_airport\tSydney\t-33.9461 151.177\tAU\n\
-        FRA\tlarge_airport\tFrankfurt again\t50.0333 8.5706\tDE\n";
+    /// `tests/data/anycast` (its README says what it holds).
+    const AIRPORTS: &str = include_str!("../tests/data/anycast/airports.csv");
 
     fn target_text() -> String {
-        // Eight vantage points around Frankfurt answered by FRA, eight around Tokyo by NRT
-        // (a site seen by fewer than five could be colluding probes, see
-        // `consistency::small_split`); one vantage point given twice (the first line counts).
-        let mut s = String::from("#hostname\tlatitude\tlongitude\tgt\tmin(rtt)[ms]\n");
-        for (k, (lat, lon)) in [
-            (50.5, 8.68),
-            (49.7, 8.68),
-            (50.11, 9.3),
-            (50.11, 8.0),
-            (50.4, 9.1),
-            (49.8, 9.1),
-            (50.4, 8.2),
-            (49.8, 8.2),
-        ]
-        .iter()
-        .enumerate()
-        {
-            s.push_str(&format!("eu{k}\t{lat}\t{lon}\tfra\t1.2\n"));
-        }
-        for (k, (lat, lon)) in [
-            (36.1, 139.7),
-            (35.3, 139.7),
-            (35.69, 140.2),
-            (35.69, 139.2),
-            (35.95, 140.0),
-            (35.4, 140.0),
-            (35.95, 139.4),
-            (35.4, 139.4),
-        ]
-        .iter()
-        .enumerate()
-        {
-            s.push_str(&format!("jp{k}\t{lat}\t{lon}\tnrt\t1.2\n"));
-        }
-        s.push_str("eu0\t0\t0\tsyd\t300\n");
-        s
+        include_str!("../tests/data/anycast/measurements/two-sites").to_string()
     }
 
     #[test]
