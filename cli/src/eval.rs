@@ -34,15 +34,20 @@ pub struct EvalArgs {
     at_unix_s: Option<i64>,
 }
 
+/// Reads a nodes.csv/rtts.csv data set (`geoloc eval`'s format), each error naming its file.
+pub fn read_dataset(nodes: &std::path::Path, rtts: &std::path::Path) -> anyhow::Result<Dataset> {
+    let nodes_text =
+        std::fs::read_to_string(nodes).with_context(|| format!("reading {}", nodes.display()))?;
+    let rtts_text =
+        std::fs::read_to_string(rtts).with_context(|| format!("reading {}", rtts.display()))?;
+    let nodes = dataset::parse_nodes(&nodes_text, &nodes.display().to_string())?;
+    let rtts = dataset::parse_rtts(&rtts_text, &rtts.display().to_string(), &nodes)?;
+    Ok(Dataset { nodes, rtts })
+}
+
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let method: Method = a.method.parse()?;
-    let nodes_text = std::fs::read_to_string(&a.nodes)
-        .with_context(|| format!("reading {}", a.nodes.display()))?;
-    let rtts_text = std::fs::read_to_string(&a.rtts)
-        .with_context(|| format!("reading {}", a.rtts.display()))?;
-    let nodes = dataset::parse_nodes(&nodes_text, &a.nodes.display().to_string())?;
-    let rtts = dataset::parse_rtts(&rtts_text, &a.rtts.display().to_string(), &nodes)?;
-    let ds = Dataset { nodes, rtts };
+    let ds = crate::eval::read_dataset(&a.nodes, &a.rtts)?;
     let at = a.at_unix_s.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

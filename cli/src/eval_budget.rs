@@ -85,13 +85,7 @@ pub fn run_budget(a: EvalBudgetArgs) -> anyhow::Result<()> {
         "--folds: {} is not 2 to 50",
         a.folds
     );
-    let nodes_text = std::fs::read_to_string(&a.nodes)
-        .with_context(|| format!("reading {}", a.nodes.display()))?;
-    let rtts_text = std::fs::read_to_string(&a.rtts)
-        .with_context(|| format!("reading {}", a.rtts.display()))?;
-    let nodes = dataset::parse_nodes(&nodes_text, &a.nodes.display().to_string())?;
-    let rtts = dataset::parse_rtts(&rtts_text, &a.rtts.display().to_string(), &nodes)?;
-    let ds = Dataset { nodes, rtts };
+    let ds = crate::eval::read_dataset(&a.nodes, &a.rtts)?;
     let opts = EvalOptions {
         method: Method::Bestline,
         min_landmarks: 3,

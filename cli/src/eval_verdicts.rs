@@ -3,9 +3,7 @@
 //! truth and a point 6,000 km away judged as if they were the database's answer.
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
-use geoloc_engine::dataset::{self, Dataset};
 use geoloc_engine::verdict_eval::{self, VerdictRow};
 
 #[derive(Debug, Args)]
@@ -45,13 +43,7 @@ pub fn run(a: EvalVerdictsArgs) -> anyhow::Result<()> {
         "--sets: {} is not 1 to 1000",
         a.sets
     );
-    let nodes_text = std::fs::read_to_string(&a.nodes)
-        .with_context(|| format!("reading {}", a.nodes.display()))?;
-    let rtts_text = std::fs::read_to_string(&a.rtts)
-        .with_context(|| format!("reading {}", a.rtts.display()))?;
-    let nodes = dataset::parse_nodes(&nodes_text, &a.nodes.display().to_string())?;
-    let rtts = dataset::parse_rtts(&rtts_text, &a.rtts.display().to_string(), &nodes)?;
-    let ds = Dataset { nodes, rtts };
+    let ds = crate::eval::read_dataset(&a.nodes, &a.rtts)?;
     let pairs = verdict_eval::pair_rtts(&ds);
     let (bad, ambiguous) = verdict_eval::mislabelled(&ds, &pairs);
     let id = |i: usize| ds.nodes[i].id.as_str();
