@@ -54,6 +54,9 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub struct ConnectOptions {
     /// PEM file of the CA certificate(s) to trust instead of the public roots.
     pub ca: Option<PathBuf>,
+    /// The API key to send: `None` means the ambient one ([`api_key`]: `--api-key-file`,
+    /// else `GEOLOC_API_KEY`); `Some(None)` sends no key; `Some(Some(k))` sends `k`.
+    pub key: Option<Option<String>>,
 }
 
 impl ConnectOptions {
@@ -61,6 +64,20 @@ impl ConnectOptions {
     pub fn with_ca(mut self, ca: Option<PathBuf>) -> Self {
         self.ca = ca;
         self
+    }
+
+    /// Options sending exactly `key` (None: no key) instead of the ambient [`api_key`].
+    pub fn with_key(mut self, key: Option<&str>) -> Self {
+        self.key = Some(key.map(str::to_string));
+        self
+    }
+
+    /// The key these options send.
+    fn key(&self) -> Option<String> {
+        match &self.key {
+            Some(k) => k.clone(),
+            None => api_key(),
+        }
     }
 }
 
@@ -149,25 +166,12 @@ pub async fn connect(url: &str) -> anyhow::Result<Grpc> {
     connect_with(url, &ConnectOptions::default()).await
 }
 
-/// Like [`connect`] with an explicit key (None: no key).
-pub async fn connect_with_key(url: &str, key: Option<&str>) -> anyhow::Result<Grpc> {
-    connect_full(url, &ConnectOptions::default(), key).await
-}
-
-/// Connects to a coordinator with `opts` (see [`ConnectOptions`]) and the key of
-/// [`api_key`]; errors say what to do (plaintext against TLS, an untrusted certificate, a
-/// wrong host name).
+/// Connects to a coordinator with `opts` (see [`ConnectOptions`]: the CA and the key);
+/// errors say what to do (plaintext against TLS, an untrusted certificate, a wrong host
+/// name).
 pub async fn connect_with(url: &str, opts: &ConnectOptions) -> anyhow::Result<Grpc> {
-    connect_full(url, opts, api_key().as_deref()).await
-}
-
-/// Connects with `opts` and an explicit key (None: no key).
-pub async fn connect_full(
-    url: &str,
-    opts: &ConnectOptions,
-    key: Option<&str>,
-) -> anyhow::Result<Grpc> {
-    let auth = ApiKey::new(key)?;
+    let key = opts.key();
+    let auth = ApiKey::new(key.as_deref())?;
     let ep: Endpoint = geoloc_rt::tls::endpoint(url, opts.ca.as_deref())
         .map_err(|e| anyhow::anyhow!("{e} (e.g. {DEFAULT_COORDINATOR})"))?
         .connect_timeout(Duration::from_secs(5))
@@ -292,16 +296,6 @@ impl Client {
     /// `quota-exceeded` or `unreachable`, with [`Client::call_error`]'s message.
     pub fn failure(&self, s: &tonic::Status) -> Failure {
         Failure::new(refused_code(s), self.call_error(s))
-    }
-
-    /// Connects with an explicit key (see [`connect_with_key`]).
-    pub async fn connect_with_key(url: &str, key: Option<&str>) -> anyhow::Result<Client> {
-        Ok(Client {
-            inner: connect_with_key(url, key).await?,
-            url: url.to_string(),
-            opts: ConnectOptions::default(),
-            bearer: None,
-        })
     }
 
     /// A handle on the same connection whose calls carry the API key `key` as gRPC metadata

@@ -30,11 +30,14 @@ pub async fn serve(
     ));
     let url = format!("http://{addr}");
     // No key of its own: each browser's key is forwarded per call (`Client::with_bearer`).
-    let client = geoloc_client::Client::connect_with_key(&url, None)
-        .await
-        .map_err(|e| {
-            CoordinatorError::Web(format!("connecting to the internal gRPC port {url}: {e:#}"))
-        })?;
+    let client = geoloc_client::Client::connect_with(
+        &url,
+        &geoloc_client::ConnectOptions::default().with_key(None),
+    )
+    .await
+    .map_err(|e| {
+        CoordinatorError::Web(format!("connecting to the internal gRPC port {url}: {e:#}"))
+    })?;
     let web = geoloc_web::serve_on(
         listener,
         client,

@@ -357,9 +357,12 @@ async fn coordinator_serves_the_history_page_in_a_real_browser() {
 
     let w = world(&[(TARGET, LYON.0, LYON.1)]);
     let _fleet = fleet(&url, &w, 5).await;
-    let mut client = geoloc_client::Client::connect_with_key(&url, Some(&key))
-        .await
-        .unwrap();
+    let mut client = geoloc_client::Client::connect_with(
+        &url,
+        &geoloc_client::ConnectOptions::default().with_key(Some(&key)),
+    )
+    .await
+    .unwrap();
     let start = Instant::now();
     let located = loop {
         match client.locate(req(TARGET), |_| {}).await {

@@ -134,9 +134,12 @@ impl Server {
 
     /// A client sending `key` (None: no key).
     pub async fn client_with_key(&self, key: Option<&str>) -> geoloc_client::Grpc {
-        geoloc_client::connect_with_key(&self.url, key)
-            .await
-            .unwrap()
+        geoloc_client::connect_with(
+            &self.url,
+            &geoloc_client::ConnectOptions::default().with_key(key),
+        )
+        .await
+        .unwrap()
     }
 }
 
