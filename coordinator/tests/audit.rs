@@ -22,6 +22,8 @@ fn audit_args(url: &str, file: &Path, out: &Path) -> AuditArgs {
         mode: None,
         timeout_ms: None,
         concurrency: Some(2),
+        source: None,
+        budget: None,
         retry_failed: false,
         fresh: false,
         retry_for_s: 5,
@@ -221,6 +223,8 @@ fn sample_result() -> Located {
         probes_asked: 7,
         probe_rtts: vec![],
         requested_by: String::new(),
+        atlas_credits: 0,
+        atlas_probes_asked: 0,
     }
 }
 
