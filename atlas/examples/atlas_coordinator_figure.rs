@@ -93,7 +93,13 @@ async fn main() -> anyhow::Result<()> {
                 "--database",
                 &format!("sqlite://{}", dir.path().join("c.sqlite").display()),
             ])
-            .args(["--auth", "none", "--allow-private", "--landmark-checks", "false"])
+            .args([
+                "--auth",
+                "none",
+                "--allow-private",
+                "--landmark-checks",
+                "false",
+            ])
             .args(["--atlas-base-url", &s.url])
             .args(["--atlas-key-file", &key.display().to_string()])
             .args(["--atlas-max-credits", &max_credits.to_string()])
@@ -105,7 +111,10 @@ async fn main() -> anyhow::Result<()> {
     let url = format!("http://{listen}");
     let t0 = Instant::now();
     while std::net::TcpStream::connect(listen).is_err() {
-        anyhow::ensure!(t0.elapsed() < Duration::from_secs(20), "the coordinator did not start");
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the coordinator did not start"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     println!(
@@ -131,8 +140,12 @@ async fn main() -> anyhow::Result<()> {
         );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         let est = LatLon::new(
-            v["solution"]["estimate"]["lat"].as_f64().unwrap_or(f64::NAN),
-            v["solution"]["estimate"]["lon"].as_f64().unwrap_or(f64::NAN),
+            v["solution"]["estimate"]["lat"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            v["solution"]["estimate"]["lon"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
         );
         let err = distance_km(est, *truth);
         let credits = v["atlas_credits"].as_u64().unwrap_or(0);

@@ -82,13 +82,20 @@ async fn atlas_with_a_budget_of_50_answers_within_the_budget_and_the_credits() {
         assert_eq!(r.locate_mode(), pb::LocateMode::Phased);
         assert!(r.probes_asked <= 50, "{} probes asked", r.probes_asked);
         assert!(r.probes_asked >= 10, "{} probes asked", r.probes_asked);
-        assert_eq!((r.fleet_probes_asked, r.atlas_probes_asked), (0, r.probes_asked));
+        assert_eq!(
+            (r.fleet_probes_asked, r.atlas_probes_asked),
+            (0, r.probes_asked)
+        );
         assert!(r
             .probe_rtts
             .iter()
             .all(|p| p.source() == pb::LocateSource::Atlas && p.probe_id.starts_with("atlas:")));
         // What the coordinator says it spent is what the stand-in charged, within the limit.
-        assert!(r.atlas_credits > 0 && r.atlas_credits <= 300, "{}", r.atlas_credits);
+        assert!(
+            r.atlas_credits > 0 && r.atlas_credits <= 300,
+            "{}",
+            r.atlas_credits
+        );
         assert_eq!(r.atlas_credits as f64, s.credits_charged());
         assert_eq!(r.packets_sent, u64::from(r.probes_asked) * 3);
         // Phased: the spread first round, then at least one round near the region.
@@ -168,7 +175,11 @@ async fn both_merges_fleet_and_atlas_vantage_points_in_one_solve() {
             r.probe_rtts.iter().map(|p| p.source).collect();
         assert_eq!(
             sources,
-            [pb::LocateSource::Fleet as i32, pb::LocateSource::Atlas as i32].into()
+            [
+                pb::LocateSource::Fleet as i32,
+                pb::LocateSource::Atlas as i32
+            ]
+            .into()
         );
         assert_eq!(r.atlas_credits as f64, s.credits_charged());
         let err = distance_km(solution(&r).estimate, lyon());
@@ -191,7 +202,11 @@ async fn the_fleet_with_a_budget_is_phased_and_spends_no_credits() {
         let (_, res) = locate(&mut c, atlas_req(pb::LocateSource::Fleet, 6)).await;
         let r = res.expect("located");
         assert_eq!(r.locate_mode(), pb::LocateMode::Phased);
-        assert!(r.probes_asked <= 6 && r.probes_asked >= 3, "{}", r.probes_asked);
+        assert!(
+            r.probes_asked <= 6 && r.probes_asked >= 3,
+            "{}",
+            r.probes_asked
+        );
         assert_eq!((r.atlas_credits, r.atlas_probes_asked), (0, 0));
         assert_eq!(r.fleet_probes_asked, r.probes_asked);
         assert!(r

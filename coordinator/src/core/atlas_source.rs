@@ -140,7 +140,8 @@ impl Atlas {
                     .map_err(|e| bad("atlas-exclude-file", e))?
             }
         };
-        let client = AtlasClient::new(url, key, HTTP_TIMEOUT).map_err(|e| bad("atlas-base-url", e))?;
+        let client =
+            AtlasClient::new(url, key, HTTP_TIMEOUT).map_err(|e| bad("atlas-base-url", e))?;
         Ok(Some(Atlas {
             client,
             max_credits: c.atlas_max_credits,
@@ -328,7 +329,11 @@ impl AtlasRun<'_> {
                 let e = rtt.entry(r.probe_id).or_insert(r.rtt_ms);
                 *e = e.min(r.rtt_ms);
             } else {
-                tracing::warn!(probe = r.probe_id, msm, "a result from a probe not asked: ignored");
+                tracing::warn!(
+                    probe = r.probe_id,
+                    msm,
+                    "a result from a probe not asked: ignored"
+                );
             }
         }
         let probe_of = |p: Option<u64>| p.and_then(|p| u32::try_from(p).ok());
@@ -361,19 +366,34 @@ impl AtlasRun<'_> {
                 ..MeasurementResult::default()
             };
             let (outcome, error, result) = if let Some(&r) = rtt.get(id) {
-                (MeasurementOutcome::Answered, String::new(), delivered(vec![r], String::new()))
+                (
+                    MeasurementOutcome::Answered,
+                    String::new(),
+                    delivered(vec![r], String::new()),
+                )
             } else if let Some(problem) = malformed.get(id) {
                 let e = format!("malformed RIPE Atlas result: {problem}");
-                (MeasurementOutcome::Rejected, e.clone(), delivered(Vec::new(), e))
+                (
+                    MeasurementOutcome::Rejected,
+                    e.clone(),
+                    delivered(Vec::new(), e),
+                )
             } else if silent.contains(id) {
-                (MeasurementOutcome::NoReply, String::new(), delivered(Vec::new(), String::new()))
+                (
+                    MeasurementOutcome::NoReply,
+                    String::new(),
+                    delivered(Vec::new(), String::new()),
+                )
             } else {
                 let o = Observation::failed(
                     vp.clone(),
                     spec.target,
                     request_id.clone(),
                     MeasurementOutcome::Timeout,
-                    format!("no result in RIPE Atlas measurement {msm} within {} s", wait.as_secs()),
+                    format!(
+                        "no result in RIPE Atlas measurement {msm} within {} s",
+                        wait.as_secs()
+                    ),
                 );
                 out.push(VantageResult {
                     vantage_point: vp.clone(),
@@ -402,7 +422,13 @@ impl AtlasRun<'_> {
             });
         }
         self.spent.fetch_add(credits, Ordering::SeqCst);
-        tracing::info!(msm, probes = chunk.len(), answered = rtt.len(), credits, "RIPE Atlas measurement done");
+        tracing::info!(
+            msm,
+            probes = chunk.len(),
+            answered = rtt.len(),
+            credits,
+            "RIPE Atlas measurement done"
+        );
         out
     }
 
@@ -474,7 +500,11 @@ impl MeasurementSource for AtlasRun<'_> {
             .boxed()
     }
 
-    fn check_credits(&self, vantage_points: usize, ping_count: u32) -> std::result::Result<u64, String> {
+    fn check_credits(
+        &self,
+        vantage_points: usize,
+        ping_count: u32,
+    ) -> std::result::Result<u64, String> {
         let unit = credits_of_result(u64::from(packets_for(ping_count)));
         let most = vantage_points as u64 * unit;
         let max = self.atlas.max_credits;
@@ -504,7 +534,43 @@ mod tests {
         assert_eq!(credits_of_result(40), 32);
         assert_eq!(packets_for(0), 1);
         assert_eq!(packets_for(20), 16);
-        assert_eq!(geoloc_atlas::probes::landmark(7), format!("{ATLAS_PREFIX}7"));
+        assert_eq!(
+            geoloc_atlas::probes::landmark(7),
+            format!("{ATLAS_PREFIX}7")
+        );
+    }
+
+    #[test]
+    fn atlas_keys_from_the_file_and_the_environment() {
+        use crate::config::{FileConfig, Settings};
+        let file: FileConfig = toml::from_str(
+            "atlas-base-url = \"https://atlas.ripe.net\"\natlas-key-file = \"/etc/geoloc/atlas.key\"\n\
+             atlas-max-credits = 600\natlas-mesh-msm = [1000, 1001]\n",
+        )
+        .unwrap();
+        let none = std::collections::HashMap::new();
+        let c = Config::resolve(&Settings::default(), &file, None, &none).unwrap();
+        assert_eq!(c.atlas_base_url.as_deref(), Some("https://atlas.ripe.net"));
+        assert_eq!(
+            (c.atlas_max_credits, c.atlas_mesh_msm.clone()),
+            (600, vec![1000, 1001])
+        );
+        // The environment gives lists as comma-separated text.
+        let env = std::collections::HashMap::from([(
+            "GEOLOC_COORDINATOR_ATLAS_MESH_MSM".to_string(),
+            "7, 8".to_string(),
+        )]);
+        let c = Config::resolve(&Settings::default(), &file, None, &env).unwrap();
+        assert_eq!(c.atlas_mesh_msm, vec![7, 8]);
+        // The key itself is never part of the configuration: only its file is printed.
+        let text = c.to_redacted_toml().unwrap();
+        assert!(
+            text.contains("atlas-key-file = \"/etc/geoloc/atlas.key\""),
+            "{text}"
+        );
+        let bad: FileConfig = toml::from_str("atlas-max-credits = 0\n").unwrap();
+        let e = Config::resolve(&Settings::default(), &bad, Some("c.toml"), &none).unwrap_err();
+        assert!(e.to_string().contains("atlas-max-credits"), "{e}");
     }
 
     #[test]

@@ -296,7 +296,11 @@ pub(crate) async fn run(
     let _slot = coord.access.hold_slot(&p.caller)?;
     let estimate = packet_estimate(
         (mode == Mode::TwoStage).then_some((cfg.two_stage_first as usize, k)),
-        if mode == Mode::Phased { most } else { vps.len() },
+        if mode == Mode::Phased {
+            most
+        } else {
+            vps.len()
+        },
         ping_count,
     );
     let charge = coord

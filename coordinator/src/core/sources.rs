@@ -150,7 +150,11 @@ pub(crate) async fn locate(
         _ => locate::run(coord, &coord.fleet, p, progress).await,
     };
     if let Some(a) = &atlas {
-        tracing::debug!(credits = a.spent(), elapsed_ms = started.elapsed().as_millis() as u64, "atlas credits spent by this locate");
+        tracing::debug!(
+            credits = a.spent(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "atlas credits spent by this locate"
+        );
     }
     r
 }
