@@ -272,6 +272,40 @@ fn locate_json_schema_snapshot() {
         @r###"{"error":{"code":"bogon","message":"10.0.0.1 is a private address"},"ip":"10.0.0.1"}"###);
 }
 
+/// A line of `geoloc locate --json --source atlas --budget N`: the phased mode and what the
+/// Atlas probes cost (absent from fleet-only lines, above).
+#[test]
+fn locate_json_schema_snapshot_with_atlas() {
+    let l = Located {
+        mode: Mode::Phased,
+        probes_asked: 45,
+        packets_sent: 135,
+        nearest_probe: "atlas:6001".into(),
+        atlas_credits: 270,
+        atlas_probes_asked: 45,
+        ..sample_result()
+    };
+    let mut v = result_json("198.51.100.7", &l);
+    v["solution"] = serde_json::json!("<the engine's Solution, engine/SCHEMA.md>");
+    insta::assert_snapshot!(serde_json::to_string_pretty(&v).unwrap(), @r###"
+    {
+      "atlas_credits": 270,
+      "atlas_probes_asked": 45,
+      "cached": false,
+      "created_at_unix_ms": 1700000000000,
+      "ip": "198.51.100.7",
+      "min_rtt_ms": 1.234,
+      "mode": "phased",
+      "nearest_probe": "atlas:6001",
+      "packets_sent": 135,
+      "probes_asked": 45,
+      "probes_used": 5,
+      "result_id": "0123456789abcdef0123456789abcdef",
+      "solution": "<the engine's Solution, engine/SCHEMA.md>"
+    }
+    "###);
+}
+
 /// The coordinator stops while the third of six addresses is being measured (every probe
 /// holds that request), then comes back on the same port and database with the probes: the
 /// audit retries, writes every row once in order, and nothing is measured twice.
