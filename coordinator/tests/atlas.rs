@@ -258,3 +258,66 @@ async fn bad_sources_and_budgets_are_refused_with_the_key_named() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn audit_with_source_atlas_and_a_budget_locates_every_row_through_atlas() {
+    bounded(90, async {
+        let dir = tempfile::tempdir().unwrap();
+        let probes = scatter_probes(&geoloc_lab::geo::builtin_cities(), 5, 300.0, 7);
+        // Lyon and near Tokyo.
+        let targets: Vec<(IpAddr, geoloc_engine::LatLon)> = vec![
+            (TARGET.parse().unwrap(), lyon()),
+            (
+                "127.0.0.51".parse().unwrap(),
+                geoloc_engine::LatLon::new(35.0, 135.0),
+            ),
+        ];
+        let mut cfg = StandInConfig::new(probes, targets.clone(), ATLAS_KEY);
+        cfg.result_spread = Duration::from_millis(300);
+        let s = StandIn::start(cfg).await.unwrap();
+        let srv = server(&dir, &s, 200).await;
+        let input = dir.path().join("ips.txt");
+        std::fs::write(&input, "127.0.0.50\n127.0.0.51\n").unwrap();
+        let out = dir.path().join("out.csv");
+        let args = geoloc_client::audit::AuditArgs {
+            file: input,
+            output: out.clone(),
+            columns: Some("ip,lat,lon,nearest_probe,error".into()),
+            coordinator: srv.url.clone(),
+            ca: Default::default(),
+            mode: None,
+            timeout_ms: None,
+            concurrency: Some(2),
+            source: Some(geoloc_client::Source::Atlas),
+            budget: Some(30),
+            retry_failed: false,
+            fresh: false,
+            retry_for_s: 5,
+        };
+        tokio::task::spawn_blocking(move || geoloc_client::audit::run_audit(args))
+            .await
+            .unwrap()
+            .expect("audit");
+        let mut r = csv::Reader::from_path(&out).unwrap();
+        let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
+        assert_eq!(rows.len(), 2);
+        for (row, (_, truth)) in rows.iter().zip(&targets) {
+            assert_eq!(&row[4], "", "{row:?}");
+            assert!(row[3].starts_with("atlas:"), "{row:?}");
+            let est = geoloc_engine::LatLon::new(row[1].parse().unwrap(), row[2].parse().unwrap());
+            let err = distance_km(est, *truth);
+            assert!(err < 500.0, "{row:?}: {err:.0} km off");
+        }
+        // Two addresses, 30 probes at most each, 6 credits a result: within 2 x 180.
+        assert!(s.credits_charged() <= 360.0, "{}", s.credits_charged());
+        let asked: usize = s
+            .requests()
+            .iter()
+            .map(|b| b["probes"][0]["value"].as_str().unwrap().split(',').count())
+            .sum();
+        assert!(asked <= 60, "{asked} probes asked");
+        srv.stop().await;
+        s.stop().await;
+    })
+    .await;
+}
