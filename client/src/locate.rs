@@ -405,6 +405,20 @@ mod tests {
     }
 
     #[test]
+    fn human_output_says_what_each_source_spent() {
+        let (mut l, _) = crate::result::tests::located();
+        assert!(!human("81.2.69.142", &l).contains("sources:"));
+        l.probes_asked = 12;
+        l.atlas_probes_asked = 7;
+        l.atlas_credits = 42;
+        let text = human("81.2.69.142", &l);
+        assert!(
+            text.contains("\n  sources: fleet 5 asked, RIPE Atlas 7 asked, 42 Atlas credits spent"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn human_output_names_the_ruling_probes_and_the_assumption() {
         let (mut l, _) = crate::result::tests::located();
         l.solution.maxmind = Some(geoloc_engine::MaxmindComparison {
