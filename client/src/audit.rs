@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use geoloc_proto::v1 as pb;
 
-use crate::{status_msg, Failure, Located, Mode, DEFAULT_COORDINATOR};
+use crate::{status_msg, Failure, Located, Mode, Source, DEFAULT_COORDINATOR};
 
 /// Every column, in default order.
 pub const COLUMNS: &[&str] = &[
@@ -75,6 +75,14 @@ pub struct AuditArgs {
     /// Addresses measured at the same time (default: the coordinator's).
     #[arg(long, value_name = "N")]
     pub concurrency: Option<u32>,
+    /// Where the vantage points come from: fleet, atlas (RIPE Atlas through the
+    /// coordinator, credits capped per address by its atlas-max-credits) or both
+    /// (default: fleet).
+    #[arg(long, value_enum)]
+    pub source: Option<Source>,
+    /// Most vantage points asked per address, chosen in phased rounds (default: no limit).
+    #[arg(long, value_name = "N")]
+    pub budget: Option<u32>,
     /// Measure again rows that failed in a previous run (by default they are kept).
     #[arg(long)]
     pub retry_failed: bool,
@@ -594,6 +602,8 @@ async fn batch_once(
         reuse_stored: !args.fresh,
         ping_count: 0,
         concurrency: args.concurrency.unwrap_or(0),
+        source: Source::to_pb(args.source) as i32,
+        budget: args.budget.unwrap_or(0),
     };
     let batch: Vec<usize> = pending.clone();
     let mut stream = client

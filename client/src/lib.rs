@@ -30,7 +30,7 @@ pub use extra::BatchEvent;
 pub use history::{ResultSummary, ResultsArgs, ResultsPage};
 pub use locate::{run_locate, LocateArgs};
 pub use probes::{run_probes, ProbesArgs};
-pub use result::{Failure, LocateLine, Located, Mode};
+pub use result::{Failure, LocateLine, Located, Mode, Source};
 
 /// Default coordinator URL.
 pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7470";

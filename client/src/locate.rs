@@ -5,7 +5,7 @@ use geoloc_proto::v1 as pb;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{Client, Failure, LocateLine, Located, Mode, DEFAULT_COORDINATOR};
+use crate::{Client, Failure, LocateLine, Located, Mode, Source, DEFAULT_COORDINATOR};
 
 /// `geoloc locate IP...`
 #[derive(Debug, Args)]
@@ -36,6 +36,15 @@ pub struct LocateArgs {
     /// Return a stored result when the coordinator has one instead of measuring again.
     #[arg(long)]
     pub reuse: bool,
+    /// Where the vantage points come from: the coordinator's fleet, RIPE Atlas (the
+    /// coordinator's account, credits capped by its atlas-max-credits), or both merged
+    /// (default: fleet).
+    #[arg(long, value_enum)]
+    pub source: Option<Source>,
+    /// Most vantage points asked; the selection is then phased: a few spread probes, then
+    /// round by round those nearest the shrinking region (default: no limit).
+    #[arg(long, value_name = "N")]
+    pub budget: Option<u32>,
     /// Also print the target's local time at this UTC instant (RFC 3339, e.g.
     /// 2026-03-14T02:30:00Z), in every candidate time zone with its share of the region.
     /// With --json: a `local_time_at` array (schema: client/README.md).
@@ -89,6 +98,14 @@ fn human(ip: &str, r: &Located) -> String {
         r.min_rtt_ms.map_or("-".into(), |x| format!("{x:.2} ms")),
         r.nearest_probe
     ));
+    if r.atlas_probes_asked > 0 || r.atlas_credits > 0 {
+        out.push_str(&format!(
+            "\n  sources: fleet {} asked, RIPE Atlas {} asked, {} Atlas credits spent",
+            r.probes_asked.saturating_sub(r.atlas_probes_asked),
+            r.atlas_probes_asked,
+            r.atlas_credits
+        ));
+    }
     if let Some(m) = &s.maxmind {
         let f = |x: Option<f64>| x.map_or("?".to_string(), |x| format!("{x:.4}"));
         out.push_str(&format!(
@@ -234,6 +251,8 @@ async fn locate_all(args: LocateArgs) -> anyhow::Result<()> {
             k: args.k.unwrap_or(0),
             reuse_stored: args.reuse,
             ping_count: 0,
+            source: Source::to_pb(args.source) as i32,
+            budget: args.budget.unwrap_or(0),
         };
         eprintln!("locating {ip} ...");
         let outcome = client.locate(req, print_progress).await;
@@ -381,6 +400,20 @@ mod tests {
         );
         assert!(
             text.contains("MaxMind:   (?, ?), ? km from the estimate: no-data"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn human_output_says_what_each_source_spent() {
+        let (mut l, _) = crate::result::tests::located();
+        assert!(!human("81.2.69.142", &l).contains("sources:"));
+        l.probes_asked = 12;
+        l.atlas_probes_asked = 7;
+        l.atlas_credits = 42;
+        let text = human("81.2.69.142", &l);
+        assert!(
+            text.contains("\n  sources: fleet 5 asked, RIPE Atlas 7 asked, 42 Atlas credits spent"),
             "{text}"
         );
     }

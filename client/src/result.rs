@@ -12,6 +12,9 @@ pub enum Mode {
     All,
     /// A few probes spread over the world, then the K nearest the first region.
     TwoStage,
+    /// A few spread probes, then round by round the probes nearest the shrinking region,
+    /// within --budget (chosen by a budget without a mode).
+    Phased,
 }
 
 impl Mode {
@@ -21,8 +24,41 @@ impl Mode {
             None => pb::LocateMode::Unspecified,
             Some(Mode::All) => pb::LocateMode::All,
             Some(Mode::TwoStage) => pb::LocateMode::TwoStage,
+            Some(Mode::Phased) => pb::LocateMode::Phased,
         }
     }
+}
+
+/// Where the coordinator's vantage points come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// The probes connected to the coordinator.
+    Fleet,
+    /// RIPE Atlas probes through the coordinator's Atlas account (costs credits).
+    Atlas,
+    /// Both, merged into one solve.
+    Both,
+}
+
+impl Source {
+    /// The wire value of an optional source (None = the fleet).
+    pub fn to_pb(s: Option<Source>) -> pb::LocateSource {
+        match s {
+            None => pb::LocateSource::Unspecified,
+            Some(Source::Fleet) => pb::LocateSource::Fleet,
+            Some(Source::Atlas) => pb::LocateSource::Atlas,
+            Some(Source::Both) => pb::LocateSource::Both,
+        }
+    }
+}
+
+fn is_zero_u64(x: &u64) -> bool {
+    *x == 0
+}
+
+fn is_zero_u32(x: &u32) -> bool {
+    *x == 0
 }
 
 /// One located address. Its JSON form is a line of `geoloc locate --json`
@@ -51,6 +87,12 @@ pub struct Located {
     /// Name of the API key that asked for the result (absent when none).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub requested_by: String,
+    /// RIPE Atlas credits spent on the address (absent when 0: the fleet alone).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub atlas_credits: u64,
+    /// Of `probes_asked`, the RIPE Atlas probes (absent when 0); the rest are the fleet's.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub atlas_probes_asked: u32,
 }
 
 impl TryFrom<&pb::LocateResult> for Located {
@@ -63,6 +105,7 @@ impl TryFrom<&pb::LocateResult> for Located {
         let mode = match pb::LocateMode::try_from(r.locate_mode) {
             Ok(pb::LocateMode::All) => Mode::All,
             Ok(pb::LocateMode::TwoStage) => Mode::TwoStage,
+            Ok(pb::LocateMode::Phased) => Mode::Phased,
             _ => {
                 return Err(bad(
                     "result.locate_mode",
@@ -98,6 +141,8 @@ impl TryFrom<&pb::LocateResult> for Located {
                 .map(Measurement::try_from)
                 .collect::<Result<_, _>>()?,
             requested_by: r.requested_by.clone(),
+            atlas_credits: r.atlas_credits,
+            atlas_probes_asked: r.atlas_probes_asked,
         })
     }
 }
@@ -186,6 +231,7 @@ pub(crate) mod tests {
             probes_asked: 6,
             probe_rtts: ms.iter().map(pb::ProbeRtt::from).collect(),
             requested_by: String::new(),
+            ..Default::default()
         };
         let l = Located::try_from(&wire).unwrap();
         assert_eq!(l.probe_rtts, ms);

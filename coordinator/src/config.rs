@@ -35,6 +35,12 @@ pub mod defaults {
     /// Days raw measurements that no result needs are kept (landmark checks: 16 per
     /// connecting probe); 0 = forever.
     pub const RAW_RETENTION_DAYS: u32 = 30;
+    /// RIPE Atlas credits one locate may spend at most: a 50-probe budget of one-off pings
+    /// (3 packets) costs at most 50 x 3 x 2 = 300.
+    pub const ATLAS_MAX_CREDITS: u64 = 1_000;
+    /// How long an Atlas one-off measurement's results are awaited, ms (real one-offs take
+    /// one to a few minutes to be scheduled and answered).
+    pub const ATLAS_WAIT_MS: u32 = 120_000;
 }
 
 /// Whether clients need an API key.
@@ -57,6 +63,9 @@ pub enum Mode {
     All,
     /// A few probes spread over the world, then the K nearest the first region.
     TwoStage,
+    /// A few spread probes, then round by round the probes nearest the shrinking region,
+    /// until it stops shrinking or the locate's budget is spent (engine `select::Phased`).
+    Phased,
 }
 
 impl Mode {
@@ -64,6 +73,7 @@ impl Mode {
         match self {
             Mode::All => "all",
             Mode::TwoStage => "two-stage",
+            Mode::Phased => "phased",
         }
     }
 }
@@ -206,6 +216,28 @@ pub struct Settings {
     /// [default: 30].
     #[arg(long, value_name = "DAYS")]
     pub raw_retention_days: Option<u32>,
+    /// RIPE Atlas API base URL (https://atlas.ripe.net, or a loopback stand-in); enables
+    /// `source = atlas | both` in locate requests [default: none, off].
+    #[arg(long, value_name = "URL")]
+    pub atlas_base_url: Option<String>,
+    /// File holding the RIPE Atlas API key (first line) [default: the RIPE_ATLAS_KEY
+    /// environment variable].
+    #[arg(long, value_name = "FILE")]
+    pub atlas_key_file: Option<PathBuf>,
+    /// Most RIPE Atlas credits one locate may spend; a locate whose estimate is above is
+    /// refused before anything is spent [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub atlas_max_credits: Option<u64>,
+    /// File of RIPE Atlas probe ids never used (commas, spaces or lines; `#` comments).
+    #[arg(long, value_name = "FILE")]
+    pub atlas_exclude_file: Option<PathBuf>,
+    /// Atlas measurements of pings among probes (e.g. the anchors' mesh) whose RTTs vet the
+    /// probes' declared positions, comma-separated ids [default: none].
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    pub atlas_mesh_msm: Option<Vec<u64>>,
+    /// How long an Atlas measurement's results are awaited, ms [default: 120000].
+    #[arg(long, value_name = "MS")]
+    pub atlas_wait_ms: Option<u32>,
 }
 
 /// The TOML file: the same keys as the flags, every key optional.
@@ -247,6 +279,29 @@ pub struct Config {
     pub log_format: geoloc_rt::ops::LogFormat,
     #[serde(default = "default_raw_retention_days")]
     pub raw_retention_days: u32,
+    #[serde(default)]
+    pub atlas_base_url: Option<String>,
+    #[serde(default)]
+    pub atlas_key_file: Option<PathBuf>,
+    #[serde(default = "default_atlas_max_credits")]
+    pub atlas_max_credits: u64,
+    #[serde(default)]
+    pub atlas_exclude_file: Option<PathBuf>,
+    #[serde(
+        default,
+        deserialize_with = "geoloc_rt::config::list_or_comma_separated"
+    )]
+    pub atlas_mesh_msm: Vec<u64>,
+    #[serde(default = "default_atlas_wait_ms")]
+    pub atlas_wait_ms: u32,
+}
+
+fn default_atlas_max_credits() -> u64 {
+    defaults::ATLAS_MAX_CREDITS
+}
+
+fn default_atlas_wait_ms() -> u32 {
+    defaults::ATLAS_WAIT_MS
 }
 
 fn default_per_target_packets() -> u32 {
@@ -287,6 +342,12 @@ impl Default for Config {
             metrics_listen: None,
             log_format: geoloc_rt::ops::LogFormat::Text,
             raw_retention_days: defaults::RAW_RETENTION_DAYS,
+            atlas_base_url: None,
+            atlas_key_file: None,
+            atlas_max_credits: defaults::ATLAS_MAX_CREDITS,
+            atlas_exclude_file: None,
+            atlas_mesh_msm: Vec::new(),
+            atlas_wait_ms: defaults::ATLAS_WAIT_MS,
         }
     }
 }
@@ -456,6 +517,9 @@ impl Config {
                     self.batch_concurrency
                 ),
             );
+        }
+        if let Some((key, message)) = crate::core::atlas_source::config_problem(self) {
+            return bad(key, message);
         }
         if let Some((key, message)) = self.transport_problem() {
             return bad(key, message);

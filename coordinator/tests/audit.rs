@@ -22,6 +22,8 @@ fn audit_args(url: &str, file: &Path, out: &Path) -> AuditArgs {
         mode: None,
         timeout_ms: None,
         concurrency: Some(2),
+        source: None,
+        budget: None,
         retry_failed: false,
         fresh: false,
         retry_for_s: 5,
@@ -221,6 +223,8 @@ fn sample_result() -> Located {
         probes_asked: 7,
         probe_rtts: vec![],
         requested_by: String::new(),
+        atlas_credits: 0,
+        atlas_probes_asked: 0,
     }
 }
 
@@ -266,6 +270,40 @@ fn locate_json_schema_snapshot() {
     "###);
     insta::assert_snapshot!(error_json("10.0.0.1", "bogon", "10.0.0.1 is a private address").to_string(),
         @r###"{"error":{"code":"bogon","message":"10.0.0.1 is a private address"},"ip":"10.0.0.1"}"###);
+}
+
+/// A line of `geoloc locate --json --source atlas --budget N`: the phased mode and what the
+/// Atlas probes cost (absent from fleet-only lines, above).
+#[test]
+fn locate_json_schema_snapshot_with_atlas() {
+    let l = Located {
+        mode: Mode::Phased,
+        probes_asked: 45,
+        packets_sent: 135,
+        nearest_probe: "atlas:6001".into(),
+        atlas_credits: 270,
+        atlas_probes_asked: 45,
+        ..sample_result()
+    };
+    let mut v = result_json("198.51.100.7", &l);
+    v["solution"] = serde_json::json!("<the engine's Solution, engine/SCHEMA.md>");
+    insta::assert_snapshot!(serde_json::to_string_pretty(&v).unwrap(), @r###"
+    {
+      "atlas_credits": 270,
+      "atlas_probes_asked": 45,
+      "cached": false,
+      "created_at_unix_ms": 1700000000000,
+      "ip": "198.51.100.7",
+      "min_rtt_ms": 1.234,
+      "mode": "phased",
+      "nearest_probe": "atlas:6001",
+      "packets_sent": 135,
+      "probes_asked": 45,
+      "probes_used": 5,
+      "result_id": "0123456789abcdef0123456789abcdef",
+      "solution": "<the engine's Solution, engine/SCHEMA.md>"
+    }
+    "###);
 }
 
 /// The coordinator stops while the third of six addresses is being measured (every probe

@@ -811,6 +811,8 @@ async fn error_codes_and_exit_status_agree() {
             mode: None,
             timeout_ms: None,
             concurrency: None,
+            source: None,
+            budget: None,
             retry_failed: false,
             fresh: false,
             retry_for_s: 5,

@@ -160,6 +160,7 @@ impl From<&Measurement> for pb::ProbeRtt {
             position: Some(m.pos.into()),
             rtt_ms: m.rtt_ms,
             kind: pb::RttKind::from(m.kind) as i32,
+            source: pb::LocateSource::of_vantage_point(&m.landmark) as i32,
         }
     }
 }
@@ -546,6 +547,32 @@ impl pb::ProbeOutcome {
     }
 }
 
+/// Prefix of the ids of RIPE Atlas vantage points (`atlas:<probe id>`). Fleet probe ids
+/// are `[A-Za-z0-9._-]` only, so the prefix cannot be a fleet probe's.
+pub const ATLAS_PREFIX: &str = "atlas:";
+
+impl pb::LocateSource {
+    /// The source of a vantage point by its id: [`ATLAS_PREFIX`] is RIPE Atlas, anything else
+    /// the fleet.
+    pub fn of_vantage_point(id: &str) -> Self {
+        if id.starts_with(ATLAS_PREFIX) {
+            pb::LocateSource::Atlas
+        } else {
+            pb::LocateSource::Fleet
+        }
+    }
+
+    /// `fleet`, `atlas` or `both`; None for unspecified.
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            pb::LocateSource::Unspecified => None,
+            pb::LocateSource::Fleet => Some("fleet"),
+            pb::LocateSource::Atlas => Some("atlas"),
+            pb::LocateSource::Both => Some("both"),
+        }
+    }
+}
+
 impl pb::LocateMode {
     /// `all` or `two-stage`; None for unspecified.
     pub fn name(self) -> Option<&'static str> {
@@ -553,6 +580,7 @@ impl pb::LocateMode {
             pb::LocateMode::Unspecified => None,
             pb::LocateMode::All => Some("all"),
             pb::LocateMode::TwoStage => Some("two-stage"),
+            pb::LocateMode::Phased => Some("phased"),
         }
     }
 
@@ -561,6 +589,7 @@ impl pb::LocateMode {
         match name {
             "all" => Some(pb::LocateMode::All),
             "two-stage" => Some(pb::LocateMode::TwoStage),
+            "phased" => Some(pb::LocateMode::Phased),
             _ => None,
         }
     }
@@ -784,6 +813,7 @@ mod tests {
                 position: Some(pb::LatLon { lat: bad, lon: 0.0 }),
                 rtt_ms: 1.0,
                 kind: pb::RttKind::Echo as i32,
+                ..Default::default()
             };
             assert!(Measurement::try_from(&r).is_err());
         }
@@ -836,6 +866,7 @@ mod tests {
             position: Some(pb::LatLon { lat: 1.0, lon: 2.0 }),
             rtt_ms: 1.0,
             kind: 7,
+            ..Default::default()
         };
         assert!(Measurement::try_from(&r).is_err());
     }

@@ -85,6 +85,7 @@ impl AuditJob {
             reuse_stored: true,
             ping_count: 0,
             concurrency: 0,
+            ..Default::default()
         };
         let res = if pending.is_empty() {
             Ok(())

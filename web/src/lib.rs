@@ -444,6 +444,7 @@ async fn locate(
             k: 0,
             reuse_stored: false,
             ping_count: 0,
+            ..Default::default()
         };
         let ptx = tx.clone();
         let out = c

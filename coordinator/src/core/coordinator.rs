@@ -47,6 +47,8 @@ pub struct Coordinator {
     locates_in_flight: AtomicUsize,
     /// What the core counts for operators (shared with the fleet).
     pub metrics: Arc<Metrics>,
+    /// RIPE Atlas as a second source (`atlas-base-url`); None when not configured.
+    pub atlas: Option<crate::core::atlas_source::Atlas>,
 }
 
 impl Coordinator {
@@ -109,6 +111,7 @@ impl Coordinator {
             config.per_target_packets_per_hour,
         );
         let metrics = Arc::clone(&fleet.metrics);
+        let atlas = crate::core::atlas_source::Atlas::from_config(&config)?;
         let coord = Arc::new(Coordinator {
             access,
             config,
@@ -121,6 +124,7 @@ impl Coordinator {
             shutting_down: AtomicBool::new(false),
             locates_in_flight: AtomicUsize::new(0),
             metrics,
+            atlas,
         });
         identity::sweep_revocations(&coord).await?;
         identity::spawn_revocation_watch(&coord);
@@ -153,15 +157,15 @@ impl Coordinator {
 
     // ---- locating -------------------------------------------------------------------------
 
-    /// Locates one address with the own fleet. `progress` hears every stage and every
-    /// vantage point that finished.
+    /// Locates one address with the source `p.source` names (the own fleet, RIPE Atlas, or
+    /// both). `progress` hears every stage and every vantage point that finished.
     pub async fn locate(
         &self,
         p: LocateParams,
         progress: Progress<'_>,
     ) -> std::result::Result<Located, LocateFailure> {
         let start = std::time::Instant::now();
-        let r = locate::run(self, &self.fleet, p, progress).await;
+        let r = crate::core::sources::locate(self, p, progress).await;
         self.observe_locate(&r, start);
         r
     }

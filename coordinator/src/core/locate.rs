@@ -16,6 +16,7 @@ use crate::core::rows::{MeasurementRow, ResultRow, ResultStatus};
 use crate::core::schedule;
 use crate::core::solve::{inputs_from_rows, GeoIpLookup};
 use crate::core::source::{MeasureSpec, MeasurementSource, VantagePoint};
+use crate::core::sources::{SourceChoice, Spent};
 use crate::core::target;
 use crate::storage::Storage;
 use crate::{new_id, unix_ms, Coordinator, CoordinatorError};
@@ -40,6 +41,10 @@ pub struct LocateParams {
     pub ping_count: u32,
     /// Who asks (an API key's name and quotas); the default is the coordinator itself.
     pub caller: Caller,
+    /// Where the vantage points come from (the fleet by default).
+    pub source: SourceChoice,
+    /// Most vantage points asked, 0 = no limit (with [`Mode::Phased`]).
+    pub budget: u32,
 }
 
 /// Why an address got no answer (the codes clients print and scripts read).
@@ -176,6 +181,8 @@ pub struct Located {
     pub probe_rtts: Vec<Measurement>,
     /// Name of the API key that asked for the run ('' without a key).
     pub requested_by: String,
+    /// Vantage points asked by source, and RIPE Atlas credits spent.
+    pub spent: Spent,
 }
 
 /// Reads a finished result back (solution and the per-probe RTTs of its rows).
@@ -205,11 +212,12 @@ pub async fn located(storage: &Storage, r: &ResultRow, cached: bool) -> crate::R
         probes_asked: r.probes_asked.max(0) as u32,
         probe_rtts: inputs.measurements,
         requested_by: r.requested_by.clone(),
+        spent: Spent::of_rows(&rows),
     })
 }
 
 fn mode_from_name(s: &str) -> Option<Mode> {
-    [Mode::All, Mode::TwoStage]
+    [Mode::All, Mode::TwoStage, Mode::Phased]
         .into_iter()
         .find(|m| m.as_str() == s)
 }
@@ -217,12 +225,12 @@ fn mode_from_name(s: &str) -> Option<Mode> {
 /// The callback a locate run reports to.
 pub type Progress<'a> = &'a (dyn Fn(LocateEvent) + Send + Sync);
 
-struct Run<'a> {
+pub(crate) struct Run<'a> {
     result_id: String,
     ip: IpAddr,
     budget: Duration,
-    ping_count: u32,
-    rows: Vec<MeasurementRow>,
+    pub(crate) ping_count: u32,
+    pub(crate) rows: Vec<MeasurementRow>,
     done: u32,
     total: u32,
     progress: Progress<'a>,
@@ -272,13 +280,27 @@ pub(crate) async fn run(
     let timeout_ms = or(p.timeout_ms, cfg.probe_timeout_ms);
     let ping_count = or(p.ping_count, cfg.ping_count);
     let k = or(p.k, cfg.two_stage_k) as usize;
+    // Vantage points asked at most, and what they may cost at a paid platform: refused
+    // here, before any quota is charged or anything spent.
+    let most = match mode {
+        Mode::All => vps.len(),
+        Mode::TwoStage => (cfg.two_stage_first as usize + k).min(vps.len()),
+        Mode::Phased => crate::core::phased::most_asked(p.budget, vps.len()),
+    };
+    source
+        .check_credits(most, ping_count)
+        .map_err(|m| LocateFailure::new(FailureCode::QuotaExceeded, m))?;
 
     // Abuse limits, before any packet: a concurrent slot of the key, one address of its
     // hourly quota and the packets of the target's hourly budget (all or nothing).
     let _slot = coord.access.hold_slot(&p.caller)?;
     let estimate = packet_estimate(
         (mode == Mode::TwoStage).then_some((cfg.two_stage_first as usize, k)),
-        vps.len(),
+        if mode == Mode::Phased {
+            most
+        } else {
+            vps.len()
+        },
         ping_count,
     );
     let charge = coord
@@ -351,6 +373,10 @@ pub(crate) async fn run(
             let pings = run.ping_count;
             run_stage(coord, source, &mut run, pick(&vps, &second), 2, pings).await;
         }
+        Mode::Phased => {
+            let cal = calibration.clone();
+            crate::core::phased::run_rounds(coord, source, &mut run, &vps, most, cal).await;
+        }
     }
 
     if coord.is_shutting_down() {
@@ -390,7 +416,7 @@ fn interrupted() -> LocateFailure {
     LocateFailure::new(FailureCode::Interrupted, "the coordinator is shutting down")
 }
 
-fn pick(vps: &[VantagePoint], idx: &[usize]) -> Vec<VantagePoint> {
+pub(crate) fn pick(vps: &[VantagePoint], idx: &[usize]) -> Vec<VantagePoint> {
     idx.iter().map(|&i| vps[i].clone()).collect()
 }
 
@@ -449,7 +475,7 @@ fn finish(
 }
 
 /// Measures from `chosen`, storing each answer as its vantage point finishes.
-async fn run_stage(
+pub(crate) async fn run_stage(
     coord: &Coordinator,
     source: &dyn MeasurementSource,
     run: &mut Run<'_>,

@@ -7,8 +7,10 @@
 //! - [`coordinator`]: the [`Coordinator`] composing the parts below.
 //! - [`fleet`], [`registry`], [`register`], [`throttle`]: the own probes; [`identity`]:
 //!   their enrolment, credentials, revocation and approved positions.
-//! - [`source`]: where measurements come from ([`MeasurementSource`]); [`fleet`] and
-//!   [`replay`] implement it.
+//! - [`source`]: where measurements come from ([`MeasurementSource`]); [`fleet`],
+//!   [`replay`] and [`atlas_source`] (RIPE Atlas) implement it; [`sources`] picks the one a
+//!   locate asks for (fleet, atlas or both merged) and counts what each spent.
+//! - [`phased`]: the budgeted, phased choice of vantage points (the engine's `select`).
 //! - [`measurement`]: one request (built in one place), its answer and outcome.
 //! - [`locate`], [`schedule`], [`solve`]: a locate job from parameters to the engine's
 //!   `Solution`.
@@ -18,6 +20,7 @@
 //! - [`metrics`]: what the core counts for operators (served by `crate::ops`);
 //!   [`retention`]: how long raw measurements are kept.
 pub mod access;
+pub mod atlas_source;
 pub mod coordinator;
 pub mod fleet;
 pub mod geoip;
@@ -26,6 +29,7 @@ pub mod landmarks;
 pub mod locate;
 pub mod measurement;
 pub mod metrics;
+pub mod phased;
 pub mod register;
 pub mod registry;
 pub mod replay;
@@ -34,6 +38,7 @@ pub mod rows;
 pub mod schedule;
 pub mod solve;
 pub mod source;
+pub mod sources;
 pub mod target;
 pub mod text;
 pub mod throttle;

@@ -6,9 +6,11 @@
 //! - the own probe fleet ([`crate::core::fleet::Fleet`]): one request per probe over its
 //!   session, a ping and, for a silent target, a TCP handshake and a traceroute;
 //! - recorded RTTs replayed ([`crate::core::replay::Replay`]), for tests and evaluations;
-//! - next: RIPE Atlas, where one API call measures from many probes at once, costs credits,
-//!   and results arrive after tens of seconds: the stream shape and [`Cost::credits`] are
-//!   there for it (a source may yield every vantage point of one call together, late).
+//! - RIPE Atlas ([`crate::core::atlas_source::AtlasRun`]), where one API call measures from
+//!   many probes at once, costs credits, and results arrive after tens of seconds: it yields
+//!   every vantage point of one call together, late, and refuses a locate whose credits
+//!   would exceed its limit ([`MeasurementSource::check_credits`]);
+//! - both merged ([`crate::core::sources::Both`]).
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -159,4 +161,12 @@ pub trait MeasurementSource: Send + Sync {
     /// Measures `spec.target` from each of `from`; yields one [`VantageResult`] per vantage
     /// point as it arrives, and ends when every one has answered or given up.
     fn measure(&self, spec: MeasureSpec, from: Vec<VantagePoint>) -> BoxStream<'_, VantageResult>;
+
+    /// Before anything is spent: what measuring from at most `vantage_points` with
+    /// `ping_count` echo requests each may cost, in credits (an upper bound), or why it is
+    /// refused (over a configured limit). Free sources (the fleet, replays): `Ok(0)`.
+    fn check_credits(&self, vantage_points: usize, ping_count: u32) -> Result<u64, String> {
+        let _ = (vantage_points, ping_count);
+        Ok(0)
+    }
 }

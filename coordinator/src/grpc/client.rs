@@ -104,6 +104,7 @@ impl LocateService for LocateSvc {
         let r = req.into_inner();
         let mut params = convert::params(&r);
         params.caller = caller;
+        super::locate_args::apply(&self.0, &mut params, r.source, r.budget)?;
         // Bad input fails the call itself.
         target::check(&r.ip, self.0.config.allow_private)
             .map_err(|e| invalid(e.code, e.message))?;
@@ -154,6 +155,16 @@ impl LocateService for LocateSvc {
                 r.ips.len()
             )));
         }
+        // Source and budget checked once for the whole batch.
+        super::locate_args::apply(
+            &self.0,
+            &mut crate::core::locate::LocateParams {
+                mode: convert::mode_from_pb(r.mode),
+                ..Default::default()
+            },
+            r.source,
+            r.budget,
+        )?;
         let coord = Arc::clone(&self.0);
         let concurrency = if r.concurrency == 0 {
             coord.config.batch_concurrency
@@ -218,6 +229,10 @@ impl LocateService for LocateSvc {
                 let ips = Arc::clone(&ips);
                 let mut params = convert::batch_params(&r, key.clone());
                 params.caller = caller.clone();
+                if let Err(s) = super::locate_args::apply(&coord, &mut params, r.source, r.budget) {
+                    // Checked above; cannot fail here.
+                    tracing::error!(error = %s.message(), "batch parameters");
+                }
                 set.spawn(async move {
                     let _permit = permit;
                     let first = indices[0];

@@ -17,6 +17,7 @@ pub fn mode_from_pb(m: i32) -> Option<Mode> {
     match pb::LocateMode::try_from(m) {
         Ok(pb::LocateMode::All) => Some(Mode::All),
         Ok(pb::LocateMode::TwoStage) => Some(Mode::TwoStage),
+        Ok(pb::LocateMode::Phased) => Some(Mode::Phased),
         _ => None,
     }
 }
@@ -25,6 +26,7 @@ fn mode_to_pb(m: Option<Mode>) -> pb::LocateMode {
     match m {
         Some(Mode::All) => pb::LocateMode::All,
         Some(Mode::TwoStage) => pb::LocateMode::TwoStage,
+        Some(Mode::Phased) => pb::LocateMode::Phased,
         None => pb::LocateMode::Unspecified,
     }
 }
@@ -119,6 +121,9 @@ pub fn located(l: &Located) -> Result<pb::LocateResult, CoordinatorError> {
         probes_asked: l.probes_asked,
         probe_rtts: l.probe_rtts.iter().map(pb::ProbeRtt::from).collect(),
         requested_by: l.requested_by.clone(),
+        atlas_credits: l.spent.atlas_credits,
+        fleet_probes_asked: l.spent.fleet_probes_asked,
+        atlas_probes_asked: l.spent.atlas_probes_asked,
     })
 }
 

@@ -16,6 +16,7 @@ use tonic::Status;
 pub mod client;
 pub mod conn;
 pub mod convert;
+pub mod locate_args;
 pub mod probe;
 pub mod tls;
 pub mod validate;

@@ -27,6 +27,8 @@ pub(crate) fn answer(
         created_at_unix_ms: AT_UNIX_S * 1000,
         cached: false,
         requested_by: String::new(),
+        atlas_credits: 0,
+        atlas_probes_asked: 0,
         mode: Mode::All,
         probes_asked: probes_used,
         probes_used,
