@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use geoloc_engine::dataset::Node;
 use geoloc_engine::solve::{Dropped, Kind, Measurement};
-use geoloc_engine::{distance_km, violates_speed_of_light, Calibration, LandmarkRtt};
+use geoloc_engine::{distance_km, violates_speed_of_light, Calibration, LandmarkRtt, LatLon};
 
 use crate::error::{AtlasError, Result};
 use crate::probes::{landmark, ProbeSet};
@@ -107,6 +107,15 @@ pub struct Vetted {
     pub calibration: Option<Calibration>,
 }
 
+/// What vetting decided for each probe asked about: kept (with its declared position) or
+/// dropped (with why), and the bestlines fitted on the mesh.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeFates {
+    pub kept: BTreeMap<u32, LatLon>,
+    pub dropped: Vec<Dropped>,
+    pub calibration: Option<Calibration>,
+}
+
 /// Vets `rtts` (see the module docs).
 pub fn vet(
     probes: &ProbeSet,
@@ -114,7 +123,39 @@ pub fn vet(
     mesh: &[MeshPair],
     exclude: &BTreeSet<u32>,
 ) -> Vetted {
-    let mut out = Vetted::default();
+    let ids: BTreeSet<u32> = rtts.iter().map(|r| r.probe_id).collect();
+    let fates = vet_probes(probes, &ids, mesh, exclude);
+    let measurements = rtts
+        .iter()
+        .filter_map(|r| {
+            let pos = *fates.kept.get(&r.probe_id)?;
+            Some(Measurement {
+                landmark: landmark(r.probe_id),
+                pos,
+                rtt_ms: r.rtt_ms,
+                kind: match r.kind {
+                    RttKind::Echo => Kind::Echo,
+                    RttKind::LastHop => Kind::LastHop,
+                },
+            })
+        })
+        .collect();
+    Vetted {
+        measurements,
+        dropped: fates.dropped,
+        calibration: fates.calibration,
+    }
+}
+
+/// Vets the probes `ids` (exclusion list, metadata, position, speed of light on the mesh)
+/// before anything is measured: a source picks its vantage points with this.
+pub fn vet_probes(
+    probes: &ProbeSet,
+    ids: &BTreeSet<u32>,
+    mesh: &[MeshPair],
+    exclude: &BTreeSet<u32>,
+) -> ProbeFates {
+    let mut out = ProbeFates::default();
     // Speed-of-light among probes with a position.
     let mut index: BTreeMap<u32, usize> = BTreeMap::new();
     let mut nodes: Vec<Node> = Vec::new();
@@ -181,17 +222,17 @@ pub fn vet(
             out.calibration = Some(c);
         }
     }
-    for r in rtts {
-        let name = landmark(r.probe_id);
+    for &id in ids {
+        let name = landmark(id);
         let drop = |reason: String| Dropped {
             landmark: name.clone(),
             reason,
         };
-        if exclude.contains(&r.probe_id) {
+        if exclude.contains(&id) {
             out.dropped.push(drop("on the exclusion list".into()));
             continue;
         }
-        let Some(p) = probes.get(r.probe_id) else {
+        let Some(p) = probes.get(id) else {
             out.dropped
                 .push(drop("no metadata for this probe in the probe list".into()));
             continue;
@@ -201,8 +242,8 @@ pub fn vet(
                 .push(drop("the probe reports no position".into()));
             continue;
         };
-        if flagged.contains(&r.probe_id) {
-            let ps = partners.get(&r.probe_id).cloned().unwrap_or_default();
+        if flagged.contains(&id) {
+            let ps = partners.get(&id).cloned().unwrap_or_default();
             let detail: Vec<String> = ps
                 .iter()
                 .take(3)
@@ -217,15 +258,7 @@ pub fn vet(
             )));
             continue;
         }
-        out.measurements.push(Measurement {
-            landmark: name,
-            pos,
-            rtt_ms: r.rtt_ms,
-            kind: match r.kind {
-                RttKind::Echo => Kind::Echo,
-                RttKind::LastHop => Kind::LastHop,
-            },
-        });
+        out.kept.insert(id, pos);
     }
     out.dropped.sort_by(|a, b| a.landmark.cmp(&b.landmark));
     out.dropped.dedup();
@@ -236,7 +269,6 @@ pub fn vet(
 mod tests {
     use super::*;
     use crate::probes::{Probe, ProbeStatus};
-    use geoloc_engine::LatLon;
 
     fn probe(id: u32, lat: f64, lon: f64) -> Probe {
         Probe {

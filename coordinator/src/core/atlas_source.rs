@@ -25,7 +25,7 @@ use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt};
 use geoloc_atlas::request::{Definition, MeasurementRequest, MeasurementType, ProbeSpec};
 use geoloc_atlas::request::{MAX_PACKETS, MAX_REQUESTED, ONE_OFF_FACTOR};
-use geoloc_atlas::results::{Expect, ProbeRtt, RttKind};
+use geoloc_atlas::results::{Expect, RttKind};
 use geoloc_atlas::{ApiKey, AtlasClient, AtlasError, ProbeSet};
 
 use crate::config::Config;
@@ -183,8 +183,7 @@ impl Atlas {
         Ok(points)
     }
 
-    /// Exclusion list, position, speed of light among probes (`geoloc_atlas::vet::vet`, on
-    /// one placeholder RTT per probe: only the probe's fate is read back).
+    /// Exclusion list, position, speed of light among probes (`geoloc_atlas::vet::vet_probes`).
     async fn vet(&self, probes: ProbeSet) -> std::result::Result<Probes, String> {
         let mut mesh = Vec::new();
         for &m in &self.mesh_msm {
@@ -200,31 +199,19 @@ impl Atlas {
             );
         }
         let pairs = geoloc_atlas::vet::mesh_pairs(&probes, &mesh);
-        let placeholders: Vec<ProbeRtt> = probes
-            .probes
-            .keys()
-            .map(|&id| ProbeRtt {
-                probe_id: id,
-                msm_id: 0,
-                af: 4,
-                dst_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                rtt_ms: 0.0,
-                kind: RttKind::Echo,
-                hop_addr: None,
-            })
-            .collect();
-        let v = geoloc_atlas::vet::vet(&probes, &placeholders, &pairs, &self.exclude);
+        let ids = probes.probes.keys().copied().collect();
+        let v = geoloc_atlas::vet::vet_probes(&probes, &ids, &pairs, &self.exclude);
         for d in v.dropped.iter().take(20) {
             tracing::info!(probe = %d.landmark, reason = %d.reason, "RIPE Atlas probe left out");
         }
         Ok(Probes {
             at: Instant::now(),
             points: v
-                .measurements
+                .kept
                 .iter()
-                .map(|m| VantagePoint {
-                    id: m.landmark.clone(),
-                    pos: m.pos,
+                .map(|(&id, &pos)| VantagePoint {
+                    id: geoloc_atlas::probes::landmark(id),
+                    pos,
                 })
                 .collect(),
             dropped: v.dropped.len(),
