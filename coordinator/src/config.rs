@@ -193,6 +193,16 @@ pub struct Settings {
     /// --insecure-plaintext (put a TLS reverse proxy in front).
     #[arg(long, value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
+    /// Web interface: show the answered address's origin AS and organisation in the answer
+    /// panel, from this folder's asn-ipv4.csv / asn-ipv6.csv (scripts/fetch-asn-db.sh)
+    /// [default: none].
+    #[arg(long, value_name = "DIR")]
+    pub asn_db: Option<PathBuf>,
+    /// Web interface: show reverse DNS, AS, RDAP record, cached reputation and links in the
+    /// answer panel, with the sources of this geoloc-know TOML file (know/know.sample.toml)
+    /// [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub know_config: Option<PathBuf>,
     /// Serve plaintext gRPC on a non-loopback --listen address without TLS (lab only:
     /// probe tokens and results cross the network in clear) [default: false].
     #[arg(long, num_args = 0..=1, default_missing_value = "true",
@@ -274,6 +284,10 @@ pub struct Config {
     pub per_target_packets_per_hour: u32,
     pub http_listen: Option<SocketAddr>,
     #[serde(default)]
+    pub asn_db: Option<PathBuf>,
+    #[serde(default)]
+    pub know_config: Option<PathBuf>,
+    #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
     #[serde(default)]
     pub log_format: geoloc_rt::ops::LogFormat,
@@ -339,6 +353,8 @@ impl Default for Config {
             auth: Auth::Keys,
             per_target_packets_per_hour: defaults::PER_TARGET_PACKETS_PER_HOUR,
             http_listen: None,
+            asn_db: None,
+            know_config: None,
             metrics_listen: None,
             log_format: geoloc_rt::ops::LogFormat::Text,
             raw_retention_days: defaults::RAW_RETENTION_DAYS,
@@ -683,6 +699,8 @@ mod tests {
             tls_cert: Some("x".into()),
             tls_key: Some("x".into()),
             http_listen: Some("127.0.0.1:8080".parse().unwrap()),
+            asn_db: Some("x".into()),
+            know_config: Some("x".into()),
             metrics_listen: Some("127.0.0.1:9464".parse().unwrap()),
             ..Config::default()
         };

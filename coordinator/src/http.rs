@@ -7,18 +7,49 @@
 //! header is forwarded as the calls' metadata, and the process's own `GEOLOC_API_KEY` is
 //! never used. It never reaches the core or the storage directly.
 //!
+//! With `asn-db` and/or `know-config` ([`know_sources`]) the answer panel also shows what
+//! is known of the answered address (`GET /api/know`: ownership, cached reputation, links),
+//! looked up by this process with the geoloc-know sources, as `geoloc web` does.
+//!
 //! Plain HTTP: a non-loopback `--http-listen` is refused unless `insecure-plaintext` is set
 //! ([`crate::config::Config`]); in production put it on loopback behind a TLS reverse proxy.
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::config::Config;
 use crate::{Coordinator, CoordinatorError, Result};
 
+/// The sources of the answer panel's know fields from the `asn-db` and `know-config` keys
+/// (databases read, clients built, nothing sent); None when neither is set. A file that
+/// cannot be read or is invalid is a configuration error naming it.
+pub fn know_sources(config: &Config) -> Result<Option<geoloc_know::report::Sources>> {
+    geoloc_web::open_know(config.asn_db.as_deref(), config.know_config.as_deref()).map_err(|e| {
+        let key = if config.know_config.is_some() {
+            "know-config"
+        } else {
+            "asn-db"
+        };
+        CoordinatorError::InvalidConfig(format!("{key}: {e}"))
+    })
+}
+
 /// Serves the web interface on `listener` until `shutdown` resolves, with its private
-/// gRPC port bound on 127.0.0.1 (any free port).
+/// gRPC port bound on 127.0.0.1 (any free port), and the know fields of the configuration's
+/// `asn-db` / `know-config` ([`know_sources`]).
 pub async fn serve(
     coord: Arc<Coordinator>,
     listener: tokio::net::TcpListener,
+    stop: geoloc_rt::CancellationToken,
+) -> Result<()> {
+    let know = know_sources(&coord.config)?;
+    serve_with(coord, listener, know, stop).await
+}
+
+/// [`serve`] with know sources already opened (None: `/api/know` answers 404).
+pub async fn serve_with(
+    coord: Arc<Coordinator>,
+    listener: tokio::net::TcpListener,
+    know: Option<geoloc_know::report::Sources>,
     stop: geoloc_rt::CancellationToken,
 ) -> Result<()> {
     let (internal, addr) =
@@ -42,6 +73,7 @@ pub async fn serve(
         listener,
         client,
         geoloc_web::WebConfig::default(),
+        know,
         stop.cancelled_owned(),
     )
     .await

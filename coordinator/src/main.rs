@@ -136,6 +136,11 @@ async fn run(config: Config, stop: geoloc_rt::CancellationToken) -> geoloc_coord
         server::Limits::default().handshake_timeout,
     )?
     .is_some();
+    // The web interface's know sources, checked before the database is opened (exit 64).
+    let know = match config.http_listen {
+        Some(_) => geoloc_coordinator::http::know_sources(&config)?,
+        None => None,
+    };
     let coord = Coordinator::new(config).await?;
     // Bound before the gRPC line is printed: when a script reads it, the web interface is up.
     let web = match coord.config.http_listen {
@@ -171,7 +176,9 @@ async fn run(config: Config, stop: geoloc_rt::CancellationToken) -> geoloc_coord
         let stop = stop.clone();
         let coord = coord.clone();
         tokio::spawn(async move {
-            if let Err(e) = geoloc_coordinator::http::serve(coord, web_listener, stop).await {
+            if let Err(e) =
+                geoloc_coordinator::http::serve_with(coord, web_listener, know, stop).await
+            {
                 tracing::error!(error = %e, "web interface stopped");
             }
         });

@@ -3,8 +3,13 @@
 //! browser (headless Chromium through chromedriver and fantoccini, on loopback; that part
 //! skips when they are not installed, which fails under GEOLOC_REQUIRE_ENV=1), hostile listing
 //! parameters, and the browser's API key checked by the coordinator (none, unknown, wrong
-//! scope) through the web interface's private gRPC port.
+//! scope) through the web interface's private gRPC port; and the answer panel's know fields
+//! (`asn-db` / `know-config`: reverse DNS, AS, RDAP record, cached reputation, source links)
+//! with every source a loopback stand-in, as JSON and in the browser.
 mod common;
+/// The stand-ins of geoloc-know's tests (providers, RDAP, DNS), shared rather than copied.
+#[path = "../../know/tests/common/mod.rs"]
+mod know_stand_ins;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -151,6 +156,10 @@ async fn history_json_and_the_browser_key_is_checked_by_the_coordinator() {
     assert_eq!(code, 401, "{body}");
     let (code, body) = get(web, "/api/probes", &[("Authorization", &read)]).await;
     assert_eq!(code, 200, "a read key sees the fleet: {body}");
+    // Without asn-db / know-config the know fields are not offered, and the answer says how.
+    let (code, body) = get(web, "/api/know?ip=8.8.8.8", &[("Authorization", &read)]).await;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("know-config"), "{body}");
 
     // A locate through the page's API with the admin key.
     let (code, body) = get(web, &locate_path, &[("Authorization", &admin)]).await;
@@ -293,67 +302,8 @@ fn non_loopback_http_listen_is_refused_without_insecure_plaintext() {
 async fn coordinator_serves_the_history_page_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
     let db = sqlite_url(&dir);
-    // A real key, made as an operator makes it (auth = keys, the default).
-    let out = Command::new(BIN)
-        .args([
-            "keys",
-            "--database",
-            &db,
-            "create",
-            "--name",
-            "analyst",
-            "--scope",
-            "locate",
-            "--scope",
-            "read",
-        ])
-        .env_remove("GEOLOC_COORDINATOR_CONFIG")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
-        .args(["--database", &db, "--allow-private", "--probe-token", TOKEN])
-        .args([
-            "--heartbeat-interval-ms",
-            "300",
-            "--probe-timeout-ms",
-            "1500",
-        ])
-        .args(["--ping-interval-ms", "0", "--landmark-checks", "false"])
-        .env_remove("GEOLOC_COORDINATOR_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn geoloc-coordinator");
-    let stdout = child.stdout.take().unwrap();
-    let _proc = Proc(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let (mut grpc, mut web) = (None, None);
-    while grpc.is_none() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("coordinator printed its addresses");
-        if let Some(a) = line.strip_prefix("listening on ") {
-            grpc = Some(a.to_string());
-        }
-        if let Some(a) = line.strip_prefix("web interface on http://") {
-            web = Some(a.parse::<SocketAddr>().unwrap());
-        }
-    }
-    let url = format!("http://{}", grpc.unwrap());
-    let web = web.expect("the web line comes before the gRPC line");
-    assert!(web.ip().is_loopback());
+    let key = analyst_key(&db);
+    let (_proc, url, web) = spawn_coordinator(&db, &["--allow-private"]);
 
     let w = world(&[(TARGET, LYON.0, LYON.1)]);
     let _fleet = fleet(&url, &w, 5).await;
@@ -363,16 +313,7 @@ async fn coordinator_serves_the_history_page_in_a_real_browser() {
     )
     .await
     .unwrap();
-    let start = Instant::now();
-    let located = loop {
-        match client.locate(req(TARGET), |_| {}).await {
-            Ok(l) => break l,
-            Err(f) if f.code == "no-probes" && start.elapsed() < Duration::from_secs(20) => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(f) => panic!("locate: {f:?}"),
-        }
-    };
+    let located = locate_retrying(&mut client, TARGET).await;
 
     // The JSON listing the page reads.
     let bearer = format!("Bearer {key}");
@@ -397,25 +338,11 @@ async fn coordinator_serves_the_history_page_in_a_real_browser() {
     assert_eq!(page.results[0].country, located.solution.place.country);
 
     // The History page in a real browser.
-    let (Some(_), Some(driver)) = (which("chromium"), which("chromedriver")) else {
-        geoloc_testenv::skip(
-            "coordinator_serves_the_history_page_in_a_real_browser",
-            "chromium or chromedriver is not installed (apt-get install chromium chromium-driver)",
-        );
+    let Some((_driver, port)) =
+        start_driver("coordinator_serves_the_history_page_in_a_real_browser")
+    else {
         return;
     };
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let _driver = Proc(
-        Command::new(driver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver"),
-    );
     let rows = browse(web, port, &located.result_id, &key)
         .await
         .unwrap_or_else(|e| panic!("browser: {e:#}"));
@@ -423,6 +350,228 @@ async fn coordinator_serves_the_history_page_in_a_real_browser() {
     assert_eq!(rows.filtered_other, 0);
     assert_eq!(rows.history_markers, 1);
     assert_eq!(rows.opened_result, located.result_id);
+}
+
+/// `--know-config` / `--asn-db` on the real binary: the answer panel of a located public
+/// address shows its reverse DNS, origin AS, RDAP record, the providers' cached answers and
+/// a link to each source, every source a loopback stand-in (know/tests/common); a page view
+/// sends no provider request. As JSON (`/api/know`) and in a real browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answer_panel_shows_the_know_fields_from_local_stand_ins() {
+    use know_stand_ins::{dns_stand_in, provider_stand_in, rdap_stand_in, NORMAL};
+    let providers = provider_stand_in().await;
+    let rdap = rdap_stand_in().await;
+    let ip: std::net::IpAddr = NORMAL.parse().unwrap();
+    let (dns, dns_queries) = dns_stand_in(vec![(ip, "dns.example.net")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let asn = dir.path().join("asn");
+    std::fs::create_dir(&asn).unwrap();
+    std::fs::write(
+        asn.join("asn-ipv4.csv"),
+        "8.8.8.0,8.8.8.255,15169,Google LLC\n",
+    )
+    .unwrap();
+    let know_toml = dir.path().join("know.toml");
+    std::fs::write(
+        &know_toml,
+        format!(
+            "cache-dir = {cache:?}\nrdap-url = {rdap:?}\ndns-server = \"{dns}\"\n\
+             [abuseipdb]\nkey = \"k1\"\nbase-url = {p:?}\n\
+             [shodan]\nkey = \"k2\"\nbase-url = {p:?}\n",
+            cache = dir.path().join("cache").display().to_string(),
+            rdap = rdap.url,
+            p = providers.url,
+        ),
+    )
+    .unwrap();
+    // An analyst's `geoloc know` run fills the providers' cache (2 requests: the two
+    // configured providers); the web interface only reads it.
+    let sources = geoloc_know::config::SourceOptions {
+        config: Some(know_toml.clone()),
+        rdns: Some(None),
+        rdap: Some(None),
+        ..Default::default()
+    }
+    .open(|_| None)
+    .unwrap();
+    let r = sources.know(ip, None, chrono::Utc::now()).await;
+    assert_eq!(r.reputation[0].status_text(), "ok", "{r:?}");
+    assert_eq!(providers.requests(), 2);
+    let rdap_before = rdap.requests();
+    let dns_before = dns_queries.load(std::sync::atomic::Ordering::SeqCst);
+
+    let db = sqlite_url(&dir);
+    let key = analyst_key(&db);
+    let (_proc, url, web) = spawn_coordinator(
+        &db,
+        &[
+            "--asn-db",
+            asn.to_str().unwrap(),
+            "--know-config",
+            know_toml.to_str().unwrap(),
+        ],
+    );
+    let w = world(&[(NORMAL, LYON.0, LYON.1)]);
+    let _fleet = fleet(&url, &w, 5).await;
+    let mut client = geoloc_client::Client::connect_with(
+        &url,
+        &geoloc_client::ConnectOptions::default().with_key(Some(&key)),
+    )
+    .await
+    .unwrap();
+    let located = locate_retrying(&mut client, NORMAL).await;
+
+    // The JSON the panel reads.
+    let (code, body) = get(web, &format!("/api/know?ip={NORMAL}"), &[]).await;
+    assert_eq!(code, 200, "{body}");
+    let j: Value = serde_json::from_str(&body).unwrap();
+    let lines: Vec<(String, String)> = serde_json::from_value(j["lines"].clone()).unwrap();
+    let want = expected_know_lines();
+    for (label, text) in &want {
+        assert!(
+            lines.iter().any(|(l, t)| l == label && t == text),
+            "{label}: {text} missing from {lines:?}"
+        );
+    }
+    let (code, body) = get(web, "/api/know?ip=8.8.8", &[]).await;
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(
+        providers.requests(),
+        2,
+        "a page view spends no provider quota"
+    );
+    assert!(
+        dns_queries.load(std::sync::atomic::Ordering::SeqCst) > dns_before,
+        "reverse DNS asked the configured server"
+    );
+    assert_eq!(
+        rdap.requests(),
+        rdap_before,
+        "the RDAP record came from the cache"
+    );
+
+    // The answer panel in a real browser: the stored result opened by its shareable URL.
+    let Some((_driver, port)) =
+        start_driver("answer_panel_shows_the_know_fields_from_local_stand_ins")
+    else {
+        return;
+    };
+    let seen = browse_know(web, port, &located.result_id, &key)
+        .await
+        .unwrap_or_else(|e| panic!("browser: {e:#}"));
+    for (label, text) in &want {
+        assert!(
+            seen.rows.iter().any(|(l, t)| l == label && t == text),
+            "the panel misses {label}: {text}; it shows {:?}",
+            seen.rows
+        );
+    }
+    for (source, href) in [
+        ("rdap", "https://rdap.arin.net/registry/ip/8.8.8.0"),
+        ("bgp.tools", "https://bgp.tools/as/15169"),
+        ("abuseipdb", "https://www.abuseipdb.com/check/8.8.8.8"),
+        (
+            "virustotal",
+            "https://www.virustotal.com/gui/ip-address/8.8.8.8",
+        ),
+        ("shodan", "https://www.shodan.io/host/8.8.8.8"),
+        ("censys", "https://platform.censys.io/hosts/8.8.8.8"),
+    ] {
+        assert!(
+            seen.links
+                .iter()
+                .any(|(t, h)| t.starts_with(&format!("{source}: ")) && h == href),
+            "no {source} link to {href}: {:?}",
+            seen.links
+        );
+    }
+    assert_eq!(
+        providers.requests(),
+        2,
+        "the browser spent no provider quota"
+    );
+}
+
+/// What the panel must show for `NORMAL` with the stand-ins' answers.
+fn expected_know_lines() -> Vec<(String, String)> {
+    [
+        ("reverse DNS", "dns.example.net"),
+        ("AS", "AS15169 Google LLC  (8.8.8.0-8.8.8.255)"),
+        (
+            "registry",
+            "NET-8-8-8-0-2 GOGL US 8.8.8.0-8.8.8.255; abuse Abuse <network-abuse@google.com>",
+        ),
+        (
+            "abuseipdb",
+            "confidence of abuse 87 %, 42 reports by 17 users, last 2026-11-28T10:00:00+00:00 (cached)",
+        ),
+        ("virustotal", "not-configured"),
+        (
+            "shodan",
+            "ports 22;80;443; 1 known vulnerabilities; org Example Hosting (cached)",
+        ),
+        ("services", "22/tcp OpenSSH, 80/tcp nginx, 443/tcp"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect()
+}
+
+/// The know part of the answer panel as the browser shows it.
+#[derive(Debug)]
+struct KnowSeen {
+    /// (label, text) of each row of the know table.
+    rows: Vec<(String, String)>,
+    /// (text, href) of each source link.
+    links: Vec<(String, String)>,
+}
+
+async fn browse_know(
+    web: SocketAddr,
+    driver_port: u16,
+    id: &str,
+    key: &str,
+) -> anyhow::Result<KnowSeen> {
+    let c = browser(driver_port).await?;
+    let base = format!("http://{web}");
+    let r = async {
+        c.goto(&format!("{base}/#/history")).await?;
+        c.execute(
+            "localStorage.setItem('geoloc-api-key', arguments[0]);",
+            vec![Value::from(key)],
+        )
+        .await?;
+        c.goto(&format!("{base}/#/result/{id}")).await?;
+        c.refresh().await?;
+        wait_js(&c, "!document.getElementById('answer').hidden").await?;
+        wait_js(
+            &c,
+            "!document.getElementById('know').hidden && document.querySelectorAll('#know-links a').length > 0",
+        )
+        .await?;
+        // textContent, not the rendered text (which collapses the double spaces).
+        let rows = c
+            .execute(
+                "return Array.from(document.querySelectorAll('#know-table tr'))\
+                   .map((tr) => Array.from(tr.cells).map((td) => td.textContent));",
+                vec![],
+            )
+            .await?;
+        let links = c
+            .execute(
+                "return Array.from(document.querySelectorAll('#know-links li'))\
+                   .map((li) => [li.textContent, (li.querySelector('a') || {}).href || '']);",
+                vec![],
+            )
+            .await?;
+        anyhow::Ok(KnowSeen {
+            rows: serde_json::from_value(rows)?,
+            links: serde_json::from_value(links)?,
+        })
+    }
+    .await;
+    let _ = c.close().await;
+    r
 }
 
 #[derive(Debug)]
@@ -446,8 +595,118 @@ async fn wait_js(c: &fantoccini::Client, cond: &str) -> anyhow::Result<()> {
     }
 }
 
-async fn browse(web: SocketAddr, driver_port: u16, id: &str, key: &str) -> anyhow::Result<Rows> {
-    use fantoccini::{ClientBuilder, Locator};
+/// A real key, made as an operator makes it (auth = keys, the default): scopes locate, read.
+fn analyst_key(db: &str) -> String {
+    let out = Command::new(BIN)
+        .args([
+            "keys",
+            "--database",
+            db,
+            "create",
+            "--name",
+            "analyst",
+            "--scope",
+            "locate",
+            "--scope",
+            "read",
+        ])
+        .env_remove("GEOLOC_COORDINATOR_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The coordinator binary on loopback with `--http-listen` (both ports free ones) and
+/// `extra` flags: the process, its gRPC URL and the web interface's address.
+fn spawn_coordinator(db: &str, extra: &[&str]) -> (Proc, String, SocketAddr) {
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(["--database", db, "--probe-token", TOKEN])
+        .args([
+            "--heartbeat-interval-ms",
+            "300",
+            "--probe-timeout-ms",
+            "1500",
+        ])
+        .args(["--ping-interval-ms", "0", "--landmark-checks", "false"])
+        .args(extra)
+        .env_remove("GEOLOC_COORDINATOR_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn geoloc-coordinator");
+    let stdout = child.stdout.take().unwrap();
+    let proc = Proc(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut grpc, mut web) = (None, None);
+    while grpc.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("coordinator printed its addresses");
+        if let Some(a) = line.strip_prefix("listening on ") {
+            grpc = Some(a.to_string());
+        }
+        if let Some(a) = line.strip_prefix("web interface on http://") {
+            web = Some(a.parse::<SocketAddr>().unwrap());
+        }
+    }
+    let web = web.expect("the web line comes before the gRPC line");
+    assert!(web.ip().is_loopback());
+    (proc, format!("http://{}", grpc.unwrap()), web)
+}
+
+/// Locates `ip`, retrying while the fleet is still connecting.
+async fn locate_retrying(client: &mut geoloc_client::Client, ip: &str) -> geoloc_client::Located {
+    let start = Instant::now();
+    loop {
+        match client.locate(req(ip), |_| {}).await {
+            Ok(l) => return l,
+            Err(f) if f.code == "no-probes" && start.elapsed() < Duration::from_secs(20) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(f) => panic!("locate: {f:?}"),
+        }
+    }
+}
+
+/// chromedriver on a free loopback port, or None (the test `test` skips, which fails under
+/// GEOLOC_REQUIRE_ENV=1) when chromium or chromedriver is missing.
+fn start_driver(test: &str) -> Option<(Proc, u16)> {
+    let (Some(_), Some(driver)) = (which("chromium"), which("chromedriver")) else {
+        geoloc_testenv::skip(
+            test,
+            "chromium or chromedriver is not installed (apt-get install chromium chromium-driver)",
+        );
+        return None;
+    };
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let proc = Proc(
+        Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver"),
+    );
+    Some((proc, port))
+}
+
+/// A headless Chromium session through the chromedriver on `driver_port`.
+async fn browser(driver_port: u16) -> anyhow::Result<fantoccini::Client> {
+    use fantoccini::ClientBuilder;
     let caps = serde_json::json!({
         "goog:chromeOptions": {
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,800"]
@@ -458,19 +717,24 @@ async fn browse(web: SocketAddr, driver_port: u16, id: &str, key: &str) -> anyho
     };
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
     let start = Instant::now();
-    let c = loop {
+    loop {
         match ClientBuilder::new(connector.clone())
             .capabilities(caps.clone())
             .connect(&format!("http://127.0.0.1:{driver_port}"))
             .await
         {
-            Ok(c) => break c,
+            Ok(c) => return Ok(c),
             Err(e) if start.elapsed() > Duration::from_secs(30) => {
                 anyhow::bail!("chromedriver: {e}")
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
-    };
+    }
+}
+
+async fn browse(web: SocketAddr, driver_port: u16, id: &str, key: &str) -> anyhow::Result<Rows> {
+    use fantoccini::Locator;
+    let c = browser(driver_port).await?;
     let base = format!("http://{web}");
     let r = async {
         // Without a key the coordinator refuses the listing and the page says so; the key

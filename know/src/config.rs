@@ -28,6 +28,19 @@ pub struct ProviderSection {
     pub timeout_s: Option<f64>,
 }
 
+/// The `[rdap]` section: how fast each RDAP host (the bootstrap redirector, each registry)
+/// may be asked.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RdapSection {
+    /// Average requests per minute per host (default 60).
+    pub rate_per_minute: Option<f64>,
+    /// Requests allowed at once per host before the rate applies (default 5).
+    pub burst: Option<u32>,
+    /// Per-request timeout, s (default 10).
+    pub timeout_s: Option<f64>,
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -43,6 +56,8 @@ pub struct KnowConfig {
     pub geoip: Option<PathBuf>,
     /// RDAP base URL (default `https://rdap.org`).
     pub rdap_url: Option<String>,
+    /// RDAP rate per host and timeout.
+    pub rdap: Option<RdapSection>,
     /// DNS server for reverse lookups, `IP:port` (default: the system's).
     pub dns_server: Option<SocketAddr>,
     pub abuseipdb: Option<ProviderSection>,
@@ -114,6 +129,36 @@ impl KnowConfig {
         Ok(out)
     }
 
+    /// The RDAP limits per host and the per-request timeout, checked.
+    pub fn rdap_limits(&self) -> Result<(crate::rdap::RdapLimits, Duration)> {
+        let s = self.rdap.clone().unwrap_or_default();
+        let bad = |reason: String| KnowError::Config {
+            path: PathBuf::from("[rdap]"),
+            reason,
+        };
+        let mut limits = crate::rdap::RdapLimits::default();
+        let mut timeout = Duration::from_secs(10);
+        if let Some(r) = s.rate_per_minute {
+            if !(r.is_finite() && r > 0.0 && r <= 60_000.0) {
+                return Err(bad(format!("rate-per-minute {r} not in (0, 60000]")));
+            }
+            limits.period = Duration::from_secs_f64(60.0 / r);
+        }
+        if let Some(b) = s.burst {
+            if !(1..=10_000).contains(&b) {
+                return Err(bad(format!("burst {b} not in 1..=10000")));
+            }
+            limits.burst = b;
+        }
+        if let Some(t) = s.timeout_s {
+            if !(t.is_finite() && t > 0.0 && t <= 300.0) {
+                return Err(bad(format!("timeout-s {t} not in (0, 300]")));
+            }
+            timeout = Duration::from_secs_f64(t);
+        }
+        Ok((limits, timeout))
+    }
+
     /// The cache folder.
     pub fn cache_dir(&self, env: impl Fn(&str) -> Option<String>) -> PathBuf {
         if let Some(d) = &self.cache_dir {
@@ -181,12 +226,16 @@ impl SourceOptions {
                 None => None,
             },
             rdap: match &self.rdap {
-                Some(url) => Some(crate::rdap::RdapClient::new(
-                    url.clone()
-                        .or(cfg.rdap_url.clone())
-                        .unwrap_or_else(|| DEFAULT_RDAP_URL.into()),
-                    Duration::from_secs(10),
-                )?),
+                Some(url) => {
+                    let (limits, timeout) = cfg.rdap_limits()?;
+                    Some(crate::rdap::RdapClient::with_limits(
+                        url.clone()
+                            .or(cfg.rdap_url.clone())
+                            .unwrap_or_else(|| DEFAULT_RDAP_URL.into()),
+                        timeout,
+                        limits,
+                    )?)
+                }
                 None => None,
             },
             providers,
@@ -222,5 +271,23 @@ mod tests {
             "{e}"
         );
         assert!(toml::from_str::<KnowConfig>("[shodan]\nkee = \"k\"\n").is_err());
+        let c: KnowConfig = toml::from_str("[rdap]\nburst = 0\n").unwrap();
+        let e = c.rdap_limits().unwrap_err().to_string();
+        assert!(e.contains("[rdap]") && e.contains("burst 0"), "{e}");
+    }
+
+    #[test]
+    fn rdap_limits_from_the_sample_and_defaults() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("know.sample.toml");
+        let (l, t) = KnowConfig::load(&p).unwrap().rdap_limits().unwrap();
+        assert_eq!(
+            (l.period, l.burst, t),
+            (Duration::from_secs(2), 3, Duration::from_secs(10))
+        );
+        let (d, t) = KnowConfig::default().rdap_limits().unwrap();
+        assert_eq!(
+            (d, t),
+            (crate::rdap::RdapLimits::default(), Duration::from_secs(10))
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use geoloc_know::asn::AsnDb;
 use geoloc_know::cache::Cache;
-use geoloc_know::rdap::RdapClient;
+use geoloc_know::rdap::{RdapClient, RdapLimits};
 use geoloc_know::rdns::Rdns;
 use geoloc_know::report::{render_text, Sources};
 
@@ -61,6 +61,119 @@ async fn rdap_record_not_found_and_malformed() {
     assert!(c.lookup(ip(NOT_FOUND)).await.unwrap().is_none());
     let e = c.lookup(ip(MALFORMED)).await.unwrap_err();
     assert!(e.contains("malformed"), "{e}");
+}
+
+/// Every pair of arrival times `ts` (sorted) respects one request per `period` with bursts
+/// of `burst` (GCRA: any k+1 consecutive requests span at least k+1-burst periods), with
+/// 10 ms of slack for the loopback trip.
+fn assert_spacing(what: &str, ts: &[std::time::Instant], period: Duration, burst: usize) {
+    let mut ts = ts.to_vec();
+    ts.sort();
+    for i in 0..ts.len() {
+        for j in i + burst..ts.len() {
+            let span = ts[j] - ts[i];
+            let min = period * (j - i + 1 - burst) as u32;
+            assert!(
+                span + Duration::from_millis(10) >= min,
+                "{what}: requests {i}..={j} within {span:?}, the rate allows no fewer than {min:?}"
+            );
+        }
+    }
+}
+
+/// RDAP's limiter per host: 12 lookups at once through a bootstrap redirector (302 to the
+/// registry, as rdap.org does) at 10 a second per host with bursts of 2: both hosts see
+/// every request, neither above its rate, and every answer arrives.
+#[tokio::test]
+async fn rdap_limiter_per_host_is_never_exceeded() {
+    let registry = rdap_stand_in().await;
+    let bootstrap = rdap_bootstrap_stand_in(&registry.url).await;
+    let period = Duration::from_millis(100);
+    let limits = RdapLimits {
+        period,
+        burst: 2,
+        max_retry_wait: Duration::from_secs(5),
+    };
+    let c = std::sync::Arc::new(
+        RdapClient::with_limits(&bootstrap.url, Duration::from_secs(5), limits).unwrap(),
+    );
+    let t0 = std::time::Instant::now();
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.lookup(ip(NORMAL)).await })
+        })
+        .collect();
+    for t in tasks {
+        let n = t.await.unwrap().unwrap().expect("a record");
+        assert_eq!(n.handle.as_deref(), Some("NET-8-8-8-0-2"));
+    }
+    let (b, r) = (bootstrap.times("bootstrap"), registry.times("rdap"));
+    assert_eq!((b.len(), r.len()), (12, 12));
+    assert_eq!(c.requests_sent(), 24);
+    assert_spacing("bootstrap", &b, period, 2);
+    assert_spacing("registry", &r, period, 2);
+    // 12 requests at 10/s with a burst of 2 take at least 1 s on each host.
+    assert!(
+        t0.elapsed() >= Duration::from_millis(990),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+/// A 429 from an RDAP registry reached through the bootstrap redirector: a short
+/// Retry-After is waited out and the request retried once (the answer arrives, not sooner
+/// than asked); a long one fails with the reason and pauses that host only, so the next
+/// lookup still asks the redirector but fails without a request to the paused registry.
+#[tokio::test]
+async fn rdap_429_retry_after_is_honoured() {
+    let s = rdap_stand_in().await;
+    let boot = rdap_bootstrap_stand_in(&s.url).await;
+    let c = RdapClient::with_limits(
+        &boot.url,
+        Duration::from_secs(5),
+        RdapLimits {
+            period: Duration::from_millis(10),
+            burst: 10,
+            max_retry_wait: Duration::from_secs(5),
+        },
+    )
+    .unwrap();
+    let n = c
+        .lookup(ip(FLAKY))
+        .await
+        .unwrap()
+        .expect("a record after the retry");
+    assert_eq!(n.name.as_deref(), Some("GOGL"));
+    let t = s.times("rdap");
+    assert_eq!(t.len(), 2, "one 429, one retry");
+    assert!(
+        t[1] - t[0] >= Duration::from_secs(1),
+        "retried after {:?}, Retry-After said 1 s",
+        t[1] - t[0]
+    );
+    assert_eq!(boot.requests(), 1, "the retry goes to the registry again");
+
+    let e = c.lookup(ip(RATE_LIMITED)).await.unwrap_err();
+    let host = s.url.trim_start_matches("http://");
+    assert!(
+        e.contains("rate limited (HTTP 429)")
+            && e.contains(host)
+            && e.contains("retry after 120 s"),
+        "{e}"
+    );
+    assert_eq!((boot.requests(), s.requests()), (2, 3));
+    // The registry is paused, the redirector is not.
+    let e = c.lookup(ip(NORMAL)).await.unwrap_err();
+    assert!(
+        e.contains(host) && e.contains("paused") && e.contains("Retry-After"),
+        "{e}"
+    );
+    assert_eq!(
+        (boot.requests(), s.requests()),
+        (3, 3),
+        "the paused registry is not asked"
+    );
 }
 
 fn maxmind(name: &str) -> Option<std::path::PathBuf> {

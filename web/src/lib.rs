@@ -190,14 +190,16 @@ pub async fn serve_full(
 /// Serves the interface over `client` on an already bound `listener` until `shutdown`
 /// resolves (what the coordinator's `--http-listen` runs). Checks nothing about the
 /// address: the caller decides what it may listen on.
+/// `know`: the sources of `/api/know` ([`open_know`]), None to not offer it.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     client: Client,
     config: WebConfig,
+    know: Option<geoloc_know::report::Sources>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), WebError> {
     config.check()?;
-    axum::serve(listener, router_with(client, config))
+    axum::serve(listener, router_full(client, config, know))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(WebError::Serve)
@@ -230,6 +232,29 @@ pub struct WebArgs {
     pub know_config: Option<std::path::PathBuf>,
 }
 
+/// The sources of the answer panel's know fields (`/api/know`) from an ASN database folder
+/// and/or a know configuration file (know/know.sample.toml): reverse DNS (the file's
+/// `dns-server`, else the system's resolvers), the ASN database, RDAP (the file's
+/// `rdap-url`, else rdap.org) and the providers' cache. None when both are None (not
+/// offered). What `geoloc web --asn-db/--know-config` and the coordinator's `asn-db` /
+/// `know-config` keys open; provider keys may come from the environment.
+pub fn open_know(
+    asn_db: Option<&std::path::Path>,
+    know_config: Option<&std::path::Path>,
+) -> Result<Option<geoloc_know::report::Sources>, geoloc_know::KnowError> {
+    if asn_db.is_none() && know_config.is_none() {
+        return Ok(None);
+    }
+    let opts = geoloc_know::config::SourceOptions {
+        config: know_config.map(std::path::Path::to_path_buf),
+        asn_db: asn_db.map(std::path::Path::to_path_buf),
+        rdns: Some(None),
+        rdap: Some(None),
+        ..Default::default()
+    };
+    opts.open(|k| std::env::var(k).ok()).map(Some)
+}
+
 /// `geoloc web`.
 pub fn run(args: WebArgs) -> anyhow::Result<()> {
     check_listen(args.listen)?;
@@ -238,18 +263,7 @@ pub fn run(args: WebArgs) -> anyhow::Result<()> {
         tile_attribution: args.tile_attribution,
     };
     cfg.check()?;
-    let know = if args.asn_db.is_some() || args.know_config.is_some() {
-        let opts = geoloc_know::config::SourceOptions {
-            config: args.know_config.clone(),
-            asn_db: args.asn_db.clone(),
-            rdns: Some(None),
-            rdap: Some(None),
-            ..Default::default()
-        };
-        Some(opts.open(|k| std::env::var(k).ok())?)
-    } else {
-        None
-    };
+    let know = open_know(args.asn_db.as_deref(), args.know_config.as_deref())?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -502,7 +516,8 @@ async fn know_api(State(st): State<Shared>, Query(q): Query<KnowQuery>) -> Respo
     let Some(sources) = &st.know else {
         return (
             StatusCode::NOT_FOUND,
-            Json(json!({"error": "not offered: start geoloc web with --asn-db DIR or --know-config FILE"})),
+            Json(json!({"error": "not offered: start geoloc web with --asn-db DIR or --know-config FILE \
+                (geoloc-coordinator: asn-db / know-config)"})),
         )
             .into_response();
     };

@@ -230,7 +230,8 @@ pub struct ProviderClient {
     requests: std::sync::atomic::AtomicU64,
 }
 
-fn quota(period: Duration, burst: u32) -> Quota {
+/// A `governor` quota: one cell per `period` (at least 1 ms), bursts of `burst` (at least 1).
+pub(crate) fn quota(period: Duration, burst: u32) -> Quota {
     let period = period.max(Duration::from_millis(1));
     Quota::with_period(period)
         .expect("period > 0")

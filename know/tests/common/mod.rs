@@ -223,7 +223,9 @@ pub async fn provider_stand_in() -> StandIn {
 }
 
 /// An RDAP server (RFC 9083) on loopback: `NORMAL` has a record with a nested abuse
-/// contact, `NOT_FOUND` is 404, `MALFORMED` is not JSON.
+/// contact, `NOT_FOUND` is 404, `MALFORMED` is not JSON, `RATE_LIMITED` is 429 with
+/// `Retry-After: 120`, `FLAKY` is 429 with `Retry-After: 1` the first time (RFC 7480 §5.5).
+/// Arrival times are kept under `rdap`.
 pub async fn rdap_stand_in() -> StandIn {
     let seen = Arc::new(Seen::default());
     let app = Router::new()
@@ -232,18 +234,85 @@ pub async fn rdap_stand_in() -> StandIn {
             get(
                 |State(s): State<Arc<Seen>>, UrlPath(ip): UrlPath<String>| async move {
                     s.requests.fetch_add(1, Ordering::SeqCst);
+                    s.times
+                        .lock()
+                        .unwrap()
+                        .entry("rdap".to_string())
+                        .or_default()
+                        .push(Instant::now());
+                    let limited = |secs: u32| {
+                        (
+                            StatusCode::TOO_MANY_REQUESTS,
+                            [
+                                ("content-type", "application/rdap+json".to_string()),
+                                ("retry-after", secs.to_string()),
+                            ],
+                            r#"{"errorCode":429,"title":"Too Many Requests"}"#,
+                        )
+                            .into_response()
+                    };
                     match ip.as_str() {
                         NOT_FOUND => json(
                             StatusCode::NOT_FOUND,
                             r#"{"errorCode":404,"title":"Not Found"}"#,
                         ),
                         MALFORMED => json(StatusCode::OK, "<html>oops</html>"),
+                        RATE_LIMITED => limited(120),
+                        FLAKY => {
+                            let n = {
+                                let mut h = s.flaky_hits.lock().unwrap();
+                                let e = h.entry("rdap".to_string()).or_default();
+                                *e += 1;
+                                *e
+                            };
+                            if n == 1 {
+                                limited(1)
+                            } else {
+                                json(StatusCode::OK, &rdap_body(&ip))
+                            }
+                        }
                         _ => json(StatusCode::OK, &rdap_body(&ip)),
                     }
                 },
             ),
         )
         .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    StandIn {
+        url: format!("http://{addr}"),
+        seen,
+    }
+}
+
+/// A bootstrap redirector like rdap.org on loopback: `/ip/{ip}` answers 302 to
+/// `{registry}/ip/{ip}`. Arrival times are kept under `bootstrap`.
+pub async fn rdap_bootstrap_stand_in(registry: &str) -> StandIn {
+    let seen = Arc::new(Seen::default());
+    let registry = registry.trim_end_matches('/').to_string();
+    let app = Router::new()
+        .route(
+            "/ip/{ip}",
+            get(
+                |State((s, reg)): State<(Arc<Seen>, String)>, UrlPath(ip): UrlPath<String>| async move {
+                    s.requests.fetch_add(1, Ordering::SeqCst);
+                    s.times
+                        .lock()
+                        .unwrap()
+                        .entry("bootstrap".to_string())
+                        .or_default()
+                        .push(Instant::now());
+                    (
+                        StatusCode::FOUND,
+                        [("location", format!("{reg}/ip/{ip}"))],
+                        "",
+                    )
+                        .into_response()
+                },
+            ),
+        )
+        .with_state((seen.clone(), registry));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
