@@ -298,6 +298,31 @@ fn non_loopback_http_listen_is_refused_without_insecure_plaintext() {
     );
 }
 
+/// A know configuration that cannot be used stops the start with exit 64, naming the key
+/// and the file, before the database is opened.
+#[test]
+fn bad_know_config_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("know.toml");
+    std::fs::write(&bad, "[shodan]\nkey = \"k\"\nrate-per-minute = -1\n").unwrap();
+    for (file, want) in [
+        (bad.clone(), "rate-per-minute -1"),
+        (dir.path().join("missing.toml"), "missing.toml"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args(["--database", "sqlite:///nonexistent/dir/db.sqlite"])
+            .arg("--know-config")
+            .arg(&file)
+            .env_remove("GEOLOC_COORDINATOR_CONFIG")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("know-config") && err.contains(want), "{err}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_serves_the_history_page_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
