@@ -11,13 +11,14 @@ mod common;
 #[path = "../../know/tests/common/mod.rs"]
 mod know_stand_ins;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use geoloc_testenv::Daemon;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_geoloc-coordinator");
@@ -259,15 +260,6 @@ async fn history_json_and_the_browser_key_is_checked_by_the_coordinator() {
     let (code, body) = get(web, "/api/history", &[("Authorization", "Basic dXNlcg==")]).await;
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("Bearer"), "{body}");
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn which(b: &str) -> Option<std::path::PathBuf> {
@@ -648,46 +640,30 @@ fn analyst_key(db: &str) -> String {
 
 /// The coordinator binary on loopback with `--http-listen` (both ports free ones) and
 /// `extra` flags: the process, its gRPC URL and the web interface's address.
-fn spawn_coordinator(db: &str, extra: &[&str]) -> (Proc, String, SocketAddr) {
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
-        .args(["--database", db, "--probe-token", TOKEN])
-        .args([
-            "--heartbeat-interval-ms",
-            "300",
-            "--probe-timeout-ms",
-            "1500",
-        ])
-        .args(["--ping-interval-ms", "0", "--landmark-checks", "false"])
-        .args(extra)
-        .env_remove("GEOLOC_COORDINATOR_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn geoloc-coordinator");
-    let stdout = child.stdout.take().unwrap();
-    let proc = Proc(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let (mut grpc, mut web) = (None, None);
-    while grpc.is_none() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("coordinator printed its addresses");
-        if let Some(a) = line.strip_prefix("listening on ") {
-            grpc = Some(a.to_string());
-        }
-        if let Some(a) = line.strip_prefix("web interface on http://") {
-            web = Some(a.parse::<SocketAddr>().unwrap());
-        }
-    }
-    let web = web.expect("the web line comes before the gRPC line");
+fn spawn_coordinator(db: &str, extra: &[&str]) -> (Daemon, String, SocketAddr) {
+    let d = Daemon::spawn_echoing(
+        "coordinator",
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args(["--database", db, "--probe-token", TOKEN])
+            .args([
+                "--heartbeat-interval-ms",
+                "300",
+                "--probe-timeout-ms",
+                "1500",
+            ])
+            .args(["--ping-interval-ms", "0", "--landmark-checks", "false"])
+            .args(extra)
+            .env_remove("GEOLOC_COORDINATOR_CONFIG"),
+    );
+    // The web line comes before the gRPC line.
+    let web: SocketAddr = d
+        .stdout_after("web interface on http://", Duration::from_secs(30))
+        .parse()
+        .unwrap();
+    let grpc = d.stdout_after("listening on ", Duration::from_secs(30));
     assert!(web.ip().is_loopback());
-    (proc, format!("http://{}", grpc.unwrap()), web)
+    (d, format!("http://{grpc}"), web)
 }
 
 /// Locates `ip`, retrying while the fleet is still connecting.
@@ -706,7 +682,7 @@ async fn locate_retrying(client: &mut geoloc_client::Client, ip: &str) -> geoloc
 
 /// chromedriver on a free loopback port, or None (the test `test` skips, which fails under
 /// GEOLOC_REQUIRE_ENV=1) when chromium or chromedriver is missing.
-fn start_driver(test: &str) -> Option<(Proc, u16)> {
+fn start_driver(test: &str) -> Option<(Daemon, u16)> {
     let (Some(_), Some(driver)) = (which("chromium"), which("chromedriver")) else {
         geoloc_testenv::skip(
             test,
@@ -718,15 +694,11 @@ fn start_driver(test: &str) -> Option<(Proc, u16)> {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let proc = Proc(
-        Command::new(driver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver"),
+    let d = Daemon::spawn(
+        "chromedriver",
+        Command::new(driver).arg(format!("--port={port}")),
     );
-    Some((proc, port))
+    Some((d, port))
 }
 
 /// A headless Chromium session through the chromedriver on `driver_port`.
