@@ -438,8 +438,21 @@ async fn answer_panel_shows_the_know_fields_from_local_stand_ins() {
     .unwrap();
     let located = locate_retrying(&mut client, NORMAL).await;
 
+    // The lookups are the server's: without a key the coordinator refuses, nothing is
+    // looked up.
+    let know_path = format!("/api/know?ip={NORMAL}");
+    let (code, body) = get(web, &know_path, &[]).await;
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = get(web, &know_path, &[("Authorization", "Bearer gk_00")]).await;
+    assert_eq!(code, 401, "{body}");
+    assert_eq!(
+        dns_queries.load(std::sync::atomic::Ordering::SeqCst),
+        dns_before,
+        "nothing looked up for a refused key"
+    );
     // The JSON the panel reads.
-    let (code, body) = get(web, &format!("/api/know?ip={NORMAL}"), &[]).await;
+    let bearer = format!("Bearer {key}");
+    let (code, body) = get(web, &know_path, &[("Authorization", &bearer)]).await;
     assert_eq!(code, 200, "{body}");
     let j: Value = serde_json::from_str(&body).unwrap();
     let lines: Vec<(String, String)> = serde_json::from_value(j["lines"].clone()).unwrap();
@@ -450,7 +463,7 @@ async fn answer_panel_shows_the_know_fields_from_local_stand_ins() {
             "{label}: {text} missing from {lines:?}"
         );
     }
-    let (code, body) = get(web, "/api/know?ip=8.8.8", &[]).await;
+    let (code, body) = get(web, "/api/know?ip=8.8.8", &[("Authorization", &bearer)]).await;
     assert_eq!(code, 400, "{body}");
     assert_eq!(
         providers.requests(),
@@ -745,13 +758,16 @@ async fn browse(web: SocketAddr, driver_port: u16, id: &str, key: &str) -> anyho
         .await?;
         c.refresh().await?;
         wait_js(&c, "document.querySelectorAll('#history-table tr[data-result-id]').length > 0").await?;
-        let mut all = Vec::new();
-        for tr in c
-            .find_all(Locator::Css("#history-table tr[data-result-id]"))
-            .await?
-        {
-            all.push(tr.attr("data-result-id").await?.unwrap_or_default());
-        }
+        // Read in one script: the table may be redrawn between a find and a read (a stale
+        // element otherwise).
+        let all: Vec<String> = serde_json::from_value(
+            c.execute(
+                "return Array.from(document.querySelectorAll('#history-table tr[data-result-id]'))\
+                   .map((tr) => tr.getAttribute('data-result-id'));",
+                vec![],
+            )
+            .await?,
+        )?;
         let history_markers = c
             .find_all(Locator::Css("path.geoloc-history-estimate"))
             .await?
@@ -769,10 +785,16 @@ async fn browse(web: SocketAddr, driver_port: u16, id: &str, key: &str) -> anyho
         c.find(Locator::Css("#history-ip")).await?.send_keys(TARGET).await?;
         c.find(Locator::Css("#history-go")).await?.click().await?;
         wait_js(&c, &format!("location.hash.includes('ip={TARGET}') && document.querySelectorAll('#history-table a').length > 0")).await?;
-        c.find(Locator::Css(&format!("#history-table tr[data-result-id='{id}'] a")))
-            .await?
-            .click()
-            .await?;
+        // The same race for the click: found and clicked again if the table was redrawn.
+        let link = format!("#history-table tr[data-result-id='{id}'] a");
+        let mut tries = 0;
+        loop {
+            match c.find(Locator::Css(&link)).await?.click().await {
+                Ok(_) => break,
+                Err(e) if tries < 3 && e.to_string().contains("stale") => tries += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
         wait_js(&c, "!document.getElementById('answer').hidden").await?;
         let opened_result = c
             .find(Locator::Css("#answer"))

@@ -287,7 +287,7 @@
     const box = $("know");
     box.hidden = true;
     const seq = ++knowSeq;
-    fetch("/api/know?" + new URLSearchParams({ ip: ip }).toString())
+    api("/api/know?" + new URLSearchParams({ ip: ip }).toString())
       .then((r) => (r.ok ? r.json() : null))
       .then((j) => {
         if (!j || seq !== knowSeq) return;

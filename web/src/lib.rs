@@ -511,8 +511,14 @@ pub async fn know_view(
 }
 
 /// `GET /api/know?ip=IP`: [`know_view`]; 404 when `geoloc web` was started without know
-/// sources.
-async fn know_api(State(st): State<Shared>, Query(q): Query<KnowQuery>) -> Response {
+/// sources. The lookups (reverse DNS, RDAP) are this server's, so the browser's key is
+/// checked first by the coordinator (a `ListProbes` call, scope `read`): without a valid
+/// key, where the coordinator requires keys, nothing is looked up (401/403).
+async fn know_api(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<KnowQuery>,
+) -> Response {
     let Some(sources) = &st.know else {
         return (
             StatusCode::NOT_FOUND,
@@ -521,6 +527,13 @@ async fn know_api(State(st): State<Shared>, Query(q): Query<KnowQuery>) -> Respo
         )
             .into_response();
     };
+    let mut c = match client_for(&st, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    if let Err(s) = c.list_probes().await {
+        return failure_response(&c.failure(&s));
+    }
     match know_view(sources, &q.ip).await {
         Ok(v) => Json(v).into_response(),
         Err((code, msg)) => (code, Json(json!({ "error": msg }))).into_response(),
