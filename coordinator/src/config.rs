@@ -35,6 +35,10 @@ pub mod defaults {
     /// Days raw measurements that no result needs are kept (landmark checks: 16 per
     /// connecting probe); 0 = forever.
     pub const RAW_RETENTION_DAYS: u32 = 30;
+    /// Known-answer checks passed at its current position before a probe's RTTs are used.
+    pub const VETTING_MIN_CHECKS: u32 = 2;
+    /// Share of a locate's vantage points that also get one known-answer check, percent.
+    pub const KNOWN_ANSWER_PERCENT: u32 = 10;
 }
 
 /// Whether clients need an API key.
@@ -206,6 +210,16 @@ pub struct Settings {
     /// [default: 30].
     #[arg(long, value_name = "DAYS")]
     pub raw_retention_days: Option<u32>,
+    /// With landmark checks on: distinct landmarks a probe must have passed a known-answer
+    /// check with, at its current position, before its RTTs enter an answer; 0 = every
+    /// unflagged probe counts [default: 2].
+    #[arg(long, value_name = "N")]
+    pub vetting_min_checks: Option<u32>,
+    /// With landmark checks on: percent of the vantage points of a locate that are also sent
+    /// one known-answer check (a landmark or another probe) at a random moment of the run
+    /// [default: 10].
+    #[arg(long, value_name = "PERCENT")]
+    pub known_answer_percent: Option<u32>,
 }
 
 /// The TOML file: the same keys as the flags, every key optional.
@@ -255,6 +269,8 @@ fn default_per_target_packets() -> u32 {
 
 fn default_raw_retention_days() -> u32 {
     defaults::RAW_RETENTION_DAYS
+    pub vetting_min_checks: u32,
+    pub known_answer_percent: u32,
 }
 
 impl Default for Config {
@@ -287,6 +303,8 @@ impl Default for Config {
             metrics_listen: None,
             log_format: geoloc_rt::ops::LogFormat::Text,
             raw_retention_days: defaults::RAW_RETENTION_DAYS,
+            vetting_min_checks: defaults::VETTING_MIN_CHECKS,
+            known_answer_percent: defaults::KNOWN_ANSWER_PERCENT,
         }
     }
 }
@@ -418,6 +436,21 @@ impl Config {
             return bad(
                 key,
                 "two-stage-first and two-stage-k must be at least 1".into(),
+            );
+        }
+        if self.vetting_min_checks > 1000 {
+            return bad(
+                "vetting-min-checks",
+                format!("vetting-min-checks {} above 1000", self.vetting_min_checks),
+            );
+        }
+        if self.known_answer_percent > 100 {
+            return bad(
+                "known-answer-percent",
+                format!(
+                    "known-answer-percent {} not in 0..=100",
+                    self.known_answer_percent
+                ),
             );
         }
         if (self.calibration_min_rtts as usize) < geoloc_engine::delay::MIN_CALIBRATION_POINTS {

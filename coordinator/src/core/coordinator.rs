@@ -47,6 +47,8 @@ pub struct Coordinator {
     locates_in_flight: AtomicUsize,
     /// What the core counts for operators (shared with the fleet).
     pub metrics: Arc<Metrics>,
+    /// This coordinator, for background work started by a locate (known-answer checks).
+    this: std::sync::Weak<Coordinator>,
 }
 
 impl Coordinator {
@@ -109,7 +111,7 @@ impl Coordinator {
             config.per_target_packets_per_hour,
         );
         let metrics = Arc::clone(&fleet.metrics);
-        let coord = Arc::new(Coordinator {
+        let coord = Arc::new_cyclic(|this| Coordinator {
             access,
             config,
             storage,
@@ -121,6 +123,7 @@ impl Coordinator {
             shutting_down: AtomicBool::new(false),
             locates_in_flight: AtomicUsize::new(0),
             metrics,
+            this: this.clone(),
         });
         identity::sweep_revocations(&coord).await?;
         identity::spawn_revocation_watch(&coord);
@@ -287,6 +290,35 @@ impl Coordinator {
     /// The delay model fitted on the landmark RTTs, if calibration is on and there is one.
     pub async fn calibration(&self) -> Result<Option<Calibration>> {
         self.vetting.calibration(self).await
+    }
+
+    /// Mixes known-answer checks into a locate stage measured from `chosen` with `pings`
+    /// echo requests and `budget`, for `percent` of them (see
+    /// [`Vetting::pick_known_answers`]); they run in the background, interleaved with the
+    /// stage's requests.
+    pub(crate) fn mix_known_answers(
+        &self,
+        chosen: &[crate::core::source::VantagePoint],
+        pings: u32,
+        budget: Duration,
+        percent: u32,
+    ) {
+        let jobs = self
+            .vetting
+            .pick_known_answers(self, chosen, budget, percent);
+        if jobs.is_empty() {
+            return;
+        }
+        let Some(me) = self.this.upgrade() else {
+            return;
+        };
+        tracing::debug!(
+            checks = jobs.len(),
+            "known-answer checks mixed into a locate"
+        );
+        tokio::spawn(async move {
+            me.vetting.run_known_answers(&me, jobs, pings, budget).await;
+        });
     }
 
     /// Clears a probe's flag; returns whether it was flagged, None for an unknown probe.
