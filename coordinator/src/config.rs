@@ -261,6 +261,10 @@ pub struct Config {
     pub log_format: geoloc_rt::ops::LogFormat,
     #[serde(default = "default_raw_retention_days")]
     pub raw_retention_days: u32,
+    #[serde(default = "default_vetting_min_checks")]
+    pub vetting_min_checks: u32,
+    #[serde(default = "default_known_answer_percent")]
+    pub known_answer_percent: u32,
 }
 
 fn default_per_target_packets() -> u32 {
@@ -269,8 +273,14 @@ fn default_per_target_packets() -> u32 {
 
 fn default_raw_retention_days() -> u32 {
     defaults::RAW_RETENTION_DAYS
-    pub vetting_min_checks: u32,
-    pub known_answer_percent: u32,
+}
+
+fn default_vetting_min_checks() -> u32 {
+    defaults::VETTING_MIN_CHECKS
+}
+
+fn default_known_answer_percent() -> u32 {
+    defaults::KNOWN_ANSWER_PERCENT
 }
 
 impl Default for Config {

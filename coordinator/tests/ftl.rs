@@ -219,11 +219,12 @@ async fn a_flag_survives_a_move_and_evidence_counts_only_where_it_was_measured()
         let srv = checking_server(&dir).await;
         let w = world(&[]);
         let (honest, liar) = fleet_with_flagged_liar(&srv, &w).await;
-        let reason = srv.coord.fleet.registry.get("liar").unwrap().flag_reason;
 
         // The liar re-registers elsewhere (its real position): the flag stays, with its
         // reason, in the registry and the store; only an admin clears it. The evidence about
-        // the old position does not count against the new one.
+        // the old position does not count against the new one. (These fake probes use the
+        // lab's shared token, so the move itself needs no approval; an enrolled probe's
+        // move waits for `probes approve-position` and keeps its flag too: tests/identity.rs.)
         let reason = srv
             .coord
             .fleet

@@ -6,11 +6,10 @@
 //! left out of answers within a few locates, and its flag survives its re-registration at
 //! another position.
 //!
-//! Needs root, /dev/net/tun, the workspace binaries (`cargo build --workspace --bins`) and
-//! the fault-injection agent built into its own target directory, so the normal agent never
-//! contains that code:
-//! `cargo build -p geoloc-probe-agent --features fault-injection --target-dir target/fault-injection`
-//! (or `GEOLOC_FAULT_AGENT=/path/to/it`). Skips, printing why, otherwise (fails under
+//! Needs root, /dev/net/tun and the workspace binaries (`cargo build --workspace --bins`);
+//! the test builds the fault-injection agent itself, into its own target directory
+//! (`target/fault-injection`) so the normal agent never contains that code (or takes
+//! `GEOLOC_FAULT_AGENT=/path/to/it`). Skips, printing why, otherwise (fails under
 //! `GEOLOC_REQUIRE_ENV=1`).
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -23,6 +22,12 @@ use sqlx::{ConnectOptions, Row};
 /// Locates allowed before the dishonest probe must be flagged.
 const LOCATES_TO_QUARANTINE: usize = 6;
 
+/// The dishonest agent: `GEOLOC_FAULT_AGENT` if set, else built here (cargo, feature
+/// `fault-injection`) into its own target directory `target/fault-injection`, so the agent
+/// of `cargo build --workspace --bins` never contains that code and `cargo test
+/// --workspace` (CI) needs no extra step. The first build compiles the agent's
+/// dependencies again (minutes); later ones are no-ops. Err: why it cannot be had (a skip,
+/// a failure under `GEOLOC_REQUIRE_ENV=1`); a failed build panics with cargo's output.
 fn fault_agent() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("GEOLOC_FAULT_AGENT") {
         let p = PathBuf::from(p);
@@ -36,16 +41,41 @@ fn fault_agent() -> Result<PathBuf, String> {
         .parent()
         .expect("workspace")
         .to_path_buf();
-    let p = ws.join("target/fault-injection/debug/geoloc-probe-agent");
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(format!(
-            "no fault-injection agent at {} (build it: cargo build -p geoloc-probe-agent \
-             --features fault-injection --target-dir target/fault-injection)",
-            p.display()
-        ))
-    }
+    // This test runs from <target>/<profile>/deps/.
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .ok_or_else(|| format!("no target directory above {}", exe.display()))?;
+    let dir = target.join("fault-injection");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let t0 = Instant::now();
+    let out = std::process::Command::new(&cargo)
+        .current_dir(&ws)
+        .args([
+            "build",
+            "--locked",
+            "-p",
+            "geoloc-probe-agent",
+            "--bin",
+            "geoloc-probe-agent",
+            "--features",
+            "fault-injection",
+            "--target-dir",
+        ])
+        .arg(&dir)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
+    assert!(
+        out.status.success(),
+        "building the fault-injection agent failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "fault-injection agent built in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(dir.join("debug/geoloc-probe-agent"))
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
