@@ -2,9 +2,13 @@
 //! a dishonest probe for the vetting tests. It answers honestly for the targets it believes
 //! are checks (`GEOLOC_FAULT_HONEST_TARGETS`: comma-separated addresses, e.g. the other
 //! probes'), and shifts every RTT to any other target by `GEOLOC_FAULT_DELAY_MS` (negative:
-//! subtracted, never below 0). Without `GEOLOC_FAULT_DELAY_MS` it changes nothing.
+//! subtracted, never below [`MIN_LIE_MS`], which the coordinator accepts). For its first
+//! `GEOLOC_FAULT_HONEST_FOR_MS` after start it answers everything honestly (it passes the
+//! checks a coordinator runs when a probe connects, and lies only afterwards). Without
+//! `GEOLOC_FAULT_DELAY_MS` it changes nothing.
 use std::net::IpAddr;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use crate::measure::MeasureResult;
 
@@ -12,12 +16,17 @@ use crate::measure::MeasureResult;
 pub const ENV_HONEST: &str = "GEOLOC_FAULT_HONEST_TARGETS";
 /// Environment variable: the shift of every other RTT, ms (may be negative).
 pub const ENV_DELAY: &str = "GEOLOC_FAULT_DELAY_MS";
+/// Environment variable: how long after start every answer is honest, ms.
+pub const ENV_HONEST_FOR: &str = "GEOLOC_FAULT_HONEST_FOR_MS";
+/// Smallest RTT a lie reports, ms (a plausible value: 0 would be rejected as impossible).
+pub const MIN_LIE_MS: f64 = 0.1;
 
 /// What the fault does.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Fault {
     pub honest: Vec<IpAddr>,
     pub delay_ms: f64,
+    pub honest_for: Duration,
 }
 
 impl Fault {
@@ -44,19 +53,32 @@ impl Fault {
                 .ok_or_else(|| format!("{ENV_DELAY}: {v:?} is not a number of ms"))?,
             Err(_) => 0.0,
         };
-        Ok(Fault { honest, delay_ms })
+        let honest_for = match std::env::var(ENV_HONEST_FOR) {
+            Ok(v) => v
+                .trim()
+                .parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|_| format!("{ENV_HONEST_FOR}: {v:?} is not a number of ms"))?,
+            Err(_) => Duration::ZERO,
+        };
+        Ok(Fault {
+            honest,
+            delay_ms,
+            honest_for,
+        })
     }
 
-    /// The result as this dishonest probe reports it.
-    pub fn apply(&self, mut r: MeasureResult) -> MeasureResult {
-        if self.delay_ms == 0.0 || self.honest.contains(&r.target) {
+    /// The result as this dishonest probe reports it, `since_start` after it started.
+    pub fn apply(&self, mut r: MeasureResult, since_start: Duration) -> MeasureResult {
+        if self.delay_ms == 0.0 || since_start < self.honest_for || self.honest.contains(&r.target)
+        {
             return r;
         }
         let d = self.delay_ms;
-        let shift = |x: &mut f64| *x = (*x + d).max(0.0);
+        let shift = |x: &mut f64| *x = (*x + d).max(MIN_LIE_MS);
         let shift_opt = |x: &mut Option<f64>| {
             if let Some(v) = x {
-                *v = (*v + d).max(0.0);
+                *v = (*v + d).max(MIN_LIE_MS);
             }
         };
         if let Some(p) = &mut r.ping {
@@ -82,7 +104,7 @@ impl Fault {
     }
 }
 
-static FAULT: OnceLock<Fault> = OnceLock::new();
+static FAULT: OnceLock<(Fault, Instant)> = OnceLock::new();
 
 /// Reads the fault once at start (main); a malformed value stops the agent.
 pub fn init() -> Result<(), String> {
@@ -90,16 +112,17 @@ pub fn init() -> Result<(), String> {
     tracing::warn!(
         honest = f.honest.len(),
         delay_ms = f.delay_ms,
+        honest_for_ms = f.honest_for.as_millis() as u64,
         "FAULT INJECTION BUILD: this agent lies about RTTs (test only)"
     );
-    let _ = FAULT.set(f);
+    let _ = FAULT.set((f, Instant::now()));
     Ok(())
 }
 
 /// Applies the fault read by [`init`] (none when not initialised).
 pub fn apply(r: MeasureResult) -> MeasureResult {
     match FAULT.get() {
-        Some(f) => f.apply(r),
+        Some((f, start)) => f.apply(r, start.elapsed()),
         None => r,
     }
 }
@@ -134,11 +157,18 @@ mod tests {
         let f = Fault {
             honest: vec!["10.0.0.1".parse().unwrap()],
             delay_ms: -30.0,
+            honest_for: Duration::from_secs(10),
         };
-        let same = f.apply(result("10.0.0.1", &[40.0, 50.0]));
+        let late = Duration::from_secs(11);
+        let same = f.apply(result("10.0.0.1", &[40.0, 50.0]), late);
         assert_eq!(same.ping.unwrap().rtts_ms, [40.0, 50.0]);
-        let lied = f.apply(result("10.0.0.2", &[40.0, 20.0])).ping.unwrap();
-        assert_eq!(lied.rtts_ms, [10.0, 0.0]);
-        assert_eq!(lied.min_rtt_ms, Some(0.0));
+        let early = f.apply(result("10.0.0.2", &[40.0, 20.0]), Duration::from_secs(9));
+        assert_eq!(early.ping.unwrap().rtts_ms, [40.0, 20.0]);
+        let lied = f
+            .apply(result("10.0.0.2", &[40.0, 20.0]), late)
+            .ping
+            .unwrap();
+        assert_eq!(lied.rtts_ms, [10.0, MIN_LIE_MS]);
+        assert_eq!(lied.min_rtt_ms, Some(MIN_LIE_MS));
     }
 }

@@ -20,7 +20,10 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Row};
 
 /// Locates allowed before the dishonest probe must be flagged.
-const LOCATES_TO_QUARANTINE: usize = 6;
+const LOCATES_TO_QUARANTINE: usize = 12;
+/// The dishonest agent answers everything honestly this long after its start (it passes its
+/// connect checks), ms.
+const HONEST_FOR_MS: u64 = 20_000;
 
 /// The dishonest agent: `GEOLOC_FAULT_AGENT` if set, else built here (cargo, feature
 /// `fault-injection`) into its own target directory `target/fault-injection`, so the agent
@@ -124,6 +127,23 @@ impl Db {
         )
     }
 
+    /// (rows, packets sent) of measurements with `purpose` stored since `since_ms`.
+    fn packets_since(&mut self, purpose: &str, since_ms: i64) -> (i64, i64) {
+        let r = self
+            .rt
+            .block_on(
+                sqlx::query(
+                    "SELECT COUNT(*) AS n, COALESCE(SUM(packets_sent), 0) AS p FROM measurements \
+                     WHERE purpose = ? AND created_unix_ms >= ?",
+                )
+                .bind(purpose)
+                .bind(since_ms)
+                .fetch_one(&mut self.conn),
+            )
+            .unwrap();
+        (r.get::<i64, _>("n"), r.get::<i64, _>("p"))
+    }
+
     /// Probes flagged.
     fn flagged(&mut self) -> Vec<String> {
         self.rt
@@ -210,7 +230,7 @@ fn a_probe_that_lies_on_real_work_is_quarantined_and_stays_flagged_after_moving(
         }
     };
     let _g = serial();
-    let mut args = small(8, 8, 11);
+    let mut args = small(8, 16, 11);
     args.coordinator_env = vec![
         ("GEOLOC_COORDINATOR_CALIBRATE".into(), "false".into()),
         // Every vantage point of a locate also gets one known-answer check.
@@ -276,6 +296,10 @@ fn a_probe_that_lies_on_real_work_is_quarantined_and_stays_flagged_after_moving(
     let fault_env = vec![
         ("GEOLOC_FAULT_HONEST_TARGETS".to_string(), honest.join(",")),
         ("GEOLOC_FAULT_DELAY_MS".to_string(), "-200".to_string()),
+        (
+            "GEOLOC_FAULT_HONEST_FOR_MS".to_string(),
+            HONEST_FOR_MS.to_string(),
+        ),
     ];
     let home = w.world.placements[w.lab.topology().index(&bad).unwrap()]
         .city
@@ -283,18 +307,27 @@ fn a_probe_that_lies_on_real_work_is_quarantined_and_stays_flagged_after_moving(
     w.lab
         .signal_child(&bad, nix::sys::signal::Signal::SIGKILL)
         .unwrap();
+    let started = Instant::now();
     w.start_agent_with(&bad, &bad_bin, home, &fault_env)
         .unwrap();
-    // Connected again (it may be flagged at once by its connect checks: not "healthy").
     wait_connected(&w, &bad);
     assert!(
         w.log_tail(&bad).contains("FAULT INJECTION BUILD"),
         "{}",
         w.log_tail(&bad)
     );
+    // Its connect checks, answered honestly, vet it; then it starts lying. Only the checks
+    // mixed into real work can catch it now.
+    let honest_until = started + Duration::from_millis(HONEST_FOR_MS + 1000);
+    std::thread::sleep(honest_until.saturating_duration_since(Instant::now()));
+    assert!(!db.probe(&bad).0, "flagged while it answered honestly");
 
     // Locate the targets in turn until the dishonest probe is flagged.
     let start = Instant::now();
+    let start_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let mut locates = 0;
     while !db.probe(&bad).0 && locates < LOCATES_TO_QUARANTINE {
         let t = &normal_targets[locates % normal_targets.len()];
@@ -317,6 +350,12 @@ fn a_probe_that_lies_on_real_work_is_quarantined_and_stays_flagged_after_moving(
     eprintln!(
         "{bad} flagged after {locates} locates ({:.1} s): {reason}",
         start.elapsed().as_secs_f64()
+    );
+    // The cost of the checks mixed in (known-answer-percent = 100: one per vantage point).
+    let (lr, lp) = db.packets_since("locate", start_ms);
+    let (kr, kp) = db.packets_since("landmark", start_ms);
+    eprintln!(
+        "during {locates} locates: {lr} locate measurements ({lp} packets), {kr} known-answer checks ({kp} packets)"
     );
     assert!(
         is_flagged,
