@@ -348,7 +348,7 @@ fn a_probe_that_lies_on_real_work_is_quarantined_and_stays_flagged_after_moving(
     }
     let (is_flagged, reason, _) = db.probe(&bad);
     eprintln!(
-        "{bad} flagged after {locates} locates ({:.1} s): {reason}",
+        "{bad} flagged: {is_flagged}, after {locates} locates ({:.1} s): {reason}",
         start.elapsed().as_secs_f64()
     );
     // The cost of the checks mixed in (known-answer-percent = 100: one per vantage point).
@@ -371,6 +371,10 @@ fn a_probe_that_lies_on_real_work_is_quarantined_and_stays_flagged_after_moving(
     let ip = w.target_ip(t).unwrap().to_string();
     let row = w.locate_with(t, &["--mode", "all"]).unwrap();
     assert!(row.error.is_none(), "{row:?}");
+    eprintln!(
+        "after the flag: {} located {:?} km off without {bad}",
+        row.name, row.error_km
+    );
     let (sol, measured_from) = db.latest_result(&ip);
     assert!(!measured_from.contains(&bad), "{measured_from:?}");
     let sol: serde_json::Value = serde_json::from_str(&sol).unwrap();
