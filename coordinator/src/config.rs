@@ -41,6 +41,10 @@ pub mod defaults {
     /// How long an Atlas one-off measurement's results are awaited, ms (real one-offs take
     /// one to a few minutes to be scheduled and answered).
     pub const ATLAS_WAIT_MS: u32 = 120_000;
+    /// Known-answer checks passed at its current position before a probe's RTTs are used.
+    pub const VETTING_MIN_CHECKS: u32 = 2;
+    /// Share of a locate's vantage points that also get one known-answer check, percent.
+    pub const KNOWN_ANSWER_PERCENT: u32 = 10;
 }
 
 /// Whether clients need an API key.
@@ -248,6 +252,16 @@ pub struct Settings {
     /// How long an Atlas measurement's results are awaited, ms [default: 120000].
     #[arg(long, value_name = "MS")]
     pub atlas_wait_ms: Option<u32>,
+    /// With landmark checks on: distinct landmarks a probe must have passed a known-answer
+    /// check with, at its current position, before its RTTs enter an answer; 0 = every
+    /// unflagged probe counts [default: 2].
+    #[arg(long, value_name = "N")]
+    pub vetting_min_checks: Option<u32>,
+    /// With landmark checks on: percent of the vantage points of a locate that are also sent
+    /// one known-answer check (a landmark or another probe) at a random moment of the run
+    /// [default: 10].
+    #[arg(long, value_name = "PERCENT")]
+    pub known_answer_percent: Option<u32>,
 }
 
 /// The TOML file: the same keys as the flags, every key optional.
@@ -308,6 +322,10 @@ pub struct Config {
     pub atlas_mesh_msm: Vec<u64>,
     #[serde(default = "default_atlas_wait_ms")]
     pub atlas_wait_ms: u32,
+    #[serde(default = "default_vetting_min_checks")]
+    pub vetting_min_checks: u32,
+    #[serde(default = "default_known_answer_percent")]
+    pub known_answer_percent: u32,
 }
 
 fn default_atlas_max_credits() -> u64 {
@@ -324,6 +342,14 @@ fn default_per_target_packets() -> u32 {
 
 fn default_raw_retention_days() -> u32 {
     defaults::RAW_RETENTION_DAYS
+}
+
+fn default_vetting_min_checks() -> u32 {
+    defaults::VETTING_MIN_CHECKS
+}
+
+fn default_known_answer_percent() -> u32 {
+    defaults::KNOWN_ANSWER_PERCENT
 }
 
 impl Default for Config {
@@ -364,6 +390,8 @@ impl Default for Config {
             atlas_exclude_file: None,
             atlas_mesh_msm: Vec::new(),
             atlas_wait_ms: defaults::ATLAS_WAIT_MS,
+            vetting_min_checks: defaults::VETTING_MIN_CHECKS,
+            known_answer_percent: defaults::KNOWN_ANSWER_PERCENT,
         }
     }
 }
@@ -495,6 +523,21 @@ impl Config {
             return bad(
                 key,
                 "two-stage-first and two-stage-k must be at least 1".into(),
+            );
+        }
+        if self.vetting_min_checks > 1000 {
+            return bad(
+                "vetting-min-checks",
+                format!("vetting-min-checks {} above 1000", self.vetting_min_checks),
+            );
+        }
+        if self.known_answer_percent > 100 {
+            return bad(
+                "known-answer-percent",
+                format!(
+                    "known-answer-percent {} not in 0..=100",
+                    self.known_answer_percent
+                ),
             );
         }
         if (self.calibration_min_rtts as usize) < geoloc_engine::delay::MIN_CALIBRATION_POINTS {

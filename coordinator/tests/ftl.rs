@@ -3,8 +3,8 @@
 //! other landmark is not flagged (a single pair cannot tell who lies), with two it is; once
 //! cleared, only evidence newer than the clearing counts; a flag survives a re-registration
 //! at a new position (only an admin clears it), and evidence counts only for the position it
-//! was measured at; a declared position far from the landmarks file's is flagged at
-//! registration.
+//! was measured at; only vetted probes measure a locate's target, the others are listed with
+//! the reason; a declared position far from the landmarks file's is flagged at registration.
 //!
 //! Each test waits for the landmark measurements it needs (counted in storage), then runs the
 //! evaluation itself (`Coordinator::evaluate_flags`, the same one a connecting probe
@@ -222,7 +222,9 @@ async fn a_flag_survives_a_move_and_evidence_counts_only_where_it_was_measured()
 
         // The liar re-registers elsewhere (its real position): the flag stays, with its
         // reason, in the registry and the store; only an admin clears it. The evidence about
-        // the old position does not count against the new one.
+        // the old position does not count against the new one. (These fake probes use the
+        // lab's shared token, so the move itself needs no approval; an enrolled probe's
+        // move waits for `probes approve-position` and keeps its flag too: tests/identity.rs.)
         let reason = srv
             .coord
             .fleet
@@ -245,9 +247,18 @@ async fn a_flag_survives_a_move_and_evidence_counts_only_where_it_was_measured()
         assert_eq!(flagged(&srv.coord), ["liar"]);
         let stored = srv.coord.storage.get_probe("liar").await.unwrap().unwrap();
         assert!(stored.flagged && stored.flag_reason == reason, "{stored:?}");
+        assert!(srv
+            .coord
+            .vetting
+            .vetting_status(&srv.coord, &now)
+            .unwrap_err()
+            .starts_with("flagged: "));
 
-        // An honest probe that moves to a false position (Paris declaring Tokyo) is flagged on
-        // the new evidence.
+        // An honest, vetted probe: its evidence is about its position...
+        let paris = srv.coord.fleet.registry.get("paris").unwrap();
+        assert_eq!(srv.coord.vetting.vetting_status(&srv.coord, &paris), Ok(()));
+        // ...so once it declares another one (Tokyo, falsely), that evidence no longer
+        // vets it, and the new evidence flags it.
         honest[0].kill();
         let (id, lat, lon, ip) = FLEET[0];
         let _paris = FakeProbe::start(
@@ -260,9 +271,161 @@ async fn a_flag_survives_a_move_and_evidence_counts_only_where_it_was_measured()
             Behaviour::Honest,
         )
         .await;
+        let moved = srv.coord.fleet.registry.get("paris").unwrap();
+        let why = srv
+            .coord
+            .vetting
+            .vetting_status(&srv.coord, &moved)
+            .unwrap_err();
+        assert!(
+            why.starts_with("unvetted: ") || why.starts_with("flagged: "),
+            "{why}"
+        );
         wait_landmark_rows(&srv.coord, 24).await;
         srv.coord.evaluate_flags().await.unwrap();
         assert_eq!(flagged(&srv.coord), ["liar", "paris"]);
+        srv.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn answers_come_only_from_vetted_probes() {
+    bounded(90, async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |c| {
+            c.landmark_checks = true;
+            c.vetting_min_checks = 3;
+            c.known_answer_percent = 0;
+        })
+        .await;
+        let w = world(&[(TARGET, LYON.0, LYON.1)]);
+        let mut client = srv.client().await;
+        // Three probes: each has passed checks with two landmarks, three are needed.
+        let _three = honest_fleet_checked(&srv, &w, 3).await;
+        srv.coord.evaluate_flags().await.unwrap();
+        let (_, r) = locate(&mut client, req(TARGET)).await;
+        let e = r.unwrap_err();
+        assert_eq!(e.error_code(), pb::ErrorCode::NoProbes, "{e:?}");
+        assert!(
+            e.message.contains("no vetted probe")
+                && e.message
+                    .contains("unvetted: passed known-answer checks with 2 of the 3"),
+            "{e:?}"
+        );
+        // A fourth: everyone has three now.
+        let (id, lat, lon, ip) = FLEET[3];
+        w.lock().unwrap().insert(ip.into(), LatLon { lat, lon });
+        let _fourth = FakeProbe::start(
+            &srv.url,
+            id,
+            (lat, lon),
+            (lat, lon),
+            ip,
+            w.clone(),
+            Behaviour::Honest,
+        )
+        .await;
+        // 6 rows of the first three, 3 checks mixed into the refused locate, 6 for the
+        // fourth (the mixed ones start at a random moment: wait for all).
+        let c = Arc::clone(&srv.coord);
+        wait_until("the fourth probe's checks", 30, move || {
+            let c = Arc::clone(&c);
+            async move { landmark_rows(&c).await >= 15 }
+        })
+        .await;
+        srv.coord.evaluate_flags().await.unwrap();
+        let (_, r) = locate(&mut client, req(TARGET)).await;
+        let r = r.unwrap();
+        assert_eq!(r.probes_used, 4, "{r:?}");
+        assert!(solution(&r).region_contains(lyon()));
+        srv.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn checks_and_real_work_are_the_same_request_on_the_wire() {
+    bounded(90, async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |c| {
+            c.landmark_checks = true;
+            c.known_answer_percent = 100;
+        })
+        .await;
+        let w = world(&[(TARGET, LYON.0, LYON.1)]);
+        let probes = honest_fleet_checked(&srv, &w, 4).await;
+        srv.coord.evaluate_flags().await.unwrap();
+        let mut client = srv.client().await;
+        let (_, r) = locate(&mut client, req(TARGET)).await;
+        assert_eq!(r.unwrap().probes_used, 4);
+        // Every vantage point also got one known-answer check during the locate.
+        wait_landmark_rows(&srv.coord, 12 + 4).await;
+        let mut forms = std::collections::BTreeSet::new();
+        let mut ids = std::collections::BTreeSet::new();
+        let (mut checks, mut real) = (0, 0);
+        for p in &probes {
+            for r in p.requests.lock().unwrap().iter() {
+                // Everything but the target and the id is the same for checks and locates.
+                forms.insert(format!(
+                    "{:?} {} {} {} {:?} {} {}",
+                    r.kinds,
+                    r.ping_count,
+                    r.interval_ms,
+                    r.timeout_ms,
+                    r.tcp_ports,
+                    r.max_ttl,
+                    r.allow_private
+                ));
+                assert!(
+                    r.request_id.len() == 32 && r.request_id.chars().all(|c| c.is_ascii_hexdigit()),
+                    "{}",
+                    r.request_id
+                );
+                assert!(ids.insert(r.request_id.clone()), "request id reused");
+                if r.target == TARGET {
+                    real += 1;
+                } else {
+                    checks += 1;
+                }
+            }
+        }
+        assert_eq!((real, checks), (4, 12 + 4));
+        assert_eq!(forms.len(), 1, "{forms:?}");
+        srv.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_flagged_probe_is_left_out_with_its_reason() {
+    bounded(90, async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |c| {
+            c.landmark_checks = true;
+            c.known_answer_percent = 0;
+        })
+        .await;
+        let w = world(&[(TARGET, LYON.0, LYON.1)]);
+        let (_honest, _liar) = fleet_with_flagged_liar(&srv, &w).await;
+        let mut client = srv.client().await;
+        let (progress, r) = locate(&mut client, req(TARGET)).await;
+        let r = r.unwrap();
+        assert!(progress.iter().all(|p| p.probe_id != "liar"));
+        let sol = solution(&r);
+        let d = sol
+            .dropped
+            .iter()
+            .find(|d| d.landmark == "liar")
+            .expect("the liar is listed as dropped");
+        assert!(
+            d.reason
+                .starts_with("left out before measuring: flagged: RTT"),
+            "{d:?}"
+        );
+        // A recompute from the stored rows gives the same answer, reason included.
+        let again = srv.coord.recompute(&r.result_id).await.unwrap();
+        assert_eq!(again.dropped, sol.dropped);
         srv.stop().await;
     })
     .await;

@@ -13,10 +13,10 @@
 //! missing, it is obtained once with `enrolment-token` (`Enroll`) and saved there (0600);
 //! without `state-dir`, the lab's shared fleet `token`.
 //!
-//! Requests run in one of two concurrency pools, chosen by [`pool_for`] from the request's
-//! `purpose`: landmark requests (calibration / speed-of-light checks, sent by the hundred
-//! when probes connect) get their own small pool ([`landmark_permits`]), so a locate
-//! request (purpose `LOCATE` or unspecified) never queues behind them.
+//! Every request runs in one concurrency pool (`max-concurrent-measurements`): the agent is
+//! not told why it measures (the coordinator mixes known-answer checks into real work and
+//! sends both as the same request), so it treats all requests alike. The coordinator
+//! bounds its own background checks per probe and lets locates go first.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -65,33 +65,6 @@ fn reconnect_backoff_builder(min: Duration, max: Duration) -> backon::Exponentia
         .with_factor(2.0)
         .with_jitter()
         .without_max_times()
-}
-
-/// Which concurrency pool a request runs in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pool {
-    /// Locating a client's target (purpose `LOCATE`, unspecified or unknown):
-    /// `max-concurrent-measurements` permits.
-    Locate,
-    /// Background landmark measurements (purpose `LANDMARK`): [`landmark_permits`] permits.
-    Landmark,
-}
-
-/// The pool of a request with `purpose` (the raw proto value). Only an explicit
-/// `LANDMARK` goes to the background pool; anything else is treated as a locate request,
-/// so an older coordinator that sends no purpose keeps the full concurrency.
-pub fn pool_for(purpose: i32) -> Pool {
-    match pb::MeasurementPurpose::try_from(purpose) {
-        Ok(pb::MeasurementPurpose::Landmark) => Pool::Landmark,
-        _ => Pool::Locate,
-    }
-}
-
-/// Permits of the landmark pool: a quarter of `max-concurrent-measurements`, at least 1.
-/// The locate pool keeps all of `max-concurrent-measurements`, so at most
-/// `max + landmark_permits(max)` requests run at once.
-pub fn landmark_permits(max_concurrent_measurements: usize) -> usize {
-    (max_concurrent_measurements / 4).max(1)
 }
 
 /// gRPC statuses from `Register` that stop the agent instead of being retried.
@@ -222,10 +195,8 @@ pub struct Agent {
     id: String,
     lat: f64,
     lon: f64,
-    /// Locate (and unspecified-purpose) requests.
-    locate_pool: Arc<Semaphore>,
-    /// Landmark requests: a smaller pool of their own.
-    landmark_pool: Arc<Semaphore>,
+    /// Measurement slots (`max-concurrent-measurements`).
+    pool: Arc<Semaphore>,
     /// The coordinator endpoint (TLS set up from `ca` for https:// URLs), built once.
     endpoint: Endpoint,
     /// What `/metrics` shows ([`Agent::metrics`]).
@@ -260,8 +231,7 @@ impl Agent {
             id,
             lat,
             lon,
-            locate_pool: Arc::new(Semaphore::new(permits)),
-            landmark_pool: Arc::new(Semaphore::new(landmark_permits(permits))),
+            pool: Arc::new(Semaphore::new(permits)),
             metrics: Arc::new(AgentMetrics::default()),
             credential: tokio::sync::Mutex::new(None),
         })
@@ -270,14 +240,6 @@ impl Agent {
     /// The agent's metrics (register them to serve them).
     pub fn metrics(&self) -> Arc<AgentMetrics> {
         Arc::clone(&self.metrics)
-    }
-
-    /// The semaphore a request with `purpose` waits on (see [`pool_for`]).
-    fn pool(&self, purpose: i32) -> &Arc<Semaphore> {
-        match pool_for(purpose) {
-            Pool::Locate => &self.locate_pool,
-            Pool::Landmark => &self.landmark_pool,
-        }
     }
 
     /// Runs until `shutdown` turns true (Ok) or the coordinator rejects the agent (Err).
@@ -621,7 +583,7 @@ impl Agent {
         };
         let measurer = self.measurer.clone();
         let metrics = Arc::clone(&self.metrics);
-        let semaphore = self.pool(req.purpose).clone();
+        let semaphore = self.pool.clone();
         let tx = tx.clone();
         let id = request_id.clone();
         let received = Instant::now();
@@ -639,6 +601,8 @@ impl Agent {
                 );
             }
             let result = measurer.run(&parsed).await;
+            #[cfg(feature = "fault-injection")]
+            let result = crate::fault::apply(result);
             metrics.observe(&result);
             debug!(
                 request_id = %id,
@@ -776,59 +740,6 @@ mod tests {
     }
 
     #[test]
-    fn landmark_requests_get_their_own_smaller_pool() {
-        let p = |purpose: pb::MeasurementPurpose| pool_for(purpose as i32);
-        assert_eq!(p(pb::MeasurementPurpose::Landmark), Pool::Landmark);
-        assert_eq!(p(pb::MeasurementPurpose::Locate), Pool::Locate);
-        assert_eq!(p(pb::MeasurementPurpose::Unspecified), Pool::Locate);
-        // An unknown purpose (newer coordinator) is not demoted to the background pool.
-        assert_eq!(pool_for(99), Pool::Locate);
-        assert_eq!(pool_for(-1), Pool::Locate);
-
-        assert_eq!(landmark_permits(8), 2);
-        assert_eq!(landmark_permits(16), 4);
-        assert_eq!(landmark_permits(7), 1);
-        assert_eq!(landmark_permits(1), 1);
-    }
-
-    #[tokio::test]
-    async fn a_locate_request_does_not_wait_behind_landmark_requests() {
-        let flags = crate::config::ConfigFlags {
-            id: Some("t-1".into()),
-            lat: Some(1.0),
-            lon: Some(2.0),
-            max_concurrent_measurements: Some(8),
-            ..Default::default()
-        };
-        let cfg = crate::config::AgentConfig::resolve(
-            &flags,
-            &crate::config::FileConfig::default(),
-            &HashMap::new(),
-        )
-        .unwrap();
-        let agent = Agent::new(Measurer::new(Arc::new(cfg))).unwrap();
-        let landmark = pb::MeasurementPurpose::Landmark as i32;
-        // Landmark requests take every permit of their pool...
-        let mut held = Vec::new();
-        while let Ok(p) = agent.pool(landmark).clone().try_acquire_owned() {
-            held.push(p);
-        }
-        assert_eq!(held.len(), 2);
-        // ...and locate / unspecified requests still have all eight of theirs.
-        for purpose in [
-            pb::MeasurementPurpose::Locate,
-            pb::MeasurementPurpose::Unspecified,
-        ] {
-            assert_eq!(
-                agent.pool(purpose as i32).available_permits(),
-                8,
-                "{purpose:?}"
-            );
-        }
-        assert!(agent.pool(0).clone().try_acquire_owned().is_ok());
-    }
-
-    #[test]
     fn fatal_statuses() {
         assert!(is_fatal_register_status(&tonic::Status::unauthenticated(
             "x"
@@ -855,7 +766,6 @@ mod tests {
             tcp_ports: vec![443],
             max_ttl: 999,
             allow_private: true,
-            purpose: 0,
         };
         let r = request_from_proto(&req).unwrap();
         assert!(r.ping && r.traceroute && !r.tcp);

@@ -58,8 +58,8 @@ pub mod defaults {
     pub const TRACEROUTE_UDP_PORT: u16 = 33434;
     /// TCP destination port of traceroute probes.
     pub const TRACEROUTE_TCP_PORT: u16 = 80;
-    /// Locate measurement requests executed at once (landmark requests: a quarter of it,
-    /// at least 1, in a pool of their own).
+    /// Measurement requests executed at once (one pool: the agent is not told why it
+    /// measures).
     pub const MAX_CONCURRENT_MEASUREMENTS: usize = 8;
     /// Budget of a request that gives none, ms.
     pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
@@ -230,8 +230,7 @@ pub struct ConfigFlags {
     /// TCP destination port of traceroute probes.
     #[arg(long)]
     pub traceroute_tcp_port: Option<u16>,
-    /// Locate measurement requests executed at once (landmark requests get a separate
-    /// pool of a quarter of this, at least 1).
+    /// Measurement requests executed at once.
     #[arg(long)]
     pub max_concurrent_measurements: Option<usize>,
     /// Budget of a request that gives none, ms.
@@ -319,8 +318,7 @@ pub struct AgentConfig {
     pub traceroute_udp_port: u16,
     /// TCP traceroute destination port.
     pub traceroute_tcp_port: u16,
-    /// Concurrent locate measurement requests (the landmark pool is derived from it:
-    /// [`crate::agent::landmark_permits`]).
+    /// Concurrent measurement requests.
     pub max_concurrent_measurements: usize,
     /// Default request budget.
     #[serde(rename = "request-timeout-ms", with = "duration_ms")]

@@ -16,6 +16,9 @@ pub mod packet;
 pub use error::{Error, Result};
 pub mod agent;
 pub mod config;
+/// TEST ONLY: a dishonest probe (cargo feature `fault-injection`, off by default).
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod measure;
 pub mod metrics;
 pub mod ping;

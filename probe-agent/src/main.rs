@@ -141,6 +141,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                      (grant CAP_NET_RAW: setcap cap_net_raw+ep, or systemd AmbientCapabilities=CAP_NET_RAW)"
                 );
             }
+            #[cfg(feature = "fault-injection")]
+            if let Err(e) = geoloc_probe_agent::fault::init() {
+                eprintln!("geoloc-probe-agent: {e}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
             let rt = runtime()?;
             let metrics_listen = cfg.metrics_listen;
             rt.block_on(async move {

@@ -128,3 +128,22 @@ fn completions_and_man_pages_name_the_subcommands_and_flags() {
     let help = agent().arg("--help").output().unwrap();
     assert!(!String::from_utf8_lossy(&help.stdout).contains("completions"));
 }
+
+/// The agent as built for packages and the lab has no fault-injection code (the test-only
+/// `fault-injection` feature is off by default).
+#[cfg(not(feature = "fault-injection"))]
+#[test]
+fn the_default_build_has_no_fault_injection_code() {
+    let bin = std::fs::read(env!("CARGO_BIN_EXE_geoloc-probe-agent")).unwrap();
+    for needle in [
+        b"GEOLOC_FAULT_DELAY_MS".as_slice(),
+        b"GEOLOC_FAULT_HONEST_TARGETS",
+        b"FAULT INJECTION BUILD",
+    ] {
+        assert!(
+            !bin.windows(needle.len()).any(|w| w == needle),
+            "the agent binary contains {:?}",
+            String::from_utf8_lossy(needle)
+        );
+    }
+}

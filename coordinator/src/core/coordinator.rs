@@ -49,6 +49,8 @@ pub struct Coordinator {
     pub metrics: Arc<Metrics>,
     /// RIPE Atlas as a second source (`atlas-base-url`); None when not configured.
     pub atlas: Option<crate::core::atlas_source::Atlas>,
+    /// This coordinator, for background work started by a locate (known-answer checks).
+    this: std::sync::Weak<Coordinator>,
 }
 
 impl Coordinator {
@@ -112,7 +114,7 @@ impl Coordinator {
         );
         let metrics = Arc::clone(&fleet.metrics);
         let atlas = crate::core::atlas_source::Atlas::from_config(&config)?;
-        let coord = Arc::new(Coordinator {
+        let coord = Arc::new_cyclic(|this| Coordinator {
             access,
             config,
             storage,
@@ -125,6 +127,7 @@ impl Coordinator {
             locates_in_flight: AtomicUsize::new(0),
             metrics,
             atlas,
+            this: this.clone(),
         });
         identity::sweep_revocations(&coord).await?;
         identity::spawn_revocation_watch(&coord);
@@ -291,6 +294,35 @@ impl Coordinator {
     /// The delay model fitted on the landmark RTTs, if calibration is on and there is one.
     pub async fn calibration(&self) -> Result<Option<Calibration>> {
         self.vetting.calibration(self).await
+    }
+
+    /// Mixes known-answer checks into a locate stage measured from `chosen` with `pings`
+    /// echo requests and `budget`, for `percent` of them (see
+    /// [`Vetting::pick_known_answers`]); they run in the background, interleaved with the
+    /// stage's requests.
+    pub(crate) fn mix_known_answers(
+        &self,
+        chosen: &[crate::core::source::VantagePoint],
+        pings: u32,
+        budget: Duration,
+        percent: u32,
+    ) {
+        let jobs = self
+            .vetting
+            .pick_known_answers(self, chosen, budget, percent);
+        if jobs.is_empty() {
+            return;
+        }
+        let Some(me) = self.this.upgrade() else {
+            return;
+        };
+        tracing::debug!(
+            checks = jobs.len(),
+            "known-answer checks mixed into a locate"
+        );
+        tokio::spawn(async move {
+            me.vetting.run_known_answers(&me, jobs, pings, budget).await;
+        });
     }
 
     /// Clears a probe's flag; returns whether it was flagged, None for an unknown probe.

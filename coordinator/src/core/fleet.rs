@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
 
-use crate::core::measurement::{MeasurementOutcome, MeasurementRequest, Purpose, RequestDefaults};
+use crate::core::measurement::{MeasurementOutcome, MeasurementRequest, RequestDefaults};
 use crate::core::metrics::Metrics;
 use crate::core::registry::{Outcome, Registry};
 use crate::core::source::{Cost, MeasureSpec, MeasurementSource, Observation, VantagePoint};
@@ -133,7 +133,7 @@ impl Fleet {
     /// One probe, one target: a ping; if the target stays silent and time remains, a TCP
     /// handshake (targets that drop ICMP often answer SYNs, with SYN/ACK or RST) and a
     /// traceroute (its last hop, for a target that answers nothing) at the same time.
-    async fn measure_target(
+    pub(crate) async fn measure_target(
         &self,
         probe: VantagePoint,
         ip: IpAddr,
@@ -143,13 +143,13 @@ impl Fleet {
         let start = tokio::time::Instant::now();
         let deadline = start + budget;
         let mut measurements = Vec::new();
-        let ping = self.defaults.ping(ip, ping_count, budget, Purpose::Locate);
+        let ping = self.defaults.ping(ip, ping_count, budget);
         let first = self.ask(&probe, ping, budget).await;
         let target_silent = first.outcome == MeasurementOutcome::NoReply;
         measurements.push(first);
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if target_silent && left.as_millis() as u64 >= MIN_TRACEROUTE_BUDGET_MS {
-            let trace = self.defaults.tcp_and_traceroute(ip, left, Purpose::Locate);
+            let trace = self.defaults.tcp_and_traceroute(ip, left);
             measurements.push(self.ask(&probe, trace, left).await);
         }
         let packets = measurements.iter().map(|m| m.result.packets_sent()).sum();

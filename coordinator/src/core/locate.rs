@@ -234,6 +234,8 @@ pub(crate) struct Run<'a> {
     done: u32,
     total: u32,
     progress: Progress<'a>,
+    /// Mix known-answer checks into the stages (the own fleet).
+    known_answers: bool,
 }
 
 /// Locates one address with measurements from `source` (see [`Coordinator::locate`]).
@@ -267,12 +269,80 @@ pub(crate) async fn run(
             return Ok(located(&coord.storage, &r, true).await?);
         }
     }
-    let vps = source.vantage_points().await;
+    let mut vps = source.vantage_points().await;
     if vps.is_empty() {
         return Err(LocateFailure::new(
             FailureCode::NoProbes,
             source.none_available(),
         ));
+    }
+    // The own fleet: only vetted probes measure (crate::core::vetting); the others are
+    // listed in the answer's dropped landmarks with the reason.
+    let fleet = source.name() == coord.fleet.name();
+    let mut left_out: Vec<geoloc_engine::Dropped> = Vec::new();
+    let mut unvetted: Vec<VantagePoint> = Vec::new();
+    if fleet {
+        let ids: Vec<String> = vps.iter().map(|v| v.id.clone()).collect();
+        coord
+            .vetting
+            .wait_for_checks(coord, &ids, crate::core::vetting::VETTING_WAIT)
+            .await;
+        vps.retain(|v| match coord.fleet.registry.get(&v.id) {
+            Some(p) => match coord.vetting.vetting_status(coord, &p) {
+                Ok(()) => true,
+                Err(reason) => {
+                    if !p.flagged {
+                        unvetted.push(v.clone());
+                    }
+                    left_out.push(geoloc_engine::Dropped {
+                        landmark: v.id.clone(),
+                        reason: format!("{}{reason}", crate::core::vetting::LEFT_OUT),
+                    });
+                    false
+                }
+            },
+            None => false,
+        });
+        // Flagged probes with a live session are not vantage points: say why.
+        for p in coord.fleet.registry.live() {
+            if p.flagged && !left_out.iter().any(|d| d.landmark == p.probe_id) {
+                left_out.push(geoloc_engine::Dropped {
+                    landmark: p.probe_id.clone(),
+                    reason: format!(
+                        "{}flagged: {}",
+                        crate::core::vetting::LEFT_OUT,
+                        p.flag_reason
+                    ),
+                });
+            }
+        }
+        // Unvetted probes are not asked about the target, but each gets one known-answer
+        // check during this run (the request a default locate sends), so a probe whose
+        // connect checks failed or whose flag was just cleared is vetted while the fleet
+        // works.
+        if !unvetted.is_empty() {
+            coord.mix_known_answers(
+                &unvetted,
+                coord.config.ping_count,
+                Duration::from_millis(u64::from(coord.config.probe_timeout_ms)),
+                100,
+            );
+        }
+        if vps.is_empty() {
+            let why: Vec<String> = left_out
+                .iter()
+                .take(5)
+                .map(|d| format!("{} ({})", d.landmark, d.reason))
+                .collect();
+            return Err(LocateFailure::new(
+                FailureCode::NoProbes,
+                format!(
+                    "no vetted probe to measure from: {} left out: {}",
+                    left_out.len(),
+                    why.join("; ")
+                ),
+            ));
+        }
     }
     let cfg = &coord.config;
     let mode = p.mode.unwrap_or(cfg.mode);
@@ -349,6 +419,7 @@ pub(crate) async fn run(
         done: 0,
         total: 0,
         progress,
+        known_answers: fleet,
     };
     match mode {
         Mode::All => {
@@ -393,7 +464,7 @@ pub(crate) async fn run(
             .await;
         return Err(interrupted());
     }
-    let outcome = finish(&mut row, &run.rows, &geoip, calibration);
+    let outcome = finish(&mut row, &run.rows, &geoip, calibration, left_out);
     let sent: i64 = run.rows.iter().map(|r| r.packets_sent.max(0)).sum();
     coord
         .access
@@ -426,6 +497,7 @@ fn finish(
     rows: &[MeasurementRow],
     geoip: &GeoIpLookup,
     calibration: Option<geoloc_engine::Calibration>,
+    left_out: Vec<geoloc_engine::Dropped>,
 ) -> Result<(), LocateFailure> {
     row.finished_unix_ms = Some(unix_ms());
     fn failed(row: &mut ResultRow, code: FailureCode, msg: String) -> Result<(), LocateFailure> {
@@ -460,7 +532,14 @@ fn finish(
         row.min_rtt_ms = Some(rtt);
         row.nearest_probe = probe.to_string();
     }
-    match crate::core::solve::solve(&inputs, geoip, row.created_at_unix_ms / 1000, calibration) {
+    let solved =
+        crate::core::solve::solve(&inputs, geoip, row.created_at_unix_ms / 1000, calibration).map(
+            |mut sol| {
+                add_left_out(&mut sol, left_out);
+                sol
+            },
+        );
+    match solved {
         Ok(sol) => match serde_json::to_string(&sol) {
             Ok(text) => {
                 row.status = ResultStatus::Done;
@@ -488,6 +567,14 @@ pub(crate) async fn run_stage(
         stage,
         vantage_points: chosen.len() as u32,
     });
+    if run.known_answers {
+        coord.mix_known_answers(
+            &chosen,
+            pings,
+            run.budget,
+            coord.config.known_answer_percent,
+        );
+    }
     let spec = MeasureSpec {
         target: run.ip,
         ping_count: pings,
@@ -560,8 +647,31 @@ pub async fn recompute(storage: &Storage, result_id: &str) -> crate::Result<Solu
         None => None,
         Some(s) => Some(serde_json::from_str(s).map_err(corrupt("results.calibration_json"))?),
     };
-    crate::core::solve::solve(&inputs, &geoip, r.created_at_unix_ms / 1000, calibration)
-        .map_err(CoordinatorError::Engine)
+    let mut sol =
+        crate::core::solve::solve(&inputs, &geoip, r.created_at_unix_ms / 1000, calibration)
+            .map_err(CoordinatorError::Engine)?;
+    // Probes left out before measuring have no rows: carry them over from the stored answer.
+    if let Some(text) = &r.solution_json {
+        let stored: Solution =
+            serde_json::from_str(text).map_err(corrupt("results.solution_json"))?;
+        let left_out = stored
+            .dropped
+            .into_iter()
+            .filter(|d| d.reason.starts_with(crate::core::vetting::LEFT_OUT))
+            .collect();
+        add_left_out(&mut sol, left_out);
+    }
+    Ok(sol)
+}
+
+/// Adds the probes left out before measuring to the answer's dropped landmarks (sorted by
+/// landmark, as the engine sorts them).
+fn add_left_out(sol: &mut Solution, left_out: Vec<geoloc_engine::Dropped>) {
+    if left_out.is_empty() {
+        return;
+    }
+    sol.dropped.extend(left_out);
+    sol.dropped.sort_by(|a, b| a.landmark.cmp(&b.landmark));
 }
 
 /// First-stage (vantage point position, best RTT) pairs.

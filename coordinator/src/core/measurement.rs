@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// What a measurement is for.
+/// What a measurement is for: stored with its row (`measurements.purpose`), never sent to
+/// the probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     /// Locating a client's target.
@@ -40,7 +41,10 @@ pub struct Kinds {
     pub traceroute: bool,
 }
 
-/// One request to one vantage point. Built by [`RequestDefaults`] only.
+/// One request to one vantage point. Built by [`RequestDefaults`] only. It carries no
+/// purpose: a known-answer check and a locate are the same request on the wire (same
+/// builder, kinds, counts and budgets, a random request id), so a probe cannot answer the
+/// checks honestly and lie on real work.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeasurementRequest {
     pub request_id: String,
@@ -58,7 +62,6 @@ pub struct MeasurementRequest {
     pub max_ttl: u32,
     /// May the vantage point measure private and special-purpose ranges (tests, labs).
     pub allow_private: bool,
-    pub purpose: Purpose,
 }
 
 /// Largest TTL of the fallback traceroute.
@@ -75,13 +78,7 @@ pub struct RequestDefaults {
 
 impl RequestDefaults {
     /// `count` echo requests to `target` within `budget`.
-    pub fn ping(
-        &self,
-        target: IpAddr,
-        count: u32,
-        budget: Duration,
-        purpose: Purpose,
-    ) -> MeasurementRequest {
+    pub fn ping(&self, target: IpAddr, count: u32, budget: Duration) -> MeasurementRequest {
         self.build(
             target,
             Kinds {
@@ -90,18 +87,12 @@ impl RequestDefaults {
             },
             count,
             budget,
-            purpose,
         )
     }
 
     /// For a target silent to ping: a TCP handshake (targets that drop ICMP often answer
     /// SYNs) and a traceroute (its last hop) at the same time, within `budget`.
-    pub fn tcp_and_traceroute(
-        &self,
-        target: IpAddr,
-        budget: Duration,
-        purpose: Purpose,
-    ) -> MeasurementRequest {
+    pub fn tcp_and_traceroute(&self, target: IpAddr, budget: Duration) -> MeasurementRequest {
         self.build(
             target,
             Kinds {
@@ -111,7 +102,6 @@ impl RequestDefaults {
             },
             0,
             budget,
-            purpose,
         )
     }
 
@@ -121,7 +111,6 @@ impl RequestDefaults {
         kinds: Kinds,
         ping_count: u32,
         budget: Duration,
-        purpose: Purpose,
     ) -> MeasurementRequest {
         MeasurementRequest {
             request_id: crate::new_id(),
@@ -137,7 +126,6 @@ impl RequestDefaults {
                 0
             },
             allow_private: self.allow_private,
-            purpose,
         }
     }
 }
@@ -416,10 +404,10 @@ mod tests {
             allow_private: false,
         };
         let t: IpAddr = "192.0.2.1".parse().unwrap();
-        let p = d.ping(t, 3, Duration::from_secs(2), Purpose::Locate);
+        let p = d.ping(t, 3, Duration::from_secs(2));
         assert!(p.kinds.ping && !p.kinds.tcp && !p.kinds.traceroute);
         assert_eq!((p.ping_count, p.interval_ms, p.max_ttl), (3, 200, 0));
-        let f = d.tcp_and_traceroute(t, Duration::from_secs(1), Purpose::Landmark);
+        let f = d.tcp_and_traceroute(t, Duration::from_secs(1));
         assert!(!f.kinds.ping && f.kinds.tcp && f.kinds.traceroute);
         assert_eq!(
             (f.ping_count, f.interval_ms, f.max_ttl),

@@ -4,7 +4,18 @@
 //! most such pairs is flagged first (greedy), so one misplaced probe does not take its honest
 //! peers down with it; it is flagged only when faster than light with two others or more (a
 //! single pair cannot tell which one lies). Flagged probes are left out of solving
-//! until cleared (`ClearFlag`); clearing or moving a probe discards older evidence.
+//! until cleared (`ClearFlag`); clearing discards older evidence; a move keeps the flag, and
+//! evidence only counts for the position it was measured at.
+//!
+//! Vetting: a probe's RTTs enter an answer only when it is *vetted*: not flagged, and at its
+//! current declared position it passed known-answer checks (an echo RTT that light in fibre
+//! allows for both declared positions) with at least `vetting-min-checks` distinct landmarks
+//! (passive ones or unflagged probes). Checks run when a probe connects (it measures a
+//! sample of landmarks, a sample of live probes measure it) and, mixed into real work at
+//! random, during locates (`known-answer-percent` of a locate's vantage points): the probe is
+//! sent the same request as for a locate (same builder, kinds, counts and budget, random
+//! request id; the wire carries no purpose), so it cannot answer checks honestly and lie on
+//! real work without risking a faster-than-light pair.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -19,6 +30,7 @@ use crate::core::landmarks::LandmarkKind;
 use crate::core::measurement::Purpose;
 use crate::core::registry::ProbeSnapshot;
 use crate::core::rows::LandmarkRttRow;
+use crate::core::source::VantagePoint;
 use crate::core::target;
 use crate::{unix_ms, Coordinator};
 
@@ -31,12 +43,16 @@ const LANDMARK_SLOTS_PER_PROBE: usize = 2;
 const MIN_VIOLATION_PARTNERS: usize = 2;
 /// Longest a landmark measurement waits for running locates to finish.
 const LANDMARK_MAX_YIELD: Duration = Duration::from_secs(10);
-/// Echo requests per landmark measurement.
-const LANDMARK_PINGS: u32 = 3;
+/// Longest a locate waits for the connect checks of unvetted probes to finish.
+pub const VETTING_WAIT: Duration = Duration::from_secs(30);
+/// Prefix of the reasons of probes left out of a locate before measuring (unvetted or
+/// flagged); such entries of `Solution::dropped` are carried over by a recompute.
+pub const LEFT_OUT: &str = "left out before measuring: ";
 /// Landmark measurements started per connecting probe (half by it, half of it).
 pub const LANDMARK_CHECKS_PER_CONNECT: usize = 16;
-/// A probe in the fleet this long without a flag is vetted, ms.
-pub const VETTED_AFTER_MS: i64 = 24 * 3_600_000;
+/// A probe in the fleet this long without a flag is established (its evidence counts against
+/// established probes), ms.
+pub const ESTABLISHED_AFTER_MS: i64 = 24 * 3_600_000;
 /// Declared positions that moved less than this still match stored evidence, km.
 const SAME_POSITION_KM: f64 = 1.0;
 
@@ -64,7 +80,7 @@ impl Violation {
 
 /// A landmark that can be measured: id, declared position, address.
 #[derive(Debug, Clone)]
-struct Measurable {
+pub struct Measurable {
     id: String,
     pos: LatLon,
     ip: std::net::IpAddr,
@@ -114,6 +130,28 @@ pub struct Vetting {
     evaluated_generation: AtomicU64,
     /// Per measuring probe, the landmark measurements allowed at a time.
     landmark_slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// Per probe, the position its checks were counted at and how many distinct landmarks
+    /// it passed a known-answer check with there (refreshed by every evaluation).
+    passed: RwLock<HashMap<String, (LatLon, usize)>>,
+    /// Probes whose connect checks are running (a locate waits for them, bounded).
+    checking: Mutex<HashMap<String, usize>>,
+    /// `passed` was computed at least once by this process.
+    passed_ready: std::sync::atomic::AtomicBool,
+}
+
+/// Marks a probe's connect checks as running until dropped.
+struct Checking<'a>(&'a Vetting, String);
+
+impl Drop for Checking<'_> {
+    fn drop(&mut self) {
+        let mut c = self.0.checking.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = c.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.1);
+            }
+        }
+    }
 }
 
 impl Vetting {
@@ -173,9 +211,66 @@ impl Vetting {
         out
     }
 
+    /// Whether `p`'s RTTs may enter an answer (see the module doc): Ok, or the reason it is
+    /// left out. With landmark checks off or `vetting-min-checks = 0`, every unflagged probe.
+    pub fn vetting_status(&self, cx: &Coordinator, p: &ProbeSnapshot) -> Result<(), String> {
+        if p.flagged {
+            return Err(format!("flagged: {}", p.flag_reason));
+        }
+        let min = cx.config.vetting_min_checks as usize;
+        if !cx.config.landmark_checks || min == 0 {
+            return Ok(());
+        }
+        let passed = self
+            .passed
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&p.probe_id)
+            .filter(|(pos, _)| distance_km(*pos, p.pos()) <= SAME_POSITION_KM)
+            .map_or(0, |(_, n)| *n);
+        if passed >= min {
+            return Ok(());
+        }
+        Err(format!(
+            "unvetted: passed known-answer checks with {passed} of the {min} landmarks needed at its current position ({:.4}, {:.4})",
+            p.lat, p.lon
+        ))
+    }
+
+    /// Waits (at most `limit`) while connect checks are running and a probe among `ids` is
+    /// unvetted (and unflagged): a locate right after probes joined uses them once vetted.
+    pub async fn wait_for_checks(&self, cx: &Coordinator, ids: &[String], limit: Duration) {
+        if cx.config.landmark_checks && !self.passed_ready.load(Ordering::SeqCst) {
+            // First locate since the start: count the stored evidence once.
+            if let Err(e) = self.evaluate_flags(cx).await {
+                tracing::error!(error = %e, "speed-of-light evaluation failed");
+            }
+        }
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            // Any connect check may vet any probe (pairs count for both ends).
+            let running = !self
+                .checking
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty();
+            let pending = running
+                && ids.iter().any(|id| {
+                    cx.fleet
+                        .registry
+                        .get(id)
+                        .is_some_and(|p| !p.flagged && self.vetting_status(cx, &p).is_err())
+                });
+            if !pending || tokio::time::Instant::now() >= until {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// A probe whose word counts against others: its position is in the operator's
-    /// landmarks file, or it has been in the fleet for [`VETTED_AFTER_MS`] without a flag.
-    fn vetted(&self, cx: &Coordinator, p: &ProbeSnapshot) -> bool {
+    /// landmarks file, or it has been in the fleet for [`ESTABLISHED_AFTER_MS`] without a flag.
+    fn established(&self, cx: &Coordinator, p: &ProbeSnapshot) -> bool {
         if p.flagged {
             return false;
         }
@@ -183,7 +278,7 @@ impl Vetting {
             .landmarks
             .iter()
             .any(|l| l.id == p.probe_id && l.kind == LandmarkKind::Probe);
-        in_file || unix_ms() - p.first_seen_unix_ms >= VETTED_AFTER_MS
+        in_file || unix_ms() - p.first_seen_unix_ms >= ESTABLISHED_AFTER_MS
     }
 
     /// After `probe_id` connected: it measures every other landmark, every other live probe
@@ -192,6 +287,13 @@ impl Vetting {
         let Some(me) = cx.fleet.registry.get(probe_id) else {
             return;
         };
+        let _checking = {
+            let mut c = self.checking.lock().unwrap_or_else(|e| e.into_inner());
+            *c.entry(probe_id.to_string()).or_default() += 1;
+            Checking(self, probe_id.to_string())
+        };
+        // Checks that vet a newcomer do not yield to locates: locates wait for them.
+        let urgent = self.vetting_status(cx, &me).is_err();
         let mut targets = self.measurables(cx);
         let mine = targets.iter().find(|t| t.id == me.probe_id).cloned();
         let my_ips: Vec<std::net::IpAddr> = [me.ipv4.parse().ok(), me.ipv6.parse().ok()]
@@ -235,23 +337,109 @@ impl Vetting {
                 // Background work: let running locates have the probes and the CPU (for at
                 // most LANDMARK_MAX_YIELD, so a busy coordinator still checks its fleet).
                 let yield_until = tokio::time::Instant::now() + LANDMARK_MAX_YIELD;
-                while cx.locates_in_flight() > 0 && tokio::time::Instant::now() < yield_until {
+                while !urgent
+                    && cx.locates_in_flight() > 0
+                    && tokio::time::Instant::now() < yield_until
+                {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                let fleet = &cx.fleet;
-                let req = fleet
-                    .defaults
-                    .ping(to.ip, LANDMARK_PINGS, budget, Purpose::Landmark);
-                let m = fleet.ask(&from.vantage_point(), req, budget).await;
-                let row = m.to_row(None, Purpose::Landmark, 1, Some((&to.id, to.pos)));
-                if let Err(e) = cx.storage.insert_measurement(&row).await {
-                    tracing::error!(error = %e, probe = %row.probe_id, "could not store a measurement");
-                }
+                self.known_answer(cx, from.vantage_point(), &to, cx.config.ping_count, budget)
+                    .await;
             }
         });
         futures::future::join_all(futs).await;
-        // Evaluate, unless an evaluation that started after these rows were stored already
-        // covered them (a connecting fleet triggers one check per probe; coalesce them).
+        self.evaluate_after_checks(cx).await;
+    }
+
+    /// One known-answer check: `from` measures the landmark `to` exactly as it measures a
+    /// locate's target ([`crate::core::fleet::Fleet::measure_target`]: same requests, same
+    /// fallback), and the answers are stored as landmark rows.
+    async fn known_answer(
+        &self,
+        cx: &Coordinator,
+        from: VantagePoint,
+        to: &Measurable,
+        pings: u32,
+        budget: Duration,
+    ) {
+        let v = cx.fleet.measure_target(from, to.ip, budget, pings).await;
+        for m in &v.observations {
+            let row = m.to_row(None, Purpose::Landmark, 1, Some((&to.id, to.pos)));
+            if let Err(e) = cx.storage.insert_measurement(&row).await {
+                tracing::error!(error = %e, probe = %row.probe_id, "could not store a measurement");
+            }
+        }
+    }
+
+    /// The known-answer checks to mix into a locate stage measured from `chosen`: each
+    /// vantage point with probability `percent`, a random landmark other than itself, a
+    /// random start within the first half of the budget.
+    pub fn pick_known_answers(
+        &self,
+        cx: &Coordinator,
+        chosen: &[VantagePoint],
+        budget: Duration,
+        percent: u32,
+    ) -> Vec<(VantagePoint, Measurable, Duration)> {
+        use rand::seq::IndexedRandom;
+        use rand::Rng;
+        let percent = percent.min(100);
+        if !cx.config.landmark_checks || percent == 0 || chosen.is_empty() {
+            return Vec::new();
+        }
+        let all = self.measurables(cx);
+        let mut rng = rand::rng();
+        let mut out = Vec::new();
+        for vp in chosen {
+            if rng.random_range(0..100) >= percent {
+                continue;
+            }
+            let my_ips: Vec<std::net::IpAddr> = cx
+                .fleet
+                .registry
+                .get(&vp.id)
+                .map(|p| {
+                    [p.ipv4.parse().ok(), p.ipv6.parse().ok()]
+                        .into_iter()
+                        .flatten()
+                        .collect()
+                })
+                .unwrap_or_default();
+            let others: Vec<&Measurable> = all
+                .iter()
+                .filter(|m| m.id != vp.id && !my_ips.contains(&m.ip))
+                .collect();
+            let Some(to) = others.choose(&mut rng) else {
+                continue;
+            };
+            let half_ms = (budget.as_millis() / 2).max(1) as u64;
+            let delay = Duration::from_millis(rng.random_range(0..half_ms));
+            out.push((vp.clone(), (*to).clone(), delay));
+        }
+        out
+    }
+
+    /// Runs known-answer checks picked by [`Vetting::pick_known_answers`] (each after its
+    /// delay), then re-evaluates flags and vetting.
+    pub async fn run_known_answers(
+        &self,
+        cx: &Coordinator,
+        jobs: Vec<(VantagePoint, Measurable, Duration)>,
+        pings: u32,
+        budget: Duration,
+    ) {
+        let futs = jobs.into_iter().map(|(from, to, delay)| async move {
+            tokio::time::sleep(delay).await;
+            self.known_answer(cx, from, &to, pings, budget).await;
+        });
+        futures::future::join_all(futs).await;
+        self.evaluate_after_checks(cx).await;
+    }
+
+    /// Evaluates after new landmark rows, unless an evaluation that started after they were
+    /// stored already covered them (a connecting fleet triggers one check per probe:
+    /// coalesce them).
+    async fn evaluate_after_checks(&self, cx: &Coordinator) {
         let mine = self.landmark_generation.fetch_add(1, Ordering::SeqCst) + 1;
         let _g = self.lock.lock().await;
         if self.evaluated_generation.load(Ordering::SeqCst) >= mine {
@@ -470,16 +658,16 @@ impl Vetting {
                     }
                 })
                 .collect();
-            // Evidence against a vetted probe counts only from vetted probes and passive
-            // landmarks: fresh registrations cannot take an established probe down.
-            if self.vetted(cx, p) {
+            // Evidence against an established probe counts only from established probes and
+            // passive landmarks: fresh registrations cannot take an established probe down.
+            if self.established(cx, p) {
                 let heard: BTreeSet<&str> = partners
                     .iter()
                     .copied()
-                    .filter(|o| probes.get(*o).is_none_or(|q| self.vetted(cx, q)))
+                    .filter(|o| probes.get(*o).is_none_or(|q| self.established(cx, q)))
                     .collect();
                 if heard.len() < partners.len() {
-                    tracing::warn!(probe = %id, unvetted = partners.len() - heard.len(), "faster-than-light evidence from unvetted probes against a vetted one ignored");
+                    tracing::warn!(probe = %id, unestablished = partners.len() - heard.len(), "faster-than-light evidence from new probes against an established one ignored");
                 }
                 if heard.len() < MIN_VIOLATION_PARTNERS {
                     continue;
@@ -502,6 +690,29 @@ impl Vetting {
             }
             newly.push(id);
         }
+        // Vetting: per probe, the distinct landmarks (passive, or unflagged probes) it has a
+        // consistent echo RTT with at its current position (`best` holds only such pairs).
+        let mut passed: HashMap<String, (LatLon, BTreeSet<&str>)> = HashMap::new();
+        let unflagged = |id: &str| probes.get(id).is_none_or(|p| !p.flagged);
+        for ((a, b), (rtt, pa, pb)) in &best {
+            if violates_speed_of_light(*pa, *pb, *rtt) || !unflagged(a) || !unflagged(b) {
+                continue;
+            }
+            for (me, pos, other) in [(a, *pa, b), (b, *pb, a)] {
+                if probes.contains_key(me.as_str()) {
+                    passed
+                        .entry(me.clone())
+                        .or_insert_with(|| (pos, BTreeSet::new()))
+                        .1
+                        .insert(other.as_str());
+                }
+            }
+        }
+        *self.passed.write().unwrap_or_else(|e| e.into_inner()) = passed
+            .into_iter()
+            .map(|(id, (pos, others))| (id, (pos, others.len())))
+            .collect();
+        self.passed_ready.store(true, Ordering::SeqCst);
         if cx.config.calibrate {
             self.store_calibration(fit_calibration(
                 best,

@@ -7,7 +7,7 @@ use crate::core::locate::{
     FailureCode, LocateEvent, LocateFailure, LocateParams, Located, ProbeProgress,
 };
 use crate::core::measurement::{
-    MeasurementOutcome, MeasurementRequest, MeasurementResult, Purpose, RawHop, RawPing, RawTcp,
+    MeasurementOutcome, MeasurementRequest, MeasurementResult, RawHop, RawPing, RawTcp,
     RawTraceroute, TcpOutcome, TracerouteProtocol,
 };
 use crate::core::registry::{ProbeSnapshot, SessionCommand};
@@ -171,10 +171,6 @@ pub fn request(r: &MeasurementRequest) -> pb::MeasurementRequest {
         tcp_ports: r.tcp_ports.clone(),
         max_ttl: r.max_ttl,
         allow_private: r.allow_private,
-        purpose: match r.purpose {
-            Purpose::Locate => pb::MeasurementPurpose::Locate,
-            Purpose::Landmark => pb::MeasurementPurpose::Landmark,
-        } as i32,
     }
 }
 
@@ -266,11 +262,7 @@ mod tests {
             ping_interval_ms: 100,
             allow_private: true,
         };
-        let r = d.tcp_and_traceroute(
-            "2001:db8::1".parse().unwrap(),
-            Duration::from_millis(1500),
-            Purpose::Landmark,
-        );
+        let r = d.tcp_and_traceroute("2001:db8::1".parse().unwrap(), Duration::from_millis(1500));
         let p = request(&r);
         assert_eq!(
             p.kinds,
@@ -281,7 +273,6 @@ mod tests {
         );
         assert_eq!((p.timeout_ms, p.max_ttl, p.ping_count), (1500, 30, 0));
         assert_eq!(p.target, "2001:db8::1");
-        assert_eq!(p.purpose, pb::MeasurementPurpose::Landmark as i32);
         assert!(p.allow_private);
     }
 

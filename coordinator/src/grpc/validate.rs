@@ -212,7 +212,6 @@ mod tests {
             "192.0.2.1".parse().unwrap(),
             3,
             std::time::Duration::from_secs(1),
-            crate::core::measurement::Purpose::Locate,
         );
         r.request_id = "r1".into();
         r

@@ -301,6 +301,18 @@ impl DemoWorld {
             .index(name)
             .ok_or_else(|| anyhow::anyhow!("no host {name}"))?;
         let pos = self.world.placements[i].city.pos;
+        self.start_agent_with(name, &self.agent_bin, pos, &[])
+    }
+
+    /// Starts an agent binary `bin` on host `name` declaring position `pos`, with extra
+    /// environment `env` (tests: a fault-injection build, a probe that moved).
+    pub fn start_agent_with(
+        &self,
+        name: &str,
+        bin: &Path,
+        pos: geo::LatLon,
+        env: &[(String, String)],
+    ) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -320,11 +332,12 @@ impl DemoWorld {
             self.coordinator_url()?,
             "--allow-private".into(),
         ];
-        let mut cmd = self.lab.command(name, &self.agent_bin, &args)?;
+        let mut cmd = self.lab.command(name, bin, &args)?;
         cmd.stdout(Stdio::null())
             .stderr(log)
             .env("RUST_LOG", "warn")
-            .env("GEOLOC_PROBE_TOKEN", &self.token);
+            .env("GEOLOC_PROBE_TOKEN", &self.token)
+            .envs(env.iter().map(|(k, v)| (k, v)));
         self.lab.spawn(name, cmd)?;
         Ok(())
     }
