@@ -190,6 +190,47 @@ async fn both_merges_fleet_and_atlas_vantage_points_in_one_solve() {
     .await;
 }
 
+/// `both` must not let the fleet's unvetted probes in by the Atlas door: with landmark
+/// checks on and more checks asked than any probe can pass, only Atlas probes measure and
+/// every fleet probe is listed as left out.
+#[tokio::test]
+async fn both_leaves_out_unvetted_fleet_probes() {
+    bounded(120, async {
+        let dir = tempfile::tempdir().unwrap();
+        let s = standin().await;
+        let key = dir.path().join("atlas.key");
+        std::fs::write(&key, format!("{ATLAS_KEY}\n")).unwrap();
+        let url = s.url.clone();
+        let srv = Server::start(&sqlite_url(&dir), move |c| {
+            c.atlas_base_url = Some(url);
+            c.atlas_key_file = Some(key);
+            c.atlas_wait_ms = 20_000;
+            c.atlas_mesh_msm = vec![1000];
+            c.landmark_checks = true;
+            c.vetting_min_checks = 1000;
+        })
+        .await;
+        let w = world(&[(TARGET, LYON.0, LYON.1)]);
+        let _probes = fleet(&srv.url, &w, 10).await;
+        wait_healthy(&srv.coord, 10).await;
+        let mut c = srv.client().await;
+        let (_, res) = locate(&mut c, atlas_req(pb::LocateSource::Both, 60)).await;
+        let r = res.expect("located by Atlas probes alone");
+        assert_eq!(r.fleet_probes_asked, 0, "{r:?}");
+        assert!(r.atlas_probes_asked > 0, "{r:?}");
+        let sol = solution(&r);
+        let unvetted = sol
+            .dropped
+            .iter()
+            .filter(|d| d.reason.contains("unvetted"))
+            .count();
+        assert_eq!(unvetted, 10, "{:?}", sol.dropped);
+        srv.stop().await;
+        s.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn the_fleet_with_a_budget_is_phased_and_spends_no_credits() {
     bounded(60, async {

@@ -169,6 +169,10 @@ impl MeasurementSource for Fleet {
         "fleet"
     }
 
+    fn has_fleet_probes(&self) -> bool {
+        true
+    }
+
     /// The healthy probes. During the reconnect grace after a start, waits until the probes
     /// seen before the restart are back (or the grace ends), so a batch resumed right after
     /// a restart is neither refused nor measured from a handful.

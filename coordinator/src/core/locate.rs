@@ -276,18 +276,24 @@ pub(crate) async fn run(
             source.none_available(),
         ));
     }
-    // The own fleet: only vetted probes measure (crate::core::vetting); the others are
-    // listed in the answer's dropped landmarks with the reason.
-    let fleet = source.name() == coord.fleet.name();
+    // The own fleet's probes (alone or beside RIPE Atlas): only vetted ones measure
+    // (crate::core::vetting); the others are listed in the answer's dropped landmarks with
+    // the reason. Atlas vantage points were vetted by their source.
+    let fleet = source.has_fleet_probes();
     let mut left_out: Vec<geoloc_engine::Dropped> = Vec::new();
     let mut unvetted: Vec<VantagePoint> = Vec::new();
     if fleet {
-        let ids: Vec<String> = vps.iter().map(|v| v.id.clone()).collect();
+        let ids: Vec<String> = vps
+            .iter()
+            .filter(|v| !crate::core::sources::is_atlas(&v.id))
+            .map(|v| v.id.clone())
+            .collect();
         coord
             .vetting
             .wait_for_checks(coord, &ids, crate::core::vetting::VETTING_WAIT)
             .await;
         vps.retain(|v| match coord.fleet.registry.get(&v.id) {
+            _ if crate::core::sources::is_atlas(&v.id) => true,
             Some(p) => match coord.vetting.vetting_status(coord, &p) {
                 Ok(()) => true,
                 Err(reason) => {

@@ -153,6 +153,13 @@ pub trait MeasurementSource: Send + Sync {
     /// probes to reconnect after a restart; a platform may call its API).
     fn vantage_points(&self) -> BoxFuture<'_, Vec<VantagePoint>>;
 
+    /// Whether some vantage points are probes of this coordinator's own fleet (vetted with
+    /// known-answer checks before they may measure: `crate::core::vetting`). Ids of other
+    /// sources' vantage points never name a fleet probe.
+    fn has_fleet_probes(&self) -> bool {
+        false
+    }
+
     /// Why [`MeasurementSource::vantage_points`] came back empty, for the client.
     fn none_available(&self) -> String {
         format!("no vantage point available from {}", self.name())

@@ -88,6 +88,10 @@ impl MeasurementSource for Both<'_> {
         "both"
     }
 
+    fn has_fleet_probes(&self) -> bool {
+        true
+    }
+
     fn vantage_points(&self) -> BoxFuture<'_, Vec<VantagePoint>> {
         Box::pin(async move {
             let (mut f, a) =
