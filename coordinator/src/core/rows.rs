@@ -32,6 +32,12 @@ impl ProbeRow {
     pub fn address(&self) -> Option<std::net::IpAddr> {
         self.ipv4.parse().ok().or_else(|| self.ipv6.parse().ok())
     }
+    /// Every address this probe declared (IPv4, then IPv6; unparsable ones skipped).
+    pub fn addresses(&self) -> impl Iterator<Item = std::net::IpAddr> + '_ {
+        [self.ipv4.parse().ok(), self.ipv6.parse().ok()]
+            .into_iter()
+            .flatten()
+    }
 }
 
 /// Status of a result row.

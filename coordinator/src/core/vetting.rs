@@ -187,10 +187,7 @@ impl Vetting {
         // Every declared address, connected or not, counts for ambiguity.
         let mut claims: BTreeMap<std::net::IpAddr, usize> = BTreeMap::new();
         for p in cx.fleet.registry.snapshot() {
-            for ip in [p.ipv4.parse().ok(), p.ipv6.parse().ok()]
-                .into_iter()
-                .flatten()
-            {
+            for ip in p.addresses() {
                 *claims.entry(ip).or_default() += 1;
             }
         }
@@ -296,10 +293,7 @@ impl Vetting {
         let urgent = self.vetting_status(cx, &me).is_err();
         let mut targets = self.measurables(cx);
         let mine = targets.iter().find(|t| t.id == me.probe_id).cloned();
-        let my_ips: Vec<std::net::IpAddr> = [me.ipv4.parse().ok(), me.ipv6.parse().ok()]
-            .into_iter()
-            .flatten()
-            .collect();
+        let my_ips: Vec<std::net::IpAddr> = me.addresses().collect();
         targets.retain(|t| t.id != me.probe_id && !my_ips.contains(&t.ip));
         let mut live = cx.fleet.registry.live();
         live.retain(|p| p.probe_id != me.probe_id);
@@ -398,12 +392,7 @@ impl Vetting {
                 .fleet
                 .registry
                 .get(&vp.id)
-                .map(|p| {
-                    [p.ipv4.parse().ok(), p.ipv6.parse().ok()]
-                        .into_iter()
-                        .flatten()
-                        .collect()
-                })
+                .map(|p| p.addresses().collect())
                 .unwrap_or_default();
             let others: Vec<&Measurable> = all
                 .iter()
