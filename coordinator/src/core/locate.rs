@@ -276,80 +276,19 @@ pub(crate) async fn run(
             source.none_available(),
         ));
     }
-    // The own fleet's probes (alone or beside RIPE Atlas): only vetted ones measure
-    // (crate::core::vetting); the others are listed in the answer's dropped landmarks with
-    // the reason. Atlas vantage points were vetted by their source.
+    // The own fleet's probes (alone or beside RIPE Atlas): only vetted ones measure; the
+    // others are listed in the answer's dropped landmarks with the reason. Atlas vantage
+    // points were vetted by their source.
     let fleet = source.has_fleet_probes();
-    let mut left_out: Vec<geoloc_engine::Dropped> = Vec::new();
-    let mut unvetted: Vec<VantagePoint> = Vec::new();
-    if fleet {
-        let ids: Vec<String> = vps
-            .iter()
-            .filter(|v| !crate::core::sources::is_atlas(&v.id))
-            .map(|v| v.id.clone())
-            .collect();
+    let left_out = if fleet {
         coord
             .vetting
-            .wait_for_checks(coord, &ids, crate::core::vetting::VETTING_WAIT)
-            .await;
-        vps.retain(|v| match coord.fleet.registry.get(&v.id) {
-            _ if crate::core::sources::is_atlas(&v.id) => true,
-            Some(p) => match coord.vetting.vetting_status(coord, &p) {
-                Ok(()) => true,
-                Err(reason) => {
-                    if !p.flagged {
-                        unvetted.push(v.clone());
-                    }
-                    left_out.push(geoloc_engine::Dropped {
-                        landmark: v.id.clone(),
-                        reason: format!("{}{reason}", crate::core::vetting::LEFT_OUT),
-                    });
-                    false
-                }
-            },
-            None => false,
-        });
-        // Flagged probes with a live session are not vantage points: say why.
-        for p in coord.fleet.registry.live() {
-            if p.flagged && !left_out.iter().any(|d| d.landmark == p.probe_id) {
-                left_out.push(geoloc_engine::Dropped {
-                    landmark: p.probe_id.clone(),
-                    reason: format!(
-                        "{}flagged: {}",
-                        crate::core::vetting::LEFT_OUT,
-                        p.flag_reason
-                    ),
-                });
-            }
-        }
-        // Unvetted probes are not asked about the target, but each gets one known-answer
-        // check during this run (the request a default locate sends), so a probe whose
-        // connect checks failed or whose flag was just cleared is vetted while the fleet
-        // works.
-        if !unvetted.is_empty() {
-            coord.mix_known_answers(
-                &unvetted,
-                coord.config.ping_count,
-                Duration::from_millis(u64::from(coord.config.probe_timeout_ms)),
-                100,
-            );
-        }
-        if vps.is_empty() {
-            let why: Vec<String> = left_out
-                .iter()
-                .take(5)
-                .map(|d| format!("{} ({})", d.landmark, d.reason))
-                .collect();
-            return Err(LocateFailure::new(
-                FailureCode::NoProbes,
-                format!(
-                    "no vetted probe to measure from: {} left out: {}",
-                    left_out.len(),
-                    why.join("; ")
-                ),
-            ));
-        }
-    }
+            .keep_vetted(coord, &mut vps)
+            .await
+            .map_err(|m| LocateFailure::new(FailureCode::NoProbes, m))?
+    } else {
+        Vec::new()
+    };
     let cfg = &coord.config;
     let mode = p.mode.unwrap_or(cfg.mode);
     let or = |v: u32, d: u32| if v == 0 { d } else { v };
@@ -372,11 +311,7 @@ pub(crate) async fn run(
     let _slot = coord.access.hold_slot(&p.caller)?;
     let estimate = packet_estimate(
         (mode == Mode::TwoStage).then_some((cfg.two_stage_first as usize, k)),
-        if mode == Mode::Phased {
-            most
-        } else {
-            vps.len()
-        },
+        most,
         ping_count,
     );
     let charge = coord

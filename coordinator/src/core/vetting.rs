@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use geoloc_engine::delay::MIN_CALIBRATION_POINTS;
 use geoloc_engine::{
-    distance_km, violates_speed_of_light, Calibration, LandmarkRtt, LatLon, FIBRE_KM_PER_MS_RTT,
+    distance_km, violates_speed_of_light, Calibration, Dropped, LandmarkRtt, LatLon,
+    FIBRE_KM_PER_MS_RTT,
 };
 
 use crate::core::landmarks::LandmarkKind;
@@ -263,6 +264,80 @@ impl Vetting {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Keeps the vetted fleet probes among `vps` (vantage points of other sources, `atlas:`
+    /// ids, are kept as they are), after waiting (at most [`VETTING_WAIT`]) for running
+    /// connect checks. Returns the probes left out, with why (unvetted, or flagged with a
+    /// live session), for the answer's dropped landmarks; each unvetted one gets a
+    /// known-answer check during the run, so a probe whose connect checks failed or whose
+    /// flag was just cleared is vetted while the fleet works. Err (the message for the
+    /// client) when no vantage point is left.
+    pub(crate) async fn keep_vetted(
+        &self,
+        cx: &Coordinator,
+        vps: &mut Vec<VantagePoint>,
+    ) -> Result<Vec<Dropped>, String> {
+        use crate::core::sources::is_atlas;
+        let ids: Vec<String> = vps
+            .iter()
+            .filter(|v| !is_atlas(&v.id))
+            .map(|v| v.id.clone())
+            .collect();
+        self.wait_for_checks(cx, &ids, VETTING_WAIT).await;
+        let mut left_out: Vec<Dropped> = Vec::new();
+        let mut unvetted: Vec<VantagePoint> = Vec::new();
+        vps.retain(|v| {
+            if is_atlas(&v.id) {
+                return true;
+            }
+            let Some(p) = cx.fleet.registry.get(&v.id) else {
+                return false;
+            };
+            match self.vetting_status(cx, &p) {
+                Ok(()) => true,
+                Err(reason) => {
+                    if !p.flagged {
+                        unvetted.push(v.clone());
+                    }
+                    left_out.push(Dropped {
+                        landmark: v.id.clone(),
+                        reason: format!("{LEFT_OUT}{reason}"),
+                    });
+                    false
+                }
+            }
+        });
+        // Flagged probes with a live session are not vantage points: say why.
+        for p in cx.fleet.registry.live() {
+            if p.flagged && !left_out.iter().any(|d| d.landmark == p.probe_id) {
+                left_out.push(Dropped {
+                    landmark: p.probe_id.clone(),
+                    reason: format!("{LEFT_OUT}flagged: {}", p.flag_reason),
+                });
+            }
+        }
+        if !unvetted.is_empty() {
+            cx.mix_known_answers(
+                &unvetted,
+                cx.config.ping_count,
+                Duration::from_millis(u64::from(cx.config.probe_timeout_ms)),
+                100,
+            );
+        }
+        if vps.is_empty() {
+            let why: Vec<String> = left_out
+                .iter()
+                .take(5)
+                .map(|d| format!("{} ({})", d.landmark, d.reason))
+                .collect();
+            return Err(format!(
+                "no vetted probe to measure from: {} left out: {}",
+                left_out.len(),
+                why.join("; ")
+            ));
+        }
+        Ok(left_out)
     }
 
     /// A probe whose word counts against others: its position is in the operator's
