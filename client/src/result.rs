@@ -53,12 +53,9 @@ impl Source {
     }
 }
 
-fn is_zero_u64(x: &u64) -> bool {
-    *x == 0
-}
-
-fn is_zero_u32(x: &u32) -> bool {
-    *x == 0
+/// For `skip_serializing_if`: a counter left at zero is not written.
+fn is_zero<T: Default + PartialEq>(x: &T) -> bool {
+    *x == T::default()
 }
 
 /// One located address. Its JSON form is a line of `geoloc locate --json`
@@ -88,10 +85,10 @@ pub struct Located {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub requested_by: String,
     /// RIPE Atlas credits spent on the address (absent when 0: the fleet alone).
-    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub atlas_credits: u64,
     /// Of `probes_asked`, the RIPE Atlas probes (absent when 0); the rest are the fleet's.
-    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub atlas_probes_asked: u32,
 }
 
