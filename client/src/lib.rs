@@ -168,8 +168,33 @@ pub async fn connect(url: &str) -> anyhow::Result<Grpc> {
 
 /// Connects to a coordinator with `opts` (see [`ConnectOptions`]: the CA and the key);
 /// errors say what to do (plaintext against TLS, an untrusted certificate, a wrong host
-/// name).
+/// name). `url` may list the replicas of a cluster separated by commas: the first that
+/// answers is used (a batch that loses its replica reconnects, and so moves on).
 pub async fn connect_with(url: &str, opts: &ConnectOptions) -> anyhow::Result<Grpc> {
+    let urls: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    if urls.len() > 1 {
+        anyhow::ensure!(
+            urls.len() <= 16,
+            "{} coordinator URLs given (at most 16)",
+            urls.len()
+        );
+        let mut errors = Vec::new();
+        for u in &urls {
+            match connect_one(u, opts).await {
+                Ok(c) => return Ok(c),
+                Err(e) => errors.push(format!("{e:#}")),
+            }
+        }
+        anyhow::bail!("no coordinator answered: {}", errors.join("; "));
+    }
+    connect_one(url, opts).await
+}
+
+async fn connect_one(url: &str, opts: &ConnectOptions) -> anyhow::Result<Grpc> {
     let key = opts.key();
     let auth = ApiKey::new(key.as_deref())?;
     let ep: Endpoint = geoloc_rt::tls::endpoint(url, opts.ca.as_deref())

@@ -262,6 +262,14 @@ pub struct Settings {
     /// [default: 10].
     #[arg(long, value_name = "PERCENT")]
     pub known_answer_percent: Option<u32>,
+    /// Cluster mode: one of several replicas on one PostgreSQL database; probes connected
+    /// to any replica measure for locates accepted by any replica [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub cluster: Option<bool>,
+    /// This replica's name in the cluster (letters, digits, `-`, `_`, `.`; at most 64)
+    /// [default: a random one per start].
+    #[arg(long, value_name = "NAME")]
+    pub replica_id: Option<String>,
 }
 
 /// The TOML file: the same keys as the flags, every key optional.
@@ -326,6 +334,10 @@ pub struct Config {
     pub vetting_min_checks: u32,
     #[serde(default = "default_known_answer_percent")]
     pub known_answer_percent: u32,
+    #[serde(default)]
+    pub cluster: bool,
+    #[serde(default)]
+    pub replica_id: Option<String>,
 }
 
 fn default_atlas_max_credits() -> u64 {
@@ -392,6 +404,8 @@ impl Default for Config {
             atlas_wait_ms: defaults::ATLAS_WAIT_MS,
             vetting_min_checks: defaults::VETTING_MIN_CHECKS,
             known_answer_percent: defaults::KNOWN_ANSWER_PERCENT,
+            cluster: false,
+            replica_id: None,
         }
     }
 }
@@ -530,6 +544,30 @@ impl Config {
                 "vetting-min-checks",
                 format!("vetting-min-checks {} above 1000", self.vetting_min_checks),
             );
+        }
+        if self.cluster
+            && !(self.database.starts_with("postgres:") || self.database.starts_with("postgresql:"))
+        {
+            return bad(
+                "cluster",
+                format!(
+                    "cluster = true needs a postgres:// database, got {}",
+                    crate::storage::redact(&self.database)
+                ),
+            );
+        }
+        if let Some(id) = &self.replica_id {
+            if id.is_empty()
+                || id.len() > 64
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return bad(
+                    "replica-id",
+                    format!("replica-id {id:?}: use 1 to 64 letters, digits, '-', '_' or '.'"),
+                );
+            }
         }
         if self.known_answer_percent > 100 {
             return bad(

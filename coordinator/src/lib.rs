@@ -7,6 +7,7 @@
 //! imports neither `geoloc-proto` nor `tonic` nor `sqlx`; results leave it as the engine's
 //! `Solution` and cross the wire typed (`geoloc_proto::convert`). [`http`] serves the web
 //! interface (`--http-listen`) as a client of the gRPC port.
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod error;

@@ -141,7 +141,17 @@ async fn run(config: Config, stop: geoloc_rt::CancellationToken) -> geoloc_coord
         Some(_) => geoloc_coordinator::http::know_sources(&config)?,
         None => None,
     };
+    let replica = config
+        .cluster
+        .then(|| geoloc_coordinator::cluster::choose_replica_id(config.replica_id.as_deref()));
+    if let Some(id) = &replica {
+        // Before the store is opened: runs this replica left unfinished carry its id.
+        storage::cluster::set_replica_id(id)?;
+    }
     let coord = Coordinator::new(config).await?;
+    if replica.is_some() {
+        geoloc_coordinator::cluster::start(coord.clone(), stop.clone()).await?;
+    }
     // Bound before the gRPC line is printed: when a script reads it, the web interface is up.
     let web = match coord.config.http_listen {
         Some(a) => Some(server::bind(a).await?),
@@ -149,7 +159,7 @@ async fn run(config: Config, stop: geoloc_rt::CancellationToken) -> geoloc_coord
     };
     let (listener, addr) = server::bind(listen).await?;
     geoloc_coordinator::grpc::tls::check_plaintext(&coord.config, addr)?;
-    tracing::info!(%addr, tls, database = %db, backend = coord.storage.backend(), landmarks = coord.landmarks.len(),
+    tracing::info!(%addr, tls, database = %db, backend = coord.storage.backend(), replica = replica.as_deref().unwrap_or(""), landmarks = coord.landmarks.len(),
         geoip = coord.geoip.is_some(), allow_private = coord.config.allow_private, "geoloc-coordinator listening");
     if !tls && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "--insecure-plaintext: serving plaintext gRPC on a non-loopback address; probe credentials and results cross the network in clear");

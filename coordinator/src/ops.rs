@@ -25,12 +25,15 @@ pub fn registry(coord: &Coordinator) -> Registry {
 }
 
 /// What the operations listener serves for `coord`: its metrics (gauges refreshed at each
-/// scrape), healthy until it starts shutting down.
+/// scrape), healthy until it starts shutting down (in cluster mode, also only while its
+/// heartbeat reaches the database: the balancer's health check).
 pub fn state(coord: &Arc<Coordinator>) -> OpsState {
     let refresh = Arc::clone(coord);
     let healthy = Arc::clone(coord);
-    OpsState::new(registry(coord), move || !healthy.is_shutting_down())
-        .with_refresh(move || refresh.refresh_metrics())
+    OpsState::new(registry(coord), move || {
+        !healthy.is_shutting_down() && crate::cluster::healthy()
+    })
+    .with_refresh(move || refresh.refresh_metrics())
 }
 
 /// Serves `/metrics` and `/healthz` for `coord` on `addr` until `stop`; returns the bound

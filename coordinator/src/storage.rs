@@ -130,6 +130,7 @@ fn finish_result(pair: (ResultRow, String)) -> Result<ResultRow> {
     Ok(row)
 }
 
+pub mod cluster;
 mod history;
 mod identity;
 mod keys;
@@ -304,13 +305,14 @@ impl Storage {
 
     pub async fn insert_result(&self, r: &ResultRow) -> Result<()> {
         let sql = format!(
-            "INSERT INTO results ({RESULT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+            "INSERT INTO results ({RESULT_COLS}, owner_replica) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         );
         with_pool!(self, pool => sqlx::query(AssertSqlSafe(sql.clone()))
             .bind(&r.result_id).bind(&r.ip).bind(&r.mode).bind(r.status.as_str()).bind(&r.solution_json)
             .bind(&r.error_code).bind(&r.error).bind(&r.geoip_json).bind(r.probes_asked).bind(r.probes_used)
             .bind(r.packets_sent).bind(r.min_rtt_ms).bind(&r.nearest_probe).bind(r.created_at_unix_ms)
             .bind(r.finished_unix_ms).bind(&r.calibration_json).bind(&r.requested_by)
+            .bind(cluster::replica_id())
             .execute(pool).await.map_err(q("insert result"))?.rows_affected());
         Ok(())
     }
@@ -358,13 +360,23 @@ impl Storage {
         })
     }
 
-    /// Marks runs left `running` by a previous process as `interrupted`; returns how many.
+    /// Marks runs left `running` by a previous process of this replica (single node: the
+    /// one process) as `interrupted`; returns how many. Runs of other cluster replicas are
+    /// left to [`Storage::reap_replicas`].
     pub async fn mark_interrupted(&self, now_unix_ms: i64) -> Result<u64> {
+        self.mark_interrupted_of(cluster::replica_id(), now_unix_ms)
+            .await
+    }
+
+    /// Marks the `running` runs started by `replica` as `interrupted`.
+    pub(crate) async fn mark_interrupted_of(&self, replica: &str, now_unix_ms: i64) -> Result<u64> {
         let sql = "UPDATE results SET status = 'interrupted', error_code = 'interrupted', \
                    error = 'coordinator stopped during the measurement', finished_unix_ms = $1 \
-                   WHERE status = 'running'";
-        Ok(with_pool!(self, pool => sqlx::query(sql).bind(now_unix_ms)
-            .execute(pool).await.map_err(q("mark interrupted"))?.rows_affected()))
+                   WHERE status = 'running' AND owner_replica = $2";
+        Ok(
+            with_pool!(self, pool => sqlx::query(sql).bind(now_unix_ms).bind(replica)
+            .execute(pool).await.map_err(q("mark interrupted"))?.rows_affected()),
+        )
     }
 
     // ---- measurements -------------------------------------------------------------------

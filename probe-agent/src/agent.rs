@@ -197,8 +197,11 @@ pub struct Agent {
     lon: f64,
     /// Measurement slots (`max-concurrent-measurements`).
     pool: Arc<Semaphore>,
-    /// The coordinator endpoint (TLS set up from `ca` for https:// URLs), built once.
-    endpoint: Endpoint,
+    /// The coordinator endpoints (TLS set up from `ca` for https:// URLs), built once: one,
+    /// or a cluster's replicas tried in turn.
+    endpoints: Vec<(String, Endpoint)>,
+    /// Index in `endpoints` of the one in use; moves on when a session ends.
+    current: std::sync::atomic::AtomicUsize,
     /// What `/metrics` shows ([`Agent::metrics`]).
     metrics: Arc<AgentMetrics>,
     /// The probe's own credential once read from the state folder or enrolled.
@@ -211,22 +214,29 @@ impl Agent {
     pub fn new(measurer: Measurer) -> Result<Self> {
         let (id, lat, lon) = measurer.config().identity()?;
         let permits = measurer.config().max_concurrent_measurements;
-        let url = &measurer.config().coordinator;
-        let endpoint = geoloc_rt::tls::endpoint(url, measurer.config().ca.as_deref())
-            .map_err(|e| Error::Config(e.to_string()))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_keepalive(Some(Duration::from_secs(30)))
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(10));
-        if geoloc_rt::tls::plaintext_to_remote(url) {
-            warn!(
-                coordinator = %url,
-                "plaintext http:// to a coordinator that is not on this machine: the probe \
-                 credential and measurements cross the network in clear; use https:// (lab only)"
-            );
+        let mut endpoints = Vec::new();
+        for url in measurer.config().coordinators() {
+            let endpoint = geoloc_rt::tls::endpoint(url, measurer.config().ca.as_deref())
+                .map_err(|e| Error::Config(e.to_string()))?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_keepalive(Some(Duration::from_secs(30)))
+                .http2_keep_alive_interval(Duration::from_secs(20))
+                .keep_alive_timeout(Duration::from_secs(10));
+            if geoloc_rt::tls::plaintext_to_remote(url) {
+                warn!(
+                    coordinator = %url,
+                    "plaintext http:// to a coordinator that is not on this machine: the probe \
+                     credential and measurements cross the network in clear; use https:// (lab only)"
+                );
+            }
+            endpoints.push((url.to_string(), endpoint));
+        }
+        if endpoints.is_empty() {
+            return Err(Error::Config("coordinator: no URL given".into()));
         }
         Ok(Agent {
-            endpoint,
+            endpoints,
+            current: std::sync::atomic::AtomicUsize::new(0),
             measurer,
             id,
             lat,
@@ -263,6 +273,14 @@ impl Agent {
                     ..
                 } => return Err(e),
                 SessionEnd::Failed { error, established } => {
+                    if self.endpoints.len() > 1 {
+                        // A cluster: the next replica (the one that failed may be gone).
+                        let next = (self.current.load(std::sync::atomic::Ordering::SeqCst) + 1)
+                            % self.endpoints.len();
+                        self.current
+                            .store(next, std::sync::atomic::Ordering::SeqCst);
+                        info!(coordinator = %self.endpoints[next].0, "trying the next coordinator");
+                    }
                     if established {
                         attempt = 0;
                         delays = reconnect_backoff(cfg.reconnect_min, cfg.reconnect_max);
@@ -284,10 +302,16 @@ impl Agent {
         }
     }
 
+    /// The coordinator in use: its URL and endpoint.
+    fn endpoint(&self) -> &(String, Endpoint) {
+        let i = self.current.load(std::sync::atomic::Ordering::SeqCst) % self.endpoints.len();
+        &self.endpoints[i]
+    }
+
     async fn connect(&self) -> Result<ProbeServiceClient<Channel>> {
         let cfg = self.measurer.config();
-        let url = &cfg.coordinator;
-        let channel = self.endpoint.clone().connect().await.map_err(|e| {
+        let (url, endpoint) = self.endpoint();
+        let channel = endpoint.clone().connect().await.map_err(|e| {
             Error::Coordinator(format!(
                 "connect to {url}: {}",
                 geoloc_rt::tls::explain(url, cfg.ca.as_deref(), &e)
@@ -412,7 +436,7 @@ impl Agent {
             ))),
             Err(status) => Err(Error::Coordinator(format!(
                 "register: {}{} ({:?})",
-                geoloc_rt::tls::hint(&cfg.coordinator, cfg.ca.as_deref(), &status)
+                geoloc_rt::tls::hint(&self.endpoint().0, cfg.ca.as_deref(), &status)
                     .map(|h| format!("{h}: "))
                     .unwrap_or_default(),
                 status.message(),
@@ -449,6 +473,7 @@ impl Agent {
         };
         info!(
             probe_id = %self.id,
+            coordinator = %self.endpoint().0,
             coordinator_version = %reply.coordinator_version,
             heartbeat_ms = heartbeat_every.as_millis() as u64,
             "registered"

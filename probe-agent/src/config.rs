@@ -74,6 +74,9 @@ pub mod defaults {
 /// Prefix of the agent's environment variables.
 pub const ENV_PREFIX: &str = "GEOLOC_PROBE_";
 
+/// Most coordinator URLs in `coordinator`.
+pub const MAX_COORDINATORS: usize = 16;
+
 /// Environment variable name of an option: `max-ttl` → `GEOLOC_PROBE_MAX_TTL`.
 pub fn env_key(option: &str) -> String {
     geoloc_rt::config::env_key(ENV_PREFIX, option)
@@ -158,7 +161,8 @@ pub struct ConfigFlags {
     /// Declared longitude, decimal degrees (WGS84).
     #[arg(long, allow_negative_numbers = true)]
     pub lon: Option<f64>,
-    /// Coordinator URL [default: http://127.0.0.1:7470].
+    /// Coordinator URL, or the URLs of a cluster's replicas separated by commas (the agent
+    /// moves to the next one when its session ends) [default: http://127.0.0.1:7470].
     #[arg(long)]
     pub coordinator: Option<String>,
     /// Credential shared with the coordinator (prefer GEOLOC_PROBE_TOKEN: flags show in ps).
@@ -263,7 +267,8 @@ pub struct AgentConfig {
     /// Declared longitude, degrees.
     #[serde(default, deserialize_with = "float_opt")]
     pub lon: Option<f64>,
-    /// Coordinator URL.
+    /// Coordinator URL, or several separated by commas (replicas of one cluster, tried in
+    /// turn: see [`AgentConfig::coordinators`]).
     pub coordinator: String,
     /// Credential.
     pub token: String,
@@ -469,24 +474,33 @@ impl AgentConfig {
                 );
             }
         }
-        if !(self.coordinator.starts_with("http://") || self.coordinator.starts_with("https://")) {
+        let urls = self.coordinators();
+        if urls.is_empty() || urls.len() > MAX_COORDINATORS {
             return bad(
                 "coordinator",
                 format!(
-                    "coordinator must be an http:// or https:// URL, got {:?}",
+                    "coordinator must hold 1 to {MAX_COORDINATORS} URLs separated by commas, got {:?}",
                     self.coordinator
                 ),
             );
         }
+        for url in &urls {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return bad(
+                    "coordinator",
+                    format!("coordinator must be an http:// or https:// URL, got {url:?}"),
+                );
+            }
+        }
         if let Some(ca) = &self.ca {
-            if !geoloc_rt::tls::is_https(&self.coordinator) {
+            if let Some(plain) = urls.iter().find(|u| !geoloc_rt::tls::is_https(u)) {
                 return bad(
                     "ca",
                     format!(
                         "ca {} is set but coordinator {} is plaintext http://: use an https:// \
                          coordinator URL (or drop ca)",
                         ca.display(),
-                        self.coordinator
+                        plain
                     ),
                 );
             }
@@ -568,6 +582,15 @@ impl AgentConfig {
             );
         }
         Ok(())
+    }
+
+    /// The coordinator URLs of `coordinator` (one, or a cluster's replicas), in order.
+    pub fn coordinators(&self) -> Vec<&str> {
+        self.coordinator
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
     }
 
     /// Identity needed to register: id, lat and lon.

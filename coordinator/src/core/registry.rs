@@ -77,10 +77,34 @@ struct Session {
     pending: HashMap<String, (oneshot::Sender<Outcome>, MeasurementRequest)>,
 }
 
+/// Asks a probe whose session another cluster replica holds (cluster mode; implemented
+/// outside the core, on the shared database).
+pub trait RemoteDispatch: Send + Sync {
+    /// Has the replica holding `probe_id` send `req` to it; waits at most `budget`.
+    fn measure(
+        &self,
+        probe_id: &str,
+        req: MeasurementRequest,
+        budget: Duration,
+    ) -> futures::future::BoxFuture<'static, Outcome>;
+}
+
+/// A probe whose session another replica holds, as last read from the shared database.
+struct Remote {
+    replica_id: String,
+    /// When the cluster view last saw it there.
+    seen: Instant,
+}
+
+/// A remote probe not seen again by the cluster view for this long is no longer healthy.
+const REMOTE_FRESH: Duration = Duration::from_secs(5);
+
 struct ProbeState {
     row: ProbeRow,
     token: Option<String>,
     session: Option<Session>,
+    /// Held by another replica (cluster mode); a local session takes precedence.
+    remote: Option<Remote>,
     last_seen: Option<Instant>,
     /// Answers rejected at the edge since this process started.
     rejected: u64,
@@ -95,6 +119,8 @@ struct Inner {
 pub struct Registry {
     inner: std::sync::Mutex<Inner>,
     heartbeat_interval: Duration,
+    /// How probes held by other replicas are asked (cluster mode only).
+    remote: std::sync::OnceLock<std::sync::Arc<dyn RemoteDispatch>>,
 }
 
 impl Registry {
@@ -105,7 +131,69 @@ impl Registry {
                 next_session: 1,
             }),
             heartbeat_interval,
+            remote: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Installs the cluster's way of asking probes held by other replicas (once).
+    pub fn set_remote_dispatch(&self, d: std::sync::Arc<dyn RemoteDispatch>) {
+        let _ = self.remote.set(d);
+    }
+
+    /// Replaces the cluster view: `remote` are the probes (with their record as stored)
+    /// whose session another live replica holds. Probes with a local session keep it.
+    pub fn set_remote(&self, remote: Vec<(ProbeRow, String)>) {
+        let now = Instant::now();
+        let mut g = self.lock();
+        let mut seen = std::collections::HashSet::new();
+        for (row, replica_id) in remote {
+            seen.insert(row.probe_id.clone());
+            let e = g.probes.entry(row.probe_id.clone()).or_insert(ProbeState {
+                row: row.clone(),
+                token: None,
+                session: None,
+                remote: None,
+                last_seen: None,
+                rejected: 0,
+            });
+            if e.session.is_none() {
+                e.row = row;
+            }
+            e.remote = Some(Remote {
+                replica_id,
+                seen: now,
+            });
+        }
+        for (id, p) in g.probes.iter_mut() {
+            if !seen.contains(id) {
+                p.remote = None;
+            }
+        }
+    }
+
+    /// Ids of the probes whose session this process holds and that are live (connected,
+    /// heartbeating).
+    pub fn local_sessions(&self) -> Vec<String> {
+        let g = self.lock();
+        g.probes
+            .iter()
+            .filter(|(_, p)| {
+                p.session.is_some()
+                    && p.last_seen
+                        .is_some_and(|t| t.elapsed() < self.heartbeat_interval * 3)
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The replica holding `probe_id`'s session, when another one does.
+    pub fn remote_holder(&self, probe_id: &str) -> Option<String> {
+        let g = self.lock();
+        g.probes
+            .get(probe_id)
+            .filter(|p| p.session.is_none())
+            .and_then(|p| p.remote.as_ref())
+            .map(|r| r.replica_id.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -121,6 +209,7 @@ impl Registry {
                 row,
                 token: None,
                 session: None,
+                remote: None,
                 last_seen: None,
                 rejected: 0,
             });
@@ -134,6 +223,7 @@ impl Registry {
             row: row.clone(),
             token: None,
             session: None,
+            remote: None,
             last_seen: None,
             rejected: 0,
         });
@@ -268,10 +358,15 @@ impl Registry {
     }
 
     fn snapshot_of(&self, p: &ProbeState) -> ProbeSnapshot {
-        let connected = p.session.is_some();
-        let fresh = p
-            .last_seen
-            .is_some_and(|t| t.elapsed() < self.heartbeat_interval * 3);
+        let remote_fresh = p.session.is_none()
+            && self.remote.get().is_some()
+            && p.remote
+                .as_ref()
+                .is_some_and(|r| r.seen.elapsed() < REMOTE_FRESH);
+        let connected = p.session.is_some() || remote_fresh;
+        let fresh = remote_fresh
+            || p.last_seen
+                .is_some_and(|t| t.elapsed() < self.heartbeat_interval * 3);
         ProbeSnapshot {
             row: p.row.clone(),
             connected,
@@ -314,8 +409,29 @@ impl Registry {
     }
 
     /// Sends `req` to the probe and waits at most `budget` for its answer; on timeout the
-    /// probe is told to cancel.
+    /// probe is told to cancel. A probe whose session another cluster replica holds is
+    /// asked through that replica.
     pub async fn measure(
+        &self,
+        probe_id: &str,
+        req: MeasurementRequest,
+        budget: Duration,
+    ) -> Outcome {
+        let remote = {
+            let g = self.lock();
+            g.probes
+                .get(probe_id)
+                .filter(|p| p.session.is_none() && p.remote.is_some())
+                .and_then(|_| self.remote.get().cloned())
+        };
+        match remote {
+            Some(d) => d.measure(probe_id, req, budget).await,
+            None => self.measure_local(probe_id, req, budget).await,
+        }
+    }
+
+    /// [`Registry::measure`] over this process's own session only (NotConnected without).
+    pub async fn measure_local(
         &self,
         probe_id: &str,
         req: MeasurementRequest,

@@ -1,0 +1,251 @@
+//! Cluster mode on the real PostgreSQL: the lease table itself, then two real
+//! `geoloc-coordinator` replicas (`--cluster`) on one database, with FAKE probes
+//! (protocol-level, tests/common) connected to one of them.
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use geoloc_coordinator::storage::Storage;
+use geoloc_proto::v1 as pb;
+use geoloc_testenv::Daemon;
+
+const BIN: &str = env!("CARGO_BIN_EXE_geoloc-coordinator");
+
+/// A PostgreSQL URL whose connections use `schema` (made and migrated by
+/// [`postgres_store`]).
+fn schema_url(schema: &str) -> String {
+    format!("{}?options=-c%20search_path%3D{schema}", pg_url())
+}
+
+/// A replica named `name` on `db`; returns it and its gRPC URL.
+fn replica(db: &str, name: &str) -> (Daemon, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--listen", "127.0.0.1:0", "--database", db])
+        .args(["--cluster", "--replica-id", name])
+        .args(["--allow-private", "--probe-token", TOKEN])
+        .args([
+            "--heartbeat-interval-ms",
+            "300",
+            "--probe-timeout-ms",
+            "1500",
+        ])
+        .args(["--ping-interval-ms", "0", "--landmark-checks=false"])
+        .env_remove("GEOLOC_COORDINATOR_CONFIG");
+    let d = Daemon::spawn_echoing(name, &mut cmd);
+    let addr = d.stdout_after("listening on ", Duration::from_secs(30));
+    (d, format!("http://{addr}"))
+}
+
+/// Probes `url` lists as healthy.
+async fn healthy_at(url: &str) -> Vec<String> {
+    let mut c = geoloc_client::connect(url).await.unwrap();
+    c.list_probes(pb::ListProbesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .probes
+        .into_iter()
+        .filter(|p| p.healthy)
+        .map(|p| p.probe_id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_taken_once_and_an_expired_one_only_by_another_replica() {
+    let test = "cluster_leases";
+    let Some((s, schema)) = postgres_store(test).await else {
+        return;
+    };
+    let probes = vec!["p1".to_string()];
+    s.enqueue_work("req-1", "p1", "origin", "{}", 10_000, 1_000)
+        .await
+        .unwrap();
+    // The same request queued twice is one row.
+    s.enqueue_work("req-1", "p1", "origin", "{}", 10_000, 1_000)
+        .await
+        .unwrap();
+    // Two replicas take at the same moment: one gets it.
+    let (a, b) = tokio::join!(
+        s.claim_work("ra", &probes, 2_000, 3_000, 10),
+        s.claim_work("rb", &probes, 2_000, 3_000, 10)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.len() + b.len(), 1, "taken by exactly one: {a:?} {b:?}");
+    let (owner, other) = if a.is_empty() {
+        ("rb", "ra")
+    } else {
+        ("ra", "rb")
+    };
+    // Before the lease ends nobody takes it again, not even its owner.
+    assert!(s
+        .claim_work(other, &probes, 4_000, 3_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s
+        .claim_work(owner, &probes, 4_000, 3_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // A live owner never takes its own request again, even after the lease ends (its
+    // probe is still measuring or gone); after the lease (2000 + 3000) the other replica
+    // (the one the probe moved to) takes it over.
+    assert!(s
+        .claim_work(owner, &probes, 5_001, 3_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let again = s
+        .claim_work(other, &probes, 5_001, 3_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].request_id, "req-1");
+    // The dead owner's late answer is refused; the new owner's is stored once.
+    assert!(!s
+        .finish_work(owner, "req-1", "\"late\"", 5_500)
+        .await
+        .unwrap());
+    assert!(s
+        .finish_work(other, "req-1", "\"ok\"", 5_600)
+        .await
+        .unwrap());
+    assert!(!s
+        .finish_work(other, "req-1", "\"twice\"", 5_700)
+        .await
+        .unwrap());
+    let got = s.work_outcomes(&["req-1".to_string()]).await.unwrap();
+    assert_eq!(got, vec![("req-1".to_string(), "\"ok\"".to_string())]);
+    // An answered or past-deadline request is never taken.
+    s.enqueue_work("req-2", "p1", "origin", "{}", 6_000, 5_000)
+        .await
+        .unwrap();
+    assert!(s
+        .claim_work(other, &probes, 6_001, 3_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s
+        .claim_work(owner, &probes, 9_000, 3_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    drop_pg_schema(&s, &schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_on_sqlite_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["--database", &sqlite_url(&dir), "--cluster"])
+        .env_remove("GEOLOC_COORDINATOR_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cluster = true needs a postgres:// database"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["--database", &pg_url(), "--cluster", "--replica-id", "a b"])
+        .env_remove("GEOLOC_COORDINATOR_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("replica-id \"a b\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locate_on_one_replica_is_measured_by_the_probes_of_another_and_a_killed_replica_is_reaped(
+) {
+    let test = "cluster_replicas";
+    let Some((s, schema)) = postgres_store(test).await else {
+        return;
+    };
+    ensure_test_key(&s).await;
+    let db = schema_url(&schema);
+    bounded(120, async {
+        let (_a, url_a) = replica(&db, "replica-a");
+        let (mut b, url_b) = replica(&db, "replica-b");
+        // Six probes, all connected to B only.
+        let w = world(&[("127.0.0.50", LYON.0, LYON.1)]);
+        let probes = fleet(&url_b, &w, 6).await;
+        wait_until("A sees B's 6 probes healthy", 30, || {
+            let url = url_a.clone();
+            async move { healthy_at(&url).await.len() == 6 }
+        })
+        .await;
+        // A locate accepted by A is measured by B's probes.
+        let mut ca = geoloc_client::connect(&url_a).await.unwrap();
+        let (_, r) = locate(&mut ca, req(TARGET)).await;
+        let r = r.expect("located through the other replica");
+        assert_eq!(r.probes_asked, 6, "{r:?}");
+        assert_eq!(r.probes_used, 6, "{r:?}");
+        assert_eq!(r.nearest_probe, "paris");
+        // Each probe measured the target once for this locate.
+        for p in &probes {
+            assert_eq!(p.count(TARGET), 1, "{} measured {TARGET}", p.id);
+        }
+        let states = s.work_states().await.unwrap();
+        assert_eq!(states, vec![("done".to_string(), 6)], "{states:?}");
+        // A result row started by A carries A's id (a dead A's runs are A's to give up).
+        let owner: String = match &s {
+            Storage::Postgres(pool) => {
+                sqlx::query_scalar("SELECT owner_replica FROM results WHERE result_id = $1")
+                    .bind(&r.result_id)
+                    .fetch_one(pool)
+                    .await
+                    .unwrap()
+            }
+            Storage::Sqlite(_) => unreachable!(),
+        };
+        assert_eq!(owner, "replica-a");
+
+        // B is killed: A reaps it (its sessions gone: no healthy probe left) and a locate
+        // on A fails cleanly instead of waiting on dead probes.
+        b.child().kill().unwrap();
+        let _ = b.child().wait();
+        drop(probes);
+        wait_until("A forgets B's probes", 30, || {
+            let url = url_a.clone();
+            async move { healthy_at(&url).await.is_empty() }
+        })
+        .await;
+        // B's row is reaped by A (within the TTL plus a reaping period).
+        wait_until("A reaps B", 30, || {
+            let s = s.clone();
+            async move {
+                let replicas: Vec<String> = match &s {
+                    Storage::Postgres(pool) => {
+                        sqlx::query_scalar("SELECT replica_id FROM replicas")
+                            .fetch_all(pool)
+                            .await
+                            .unwrap()
+                    }
+                    Storage::Sqlite(_) => unreachable!(),
+                };
+                replicas == vec!["replica-a".to_string()]
+            }
+        })
+        .await;
+        // The probes reconnect to A: it measures with them itself.
+        let probes = fleet(&url_a, &w, 6).await;
+        wait_until("the probes healthy on A", 30, || {
+            let url = url_a.clone();
+            async move { healthy_at(&url).await.len() == 6 }
+        })
+        .await;
+        let (_, r2) = locate(&mut ca, req(TARGET)).await;
+        let r2 = r2.expect("located by A's own probes");
+        assert_eq!(r2.probes_used, 6, "{r2:?}");
+        for p in &probes {
+            assert_eq!(p.count(TARGET), 1, "{} measured {TARGET}", p.id);
+        }
+        assert_eq!(s.work_states().await.unwrap().len(), 1, "no new work item");
+    })
+    .await;
+    drop_pg_schema(&s, &schema).await;
+}
