@@ -204,6 +204,49 @@ async fn a_locate_on_one_replica_is_measured_by_the_probes_of_another_and_a_kill
         };
         assert_eq!(owner, "replica-a");
 
+        // A locate B accepted and is still measuring when B dies (one probe never
+        // answers it): its result row is B's, `running`.
+        let hang = FakeProbe::start(
+            &url_b,
+            "hang",
+            LYON,
+            LYON,
+            "127.0.1.99",
+            w.clone(),
+            Behaviour::HangOnUnknown,
+        )
+        .await;
+        wait_until("B sees the hanging probe", 30, || {
+            let url = url_b.clone();
+            async move { healthy_at(&url).await.len() == 7 }
+        })
+        .await;
+        let url = url_b.clone();
+        let stuck = tokio::spawn(async move {
+            let mut cb = geoloc_client::connect(&url).await.unwrap();
+            let mut r = req("127.0.0.99");
+            r.timeout_ms = 20_000;
+            let _ = cb.locate(r).await.map(|s| s.into_inner());
+            // Held open until B dies.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        });
+        let running_of_b = |s: Storage| async move {
+            match &s {
+                Storage::Postgres(pool) => sqlx::query_scalar::<_, String>(
+                    "SELECT status FROM results WHERE ip = '127.0.0.99' AND owner_replica = 'replica-b'",
+                )
+                .fetch_optional(pool)
+                .await
+                .unwrap(),
+                Storage::Sqlite(_) => unreachable!(),
+            }
+        };
+        wait_until("B's locate running", 30, || {
+            let s = s.clone();
+            async move { running_of_b(s).await.as_deref() == Some("running") }
+        })
+        .await;
+
         // B is killed: A reaps it (its sessions gone: no healthy probe left) and a locate
         // on A fails cleanly instead of waiting on dead probes.
         b.child().kill().unwrap();
@@ -231,6 +274,10 @@ async fn a_locate_on_one_replica_is_measured_by_the_probes_of_another_and_a_kill
             }
         })
         .await;
+        // The run B left unfinished is marked interrupted by A.
+        assert_eq!(running_of_b(s.clone()).await.as_deref(), Some("interrupted"));
+        stuck.abort();
+        drop(hang);
         // The probes reconnect to A: it measures with them itself.
         let probes = fleet(&url_a, &w, 6).await;
         wait_until("the probes healthy on A", 30, || {
