@@ -296,3 +296,119 @@ async fn a_locate_on_one_replica_is_measured_by_the_probes_of_another_and_a_kill
     .await;
     drop_pg_schema(&s, &schema).await;
 }
+
+/// `run_audit` builds its own runtime: run it on a plain thread.
+async fn run_audit(args: geoloc_client::audit::AuditArgs) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        std::thread::spawn(move || geoloc_client::audit::run_audit(args))
+            .join()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_whose_replica_is_killed_finishes_on_another_with_every_address_once() {
+    let test = "cluster_audit";
+    let Some((s, schema)) = postgres_store(test).await else {
+        return;
+    };
+    ensure_test_key(&s).await;
+    let db = schema_url(&schema);
+    bounded(180, async {
+        let (_a, url_a) = replica(&db, "replica-a");
+        let (mut b, url_b) = replica(&db, "replica-b");
+        // 40 targets spread over Europe; the probes (on A) answer after 100 ms, so the
+        // audit is still running when B dies.
+        let mut entries = Vec::new();
+        for i in 0..40u32 {
+            entries.push((
+                format!("127.0.3.{}", i + 1),
+                40.0 + f64::from(i % 10),
+                -5.0 + f64::from(i / 4),
+            ));
+        }
+        let w = world(
+            &entries
+                .iter()
+                .map(|(ip, lat, lon)| (ip.as_str(), *lat, *lon))
+                .collect::<Vec<_>>(),
+        );
+        let probes = fleet_as(&url_a, &w, 6, Behaviour::Delayed(100)).await;
+        wait_until("B sees A's 6 probes", 30, || {
+            let url = url_b.clone();
+            async move { healthy_at(&url).await.len() == 6 }
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("ips.txt");
+        let ips: Vec<String> = entries.iter().map(|e| e.0.clone()).collect();
+        std::fs::write(&input, ips.join("\n") + "\n").unwrap();
+        let out = dir.path().join("out.csv");
+        let args = geoloc_client::audit::AuditArgs {
+            file: input.clone(),
+            output: out.clone(),
+            columns: None,
+            // B first: the audit starts there and moves on when B is gone.
+            coordinator: format!("{url_b},{url_a}"),
+            ca: Default::default(),
+            mode: None,
+            timeout_ms: None,
+            concurrency: Some(2),
+            source: None,
+            budget: None,
+            retry_failed: false,
+            fresh: false,
+            retry_for_s: 60,
+        };
+        let audit = tokio::spawn(run_audit(args));
+        // Kill B once some rows are written.
+        let written = |p: &std::path::Path| {
+            std::fs::read_to_string(p)
+                .map(|t| t.lines().count().saturating_sub(1))
+                .unwrap_or(0)
+        };
+        wait_for("10 rows written through B", 60, || written(&out) >= 10).await;
+        b.child().kill().unwrap();
+        let _ = b.child().wait();
+        let rows_at_kill = written(&out);
+        audit.await.unwrap().expect("the audit finishes on A");
+        let mut r = csv::Reader::from_path(&out).unwrap();
+        let headers = r.headers().unwrap().clone();
+        let ip_col = headers.iter().position(|h| h == "ip").unwrap();
+        let err_col = headers.iter().position(|h| h == "error").unwrap();
+        let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
+        let got: Vec<String> = rows.iter().map(|r| r[ip_col].to_string()).collect();
+        assert_eq!(got, ips, "every address once, in input order");
+        for r in &rows {
+            assert_eq!(&r[err_col], "", "{:?}", r);
+        }
+        assert!(
+            rows_at_kill < ips.len(),
+            "B died before the end ({rows_at_kill} rows)"
+        );
+        let twice = ips
+            .iter()
+            .filter(|ip| probes.iter().any(|p| p.count(ip) == 2))
+            .count();
+        eprintln!(
+            "audit of {} addresses: B killed after {rows_at_kill} rows; finished on A; {twice} addresses measured again (in flight on B)",
+            ips.len()
+        );
+        // No probe measured an address twice for one run: a locate started on B and
+        // cut off is run again on A, so an address may be measured at most twice in all.
+        for p in &probes {
+            for ip in &ips {
+                assert!(
+                    p.count(ip) <= 2,
+                    "{} measured {ip} {} times",
+                    p.id,
+                    p.count(ip)
+                );
+            }
+        }
+    })
+    .await;
+    drop_pg_schema(&s, &schema).await;
+}
