@@ -167,8 +167,8 @@ fn real_agent_traces_for_know_and_audit() {
         "traceroute",
     ];
     let out = geoloc(&b, &args);
-    // Exit 1: one line was not an address.
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // A line that is not an address is a row with its reason, not a failed run.
+    assert!(out.status.success(), "{}", text(&out));
     let csv = std::fs::read_to_string(&output).unwrap();
     let mut lines = csv.lines();
     assert_eq!(
@@ -187,9 +187,10 @@ fn real_agent_traces_for_know_and_audit() {
         bad.ends_with("error: invalid-address: not an IP address"),
         "{bad}"
     );
-    // A second run (resume) replaces the group instead of adding it twice.
+    // A second run (resume: rows kept, the failed one too) replaces the group instead of
+    // adding it twice.
     let out = geoloc(&b, &args);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(out.status.success(), "{}", text(&out));
     let again = std::fs::read_to_string(&output).unwrap();
     assert_eq!(again.lines().next(), csv.lines().next());
 }
