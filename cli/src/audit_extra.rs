@@ -87,9 +87,7 @@ pub const TRACEROUTE_GROUP: &str = "traceroute";
 
 /// Splits a `--know` list into geoloc-know's groups (None when only `traceroute` was
 /// given) and whether `traceroute` was asked.
-pub fn split_know(
-    list: &str,
-) -> Result<(Option<Vec<geoloc_know::columns::Group>>, bool), String> {
+pub fn split_know(list: &str) -> Result<(Option<Vec<geoloc_know::columns::Group>>, bool), String> {
     let names: Vec<&str> = list.split(',').map(str::trim).collect();
     let trace = names
         .iter()
@@ -159,7 +157,8 @@ pub fn run(cmd: AuditCmd) -> anyhow::Result<()> {
             );
         }
         if traceroute {
-            let n = crate::know::runtime()?.block_on(append_traces(&output, &coordinator, &connect))?;
+            let n =
+                crate::know::runtime()?.block_on(append_traces(&output, &coordinator, &connect))?;
             eprintln!("traceroute columns: {n} distinct addresses traced");
         }
         if let Some(col) = &cmd.at_column {
@@ -431,7 +430,10 @@ mod tests {
             split_know("ownership, Traceroute").unwrap(),
             (Some(vec![Group::Ownership]), true)
         );
-        assert_eq!(split_know("all").unwrap(), (Some(Group::ALL.to_vec()), false));
+        assert_eq!(
+            split_know("all").unwrap(),
+            (Some(Group::ALL.to_vec()), false)
+        );
         let e = split_know("trace").unwrap_err();
         assert!(e.contains("known: traceroute, ownership"), "{e}");
     }

@@ -162,8 +162,12 @@ pub fn run_know(a: KnowArgs) -> anyhow::Result<()> {
             (Some(url), true) => {
                 let mut c = geoloc_client::Client::connect_with(url, &a.ca.options()).await?;
                 Some(
-                    c.trace(&ip.to_string(), a.trace_probe.as_deref(), a.max_ttl.unwrap_or(0))
-                        .await,
+                    c.trace(
+                        &ip.to_string(),
+                        a.trace_probe.as_deref(),
+                        a.max_ttl.unwrap_or(0),
+                    )
+                    .await,
                 )
             }
             _ => None,

@@ -78,10 +78,12 @@ impl TryFrom<&pb::TraceReply> for Traced {
     /// Earth, at most [`MAX_HOPS`] hops with ascending TTLs, addresses that parse, finite
     /// RTTs in [0, 60 000] ms.
     fn try_from(r: &pb::TraceReply) -> Result<Traced, Failure> {
-        let ip: IpAddr = r
-            .ip
-            .parse()
-            .map_err(|_| bad(format!("trace target {:?} is not an address", printable(&r.ip))))?;
+        let ip: IpAddr = r.ip.parse().map_err(|_| {
+            bad(format!(
+                "trace target {:?} is not an address",
+                printable(&r.ip)
+            ))
+        })?;
         if r.probe_id.is_empty()
             || r.probe_id.len() > MAX_ID_LEN
             || r.probe_id.chars().any(char::is_control)
@@ -105,7 +107,10 @@ impl TryFrom<&pb::TraceReply> for Traced {
             _ => "unspecified",
         };
         if r.hops.len() > MAX_HOPS {
-            return Err(bad(format!("{} trace hops (at most {MAX_HOPS})", r.hops.len())));
+            return Err(bad(format!(
+                "{} trace hops (at most {MAX_HOPS})",
+                r.hops.len()
+            )));
         }
         let mut hops = Vec::with_capacity(r.hops.len());
         let mut prev = 0;
@@ -132,7 +137,11 @@ impl TryFrom<&pb::TraceReply> for Traced {
                 ),
             };
             if h.rtt_ms.len() > MAX_RTTS_PER_HOP {
-                return Err(bad(format!("{} RTTs at trace hop {}", h.rtt_ms.len(), h.ttl)));
+                return Err(bad(format!(
+                    "{} RTTs at trace hop {}",
+                    h.rtt_ms.len(),
+                    h.ttl
+                )));
             }
             if let Some(x) = h
                 .rtt_ms
@@ -212,7 +221,11 @@ impl Traced {
         }
         out.push_str(&format!(
             "  target {}, {} packets{}\n",
-            if self.reached { "reached" } else { "not reached" },
+            if self.reached {
+                "reached"
+            } else {
+                "not reached"
+            },
             self.packets_sent,
             if self.error.is_empty() {
                 String::new()
@@ -280,13 +293,20 @@ impl Client {
         match tokio::time::timeout(CALL_TIMEOUT, call).await {
             Err(_) => Err(Failure::new(
                 "timeout",
-                format!("no trace from the coordinator within {} s", CALL_TIMEOUT.as_secs()),
+                format!(
+                    "no trace from the coordinator within {} s",
+                    CALL_TIMEOUT.as_secs()
+                ),
             )),
             Ok(Ok(r)) => Traced::try_from(&r.into_inner()),
             Ok(Err(s)) if s.code() == tonic::Code::InvalidArgument => {
                 Err(Failure::new(&invalid_code(&s), s.message()))
             }
-            Ok(Err(s)) => match s.metadata().get("geoloc-error-code").and_then(|v| v.to_str().ok()) {
+            Ok(Err(s)) => match s
+                .metadata()
+                .get("geoloc-error-code")
+                .and_then(|v| v.to_str().ok())
+            {
                 Some(code) if s.code() != tonic::Code::ResourceExhausted => {
                     Err(Failure::new(code, printable(s.message())))
                 }
@@ -353,17 +373,26 @@ mod tests {
     fn hostile_replies_are_refused() {
         let mut r = reply();
         r.hops[1].ttl = 1;
-        assert!(Traced::try_from(&r).unwrap_err().message.contains("TTL 1 after 1"));
+        assert!(Traced::try_from(&r)
+            .unwrap_err()
+            .message
+            .contains("TTL 1 after 1"));
         let mut r = reply();
         r.hops[0].rtt_ms = vec![f64::NAN];
-        assert!(Traced::try_from(&r).unwrap_err().message.contains("RTT NaN"));
+        assert!(Traced::try_from(&r)
+            .unwrap_err()
+            .message
+            .contains("RTT NaN"));
         let mut r = reply();
         r.hops[0].address = "\u{1b}[31mred".into();
         let e = Traced::try_from(&r).unwrap_err();
         assert_eq!(e.code, "bad-result");
         assert!(!e.message.contains('\u{1b}'), "{}", e.message);
         let mut r = reply();
-        r.probe_position = Some(pb::LatLon { lat: 91.0, lon: 0.0 });
+        r.probe_position = Some(pb::LatLon {
+            lat: 91.0,
+            lon: 0.0,
+        });
         assert!(Traced::try_from(&r).is_err());
         let mut r = reply();
         r.hops = (1..=256)
@@ -372,7 +401,10 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        assert!(Traced::try_from(&r).unwrap_err().message.contains("256 trace hops"));
+        assert!(Traced::try_from(&r)
+            .unwrap_err()
+            .message
+            .contains("256 trace hops"));
     }
 
     /// The `traceroute` column group as `geoloc audit --know traceroute` writes it: header,

@@ -21,7 +21,10 @@ fn trace_req(ip: &str, probe_id: &str, max_ttl: u32) -> pb::TraceRequest {
     }
 }
 
-async fn start(dir: &tempfile::TempDir, tweak: impl FnOnce(&mut geoloc_coordinator::config::Config)) -> Server {
+async fn start(
+    dir: &tempfile::TempDir,
+    tweak: impl FnOnce(&mut geoloc_coordinator::config::Config),
+) -> Server {
     let storage = Storage::connect(&sqlite_url(dir)).await.unwrap();
     Server::start_with("127.0.0.1:0".parse().unwrap(), storage, tweak).await
 }
@@ -44,7 +47,11 @@ async fn trace_returns_the_probes_hops_and_how_it_was_chosen() {
         let mut c = s.client().await;
 
         // Nothing known of the address: the first vetted probe by id.
-        let r = c.trace(trace_req(TARGET, "", 12)).await.unwrap().into_inner();
+        let r = c
+            .trace(trace_req(TARGET, "", 12))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(r.probe_id, "newyork");
         assert_eq!(r.probe_choice, pb::TraceProbeChoice::First as i32);
         assert_eq!(r.ip, TARGET);
@@ -64,7 +71,11 @@ async fn trace_returns_the_probes_hops_and_how_it_was_chosen() {
         assert_eq!((t.max_ttl, t.ping_count), (12, 0));
 
         // A probe named: that one; max_ttl 0 is the default 30.
-        let r = c.trace(trace_req(TARGET, "tokyo", 0)).await.unwrap().into_inner();
+        let r = c
+            .trace(trace_req(TARGET, "tokyo", 0))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(r.probe_id, "tokyo");
         assert_eq!(r.probe_choice, pb::TraceProbeChoice::Requested as i32);
         assert_eq!(r.max_ttl, 30);
@@ -72,7 +83,11 @@ async fn trace_returns_the_probes_hops_and_how_it_was_chosen() {
         // After a locate, the probe nearest the stored estimate (Lyon: Paris).
         let (_, located) = locate(&mut c, req(TARGET)).await;
         located.unwrap();
-        let r = c.trace(trace_req(TARGET, "", 0)).await.unwrap().into_inner();
+        let r = c
+            .trace(trace_req(TARGET, "", 0))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(r.probe_id, "paris");
         assert_eq!(r.probe_choice, pb::TraceProbeChoice::NearestStored as i32);
 
@@ -97,7 +112,10 @@ async fn trace_refuses_bad_arguments_with_a_clear_message() {
         let mut c = s.client().await;
         let cases = [
             (trace_req(TARGET, "", 65), "max_ttl 65 above 64"),
-            (trace_req(TARGET, "no such/probe", 0), "bad probe_id \"no such/probe\""),
+            (
+                trace_req(TARGET, "no such/probe", 0),
+                "bad probe_id \"no such/probe\"",
+            ),
             (trace_req(TARGET, "mars", 0), "unknown probe \"mars\""),
             (trace_req("not-an-ip", "", 0), "not-an-ip"),
             (
@@ -114,7 +132,9 @@ async fn trace_refuses_bad_arguments_with_a_clear_message() {
             assert!(e.message().contains(want), "{r:?}: {}", e.message());
         }
         // Nothing was asked of any probe.
-        assert!(_probes.iter().all(|p| p.requests.lock().unwrap().is_empty()));
+        assert!(_probes
+            .iter()
+            .all(|p| p.requests.lock().unwrap().is_empty()));
         s.stop().await;
     })
     .await
@@ -166,11 +186,24 @@ async fn trace_is_admitted_like_a_locate() {
         // does not and is refused before anything is sent.
         let target = "81.2.69.142";
         w.lock().unwrap().insert(target.into(), lyon());
-        let r = c.trace(trace_req(target, "", 25)).await.unwrap().into_inner();
+        let r = c
+            .trace(trace_req(target, "", 25))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(r.packets_sent, 1);
-        let r = c.trace(trace_req(target, "", 25)).await.unwrap().into_inner();
+        let r = c
+            .trace(trace_req(target, "", 25))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(r.packets_sent, 1);
-        let used = s.coord.access.target_packets(&s.coord.storage, target).await.unwrap();
+        let used = s
+            .coord
+            .access
+            .target_packets(&s.coord.storage, target)
+            .await
+            .unwrap();
         assert_eq!(used, 2);
         let before = probes[0].count(target);
         let e = c.trace(trace_req(target, "", 39)).await.unwrap_err();
@@ -184,7 +217,12 @@ async fn trace_is_admitted_like_a_locate() {
         // A locate's packets count against the same budget: 3 echo requests.
         let (_, l) = locate(&mut c, req(target)).await;
         l.unwrap();
-        let used = s.coord.access.target_packets(&s.coord.storage, target).await.unwrap();
+        let used = s
+            .coord
+            .access
+            .target_packets(&s.coord.storage, target)
+            .await
+            .unwrap();
         assert_eq!(used, 5);
         let e = c.trace(trace_req(target, "", 36)).await.unwrap_err();
         assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");

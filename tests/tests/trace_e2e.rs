@@ -22,11 +22,23 @@ fn coordinator(b: &Bins, dir: &Path) -> (Daemon, SocketAddr) {
         dir.join("coordinator.sqlite").display()
     );
     let mut cmd = Command::new(&b.coordinator);
-    cmd.args(["--database", &db, "--listen", "127.0.0.1:0", "--auth", "none"])
-        .args(["--allow-private", "--probe-token", TOKEN])
-        .args(["--landmark-checks", "false", "--heartbeat-interval-ms", "300"])
-        .args(["--probe-timeout-ms", "3000"])
-        .env_remove("GEOLOC_COORDINATOR_CONFIG");
+    cmd.args([
+        "--database",
+        &db,
+        "--listen",
+        "127.0.0.1:0",
+        "--auth",
+        "none",
+    ])
+    .args(["--allow-private", "--probe-token", TOKEN])
+    .args([
+        "--landmark-checks",
+        "false",
+        "--heartbeat-interval-ms",
+        "300",
+    ])
+    .args(["--probe-timeout-ms", "3000"])
+    .env_remove("GEOLOC_COORDINATOR_CONFIG");
     let proc = Daemon::spawn_echoing("coordinator", &mut cmd);
     let addr = proc.stdout_after("listening on ", Duration::from_secs(60));
     (proc, addr.parse().expect("an address"))
@@ -83,9 +95,11 @@ fn real_agent_traces_for_know_and_audit() {
         let out = geoloc(&b, &["probes", "--json", "--coordinator", &url]);
         assert!(out.status.success(), "geoloc probes: {}", text(&out));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        if v.as_array().unwrap().iter().any(|p| {
-            p["probe_id"] == PROBE && p["healthy"] == serde_json::Value::Bool(true)
-        }) {
+        if v.as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["probe_id"] == PROBE && p["healthy"] == serde_json::Value::Bool(true))
+        {
             break;
         }
         assert!(
@@ -100,10 +114,22 @@ fn real_agent_traces_for_know_and_audit() {
     let out = geoloc(
         &b,
         &[
-            "know", "127.0.0.1", "--coordinator", &url, "--traceroute", "--max-ttl", "8", "--json",
+            "know",
+            "127.0.0.1",
+            "--coordinator",
+            &url,
+            "--traceroute",
+            "--max-ttl",
+            "8",
+            "--json",
         ],
     );
-    assert!(out.status.success(), "{}\nagent:\n{}", text(&out), agent_log());
+    assert!(
+        out.status.success(),
+        "{}\nagent:\n{}",
+        text(&out),
+        agent_log()
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let t = &v["traceroute"];
     assert_eq!(t["probe_id"], PROBE, "{t}");
@@ -134,7 +160,13 @@ fn real_agent_traces_for_know_and_audit() {
     let out = geoloc(
         &b,
         &[
-            "know", "127.0.0.1", "--coordinator", &url, "--traceroute", "--trace-probe", "nope",
+            "know",
+            "127.0.0.1",
+            "--coordinator",
+            &url,
+            "--traceroute",
+            "--trace-probe",
+            "nope",
             "--json",
         ],
     );

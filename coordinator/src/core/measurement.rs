@@ -437,7 +437,10 @@ mod tests {
         assert_eq!((t.ping_count, t.interval_ms, t.max_ttl), (0, 0, 12));
         assert_eq!(t.timeout, Duration::from_secs(4));
         assert_eq!(d.traceroute(t.target, 0, t.timeout).max_ttl, 1);
-        assert_eq!(d.traceroute(t.target, 999, t.timeout).max_ttl, MAX_TRACE_TTL);
+        assert_eq!(
+            d.traceroute(t.target, 999, t.timeout).max_ttl,
+            MAX_TRACE_TTL
+        );
         assert_ne!(t.request_id, f.request_id);
         for o in MeasurementOutcome::ALL {
             assert_eq!(MeasurementOutcome::parse(o.as_str()), Some(o));

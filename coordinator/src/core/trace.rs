@@ -234,10 +234,7 @@ pub async fn run(coord: &Coordinator, p: TraceParams) -> Result<Traced, LocateFa
     let failed = |what: &str| {
         LocateFailure::new(
             FailureCode::NoAnswer,
-            format!(
-                "probe {} gave no traceroute of {ip_s}: {what}",
-                probe.id
-            ),
+            format!("probe {} gave no traceroute of {ip_s}: {what}", probe.id),
         )
     };
     match o.outcome {
@@ -367,7 +364,10 @@ mod tests {
             h(3, "nonsense", Some(f64::NAN)),
         ]);
         assert_eq!(got.len(), 3);
-        assert_eq!((got[0].ttl, got[0].address, got[0].rtt_ms.len()), (1, None, 0));
+        assert_eq!(
+            (got[0].ttl, got[0].address, got[0].rtt_ms.len()),
+            (1, None, 0)
+        );
         assert_eq!(got[1].address, Some("192.0.2.1".parse().unwrap()));
         assert_eq!(got[1].rtt_ms, vec![2.5, 3.0]);
         assert_eq!((got[2].address, got[2].rtt_ms.len()), (None, 0));
