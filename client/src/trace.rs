@@ -220,13 +220,14 @@ impl Traced {
             }
         }
         out.push_str(&format!(
-            "  target {}, {} packets{}\n",
+            "  target {}, {} packet{}{}\n",
             if self.reached {
                 "reached"
             } else {
                 "not reached"
             },
             self.packets_sent,
+            if self.packets_sent == 1 { "" } else { "s" },
             if self.error.is_empty() {
                 String::new()
             } else {
