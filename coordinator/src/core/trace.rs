@@ -143,8 +143,8 @@ async fn known_position(
 pub fn choose(vps: &[VantagePoint], pos: Option<LatLon>) -> Option<&VantagePoint> {
     let key = |v: &VantagePoint| pos.map_or(0.0, |p| distance_km(p, v.pos));
     vps.iter().min_by(|a, b| {
-        key(*a)
-            .total_cmp(&key(*b))
+        key(a)
+            .total_cmp(&key(b))
             .then_with(|| a.id.as_str().cmp(b.id.as_str()))
     })
 }
