@@ -32,8 +32,10 @@ pub struct AuditCmd {
 #[derive(Debug, Args)]
 pub struct KnowColumnsArgs {
     /// Add know column groups after the audit's columns, comma-separated: ownership (rDNS,
-    /// AS, RDAP), reputation (AbuseIPDB, VirusTotal), services (Shodan, Censys), or all.
-    /// One lookup per distinct address; schema in client/README.md.
+    /// AS, RDAP), reputation (AbuseIPDB, VirusTotal), services (Shodan, Censys), or all
+    /// (these three); and traceroute (one trace per distinct address through --coordinator
+    /// from a probe it chooses: sends packets, one address of the key's quota each; never
+    /// part of `all`). One lookup per distinct address; schema in client/README.md.
     #[arg(long, value_name = "GROUPS")]
     pub know: Option<String>,
     /// With --know: ask the configured providers about addresses not in the cache (spends
@@ -79,15 +81,41 @@ fn report_kind(p: &Path) -> anyhow::Result<ReportKind> {
     }
 }
 
+/// The name of the `traceroute` group of `--know` (handled here, not by geoloc-know: it
+/// asks the coordinator).
+pub const TRACEROUTE_GROUP: &str = "traceroute";
+
+/// Splits a `--know` list into geoloc-know's groups (None when only `traceroute` was
+/// given) and whether `traceroute` was asked.
+pub fn split_know(list: &str) -> Result<(Option<Vec<geoloc_know::columns::Group>>, bool), String> {
+    let names: Vec<&str> = list.split(',').map(str::trim).collect();
+    let trace = names
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case(TRACEROUTE_GROUP));
+    let rest: Vec<&str> = names
+        .into_iter()
+        .filter(|n| !n.is_empty() && !n.eq_ignore_ascii_case(TRACEROUTE_GROUP))
+        .collect();
+    if trace && rest.is_empty() {
+        return Ok((None, true));
+    }
+    geoloc_know::columns::parse_groups(&rest.join(","))
+        .map(|g| (Some(g), trace))
+        .map_err(|e| {
+            if e.contains("known: ") {
+                e.replace("known: ", &format!("known: {TRACEROUTE_GROUP}, "))
+            } else {
+                e
+            }
+        })
+}
+
 pub fn run(cmd: AuditCmd) -> anyhow::Result<()> {
     let kind = cmd.report.as_deref().map(report_kind).transpose()?;
-    let groups = cmd
-        .know
-        .know
-        .as_deref()
-        .map(geoloc_know::columns::parse_groups)
-        .transpose()
-        .map_err(|e| anyhow!("--know: {e}"))?;
+    let (groups, traceroute) = match cmd.know.know.as_deref() {
+        None => (None, false),
+        Some(list) => split_know(list).map_err(|e| anyhow!("--know: {e}"))?,
+    };
     if let Some(col) = &cmd.at_column {
         if cmd.audit.file.as_os_str() == "-" {
             bail!("--at-column {col} needs --file to be a file (standard input is read once)");
@@ -102,13 +130,15 @@ pub fn run(cmd: AuditCmd) -> anyhow::Result<()> {
         None => None,
         Some(g) => Some(know_sources(&cmd.know, g)?),
     };
-    if cmd.at_column.is_some() || groups.is_some() {
+    if cmd.at_column.is_some() || groups.is_some() || traceroute {
         // A previous run's added columns are removed so the audit can resume.
         let cols = geoloc_client::audit::parse_columns(cmd.audit.columns.as_deref())?;
         strip_added(&cmd.audit.output, &cols)?;
     }
     let output = cmd.audit.output.clone();
     let input = cmd.audit.file.clone();
+    let coordinator = cmd.audit.coordinator.clone();
+    let connect = cmd.audit.ca.options();
     let audited = geoloc_client::run_audit(cmd.audit);
     // The report and the columns are written even when some rows failed (exit code 1).
     let ran = match &audited {
@@ -125,6 +155,11 @@ pub fn run(cmd: AuditCmd) -> anyhow::Result<()> {
                 "know columns: {} distinct addresses, {} provider requests",
                 st.distinct_addresses, st.provider_requests
             );
+        }
+        if traceroute {
+            let n =
+                crate::know::runtime()?.block_on(append_traces(&output, &coordinator, &connect))?;
+            eprintln!("traceroute columns: {n} distinct addresses traced");
         }
         if let Some(col) = &cmd.at_column {
             add_local_time(&input, &output, col)?;
@@ -202,7 +237,11 @@ fn strip_added(out: &Path, cols: &[String]) -> anyhow::Result<()> {
     if header.len() <= n || own != cols {
         return Ok(());
     }
-    let added = |h: &str| h == "local_time" || geoloc_know::columns::all_columns().any(|c| c == h);
+    let added = |h: &str| {
+        h == "local_time"
+            || geoloc_know::columns::all_columns().any(|c| c == h)
+            || geoloc_client::trace::TRACE_COLUMNS.contains(&h)
+    };
     if !header.iter().skip(n).all(added) {
         return Ok(());
     }
@@ -211,6 +250,71 @@ fn strip_added(out: &Path, cols: &[String]) -> anyhow::Result<()> {
         .map(|r| r.iter().take(n).map(String::from).collect())
         .collect();
     write_csv(out, &own, &rows)
+}
+
+/// Traces at the same time in `append_traces` (each holds one of the key's `concurrent`
+/// slots).
+const TRACES_AT_ONCE: usize = 2;
+
+/// Appends the `traceroute` column group to the CSV table at `path`: one trace per distinct
+/// address of its `ip` column (a row whose address is not one, or a failed trace, gets the
+/// reason in `trace_status`). Returns how many distinct addresses were traced.
+async fn append_traces(
+    path: &Path,
+    url: &str,
+    opts: &geoloc_client::ConnectOptions,
+) -> anyhow::Result<usize> {
+    use futures::StreamExt;
+    use geoloc_client::trace::{trace_cells, TRACE_COLUMNS};
+    let (header, rows) = read_csv(path)?;
+    let ip_col = header
+        .iter()
+        .position(|h| h == "ip")
+        .ok_or_else(|| anyhow!("{} has no ip column", path.display()))?;
+    if let Some(c) = header.iter().find(|h| TRACE_COLUMNS.contains(h)) {
+        bail!("{} already has a column {c:?}", path.display());
+    }
+    let ips: Vec<String> = rows
+        .iter()
+        .map(|r| r.get(ip_col).unwrap_or("").trim().to_string())
+        .collect();
+    let mut distinct: Vec<&str> = ips.iter().map(String::as_str).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let client = geoloc_client::Client::connect_with(url, opts).await?;
+    let cells: std::collections::HashMap<&str, Vec<String>> =
+        futures::stream::iter(distinct.iter().copied())
+            .map(|ip| {
+                let mut c = client.clone();
+                async move {
+                    let addr = ip.trim_start_matches('[').trim_end_matches(']');
+                    let r = if addr.parse::<std::net::IpAddr>().is_err() {
+                        Err(geoloc_client::Failure::new(
+                            "invalid-address",
+                            "not an IP address",
+                        ))
+                    } else {
+                        c.trace(addr, None, 0).await
+                    };
+                    (ip, trace_cells(&r))
+                }
+            })
+            .buffer_unordered(TRACES_AT_ONCE)
+            .collect()
+            .await;
+    let mut h: Vec<&str> = header.iter().collect();
+    h.extend(TRACE_COLUMNS);
+    let out: Vec<Vec<String>> = rows
+        .iter()
+        .zip(&ips)
+        .map(|(r, ip)| {
+            let mut v: Vec<String> = r.iter().map(String::from).collect();
+            v.extend(cells.get(ip.as_str()).cloned().unwrap_or_default());
+            v
+        })
+        .collect();
+    write_csv(path, &h, &out)?;
+    Ok(distinct.len())
 }
 
 /// The value of column `col` on each data line of the input, by 1-based line number (the
@@ -316,6 +420,22 @@ mod tests {
         );
         assert_eq!(local_time_cell("", Some("2026-03-14T02:30:00Z")), "");
         assert!(local_time_cell("Europe/Paris", Some("yesterday")).starts_with("error: "));
+    }
+
+    #[test]
+    fn know_lists_split_off_traceroute() {
+        use geoloc_know::columns::Group;
+        assert_eq!(split_know("traceroute").unwrap(), (None, true));
+        assert_eq!(
+            split_know("ownership, Traceroute").unwrap(),
+            (Some(vec![Group::Ownership]), true)
+        );
+        assert_eq!(
+            split_know("all").unwrap(),
+            (Some(Group::ALL.to_vec()), false)
+        );
+        let e = split_know("trace").unwrap_err();
+        assert!(e.contains("known: traceroute, ownership"), "{e}");
     }
 
     #[test]

@@ -40,9 +40,22 @@ pub struct KnowArgs {
     /// RDAP base URL (default: the config's, else https://rdap.org).
     #[arg(long)]
     pub rdap_url: Option<String>,
-    /// Print the report as JSON (schema in know/README.md).
+    /// Print the report as JSON (schema in know/README.md; the `traceroute` section in
+    /// client/README.md).
     #[arg(long)]
     pub json: bool,
+    /// With --coordinator: add a traceroute toward the address from one vetted probe of
+    /// the fleet (sends packets; the key needs the `locate` scope and is charged one
+    /// address of its quota).
+    #[arg(long, requires = "coordinator")]
+    pub traceroute: bool,
+    /// With --traceroute: the probe to trace from (default: the one nearest the address's
+    /// stored or GeoIP location, else the first healthy vetted probe).
+    #[arg(long, requires = "traceroute", value_name = "ID")]
+    pub trace_probe: Option<String>,
+    /// With --traceroute: the largest TTL probed (default 30, at most 64).
+    #[arg(long, requires = "traceroute", value_name = "N")]
+    pub max_ttl: Option<u32>,
     #[command(flatten)]
     pub sources: SourceArgs,
 }
@@ -145,16 +158,60 @@ pub fn run_know(a: KnowArgs) -> anyhow::Result<()> {
             None => None,
             Some(url) => Some(measure(url, &a.ca.options(), ip).await?),
         };
+        let traced = match (&a.coordinator, a.traceroute) {
+            (Some(url), true) => {
+                let mut c = geoloc_client::Client::connect_with(url, &a.ca.options()).await?;
+                Some(
+                    c.trace(
+                        &ip.to_string(),
+                        a.trace_probe.as_deref(),
+                        a.max_ttl.unwrap_or(0),
+                    )
+                    .await,
+                )
+            }
+            _ => None,
+        };
         let now =
             chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0).unwrap_or_default();
         let report = sources.know(ip, measured, now).await;
         if a.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            let mut v = serde_json::to_value(&report)?;
+            if let (Some(t), Some(obj)) = (&traced, v.as_object_mut()) {
+                obj.insert("traceroute".into(), trace_json(t)?);
+            }
+            println!("{}", serde_json::to_string_pretty(&v)?);
         } else {
             print!("{}", geoloc_know::report::render_text(&report));
+            if let Some(t) = &traced {
+                print!("{}", trace_text(t));
+            }
         }
         Ok(())
     })
+}
+
+/// The `traceroute` section of `geoloc know --json`: the trace (client/README.md,
+/// "Traceroute") or `{"error": {"code": ..., "message": ...}}`.
+pub fn trace_json(
+    t: &Result<geoloc_client::Traced, geoloc_client::Failure>,
+) -> anyhow::Result<serde_json::Value> {
+    Ok(match t {
+        Ok(t) => serde_json::to_value(t)?,
+        Err(f) => serde_json::json!({"error": f}),
+    })
+}
+
+/// The traceroute section of `geoloc know`'s readable report.
+pub fn trace_text(t: &Result<geoloc_client::Traced, geoloc_client::Failure>) -> String {
+    match t {
+        Ok(t) => format!("\n{}", t.render_text()),
+        Err(f) => format!(
+            "\nTraceroute: {}: {}\n",
+            f.code,
+            geoloc_client::printable(&f.message)
+        ),
+    }
 }
 
 async fn measure(

@@ -6,6 +6,8 @@
 //!   `geoloc_proto::convert`).
 //! - [`locate`], [`probes`], [`audit`]: the `geoloc locate | probes | audit` commands and the
 //!   formats they print (schemas in client/README.md).
+//! - [`trace`]: [`Client::trace`], a traceroute from one probe of the fleet ([`Traced`]),
+//!   and its `traceroute` column group of `geoloc audit --know`.
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::RwLock;
@@ -24,6 +26,7 @@ pub mod localtime;
 pub mod locate;
 pub mod probes;
 mod result;
+pub mod trace;
 
 pub use audit::{run_audit, AuditArgs};
 pub use extra::BatchEvent;
@@ -31,6 +34,7 @@ pub use history::{ResultSummary, ResultsArgs, ResultsPage};
 pub use locate::{run_locate, LocateArgs};
 pub use probes::{run_probes, ProbesArgs};
 pub use result::{Failure, LocateLine, Located, Mode, Source};
+pub use trace::{TraceHop, Traced};
 
 /// Default coordinator URL.
 pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7470";

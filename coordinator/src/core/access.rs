@@ -46,7 +46,7 @@ const KIND_TARGET_PACKETS: &str = "target-packets";
 pub enum Scope {
     /// Results and the fleet view (GetResult, ListProbes).
     Read,
-    /// Start measurements (Locate, LocateBatch).
+    /// Start measurements (Locate, LocateBatch, Trace).
     Locate,
     /// Keys, flags, probes (ClearFlag); implies `read` and `locate`.
     Admin,

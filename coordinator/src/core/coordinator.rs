@@ -186,6 +186,15 @@ impl Coordinator {
         r
     }
 
+    /// A traceroute toward `p.ip` from one vetted probe, admitted like a locate (see
+    /// [`crate::core::trace`]).
+    pub async fn trace(
+        &self,
+        p: crate::core::trace::TraceParams,
+    ) -> std::result::Result<crate::core::trace::Traced, LocateFailure> {
+        crate::core::trace::run(self, p).await
+    }
+
     fn observe_locate(
         &self,
         r: &std::result::Result<Located, LocateFailure>,

@@ -66,6 +66,8 @@ pub struct MeasurementRequest {
 
 /// Largest TTL of the fallback traceroute.
 pub const FALLBACK_MAX_TTL: u32 = 30;
+/// Largest TTL a client may ask of a traceroute of its own ([`RequestDefaults::traceroute`]).
+pub const MAX_TRACE_TTL: u32 = 64;
 
 /// The coordinator's settings every request carries: the one place a
 /// [`MeasurementRequest`] is built.
@@ -103,6 +105,22 @@ impl RequestDefaults {
             0,
             budget,
         )
+    }
+
+    /// A traceroute alone toward `target` up to `max_ttl` (clamped to
+    /// 1..=[`MAX_TRACE_TTL`]), within `budget`: a client's `Trace`.
+    pub fn traceroute(&self, target: IpAddr, max_ttl: u32, budget: Duration) -> MeasurementRequest {
+        let mut r = self.build(
+            target,
+            Kinds {
+                traceroute: true,
+                ..Kinds::default()
+            },
+            0,
+            budget,
+        );
+        r.max_ttl = max_ttl.clamp(1, MAX_TRACE_TTL);
+        r
     }
 
     fn build(
@@ -414,6 +432,16 @@ mod tests {
             (0, 0, FALLBACK_MAX_TTL)
         );
         assert_ne!(p.request_id, f.request_id);
+        let t = d.traceroute(t, 12, Duration::from_secs(4));
+        assert!(!t.kinds.ping && !t.kinds.tcp && t.kinds.traceroute);
+        assert_eq!((t.ping_count, t.interval_ms, t.max_ttl), (0, 0, 12));
+        assert_eq!(t.timeout, Duration::from_secs(4));
+        assert_eq!(d.traceroute(t.target, 0, t.timeout).max_ttl, 1);
+        assert_eq!(
+            d.traceroute(t.target, 999, t.timeout).max_ttl,
+            MAX_TRACE_TTL
+        );
+        assert_ne!(t.request_id, f.request_id);
         for o in MeasurementOutcome::ALL {
             assert_eq!(MeasurementOutcome::parse(o.as_str()), Some(o));
         }

@@ -13,7 +13,7 @@
 //! - [`phased`]: the budgeted, phased choice of vantage points (the engine's `select`).
 //! - [`measurement`]: one request (built in one place), its answer and outcome.
 //! - [`locate`], [`schedule`], [`solve`]: a locate job from parameters to the engine's
-//!   `Solution`.
+//!   `Solution`; [`trace`]: a client's traceroute from one vetted probe, admitted like one.
 //! - [`vetting`], [`landmarks`]: speed-of-light checks of declared positions.
 //! - [`rows`]: the records the store keeps; [`target`]: what may be measured.
 //! - [`access`]: who asks (API keys, scopes) and the abuse limits of locate runs.
@@ -42,6 +42,7 @@ pub mod sources;
 pub mod target;
 pub mod text;
 pub mod throttle;
+pub mod trace;
 pub mod vetting;
 
 pub use coordinator::Coordinator;

@@ -75,6 +75,15 @@ fn exhausted(message: impl Into<String>) -> Status {
     s
 }
 
+/// `s` with `code` (`no-probes`, `no-answer`) in the `geoloc-error-code` metadata.
+fn coded(mut s: Status, code: FailureCode) -> Status {
+    s.metadata_mut().insert(
+        "geoloc-error-code",
+        tonic::metadata::MetadataValue::from_static(code.as_str()),
+    );
+    s
+}
+
 impl LocateSvc {
     /// Who makes the call `req`, if allowed to do what needs `needed`.
     async fn caller<T>(&self, req: &Request<T>, needed: Scope) -> Result<Caller, Status> {
@@ -358,6 +367,29 @@ impl LocateService for LocateSvc {
             results: rows.into_iter().map(summary).collect(),
             next_page_token: next.map(|c| c.to_token()).unwrap_or_default(),
         }))
+    }
+
+    async fn trace(
+        &self,
+        req: Request<pb::TraceRequest>,
+    ) -> Result<Response<pb::TraceReply>, Status> {
+        let caller = self.caller(&req, Scope::Locate).await?;
+        let mut params = convert::trace_params(req.get_ref());
+        params.caller = caller;
+        match self.0.trace(params).await {
+            Ok(t) => Ok(Response::new(convert::traced(&t))),
+            Err(f) if f.is_invalid_input() => Err(invalid(f.code.as_str(), f.message)),
+            Err(f) if f.is_interrupted() => Err(Status::unavailable(f.message)),
+            Err(f) => Err(match f.code {
+                FailureCode::QuotaExceeded => exhausted(f.message),
+                FailureCode::NoProbes => coded(Status::failed_precondition(f.message), f.code),
+                FailureCode::NoAnswer => coded(Status::unavailable(f.message), f.code),
+                _ => {
+                    tracing::error!(error = %f.message, "trace failed");
+                    Status::internal(f.message)
+                }
+            }),
+        }
     }
 
     async fn clear_flag(

@@ -11,6 +11,7 @@ use crate::core::measurement::{
     RawTraceroute, TcpOutcome, TracerouteProtocol,
 };
 use crate::core::registry::{ProbeSnapshot, SessionCommand};
+use crate::core::trace::{ProbeChoice, TraceParams, Traced};
 use crate::CoordinatorError;
 
 pub fn mode_from_pb(m: i32) -> Option<Mode> {
@@ -41,6 +42,49 @@ pub fn params(r: &pb::LocateRequest) -> LocateParams {
         reuse_stored: r.reuse_stored,
         ping_count: r.ping_count,
         ..LocateParams::default()
+    }
+}
+
+/// A client's trace request (checked by the core: address, probe id, bounds).
+pub fn trace_params(r: &pb::TraceRequest) -> TraceParams {
+    TraceParams {
+        ip: r.ip.clone(),
+        probe_id: r.probe_id.clone(),
+        max_ttl: r.max_ttl,
+        timeout_ms: r.timeout_ms,
+        ..TraceParams::default()
+    }
+}
+
+/// A finished trace on the wire.
+pub fn traced(t: &Traced) -> pb::TraceReply {
+    pb::TraceReply {
+        ip: t.ip.clone(),
+        probe_id: t.probe.id.clone(),
+        probe_position: Some(pb::LatLon {
+            lat: t.probe.pos.lat,
+            lon: t.probe.pos.lon,
+        }),
+        probe_choice: match t.choice {
+            ProbeChoice::Requested => pb::TraceProbeChoice::Requested,
+            ProbeChoice::NearestStored => pb::TraceProbeChoice::NearestStored,
+            ProbeChoice::NearestGeoIp => pb::TraceProbeChoice::NearestGeoip,
+            ProbeChoice::First => pb::TraceProbeChoice::First,
+        } as i32,
+        hops: t
+            .hops
+            .iter()
+            .map(|h| pb::TraceHop {
+                ttl: h.ttl,
+                address: h.address.map(|a| a.to_string()).unwrap_or_default(),
+                rtt_ms: h.rtt_ms.clone(),
+            })
+            .collect(),
+        reached: t.reached,
+        packets_sent: t.packets_sent,
+        max_ttl: t.max_ttl,
+        error: t.error.clone(),
+        finished_unix_ms: t.finished_unix_ms,
     }
 }
 
