@@ -30,16 +30,6 @@ fn audit_args(url: &str, file: &Path, out: &Path) -> AuditArgs {
     }
 }
 
-/// `run_audit` builds its own runtime: run it on a plain thread.
-async fn run_audit(args: AuditArgs) -> anyhow::Result<()> {
-    tokio::task::spawn_blocking(move || {
-        std::thread::spawn(move || geoloc_client::audit::run_audit(args))
-            .join()
-            .unwrap()
-    })
-    .await
-    .unwrap()
-}
 
 fn read_rows(p: &Path) -> Vec<Vec<String>> {
     let mut r = csv::Reader::from_path(p).unwrap();

@@ -297,16 +297,6 @@ async fn a_locate_on_one_replica_is_measured_by_the_probes_of_another_and_a_kill
     drop_pg_schema(&s, &schema).await;
 }
 
-/// `run_audit` builds its own runtime: run it on a plain thread.
-async fn run_audit(args: geoloc_client::audit::AuditArgs) -> anyhow::Result<()> {
-    tokio::task::spawn_blocking(move || {
-        std::thread::spawn(move || geoloc_client::audit::run_audit(args))
-            .join()
-            .unwrap()
-    })
-    .await
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audit_whose_replica_is_killed_finishes_on_another_with_every_address_once() {

@@ -110,6 +110,20 @@ struct ProbeState {
     rejected: u64,
 }
 
+impl ProbeState {
+    /// A probe known from its record only: no token, no session, never seen by this process.
+    fn new(row: ProbeRow) -> ProbeState {
+        ProbeState {
+            row,
+            token: None,
+            session: None,
+            remote: None,
+            last_seen: None,
+            rejected: 0,
+        }
+    }
+}
+
 struct Inner {
     probes: BTreeMap<String, ProbeState>,
     next_session: u64,
@@ -148,14 +162,7 @@ impl Registry {
         let mut seen = std::collections::HashSet::new();
         for (row, replica_id) in remote {
             seen.insert(row.probe_id.clone());
-            let e = g.probes.entry(row.probe_id.clone()).or_insert(ProbeState {
-                row: row.clone(),
-                token: None,
-                session: None,
-                remote: None,
-                last_seen: None,
-                rejected: 0,
-            });
+            let e = g.probes.entry(row.probe_id.clone()).or_insert_with(|| ProbeState::new(row.clone()));
             if e.session.is_none() {
                 e.row = row;
             }
@@ -205,28 +212,14 @@ impl Registry {
     pub fn load(&self, rows: Vec<ProbeRow>) {
         let mut g = self.lock();
         for row in rows {
-            g.probes.entry(row.probe_id.clone()).or_insert(ProbeState {
-                row,
-                token: None,
-                session: None,
-                remote: None,
-                last_seen: None,
-                rejected: 0,
-            });
+            g.probes.entry(row.probe_id.clone()).or_insert_with(|| ProbeState::new(row));
         }
     }
 
     /// Records a registration and its session token (an open session stays open).
     pub fn register(&self, row: ProbeRow, token: String) {
         let mut g = self.lock();
-        let e = g.probes.entry(row.probe_id.clone()).or_insert(ProbeState {
-            row: row.clone(),
-            token: None,
-            session: None,
-            remote: None,
-            last_seen: None,
-            rejected: 0,
-        });
+        let e = g.probes.entry(row.probe_id.clone()).or_insert_with(|| ProbeState::new(row.clone()));
         e.row = row;
         e.token = Some(token);
         e.last_seen = Some(Instant::now());

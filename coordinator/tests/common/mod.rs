@@ -648,3 +648,14 @@ pub async fn drop_pg_schema(storage: &geoloc_coordinator::storage::Storage, sche
 pub async fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     wait_until(what, secs, || std::future::ready(cond())).await
 }
+
+/// `run_audit` builds its own runtime: run it on a plain thread.
+pub async fn run_audit(args: geoloc_client::audit::AuditArgs) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        std::thread::spawn(move || geoloc_client::audit::run_audit(args))
+            .join()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
