@@ -43,8 +43,11 @@ const RESULT_COLS: &str = "result_id, ip, mode, status, solution_json, error_cod
      calibration_json, requested_by";
 /// Columns of [`MEAS_COLS`].
 const MEAS_NCOLS: usize = 18;
-/// Rows per multi-row measurement `INSERT` (18 binds each: 9,000 binds, below SQLite's
-/// 32,766 and PostgreSQL's 65,535).
+/// Rows per multi-row measurement `INSERT` (18 binds each). Small on purpose: sqlx-sqlite
+/// looks every bind's parameter name up with a linear scan, so a statement's cost grows
+/// with the square of its binds (500 rows: half the coordinator's CPU went there).
+pub const MEAS_ROWS_PER_STATEMENT: usize = 32;
+/// Rows a locate stores in one [`Storage::insert_measurements`] call (one transaction).
 pub const MEAS_BATCH: usize = 500;
 const MEAS_COLS: &str = "measurement_id, result_id, purpose, stage, request_id, probe_id, probe_lat, \
      probe_lon, target, target_landmark, target_lat, target_lon, outcome, error, excluded, packets_sent, \
@@ -388,13 +391,17 @@ impl Storage {
         self.index_landmark_rtt(m).await
     }
 
-    /// Stores `rows` as [`Storage::insert_measurement`] does each, with one multi-row
-    /// `INSERT` per [`MEAS_BATCH`] rows (one statement and one fsync instead of one per
-    /// row: a locate's rows arrive together). Every row of a chunk is stored or none is.
+    /// Stores `rows` as [`Storage::insert_measurement`] does each, in one transaction of
+    /// multi-row `INSERT`s of [`MEAS_ROWS_PER_STATEMENT`] rows (one commit for the call
+    /// instead of one per row: a locate's rows arrive together). All rows are stored or
+    /// none is.
     pub async fn insert_measurements(&self, rows: &[MeasurementRow]) -> Result<()> {
-        for chunk in rows.chunks(MEAS_BATCH) {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let statement = |n: usize| -> String {
             let mut sql = format!("INSERT INTO measurements ({MEAS_COLS}) VALUES ");
-            for i in 0..chunk.len() {
+            for i in 0..n {
                 if i > 0 {
                     sql.push_str(", ");
                 }
@@ -407,8 +414,18 @@ impl Storage {
                 }
                 sql.push(')');
             }
-            with_pool!(self, pool => {
-                let mut query = sqlx::query(AssertSqlSafe(sql.clone()));
+            sql
+        };
+        let full = statement(MEAS_ROWS_PER_STATEMENT);
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(q("begin measurements"))?;
+            for chunk in rows.chunks(MEAS_ROWS_PER_STATEMENT) {
+                let sql = if chunk.len() == MEAS_ROWS_PER_STATEMENT {
+                    full.clone()
+                } else {
+                    statement(chunk.len())
+                };
+                let mut query = sqlx::query(AssertSqlSafe(sql));
                 for m in chunk {
                     query = query
                         .bind(&m.measurement_id).bind(&m.result_id).bind(&m.purpose).bind(m.stage).bind(&m.request_id)
@@ -416,11 +433,12 @@ impl Storage {
                         .bind(m.target_lat).bind(m.target_lon).bind(&m.outcome).bind(&m.error).bind(&m.excluded)
                         .bind(m.packets_sent).bind(&m.raw_json).bind(m.created_unix_ms);
                 }
-                query.execute(pool).await.map_err(q("insert measurements"))?.rows_affected()
-            });
-            for m in chunk {
-                self.index_landmark_rtt(m).await?;
+                query.execute(&mut *tx).await.map_err(q("insert measurements"))?;
             }
+            tx.commit().await.map_err(q("commit measurements"))?;
+        });
+        for m in rows {
+            self.index_landmark_rtt(m).await?;
         }
         Ok(())
     }

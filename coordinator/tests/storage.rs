@@ -372,6 +372,7 @@ async fn measurements_batched_as_one_by_one(s: &Storage) {
             .unwrap();
     }
     let n = 2 * geoloc_coordinator::storage::MEAS_BATCH + 7;
+    assert!(n > 2 * geoloc_coordinator::storage::MEAS_ROWS_PER_STATEMENT);
     let rows = |prefix: &str, result_id: &str| -> Vec<MeasurementRow> {
         (0..n)
             .map(|i| {
@@ -418,8 +419,11 @@ async fn measurements_batched_as_one_by_one(s: &Storage) {
             .collect()
     };
     assert_eq!(strip(got_b), strip(got_s));
-    // Storing the same rows again fails as a whole chunk: nothing is stored twice.
-    assert!(s.insert_measurements(&batched[..3]).await.is_err());
+    // Storing rows again fails as a whole (one transaction): nothing is stored twice, not
+    // even the new rows of the call.
+    let mut again = rows("c", "rb")[..40].to_vec();
+    again.extend_from_slice(&batched[..3]);
+    assert!(s.insert_measurements(&again).await.is_err());
     assert_eq!(s.measurements_for_result("rb").await.unwrap().len(), n);
 }
 both_backends!(

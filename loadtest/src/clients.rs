@@ -25,7 +25,7 @@ pub struct Tally {
     pub answered: u64,
     /// Ended with an error event or a failed call.
     pub failed: u64,
-    /// Probe answers reported in progress events (`PROBE_OUTCOME_ANSWERED`).
+    /// Probe RTTs in the answers (`LocateResult.probe_rtts`).
     pub probe_answers: u64,
     /// Start to result of each answered address, ms.
     pub latency_ms: Vec<f64>,
@@ -153,12 +153,11 @@ async fn follow(mut events: tonic::Streaming<pb::LocateEvent>, t: &mut Tally, t0
     loop {
         match events.message().await {
             Ok(Some(ev)) => match ev.event {
-                Some(pb::locate_event::Event::Progress(p)) => {
-                    if p.outcome == pb::ProbeOutcome::Answered as i32 {
-                        t.probe_answers += 1;
-                    }
-                }
-                Some(pb::locate_event::Event::Result(_)) => {
+                // Progress events are dropped by the coordinator when the client reads
+                // too slowly: the result's RTT list is what was taken in.
+                Some(pb::locate_event::Event::Progress(_)) => {}
+                Some(pb::locate_event::Event::Result(r)) => {
+                    t.probe_answers += r.probe_rtts.len() as u64;
                     t.answered += 1;
                     t.latency_ms.push(t0.elapsed().as_secs_f64() * 1e3);
                 }

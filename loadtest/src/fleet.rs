@@ -85,11 +85,18 @@ impl Shared {
     }
 }
 
-/// The target address of index `k`: 10.64.0.0 upwards (private: nothing is ever sent to
-/// it, and the coordinator runs with `allow-private`).
+/// Target indices: locates from 0 (at most 60,000 a minute for an hour: 3.6 M), the audit
+/// from [`AUDIT_FIRST_TARGET`] (at most 100,000); all below [`MAX_TARGETS`].
+pub const AUDIT_FIRST_TARGET: u64 = 8 << 20;
+/// Addresses in 10.64.0.0 - 10.255.255.255.
+pub const MAX_TARGETS: u64 = 12 << 20;
+
+/// The target address of index `k`: 10.64.0.0 + k, always inside 10.0.0.0/8 (private:
+/// nothing is ever sent to it, and the coordinator runs with `allow-private`); indices past
+/// [`MAX_TARGETS`] wrap inside 10.64.0.0 - 10.255.255.255.
 pub fn target_ip(k: u64) -> IpAddr {
     let base = u32::from(Ipv4Addr::new(10, 64, 0, 0));
-    IpAddr::V4(Ipv4Addr::from(base.wrapping_add(k as u32)))
+    IpAddr::V4(Ipv4Addr::from(base + (k % MAX_TARGETS) as u32))
 }
 
 /// The loopback source address of connection `i` (127.0.x.y, never 127.0.0.0/24's .0 or
@@ -435,6 +442,13 @@ mod tests {
     fn addresses_are_private_targets_and_loopback_sources() {
         assert_eq!(target_ip(0).to_string(), "10.64.0.0");
         assert_eq!(target_ip(65_537).to_string(), "10.65.0.1");
+        assert_eq!(target_ip(AUDIT_FIRST_TARGET).to_string(), "10.192.0.0");
+        assert_eq!(target_ip(MAX_TARGETS - 1).to_string(), "10.255.255.255");
+        assert_eq!(target_ip(MAX_TARGETS), target_ip(0));
+        let last_locate =
+            u64::from(crate::limits::MAX_LOCATES_PER_MINUTE) * crate::limits::MAX_DURATION_S / 60;
+        assert!(last_locate < AUDIT_FIRST_TARGET);
+        assert!(AUDIT_FIRST_TARGET + crate::limits::MAX_AUDIT < MAX_TARGETS);
         for i in [0, 1, 249, 250, 10_000] {
             let s = source_ip(i);
             assert!(s.is_loopback(), "{s}");

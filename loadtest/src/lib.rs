@@ -330,8 +330,7 @@ async fn measure(
             a.audit,
             a.audit_concurrency,
             load,
-            // Audit addresses after every locate's.
-            u64::from(limits::MAX_LOCATES_PER_MINUTE) * limits::MAX_DURATION_S,
+            fleet::AUDIT_FIRST_TARGET,
         ))
     });
     let join = |h: Option<tokio::task::JoinHandle<clients::Tally>>| async move {

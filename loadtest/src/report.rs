@@ -67,8 +67,8 @@ pub struct Calls {
 pub struct Results {
     /// Results the simulated probes sent.
     pub sent: u64,
-    /// Probe answers the coordinator took in and reported (progress events with outcome
-    /// answered), locates and audit together.
+    /// Probe RTTs in the answers the clients received (`LocateResult.probe_rtts`: taken
+    /// in, stored and solved with), locates and audit together.
     pub ingested: u64,
     /// Ingested per second of the workload's wall time.
     pub per_s: f64,
