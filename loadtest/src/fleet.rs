@@ -448,7 +448,7 @@ mod tests {
         let last_locate =
             u64::from(crate::limits::MAX_LOCATES_PER_MINUTE) * crate::limits::MAX_DURATION_S / 60;
         assert!(last_locate < AUDIT_FIRST_TARGET);
-        assert!(AUDIT_FIRST_TARGET + crate::limits::MAX_AUDIT < MAX_TARGETS);
+        const { assert!(AUDIT_FIRST_TARGET + crate::limits::MAX_AUDIT < MAX_TARGETS) };
         for i in [0, 1, 249, 250, 10_000] {
             let s = source_ip(i);
             assert!(s.is_loopback(), "{s}");
