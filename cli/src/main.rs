@@ -58,6 +58,9 @@ enum Command {
     Results(ResultsCmd),
     /// The emulated Internet on one machine (root).
     Lab(geoloc_lab::cli::LabArgs),
+    /// Load test of one coordinator: starts `geoloc-coordinator` on loopback, connects
+    /// simulated probes and clients, prints (and writes as JSON) what it holds and takes.
+    Loadtest(geoloc_loadtest::LoadtestArgs),
     /// Solve offline from measurement files downloaded elsewhere (`import atlas`).
     Import(atlas::ImportArgs),
     /// RIPE Atlas: list probes, estimate a measurement's credits, locate with a one-off
@@ -125,6 +128,9 @@ fn main() -> std::process::ExitCode {
             command: ResultsCommand::List(a),
         }) => geoloc_client::history::run_results_list(a),
         Command::Lab(a) => geoloc_lab::cli::run(a),
+        Command::Loadtest(a) => geoloc_loadtest::run_blocking(a)
+            .map(|_| ())
+            .map_err(anyhow::Error::from),
         Command::Import(a) => atlas::run_import(a),
         Command::Atlas(a) => atlas::run(a),
         Command::Web(a) => web_lab::run(a),

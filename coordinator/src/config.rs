@@ -43,6 +43,10 @@ pub mod defaults {
     pub const ATLAS_WAIT_MS: u32 = 120_000;
     /// Known-answer checks passed at its current position before a probe's RTTs are used.
     pub const VETTING_MIN_CHECKS: u32 = 2;
+    /// Probes one coordinator accepts (the fleet token's and enrolled probes together).
+    pub const MAX_PROBES: u32 = 2_000;
+    /// New probe ids registering per second (all addresses together); the burst is 10x.
+    pub const NEW_PROBES_PER_S: u32 = 20;
     /// Share of a locate's vantage points that also get one known-answer check, percent.
     pub const KNOWN_ANSWER_PERCENT: u32 = 10;
 }
@@ -270,6 +274,13 @@ pub struct Settings {
     /// [default: a random one per start].
     #[arg(long, value_name = "NAME")]
     pub replica_id: Option<String>,
+    /// Most probes this coordinator registers (1..=100000) [default: 2000].
+    #[arg(long, value_name = "N")]
+    pub max_probes: Option<u32>,
+    /// New probe ids accepted per second, all addresses together (1..=100000; the burst is
+    /// ten times this) [default: 20].
+    #[arg(long, value_name = "N")]
+    pub new_probes_per_s: Option<u32>,
 }
 
 /// The TOML file: the same keys as the flags, every key optional.
@@ -338,6 +349,10 @@ pub struct Config {
     pub cluster: bool,
     #[serde(default)]
     pub replica_id: Option<String>,
+    #[serde(default = "default_max_probes")]
+    pub max_probes: u32,
+    #[serde(default = "default_new_probes_per_s")]
+    pub new_probes_per_s: u32,
 }
 
 fn default_atlas_max_credits() -> u64 {
@@ -358,6 +373,14 @@ fn default_raw_retention_days() -> u32 {
 
 fn default_vetting_min_checks() -> u32 {
     defaults::VETTING_MIN_CHECKS
+}
+
+fn default_max_probes() -> u32 {
+    defaults::MAX_PROBES
+}
+
+fn default_new_probes_per_s() -> u32 {
+    defaults::NEW_PROBES_PER_S
 }
 
 fn default_known_answer_percent() -> u32 {
@@ -406,6 +429,8 @@ impl Default for Config {
             known_answer_percent: defaults::KNOWN_ANSWER_PERCENT,
             cluster: false,
             replica_id: None,
+            max_probes: defaults::MAX_PROBES,
+            new_probes_per_s: defaults::NEW_PROBES_PER_S,
         }
     }
 }
@@ -568,6 +593,21 @@ impl Config {
                     format!("replica-id {id:?}: use 1 to 64 letters, digits, '-', '_' or '.'"),
                 );
             }
+        }
+        if !(1..=100_000).contains(&self.max_probes) {
+            return bad(
+                "max-probes",
+                format!("max-probes {} not in 1..=100000", self.max_probes),
+            );
+        }
+        if !(1..=100_000).contains(&self.new_probes_per_s) {
+            return bad(
+                "new-probes-per-s",
+                format!(
+                    "new-probes-per-s {} not in 1..=100000",
+                    self.new_probes_per_s
+                ),
+            );
         }
         if self.known_answer_percent > 100 {
             return bad(

@@ -41,6 +41,14 @@ const PROBE_COLS: &str = "probe_id, lat, lon, ipv4, ipv6, agent_version, flagged
 const RESULT_COLS: &str = "result_id, ip, mode, status, solution_json, error_code, error, geoip_json, \
      probes_asked, probes_used, packets_sent, min_rtt_ms, nearest_probe, created_at_unix_ms, finished_unix_ms, \
      calibration_json, requested_by";
+/// Columns of [`MEAS_COLS`].
+const MEAS_NCOLS: usize = 18;
+/// Rows per multi-row measurement `INSERT` (18 binds each). Small on purpose: sqlx-sqlite
+/// looks every bind's parameter name up with a linear scan, so a statement's cost grows
+/// with the square of its binds (500 rows: half the coordinator's CPU went there).
+pub const MEAS_ROWS_PER_STATEMENT: usize = 32;
+/// Rows a locate stores in one [`Storage::insert_measurements`] call (one transaction).
+pub const MEAS_BATCH: usize = 500;
 const MEAS_COLS: &str = "measurement_id, result_id, purpose, stage, request_id, probe_id, probe_lat, \
      probe_lon, target, target_landmark, target_lat, target_lon, outcome, error, excluded, packets_sent, \
      raw_json, created_unix_ms";
@@ -393,6 +401,58 @@ impl Storage {
             .bind(m.packets_sent).bind(&m.raw_json).bind(m.created_unix_ms)
             .execute(pool).await.map_err(q("insert measurement"))?.rows_affected());
         self.index_landmark_rtt(m).await
+    }
+
+    /// Stores `rows` as [`Storage::insert_measurement`] does each, in one transaction of
+    /// multi-row `INSERT`s of [`MEAS_ROWS_PER_STATEMENT`] rows (one commit for the call
+    /// instead of one per row: a locate's rows arrive together). All rows are stored or
+    /// none is.
+    pub async fn insert_measurements(&self, rows: &[MeasurementRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let statement = |n: usize| -> String {
+            let mut sql = format!("INSERT INTO measurements ({MEAS_COLS}) VALUES ");
+            for i in 0..n {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('(');
+                for c in 0..MEAS_NCOLS {
+                    if c > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!("${}", i * MEAS_NCOLS + c + 1));
+                }
+                sql.push(')');
+            }
+            sql
+        };
+        let full = statement(MEAS_ROWS_PER_STATEMENT);
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(q("begin measurements"))?;
+            for chunk in rows.chunks(MEAS_ROWS_PER_STATEMENT) {
+                let sql = if chunk.len() == MEAS_ROWS_PER_STATEMENT {
+                    full.clone()
+                } else {
+                    statement(chunk.len())
+                };
+                let mut query = sqlx::query(AssertSqlSafe(sql));
+                for m in chunk {
+                    query = query
+                        .bind(&m.measurement_id).bind(&m.result_id).bind(&m.purpose).bind(m.stage).bind(&m.request_id)
+                        .bind(&m.probe_id).bind(m.probe_lat).bind(m.probe_lon).bind(&m.target).bind(&m.target_landmark)
+                        .bind(m.target_lat).bind(m.target_lon).bind(&m.outcome).bind(&m.error).bind(&m.excluded)
+                        .bind(m.packets_sent).bind(&m.raw_json).bind(m.created_unix_ms);
+                }
+                query.execute(&mut *tx).await.map_err(q("insert measurements"))?;
+            }
+            tx.commit().await.map_err(q("commit measurements"))?;
+        });
+        for m in rows {
+            self.index_landmark_rtt(m).await?;
+        }
+        Ok(())
     }
 
     /// Raw rows of one locate run, in insertion-time order.

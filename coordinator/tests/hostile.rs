@@ -835,3 +835,56 @@ async fn error_codes_and_exit_status_agree() {
     })
     .await;
 }
+
+/// `max-probes` and `new-probes-per-s` set the registration limits: past `max-probes` a
+/// new id is refused (a known id still re-registers), and new ids beyond the rate's burst
+/// (ten times it) are throttled.
+#[tokio::test]
+async fn registration_limits_come_from_the_configuration() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |c| {
+            c.max_probes = 5;
+            c.new_probes_per_s = 1_000;
+        })
+        .await;
+        let mut pc = probe_client(&srv.url).await;
+        for i in 0..5 {
+            pc.register(registration(&format!("p{i}"), (10.0, 10.0), ""))
+                .await
+                .unwrap();
+        }
+        let s = pc
+            .register(registration("p5", (10.0, 10.0), ""))
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
+        assert!(s.message().contains("at most 5: max-probes"), "{s:?}");
+        pc.register(registration("p0", (10.0, 10.0), ""))
+            .await
+            .expect("a registered probe re-registers at the cap");
+        srv.stop().await;
+
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(&sqlite_url(&dir), |c| {
+            c.max_probes = 10_000;
+            c.new_probes_per_s = 2;
+        })
+        .await;
+        let mut pc = probe_client(&srv.url).await;
+        let mut accepted = 0;
+        for i in 0..60 {
+            match pc
+                .register(registration(&format!("q{i}"), (10.0, 10.0), ""))
+                .await
+            {
+                Ok(_) => accepted += 1,
+                Err(s) => assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}"),
+            }
+        }
+        // A burst of 20 plus what 2/s adds while the loop runs.
+        assert!((20..=30).contains(&accepted), "{accepted} of 60 accepted");
+        srv.stop().await;
+    })
+    .await;
+}

@@ -361,6 +361,76 @@ async fn measurements_and_recompute(s: &Storage) {
 }
 both_backends!(measurements, super::measurements_and_recompute);
 
+/// A batch of measurement rows (more than two `MEAS_BATCH` chunks, landmark and locate rows,
+/// empty and set optional fields) is stored exactly as the same rows stored one by one.
+async fn measurements_batched_as_one_by_one(s: &Storage) {
+    let p = probe("london", 51.5074, -0.1278);
+    s.upsert_probe(&p).await.unwrap();
+    for id in ["rb", "rs"] {
+        s.insert_result(&result(id, "81.2.69.142", 1_700_000_000_000))
+            .await
+            .unwrap();
+    }
+    let n = 2 * geoloc_coordinator::storage::MEAS_BATCH + 7;
+    assert!(n > 2 * geoloc_coordinator::storage::MEAS_ROWS_PER_STATEMENT);
+    let rows = |prefix: &str, result_id: &str| -> Vec<MeasurementRow> {
+        (0..n)
+            .map(|i| {
+                let rtts: &[f64] = if i % 5 == 0 { &[] } else { &[1.5, 2.25] };
+                let mut m = meas(
+                    &format!("{prefix}{i:05}"),
+                    Some(result_id),
+                    &p,
+                    rtts,
+                    i as i64,
+                );
+                // The same request in both sets: only the row ids differ.
+                m.raw_json = m.raw_json.replace(&m.request_id, &format!("req-{i}"));
+                m.request_id = format!("req-{i}");
+                m.stage = 1 + (i % 2) as i64;
+                if i % 3 == 0 {
+                    m.target_landmark = Some(format!("lm-{i}"));
+                    m.target_lat = Some(10.0 + i as f64 / 1e3);
+                    m.target_lon = Some(-20.0);
+                    m.error = "it's \"quoted\"; DROP TABLE x".into();
+                }
+                m
+            })
+            .collect()
+    };
+    let batched = rows("b", "rb");
+    let single = rows("s", "rs");
+    s.insert_measurements(&[]).await.unwrap();
+    s.insert_measurements(&batched).await.unwrap();
+    for m in &single {
+        s.insert_measurement(m).await.unwrap();
+    }
+    let got_b = s.measurements_for_result("rb").await.unwrap();
+    let got_s = s.measurements_for_result("rs").await.unwrap();
+    assert_eq!(got_b, batched);
+    assert_eq!(got_b.len(), n);
+    let strip = |v: Vec<MeasurementRow>| -> Vec<MeasurementRow> {
+        v.into_iter()
+            .map(|mut m| {
+                m.measurement_id = m.measurement_id[1..].to_string();
+                m.result_id = None;
+                m
+            })
+            .collect()
+    };
+    assert_eq!(strip(got_b), strip(got_s));
+    // Storing rows again fails as a whole (one transaction): nothing is stored twice, not
+    // even the new rows of the call.
+    let mut again = rows("c", "rb")[..40].to_vec();
+    again.extend_from_slice(&batched[..3]);
+    assert!(s.insert_measurements(&again).await.is_err());
+    assert_eq!(s.measurements_for_result("rb").await.unwrap().len(), n);
+}
+both_backends!(
+    measurements_batched,
+    super::measurements_batched_as_one_by_one
+);
+
 #[tokio::test]
 async fn sqlite_is_wal_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();

@@ -20,6 +20,7 @@ use crate::core::register::{self, RegisterError, Registered, Registration};
 use crate::core::registry::Registry;
 use crate::core::rows::ResultRow;
 use crate::core::source::MeasurementSource;
+use crate::core::throttle::Throttle;
 use crate::core::vetting::Vetting;
 use crate::storage::Storage;
 use crate::{unix_ms, Result};
@@ -99,7 +100,7 @@ impl Coordinator {
                 "landmark measurements indexed for the speed-of-light checks"
             );
         }
-        let fleet = Fleet::new(
+        let mut fleet = Fleet::new(
             registry,
             RequestDefaults {
                 ping_interval_ms: config.ping_interval_ms,
@@ -108,6 +109,7 @@ impl Coordinator {
             Duration::from_millis(u64::from(config.reconnect_grace_ms)),
             expected,
         );
+        fleet.throttle = Throttle::new(config.new_probes_per_s, config.max_probes);
         let access = Access::new(
             config.auth == crate::config::Auth::Keys,
             config.per_target_packets_per_hour,

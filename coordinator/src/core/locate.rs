@@ -18,7 +18,7 @@ use crate::core::solve::{inputs_from_rows, GeoIpLookup};
 use crate::core::source::{MeasureSpec, MeasurementSource, VantagePoint};
 use crate::core::sources::{SourceChoice, Spent};
 use crate::core::target;
-use crate::storage::Storage;
+use crate::storage::{Storage, MEAS_BATCH};
 use crate::{new_id, unix_ms, Coordinator, CoordinatorError};
 
 /// Largest per-probe budget a client may ask for, ms.
@@ -523,6 +523,9 @@ pub(crate) async fn run_stage(
     };
     let stage_start = std::time::Instant::now();
     let mut results = source.measure(spec, chosen);
+    // Rows from here on are stored in batches (`Storage::insert_measurements`): when
+    // `MEAS_BATCH` are waiting, and at the end of the stage.
+    let mut saved = run.rows.len();
     while let Some(v) = results.next().await {
         run.done += 1;
         tracing::debug!(probe = %v.vantage_point.id, stage, done = run.done, packets = v.cost.packets, credits = v.cost.credits, elapsed_ms = stage_start.elapsed().as_millis() as u64, "vantage point answered");
@@ -544,10 +547,11 @@ pub(crate) async fn run_stage(
                 }
             }
             let row = m.to_row(Some(&run.result_id), Purpose::Locate, stage, None);
-            if let Err(e) = coord.storage.insert_measurement(&row).await {
-                tracing::error!(error = %e, probe = %row.probe_id, "could not store a measurement");
-            }
             run.rows.push(row);
+        }
+        if run.rows.len() - saved >= MEAS_BATCH {
+            store_rows(coord, &run.rows[saved..]).await;
+            saved = run.rows.len();
         }
         if best.is_some() {
             error.clear();
@@ -562,6 +566,18 @@ pub(crate) async fn run_stage(
             stage,
             outcome,
         }));
+    }
+    store_rows(coord, &run.rows[saved..]).await;
+}
+
+/// Stores a locate's measurement rows in one batch; a failure is logged (the answer is
+/// still given, as when a single row failed before).
+async fn store_rows(coord: &Coordinator, rows: &[MeasurementRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    if let Err(e) = coord.storage.insert_measurements(rows).await {
+        tracing::error!(error = %e, rows = rows.len(), "could not store measurements");
     }
 }
 

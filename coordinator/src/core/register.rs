@@ -12,7 +12,6 @@ use crate::core::identity::{self, IdentityError, Principal};
 use crate::core::landmarks::LandmarkKind;
 use crate::core::rows::ProbeRow;
 use crate::core::text::printable;
-use crate::core::throttle::MAX_PROBES_PER_CREDENTIAL;
 use crate::{new_id, unix_ms, Coordinator, CoordinatorError};
 
 /// Declared positions farther than this from the landmarks file are flagged, km.
@@ -117,9 +116,10 @@ pub async fn register(cx: &Coordinator, r: Registration) -> Result<Registered, R
     let registry = &cx.fleet.registry;
     let old = cx.storage.get_probe(&r.probe_id).await?;
     if old.is_none() {
-        if registry.len() >= MAX_PROBES_PER_CREDENTIAL {
+        let max = cx.fleet.throttle.max_probes;
+        if registry.len() >= max {
             return Err(RegisterError::Throttled(format!(
-                "{} probes are registered with this credential (at most {MAX_PROBES_PER_CREDENTIAL})",
+                "{} probes are registered (at most {max}: max-probes)",
                 registry.len(),
             )));
         }

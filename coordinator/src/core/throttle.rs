@@ -10,11 +10,8 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 /// Registration attempts per second from one address, and the burst allowed.
 const ATTEMPTS_PER_S: u32 = 20;
 const ATTEMPTS_BURST: u32 = 200;
-/// New probe ids per second (all addresses together), and the burst allowed.
-const NEW_PROBES_PER_S: u32 = 20;
-const NEW_PROBES_BURST: u32 = 200;
-/// Most probes registered under one credential (the fleet token).
-pub const MAX_PROBES_PER_CREDENTIAL: usize = 2_000;
+/// New probe ids per second (all addresses together) and most probes registered: the
+/// configuration's `new-probes-per-s` (burst ten times it) and `max-probes`.
 /// Failed-authentication log lines: one per this many seconds after a short burst.
 const AUTH_LOG_PER_MIN: u32 = 6;
 const AUTH_LOG_BURST: u32 = 5;
@@ -30,23 +27,38 @@ pub struct Throttle {
     new_probes: DefaultDirectRateLimiter,
     auth_log: DefaultDirectRateLimiter,
     auth_failures_unlogged: AtomicU64,
+    /// Most probes registered (`max-probes`).
+    pub max_probes: usize,
 }
 
 impl Default for Throttle {
     fn default() -> Self {
+        Throttle::new(
+            crate::config::defaults::NEW_PROBES_PER_S,
+            crate::config::defaults::MAX_PROBES,
+        )
+    }
+}
+
+impl Throttle {
+    /// Limits of `new_probes_per_s` new probe ids a second (burst ten times it) and
+    /// `max_probes` probes registered.
+    pub fn new(new_probes_per_s: u32, max_probes: u32) -> Self {
         Throttle {
             attempts: RateLimiter::keyed(quota(ATTEMPTS_PER_S, ATTEMPTS_BURST)),
-            new_probes: RateLimiter::direct(quota(NEW_PROBES_PER_S, NEW_PROBES_BURST)),
+            new_probes: RateLimiter::direct(quota(
+                new_probes_per_s,
+                new_probes_per_s.saturating_mul(10),
+            )),
             auth_log: RateLimiter::direct(
                 Quota::per_minute(NonZeroU32::new(AUTH_LOG_PER_MIN).unwrap_or(NonZeroU32::MIN))
                     .allow_burst(NonZeroU32::new(AUTH_LOG_BURST).unwrap_or(NonZeroU32::MIN)),
             ),
             auth_failures_unlogged: AtomicU64::new(0),
+            max_probes: max_probes as usize,
         }
     }
-}
 
-impl Throttle {
     /// One registration attempt from `peer` (None: unknown, e.g. an in-process call).
     /// False when that address is over its rate.
     pub fn attempt(&self, peer: Option<IpAddr>) -> bool {
