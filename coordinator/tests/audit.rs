@@ -30,7 +30,6 @@ fn audit_args(url: &str, file: &Path, out: &Path) -> AuditArgs {
     }
 }
 
-
 fn read_rows(p: &Path) -> Vec<Vec<String>> {
     let mut r = csv::Reader::from_path(p).unwrap();
     r.records()

@@ -297,7 +297,6 @@ async fn a_locate_on_one_replica_is_measured_by_the_probes_of_another_and_a_kill
     drop_pg_schema(&s, &schema).await;
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audit_whose_replica_is_killed_finishes_on_another_with_every_address_once() {
     let test = "cluster_audit";

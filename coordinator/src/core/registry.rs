@@ -162,7 +162,10 @@ impl Registry {
         let mut seen = std::collections::HashSet::new();
         for (row, replica_id) in remote {
             seen.insert(row.probe_id.clone());
-            let e = g.probes.entry(row.probe_id.clone()).or_insert_with(|| ProbeState::new(row.clone()));
+            let e = g
+                .probes
+                .entry(row.probe_id.clone())
+                .or_insert_with(|| ProbeState::new(row.clone()));
             if e.session.is_none() {
                 e.row = row;
             }
@@ -212,14 +215,19 @@ impl Registry {
     pub fn load(&self, rows: Vec<ProbeRow>) {
         let mut g = self.lock();
         for row in rows {
-            g.probes.entry(row.probe_id.clone()).or_insert_with(|| ProbeState::new(row));
+            g.probes
+                .entry(row.probe_id.clone())
+                .or_insert_with(|| ProbeState::new(row));
         }
     }
 
     /// Records a registration and its session token (an open session stays open).
     pub fn register(&self, row: ProbeRow, token: String) {
         let mut g = self.lock();
-        let e = g.probes.entry(row.probe_id.clone()).or_insert_with(|| ProbeState::new(row.clone()));
+        let e = g
+            .probes
+            .entry(row.probe_id.clone())
+            .or_insert_with(|| ProbeState::new(row.clone()));
         e.row = row;
         e.token = Some(token);
         e.last_seen = Some(Instant::now());
