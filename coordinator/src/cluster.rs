@@ -328,7 +328,14 @@ async fn view_tick(
     s.replica_heartbeat(&cluster.me, started, now).await?;
     LAST_HEARTBEAT.store(now, Ordering::SeqCst);
     let local: HashSet<String> = coord.fleet.registry.local_sessions().into_iter().collect();
-    let add: Vec<String> = local.difference(published).cloned().collect();
+    // Every few seconds all sessions are written again: a probe that left for another
+    // replica and came back between two ticks is claimed back from the row the other
+    // replica wrote (and then deleted when it lost the probe).
+    let add: Vec<String> = if reap {
+        local.iter().cloned().collect()
+    } else {
+        local.difference(published).cloned().collect()
+    };
     let remove: Vec<String> = published.difference(&local).cloned().collect();
     if !add.is_empty() || !remove.is_empty() {
         s.publish_sessions(&cluster.me, &add, &remove, now).await?;
