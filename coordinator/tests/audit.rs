@@ -7,28 +7,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use geoloc_client::audit::{row_values, AuditArgs, COLUMNS};
+use geoloc_client::audit::{row_values, COLUMNS};
 use geoloc_client::locate::{error_json, result_json};
 use geoloc_client::{Located, Mode};
 use geoloc_engine::{LatLon, MaxmindComparison, Method, Place, Solution, Timezone, Verdict};
-
-fn audit_args(url: &str, file: &Path, out: &Path) -> AuditArgs {
-    AuditArgs {
-        file: file.to_path_buf(),
-        output: out.to_path_buf(),
-        columns: None,
-        coordinator: url.to_string(),
-        ca: Default::default(),
-        mode: None,
-        timeout_ms: None,
-        concurrency: Some(2),
-        source: None,
-        budget: None,
-        retry_failed: false,
-        fresh: false,
-        retry_for_s: 5,
-    }
-}
 
 fn read_rows(p: &Path) -> Vec<Vec<String>> {
     let mut r = csv::Reader::from_path(p).unwrap();

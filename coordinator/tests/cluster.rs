@@ -335,21 +335,10 @@ async fn an_audit_whose_replica_is_killed_finishes_on_another_with_every_address
         let ips: Vec<String> = entries.iter().map(|e| e.0.clone()).collect();
         std::fs::write(&input, ips.join("\n") + "\n").unwrap();
         let out = dir.path().join("out.csv");
+        // B first: the audit starts there and moves on when B is gone.
         let args = geoloc_client::audit::AuditArgs {
-            file: input.clone(),
-            output: out.clone(),
-            columns: None,
-            // B first: the audit starts there and moves on when B is gone.
-            coordinator: format!("{url_b},{url_a}"),
-            ca: Default::default(),
-            mode: None,
-            timeout_ms: None,
-            concurrency: Some(2),
-            source: None,
-            budget: None,
-            retry_failed: false,
-            fresh: false,
             retry_for_s: 60,
+            ..audit_args(&format!("{url_b},{url_a}"), &input, &out)
         };
         let audit = tokio::spawn(run_audit(args));
         // Kill B once some rows are written.

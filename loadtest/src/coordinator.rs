@@ -34,32 +34,10 @@ impl Backend {
     }
 }
 
-/// Finds `name` in `bin_dir`, next to the running executable (or its parent, for test
-/// binaries in `target/*/deps`), then on PATH (as the lab does).
+/// Finds `name` as the lab does ([`geoloc_lab::demo::find_binary`]: `bin_dir`, next to
+/// the running executable or its parent, then PATH).
 pub fn find_binary(name: &str, bin_dir: Option<&Path>) -> Result<PathBuf> {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    if let Some(d) = bin_dir {
-        dirs.push(d.to_path_buf());
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(d) = exe.parent() {
-            dirs.push(d.to_path_buf());
-            if let Some(p) = d.parent() {
-                dirs.push(p.to_path_buf());
-            }
-        }
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
-    }
-    dirs.iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            Error::Coordinator(format!(
-                "`{name}` not found (build it: cargo build --workspace --bins; or pass --bin-dir)"
-            ))
-        })
+    geoloc_lab::demo::find_binary(name, bin_dir).map_err(|e| Error::Coordinator(format!("{e:#}")))
 }
 
 /// A PostgreSQL schema made for one run (`CREATE SCHEMA`), dropped on [`PgSchema::drop_now`]

@@ -659,3 +659,26 @@ pub async fn run_audit(args: geoloc_client::audit::AuditArgs) -> anyhow::Result<
     .await
     .unwrap()
 }
+
+/// `geoloc audit` of `file` into `out` against `url`: two at a time, a 5 s retry window.
+pub fn audit_args(
+    url: &str,
+    file: &std::path::Path,
+    out: &std::path::Path,
+) -> geoloc_client::audit::AuditArgs {
+    geoloc_client::audit::AuditArgs {
+        file: file.to_path_buf(),
+        output: out.to_path_buf(),
+        columns: None,
+        coordinator: url.to_string(),
+        ca: Default::default(),
+        mode: None,
+        timeout_ms: None,
+        concurrency: Some(2),
+        source: None,
+        budget: None,
+        retry_failed: false,
+        fresh: false,
+        retry_for_s: 5,
+    }
+}
