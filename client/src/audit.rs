@@ -604,6 +604,7 @@ async fn batch_once(
         concurrency: args.concurrency.unwrap_or(0),
         source: Source::to_pb(args.source) as i32,
         budget: args.budget.unwrap_or(0),
+        job_keys: Vec::new(),
     };
     let batch: Vec<usize> = pending.clone();
     let mut stream = client
