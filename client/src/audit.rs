@@ -502,10 +502,15 @@ async fn audit(
             .build()
     };
     let mut backoff = delays();
+    // Every address of this run is asked with its own idempotency key: asked again after
+    // the coordinator went away (a cluster replica died), it gets the run another replica
+    // finished or took over instead of a second measurement.
+    let run_key = crate::new_job_key("audit");
     while !pending.is_empty() {
         let before = pending.len();
         let err = match batch_once(
             &args,
+            &run_key,
             &inputs,
             &mut pending,
             &cols,
@@ -583,6 +588,7 @@ async fn audit(
 #[allow(clippy::too_many_arguments)]
 async fn batch_once(
     args: &AuditArgs,
+    run_key: &str,
     inputs: &[Input],
     pending: &mut Vec<usize>,
     cols: &[String],
@@ -604,7 +610,7 @@ async fn batch_once(
         concurrency: args.concurrency.unwrap_or(0),
         source: Source::to_pb(args.source) as i32,
         budget: args.budget.unwrap_or(0),
-        job_keys: Vec::new(),
+        job_keys: pending.iter().map(|&i| format!("{run_key}/{i}")).collect(),
     };
     let batch: Vec<usize> = pending.clone();
     let mut stream = client

@@ -291,6 +291,25 @@ fn refused_code(s: &tonic::Status) -> &'static str {
     }
 }
 
+/// How long a keyed locate is asked again after its coordinator went away.
+const KEYED_RETRY_FOR: Duration = Duration::from_secs(120);
+/// Pause between two such attempts.
+const KEYED_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// A new idempotency key for a locate or an audit run: `{prefix}-{16 hex digits}`, random
+/// (the standard library's randomly seeded hasher, with the time and process id mixed in).
+pub fn new_job_key(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    format!("{prefix}-{:016x}", h.finish())
+}
+
 /// The typed client of a coordinator's `LocateService`.
 pub struct Client {
     inner: Grpc,
@@ -367,6 +386,37 @@ impl Client {
     /// `timeout`, `internal`, `bad-result` (the coordinator sent a result that does not
     /// pass the checks of `geoloc_proto::convert`).
     pub async fn locate(
+        &mut self,
+        req: pb::LocateRequest,
+        mut progress: impl FnMut(&pb::Progress),
+    ) -> Result<Located, Failure> {
+        // A keyed locate whose coordinator went away (a cluster replica died) is asked
+        // again, with the same key, of the replica that answers now: it returns the run
+        // another replica finished or took over, never a second measurement.
+        let started = std::time::Instant::now();
+        loop {
+            let r = self.locate_once(req.clone(), &mut progress).await;
+            match r {
+                Err(f)
+                    if !req.job_key.is_empty()
+                        && matches!(f.code.as_str(), "unreachable" | "interrupted")
+                        && started.elapsed() < KEYED_RETRY_FOR =>
+                {
+                    eprintln!(
+                        "geoloc: {}; asking again with job key {}",
+                        f.message, req.job_key
+                    );
+                    tokio::time::sleep(KEYED_RETRY_PAUSE).await;
+                    if let Ok(c) = connect_with(&self.url, &self.opts).await {
+                        self.inner = c;
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn locate_once(
         &mut self,
         req: pb::LocateRequest,
         mut progress: impl FnMut(&pb::Progress),

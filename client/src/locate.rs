@@ -253,7 +253,7 @@ async fn locate_all(args: LocateArgs) -> anyhow::Result<()> {
             ping_count: 0,
             source: Source::to_pb(args.source) as i32,
             budget: args.budget.unwrap_or(0),
-            job_key: String::new(),
+            job_key: crate::new_job_key("locate"),
         };
         eprintln!("locating {ip} ...");
         let outcome = client.locate(req, print_progress).await;

@@ -33,12 +33,19 @@ use crate::{unix_ms, Coordinator, Result};
 /// Heartbeat, session publishing and cluster view period.
 pub const TICK: Duration = Duration::from_millis(1000);
 /// A replica whose heartbeat is older than this is dead.
-pub const REPLICA_TTL: Duration = Duration::from_secs(6);
+pub use crate::storage::cluster::REPLICA_TTL;
 /// How long a taken request stays with its replica: a replica that died holding it (its
 /// heartbeat stops, its probes reconnect elsewhere) loses it after this, and the replica
 /// the probe moved to takes it again if its origin still waits. A live replica never takes
 /// its own request again.
 pub const LEASE: Duration = Duration::from_secs(8);
+/// Keyed runs older than this are not taken over any more (their clients gave up).
+pub const JOB_TAKEOVER_WINDOW: Duration = Duration::from_secs(3600);
+/// Most keyed runs one replica takes over per sweep.
+const TAKEOVER_LIMIT: i64 = 64;
+/// How long an answer is tried again while the database does not take it.
+const FINISH_RETRY_FOR: Duration = Duration::from_secs(20);
+const FINISH_RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Work items older than this are deleted.
 const WORK_KEEP: Duration = Duration::from_secs(600);
 /// Most work items taken at once.
@@ -48,6 +55,11 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// Last successful heartbeat, unix ms (0 = never; single node: unused).
 static LAST_HEARTBEAT: AtomicI64 = AtomicI64::new(0);
+/// Since when every heartbeat reached the database, unix ms (0 = the last one failed).
+/// A replica judges others dead only once it has itself been connected for
+/// [`REPLICA_TTL`]: after a database outage (a PostgreSQL restart) every heartbeat is old,
+/// and the first replica back must not reap the others before they could write theirs.
+static STEADY_SINCE: AtomicI64 = AtomicI64::new(0);
 static CLUSTER_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether this replica is fit to take traffic as far as the cluster goes: always on a
@@ -317,7 +329,7 @@ pub async fn start(
 /// One heartbeat: write it, publish session changes, read the other replicas' probes,
 /// and (when `reap`) take over dead replicas and prune old work.
 async fn view_tick(
-    coord: &Coordinator,
+    coord: &Arc<Coordinator>,
     cluster: &Cluster,
     started: i64,
     published: &mut HashSet<String>,
@@ -325,8 +337,12 @@ async fn view_tick(
 ) -> Result<()> {
     let s = &coord.storage;
     let now = unix_ms();
-    s.replica_heartbeat(&cluster.me, started, now).await?;
+    if let Err(e) = s.replica_heartbeat(&cluster.me, started, now).await {
+        STEADY_SINCE.store(0, Ordering::SeqCst);
+        return Err(e);
+    }
     LAST_HEARTBEAT.store(now, Ordering::SeqCst);
+    let _ = STEADY_SINCE.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
     let local: HashSet<String> = coord.fleet.registry.local_sessions().into_iter().collect();
     // Every few seconds all sessions are written again: a probe that left for another
     // replica and came back between two ticks is claimed back from the row the other
@@ -342,15 +358,46 @@ async fn view_tick(
         *published = local;
     }
     let alive_after = now - REPLICA_TTL.as_millis() as i64;
-    if reap {
+    let steady = now - STEADY_SINCE.load(Ordering::SeqCst) >= REPLICA_TTL.as_millis() as i64;
+    if reap && steady {
         let dead = s.reap_replicas(alive_after, now).await?;
         if !dead.is_empty() {
             tracing::warn!(replicas = ?dead, "cluster: replicas stopped heartbeating; their runs marked interrupted, their probes forgotten");
         }
         s.prune_work(now - WORK_KEEP.as_millis() as i64).await?;
+        take_over_jobs(coord, now, alive_after).await?;
     }
     let remote = s.remote_probes(&cluster.me, alive_after).await?;
     coord.fleet.registry.set_remote(remote);
+    Ok(())
+}
+
+/// Takes over keyed runs nobody finishes (their replica died, or stopped while running
+/// them) and runs each again in its own task (see `core::jobs`): no locate is lost, and
+/// its client, asking again with its key on any replica, gets the answer.
+async fn take_over_jobs(coord: &Arc<Coordinator>, now: i64, alive_after: i64) -> Result<()> {
+    if coord.is_shutting_down() {
+        return Ok(());
+    }
+    let since = now - JOB_TAKEOVER_WINDOW.as_millis() as i64;
+    let jobs = coord
+        .storage
+        .claim_orphan_jobs(alive_after, since, TAKEOVER_LIMIT)
+        .await?;
+    for job in jobs {
+        let coord = Arc::clone(coord);
+        tokio::spawn(async move {
+            let quiet = |_: crate::core::locate::LocateEvent| {};
+            match crate::core::jobs::resume(&coord, &job, &quiet).await {
+                Ok(l) => {
+                    tracing::info!(result_id = %l.result_id, ip = %l.ip, "cluster: finished a run taken over")
+                }
+                Err(f) => {
+                    tracing::info!(result_id = %job.row.result_id, code = f.code.as_str(), reason = %f.message, "cluster: a run taken over ended without an answer")
+                }
+            }
+        });
+    }
     Ok(())
 }
 
@@ -516,12 +563,23 @@ async fn work_loop(
                         return;
                     }
                 };
-                if let Err(e) = cluster
+                // The answer is kept while the database is away (a restart): tried again
+                // for up to FINISH_RETRY_FOR, or it would be lost with the probe's work.
+                let mut tries = 0u32;
+                while let Err(e) = cluster
                     .storage
                     .finish_work(&cluster.me, &item.request_id, &json, unix_ms())
                     .await
                 {
-                    tracing::warn!(error = %e, request = %item.request_id, "cluster: storing an answer");
+                    tries += 1;
+                    if tries * FINISH_RETRY_PAUSE.as_millis() as u32
+                        >= FINISH_RETRY_FOR.as_millis() as u32
+                    {
+                        tracing::warn!(error = %e, request = %item.request_id, "cluster: storing an answer; given up");
+                        break;
+                    }
+                    tracing::warn!(error = %e, request = %item.request_id, "cluster: storing an answer; trying again");
+                    tokio::time::sleep(FINISH_RETRY_PAUSE).await;
                 }
             });
         }

@@ -141,6 +141,7 @@ fn finish_result(pair: (ResultRow, String)) -> Result<ResultRow> {
 pub mod cluster;
 mod history;
 mod identity;
+pub mod jobs;
 mod keys;
 pub use history::{HistoryCursor, ResultSummary, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE};
 mod ops;
@@ -372,15 +373,28 @@ impl Storage {
     /// one process) as `interrupted`; returns how many. Runs of other cluster replicas are
     /// left to [`Storage::reap_replicas`].
     pub async fn mark_interrupted(&self, now_unix_ms: i64) -> Result<u64> {
-        self.mark_interrupted_of(cluster::replica_id(), now_unix_ms)
+        self.mark_interrupted_of(cluster::replica_id(), now_unix_ms, true)
             .await
     }
 
-    /// Marks the `running` runs started by `replica` as `interrupted`.
-    pub(crate) async fn mark_interrupted_of(&self, replica: &str, now_unix_ms: i64) -> Result<u64> {
-        let sql = "UPDATE results SET status = 'interrupted', error_code = 'interrupted', \
-                   error = 'coordinator stopped during the measurement', finished_unix_ms = $1 \
-                   WHERE status = 'running' AND owner_replica = $2";
+    /// Marks the `running` runs started by `replica` as `interrupted` (with `keyed`, also
+    /// the runs asked with an idempotency key; without, those stay `running` for another
+    /// replica to take over).
+    pub(crate) async fn mark_interrupted_of(
+        &self,
+        replica: &str,
+        now_unix_ms: i64,
+        keyed: bool,
+    ) -> Result<u64> {
+        let sql = if keyed {
+            "UPDATE results SET status = 'interrupted', error_code = 'interrupted', \
+             error = 'coordinator stopped during the measurement', finished_unix_ms = $1 \
+             WHERE status = 'running' AND owner_replica = $2"
+        } else {
+            "UPDATE results SET status = 'interrupted', error_code = 'interrupted', \
+             error = 'coordinator stopped during the measurement', finished_unix_ms = $1 \
+             WHERE status = 'running' AND owner_replica = $2 AND job_key IS NULL"
+        };
         Ok(
             with_pool!(self, pool => sqlx::query(sql).bind(now_unix_ms).bind(replica)
             .execute(pool).await.map_err(q("mark interrupted"))?.rows_affected()),

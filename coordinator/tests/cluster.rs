@@ -38,6 +38,32 @@ fn replica(db: &str, name: &str) -> (Daemon, String) {
     (d, format!("http://{addr}"))
 }
 
+/// Result rows (runs) stored for `ip`.
+async fn runs_of(s: &Storage, ip: &str) -> i64 {
+    match s {
+        Storage::Postgres(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM results WHERE ip = $1")
+            .bind(ip)
+            .fetch_one(pool)
+            .await
+            .unwrap(),
+        Storage::Sqlite(_) => unreachable!(),
+    }
+}
+
+/// (status, owner, result id) of the run stored under the test key's job key `key`.
+async fn job_row(s: &Storage, key: &str) -> Option<(String, String, String)> {
+    match s {
+        Storage::Postgres(pool) => sqlx::query_as(
+            "SELECT status, owner_replica, result_id FROM results WHERE job_key = $1",
+        )
+        .bind(format!("test-admin|{key}"))
+        .fetch_optional(pool)
+        .await
+        .unwrap(),
+        Storage::Sqlite(_) => unreachable!(),
+    }
+}
+
 /// Probes `url` lists as healthy.
 async fn healthy_at(url: &str) -> Vec<String> {
     let mut c = geoloc_client::connect(url).await.unwrap();
@@ -366,26 +392,140 @@ async fn an_audit_whose_replica_is_killed_finishes_on_another_with_every_address
             rows_at_kill < ips.len(),
             "B died before the end ({rows_at_kill} rows)"
         );
-        let twice = ips
+        let asked_again = ips
             .iter()
-            .filter(|ip| probes.iter().any(|p| p.count(ip) == 2))
+            .filter(|ip| probes.iter().any(|p| p.count(ip) > 1))
             .count();
         eprintln!(
-            "audit of {} addresses: B killed after {rows_at_kill} rows; finished on A; {twice} addresses measured again (in flight on B)",
+            "audit of {} addresses: B killed after {rows_at_kill} rows; finished on A; {asked_again} addresses whose run A took over (same request ids)",
             ips.len()
         );
-        // No probe measured an address twice for one run: a locate started on B and
-        // cut off is run again on A, so an address may be measured at most twice in all.
-        for p in &probes {
-            for ip in &ips {
-                assert!(
-                    p.count(ip) <= 2,
-                    "{} measured {ip} {} times",
+        // Every address has one run (its key), and no probe was asked to measure an
+        // address under two request ids: a run cut off on B is taken over by A with the
+        // same ids, which a real agent answers from its recent answers.
+        for ip in &ips {
+            assert_eq!(runs_of(&s, ip).await, 1, "runs of {ip}");
+            for p in &probes {
+                assert!(p.distinct(ip) <= 1, "{} measured {ip} under {} ids", p.id, p.distinct(ip));
+            }
+        }
+    })
+    .await;
+    drop_pg_schema(&s, &schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_locate_whose_replica_dies_is_finished_by_another_and_answered_once() {
+    let test = "cluster_jobs";
+    let Some((s, schema)) = postgres_store(test).await else {
+        return;
+    };
+    ensure_test_key(&s).await;
+    let db = schema_url(&schema);
+    bounded(150, async {
+        let (_a, url_a) = replica(&db, "replica-a");
+        let (mut b, url_b) = replica(&db, "replica-b");
+        let w = world(&[("127.0.4.1", LYON.0, LYON.1), ("127.0.4.2", 48.8, 2.3)]);
+        // Six probes on A, answering after 1 s: B's runs are in flight when B dies.
+        let probes = fleet_as(&url_a, &w, 6, Behaviour::Delayed(1000)).await;
+        wait_until("B sees A's 6 probes", 30, || {
+            let url = url_b.clone();
+            async move { healthy_at(&url).await.len() == 6 }
+        })
+        .await;
+        // Run 1: a client that asks B, then gives up when B dies (nobody asks again).
+        let url = url_b.clone();
+        let lone = tokio::spawn(async move {
+            let mut cb = geoloc_client::connect(&url).await.unwrap();
+            let mut r = req("127.0.4.2");
+            r.job_key = "lone-1".into();
+            if let Ok(s) = cb.locate(r).await {
+                let mut s = s.into_inner();
+                while let Ok(Some(_)) = s.message().await {}
+            }
+        });
+        // Run 2: `geoloc_client::Client` given B then A, which asks again with its key.
+        let both = format!("{url_b},{url_a}");
+        let asked = tokio::spawn(async move {
+            let mut c = geoloc_client::Client::connect(&both).await.unwrap();
+            let mut r = req("127.0.4.1");
+            r.job_key = "retry-1".into();
+            c.locate(r, |_| {}).await
+        });
+        wait_until("both runs running on B", 30, || {
+            let s = s.clone();
+            async move {
+                let on_b = |r: Option<(String, String, String)>| {
+                    r.is_some_and(|(st, owner, _)| st == "running" && owner == "replica-b")
+                };
+                on_b(job_row(&s, "lone-1").await) && on_b(job_row(&s, "retry-1").await)
+            }
+        })
+        .await;
+        let (_, _, lone_id) = job_row(&s, "lone-1").await.unwrap();
+        let (_, _, retry_id) = job_row(&s, "retry-1").await.unwrap();
+        b.child().kill().unwrap();
+        let _ = b.child().wait();
+
+        // Nobody asks for run 1 again: A's sweeper takes it over and finishes it.
+        wait_until("A finishes B's orphaned run", 60, || {
+            let s = s.clone();
+            async move {
+                job_row(&s, "lone-1")
+                    .await
+                    .is_some_and(|(st, owner, _)| st == "done" && owner == "replica-a")
+            }
+        })
+        .await;
+        lone.abort();
+        // Run 2's client moved to A and got the one run's answer.
+        let r = asked
+            .await
+            .unwrap()
+            .expect("answered after the replica died");
+        assert_eq!(r.result_id, retry_id, "the same run, not a new one");
+        let (st, owner, _) = job_row(&s, "retry-1").await.unwrap();
+        assert_eq!((st.as_str(), owner.as_str()), ("done", "replica-a"));
+        // Asking again with a key returns its run, measuring nothing.
+        let before: usize = probes.iter().map(|p| p.count("127.0.4.2")).sum();
+        let mut ca = geoloc_client::connect(&url_a).await.unwrap();
+        let mut again = req("127.0.4.2");
+        again.job_key = "lone-1".into();
+        let (_, r) = locate(&mut ca, again).await;
+        let r = r.expect("the stored run");
+        assert_eq!(r.result_id, lone_id);
+        assert_eq!(r.probes_used, 6, "{r:?}");
+        let after: usize = probes.iter().map(|p| p.count("127.0.4.2")).sum();
+        assert_eq!(after, before, "nothing measured again");
+        // One run per address; no probe asked under two request ids for one run.
+        for ip in ["127.0.4.1", "127.0.4.2"] {
+            assert_eq!(runs_of(&s, ip).await, 1, "runs of {ip}");
+            for p in &probes {
+                assert_eq!(
+                    p.distinct(ip),
+                    1,
+                    "{} asked about {ip} under {} ids",
                     p.id,
-                    p.count(ip)
+                    p.distinct(ip)
                 );
             }
         }
+        // A key belongs to its address; a malformed key is refused.
+        let mut other = req("127.0.4.1");
+        other.job_key = "lone-1".into();
+        let mut st = ca.locate(other).await.unwrap().into_inner();
+        let e = st.message().await.expect_err("a key of another address");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(
+            e.message().contains("was used for 127.0.4.2"),
+            "{}",
+            e.message()
+        );
+        let mut bad = req("127.0.4.1");
+        bad.job_key = "no spaces".into();
+        let st = ca.locate(bad).await.expect_err("malformed key");
+        assert_eq!(st.code(), tonic::Code::InvalidArgument);
+        assert!(st.message().contains("' '"), "{}", st.message());
     })
     .await;
     drop_pg_schema(&s, &schema).await;

@@ -206,6 +206,8 @@ pub struct Agent {
     metrics: Arc<AgentMetrics>,
     /// The probe's own credential once read from the state folder or enrolled.
     credential: tokio::sync::Mutex<Option<String>>,
+    /// Answers of recent requests, across sessions ([`crate::recent`]).
+    recent: Arc<std::sync::Mutex<crate::recent::Recent>>,
 }
 
 impl Agent {
@@ -244,6 +246,7 @@ impl Agent {
             pool: Arc::new(Semaphore::new(permits)),
             metrics: Arc::new(AgentMetrics::default()),
             credential: tokio::sync::Mutex::new(None),
+            recent: Arc::default(),
         })
     }
 
@@ -504,7 +507,10 @@ impl Agent {
         self.metrics.set_connected(true);
         let mut established = false;
         let mut tasks: JoinSet<String> = JoinSet::new();
-        let mut running: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
+        // Per request: the task sending its answer on this session, and the measurement
+        // itself (None for a repeat answered from `recent`). A session that ends aborts
+        // only the senders: the measurements finish into `recent`.
+        let mut running: HashMap<String, Running> = HashMap::new();
         let mut heartbeat = tokio::time::interval_at(
             tokio::time::Instant::now() + heartbeat_every,
             heartbeat_every,
@@ -536,7 +542,11 @@ impl Agent {
                         }
                         Some(pb::coordinator_message::Kind::Cancel(c)) => {
                             if let Some(h) = running.remove(&c.request_id) {
-                                h.abort();
+                                h.sender.abort();
+                                if let Some(m) = h.measurement {
+                                    m.abort();
+                                    self.lock_recent().remove(&c.request_id);
+                                }
                                 debug!(request_id = %c.request_id, reason = %c.reason, "cancelled");
                             }
                         }
@@ -589,9 +599,34 @@ impl Agent {
         req: pb::MeasurementRequest,
         tx: &mpsc::Sender<pb::ProbeMessage>,
         tasks: &mut JoinSet<String>,
-        running: &mut HashMap<String, tokio::task::AbortHandle>,
+        running: &mut HashMap<String, Running>,
     ) {
         let request_id = req.request_id.clone();
+        let known = self.lock_recent().get(&request_id, Instant::now());
+        if let Some(answer) = known {
+            // Asked again (a replica took over a run): the answer measured once, without
+            // measuring the target again.
+            debug!(request_id = %request_id, "repeated request: answering from the recent answers");
+            self.metrics.repeated();
+            let tx = tx.clone();
+            let id = request_id.clone();
+            let sender = tasks.spawn(async move {
+                if let Some(r) = crate::recent::wait(answer).await {
+                    let _ = tx
+                        .send(msg(pb::probe_message::Kind::MeasurementResult(r)))
+                        .await;
+                }
+                id
+            });
+            running.insert(
+                request_id,
+                Running {
+                    sender,
+                    measurement: None,
+                },
+            );
+            return;
+        }
         let parsed = match request_from_proto(&req) {
             Ok(p) => p,
             Err(message) => {
@@ -612,9 +647,14 @@ impl Agent {
         let tx = tx.clone();
         let id = request_id.clone();
         let received = Instant::now();
-        let handle = tasks.spawn(async move {
+        let (answer_tx, answer_rx) = watch::channel(None);
+        self.lock_recent()
+            .insert(&request_id, answer_rx.clone(), received);
+        // The measurement runs detached from the session: if the session ends meanwhile,
+        // its answer still lands in `recent` for the replica that asks again.
+        let measurement = tokio::spawn(async move {
             let Ok(_permit) = semaphore.acquire_owned().await else {
-                return id;
+                return;
             };
             let started = Instant::now();
             let queued = started - received;
@@ -636,15 +676,37 @@ impl Agent {
                 error = ?result.error,
                 "measurement done"
             );
-            let _ = tx
-                .send(msg(pb::probe_message::Kind::MeasurementResult(
-                    result_to_proto(&result),
-                )))
-                .await;
+            answer_tx.send_replace(Some(result_to_proto(&result)));
+        });
+        let id = request_id.clone();
+        let sender = tasks.spawn(async move {
+            if let Some(r) = crate::recent::wait(answer_rx).await {
+                let _ = tx
+                    .send(msg(pb::probe_message::Kind::MeasurementResult(r)))
+                    .await;
+            }
             id
         });
-        running.insert(request_id, handle);
+        running.insert(
+            request_id,
+            Running {
+                sender,
+                measurement: Some(measurement.abort_handle()),
+            },
+        );
     }
+
+    fn lock_recent(&self) -> std::sync::MutexGuard<'_, crate::recent::Recent> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One request in progress on a session.
+struct Running {
+    /// Sends the answer on this session.
+    sender: tokio::task::AbortHandle,
+    /// The measurement (None: a repeat answered from the recent answers).
+    measurement: Option<tokio::task::AbortHandle>,
 }
 
 /// The probe's own credential as kept in its state folder.

@@ -23,6 +23,7 @@ pub mod measure;
 pub mod metrics;
 pub mod ping;
 pub mod privileges;
+pub mod recent;
 pub mod safety;
 pub mod tcp;
 pub mod traceroute;

@@ -24,6 +24,9 @@ pub struct AgentMetrics {
     pub errors: Family<Label, Counter>,
     /// 1 while a session with the coordinator is open, else 0.
     pub connected: Gauge,
+    /// Requests asked again with a request id already measured (a coordinator replica
+    /// took a run over), answered without measuring again.
+    pub repeated_requests: Counter,
 }
 
 impl AgentMetrics {
@@ -40,6 +43,12 @@ impl AgentMetrics {
         if failed {
             self.error("measurement");
         }
+    }
+
+    /// Counts a request asked again (same request id) and answered from the recent
+    /// answers, without measuring.
+    pub fn repeated(&self) {
+        self.repeated_requests.inc();
     }
 
     /// Counts one error of `kind`.
@@ -66,6 +75,11 @@ impl AgentMetrics {
             self.packets_sent.clone(),
         );
         r.register("errors", "Errors by kind", self.errors.clone());
+        r.register(
+            "repeated_requests",
+            "Requests asked again and answered from the recent answers, not measured again",
+            self.repeated_requests.clone(),
+        );
         r.register(
             "connected",
             "1 while a session with the coordinator is open",

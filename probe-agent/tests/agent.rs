@@ -840,3 +840,65 @@ async fn the_binary_exits_78_when_rejected_and_0_on_sigterm() {
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_asked_again_is_answered_without_measuring_again() {
+    let (addr, mut seen, out, server) = serve_scripted().await;
+    // One slot; a request for two ports of one target runs ~1 s (its second SYN waits).
+    let agent = Agent::new(Measurer::new(Arc::new(slow_agent_config(addr, 1.0)))).unwrap();
+    let metrics = agent.metrics();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let agent_task = tokio::spawn(async move { agent.run(shutdown_rx).await });
+    let (p1, p2) = (free_port(), free_port());
+    // Asked twice while it runs (a replica that took the run over asks with the same id),
+    // then once more after it answered.
+    out.send(tcp_request("run1.1.test-probe.0", "127.0.0.1", &[p1, p2]))
+        .unwrap();
+    out.send(tcp_request("run1.1.test-probe.0", "127.0.0.1", &[p1, p2]))
+        .unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let ev = expect_event(&mut seen, Duration::from_secs(20), "an answer", |e| {
+            result_of(e).is_some()
+        })
+        .await;
+        answers.push(result_of(&ev).unwrap().clone());
+    }
+    out.send(tcp_request("run1.1.test-probe.0", "127.0.0.1", &[p1, p2]))
+        .unwrap();
+    let ev = expect_event(&mut seen, Duration::from_secs(5), "the third answer", |e| {
+        result_of(e).is_some()
+    })
+    .await;
+    answers.push(result_of(&ev).unwrap().clone());
+    for a in &answers {
+        assert_eq!(a, &answers[0], "the same answer each time");
+        assert_eq!(a.tcp.len(), 2, "{a:?}");
+    }
+    let measured = metrics
+        .measurements
+        .get_or_create(&[("result", "ok")])
+        .get();
+    assert_eq!(measured, 1, "measured once");
+    assert_eq!(metrics.repeated_requests.get(), 2, "two repeats");
+    // Another id is measured.
+    out.send(tcp_request("run1.2.test-probe.0", "127.0.0.1", &[p1]))
+        .unwrap();
+    expect_event(
+        &mut seen,
+        Duration::from_secs(10),
+        "a new request's answer",
+        |e| result_of(e).is_some_and(|r| r.request_id == "run1.2.test-probe.0"),
+    )
+    .await;
+    assert_eq!(
+        metrics
+            .measurements
+            .get_or_create(&[("result", "ok")])
+            .get(),
+        2
+    );
+    shutdown_tx.send(true).unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(15), agent_task).await;
+    server.abort();
+}

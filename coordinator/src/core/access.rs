@@ -346,6 +346,19 @@ pub struct Charge {
     packets_reserved: i64,
 }
 
+impl Charge {
+    /// The charge of a run taken over from a replica that died before settling it: its
+    /// estimate `packets_reserved` counts as reserved for `target` in the run's creation
+    /// window (`created_unix_ms`), so settling adjusts it to the packets really sent.
+    pub fn taken_over(target: &str, packets_reserved: i64, created_unix_ms: i64) -> Charge {
+        Charge {
+            window: created_unix_ms - created_unix_ms.rem_euclid(HOUR_MS),
+            target: target.to_string(),
+            packets_reserved,
+        }
+    }
+}
+
 /// The key checks and abuse limits of one coordinator.
 pub struct Access {
     /// `auth = "keys"`: a call without a key is refused.

@@ -139,17 +139,26 @@ impl Fleet {
         ip: IpAddr,
         budget: Duration,
         ping_count: u32,
+        job: Option<&str>,
     ) -> super::source::VantageResult {
         let start = tokio::time::Instant::now();
         let deadline = start + budget;
         let mut measurements = Vec::new();
-        let ping = self.defaults.ping(ip, ping_count, budget);
+        // A keyed run's request ids are its own (see `MeasureSpec::job`).
+        let id = |n: u32| job.map(|j| format!("{j}.{}.{n}", probe.id));
+        let mut ping = self.defaults.ping(ip, ping_count, budget);
+        if let Some(i) = id(0) {
+            ping.request_id = i;
+        }
         let first = self.ask(&probe, ping, budget).await;
         let target_silent = first.outcome == MeasurementOutcome::NoReply;
         measurements.push(first);
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if target_silent && left.as_millis() as u64 >= MIN_TRACEROUTE_BUDGET_MS {
-            let trace = self.defaults.tcp_and_traceroute(ip, left);
+            let mut trace = self.defaults.tcp_and_traceroute(ip, left);
+            if let Some(i) = id(1) {
+                trace.request_id = i;
+            }
             measurements.push(self.ask(&probe, trace, left).await);
         }
         let packets = measurements.iter().map(|m| m.result.packets_sent()).sum();
@@ -204,7 +213,19 @@ impl MeasurementSource for Fleet {
         from: Vec<VantagePoint>,
     ) -> BoxStream<'_, super::source::VantageResult> {
         from.into_iter()
-            .map(|vp| self.measure_target(vp, spec.target, spec.budget, spec.ping_count))
+            .map(|vp| {
+                let job = spec.job.clone();
+                async move {
+                    self.measure_target(
+                        vp,
+                        spec.target,
+                        spec.budget,
+                        spec.ping_count,
+                        job.as_deref(),
+                    )
+                    .await
+                }
+            })
             .collect::<FuturesUnordered<_>>()
             .boxed()
     }

@@ -10,7 +10,8 @@ use futures::StreamExt;
 use geoloc_engine::{LatLon, Measurement, Solution};
 
 use crate::config::Mode;
-use crate::core::access::{packet_estimate, Caller};
+use crate::core::access::{packet_estimate, Caller, Charge};
+use crate::core::jobs;
 use crate::core::measurement::{MeasurementOutcome, Purpose};
 use crate::core::rows::{MeasurementRow, ResultRow, ResultStatus};
 use crate::core::schedule;
@@ -45,6 +46,22 @@ pub struct LocateParams {
     pub source: SourceChoice,
     /// Most vantage points asked, 0 = no limit (with [`Mode::Phased`]).
     pub budget: u32,
+    /// Idempotency key (see [`crate::core::jobs`]); checked by [`crate::core::jobs::check_key`].
+    pub job_key: Option<String>,
+    /// Runs again the stored keyed run (taken over by this process: no admission, same
+    /// result id). Only [`crate::core::jobs::resume`] can make one.
+    pub resume: Option<Resume>,
+}
+
+/// A stored keyed run to run again (see [`LocateParams::resume`]).
+#[derive(Debug, Clone)]
+pub struct Resume(pub(crate) ResultRow);
+
+impl std::ops::Deref for Resume {
+    type Target = ResultRow;
+    fn deref(&self) -> &ResultRow {
+        &self.0
+    }
 }
 
 /// Why an address got no answer (the codes clients print and scripts read).
@@ -236,6 +253,8 @@ pub(crate) struct Run<'a> {
     progress: Progress<'a>,
     /// Mix known-answer checks into the stages (the own fleet).
     known_answers: bool,
+    /// A keyed run: its requests get ids derived from the run (see [`MeasureSpec::job`]).
+    keyed: bool,
 }
 
 /// Locates one address with measurements from `source` (see [`Coordinator::locate`]).
@@ -259,12 +278,24 @@ pub(crate) async fn run(
         ));
     }
     let ip_s = target::canonical(ip);
+    let job_key = match &p.job_key {
+        Some(k) => {
+            jobs::check_key(k).map_err(|m| LocateFailure::new(FailureCode::InvalidArgument, m))?;
+            Some(jobs::scoped(&p.caller.name, k))
+        }
+        None => None,
+    };
     let _in_flight = coord.locate_guard();
     let started = std::time::Instant::now();
     if coord.is_shutting_down() {
         return Err(interrupted());
     }
-    if p.reuse_stored {
+    if let (Some(key), None) = (&job_key, &p.resume) {
+        if let Some(job) = coord.storage.job(key).await? {
+            return jobs::follow(coord, job, &ip_s, progress).await;
+        }
+    }
+    if p.reuse_stored && p.resume.is_none() {
         if let Some(r) = coord.storage.latest_done_result(&ip_s).await? {
             return Ok(located(&coord.storage, &r, true).await?);
         }
@@ -307,23 +338,38 @@ pub(crate) async fn run(
         .map_err(|m| LocateFailure::new(FailureCode::QuotaExceeded, m))?;
 
     // Abuse limits, before any packet: a concurrent slot of the key, one address of its
-    // hourly quota and the packets of the target's hourly budget (all or nothing).
-    let _slot = coord.access.hold_slot(&p.caller)?;
+    // hourly quota and the packets of the target's hourly budget (all or nothing). A run
+    // taken over was admitted when it was first asked.
+    let _slot = match p.resume {
+        None => Some(coord.access.hold_slot(&p.caller)?),
+        Some(_) => None,
+    };
     let estimate = packet_estimate(
         (mode == Mode::TwoStage).then_some((cfg.two_stage_first as usize, k)),
         most,
         ping_count,
     );
-    let charge = coord
-        .access
-        .admit(&coord.storage, &p.caller, &ip_s, estimate, unix_ms())
-        .await?;
+    let charge = match p.resume {
+        None => {
+            coord
+                .access
+                .admit(&coord.storage, &p.caller, &ip_s, estimate, unix_ms())
+                .await?
+        }
+        Some(ref r) => Charge::taken_over(&ip_s, estimate as i64, r.created_at_unix_ms),
+    };
 
-    let created = unix_ms();
+    let created = p
+        .resume
+        .as_ref()
+        .map_or_else(unix_ms, |r| r.created_at_unix_ms);
     let geoip: GeoIpLookup = coord.geoip.as_ref().map(|g| g.lookup(ip));
     let calibration = coord.calibration().await?;
     let mut row = ResultRow {
-        result_id: new_id(),
+        result_id: p
+            .resume
+            .as_ref()
+            .map_or_else(new_id, |r| r.result_id.clone()),
         ip: ip_s.clone(),
         mode: mode.as_str().to_string(),
         status: ResultStatus::Running,
@@ -345,9 +391,36 @@ pub(crate) async fn run(
         finished_unix_ms: None,
         requested_by: p.caller.name.clone(),
     };
-    if let Err(e) = coord.storage.insert_result(&row).await {
-        coord.access.settle(&coord.storage, &charge, Some(0)).await;
-        return Err(e.into());
+    let stored = match (&p.resume, &job_key) {
+        // Taken over: the row exists; the rows of the first attempt go (its probes answer
+        // the same request ids again from their cache).
+        (Some(_), _) => coord
+            .storage
+            .delete_result_measurements(&row.result_id)
+            .await
+            .map(|_| true),
+        (None, Some(key)) => {
+            let spec =
+                serde_json::to_string(&jobs::JobSpec::of(&p, mode)).unwrap_or_else(|_| "{}".into());
+            coord.storage.insert_keyed_result(&row, key, &spec).await
+        }
+        (None, None) => coord.storage.insert_result(&row).await.map(|()| true),
+    };
+    match stored {
+        Ok(true) => {}
+        Ok(false) => {
+            // Another request with the same key got there first: follow its run.
+            coord.access.settle(&coord.storage, &charge, Some(0)).await;
+            let key = job_key.as_deref().unwrap_or_default();
+            let job = coord.storage.job(key).await?.ok_or_else(|| {
+                LocateFailure::new(FailureCode::Internal, "the keyed run disappeared")
+            })?;
+            return jobs::follow(coord, job, &ip_s, progress).await;
+        }
+        Err(e) => {
+            coord.access.settle(&coord.storage, &charge, Some(0)).await;
+            return Err(e.into());
+        }
     }
     tracing::info!(ip = %ip_s, result_id = %row.result_id, mode = mode.as_str(), source = source.name(), vantage_points = vps.len(), setup_ms = started.elapsed().as_millis() as u64, "locating");
 
@@ -361,6 +434,7 @@ pub(crate) async fn run(
         total: 0,
         progress,
         known_answers: fleet,
+        keyed: job_key.is_some(),
     };
     match mode {
         Mode::All => {
@@ -520,6 +594,7 @@ pub(crate) async fn run_stage(
         target: run.ip,
         ping_count: pings,
         budget: run.budget,
+        job: run.keyed.then(|| format!("{}.{stage}", run.result_id)),
     };
     let stage_start = std::time::Instant::now();
     let mut results = source.measure(spec, chosen);

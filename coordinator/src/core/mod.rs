@@ -25,6 +25,7 @@ pub mod coordinator;
 pub mod fleet;
 pub mod geoip;
 pub mod identity;
+pub mod jobs;
 pub mod landmarks;
 pub mod locate;
 pub mod measurement;

@@ -157,6 +157,7 @@ mod tests {
             target: t,
             ping_count: 3,
             budget: std::time::Duration::from_secs(1),
+            job: None,
         };
         let got: Vec<VantageResult> = r
             .measure(spec, vec![vp("a"), vp("b"), vp("c")])

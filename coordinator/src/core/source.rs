@@ -40,6 +40,11 @@ pub struct MeasureSpec {
     /// How long each vantage point may take (a source that cannot keep it, such as a
     /// batch API, still ends its stream within it plus a small grace).
     pub budget: Duration,
+    /// A keyed run's stage (`{result_id}.{stage}`): the fleet derives each request id from
+    /// it (`{job}.{probe}.{n}`), so the same run taken over by another replica asks each
+    /// probe with the same ids and a probe that measured already answers from its cache.
+    /// None = fresh random ids.
+    pub job: Option<String>,
 }
 
 /// What measuring cost.

@@ -431,7 +431,10 @@ impl Vetting {
         pings: u32,
         budget: Duration,
     ) {
-        let v = cx.fleet.measure_target(from, to.ip, budget, pings).await;
+        let v = cx
+            .fleet
+            .measure_target(from, to.ip, budget, pings, None)
+            .await;
         for m in &v.observations {
             let row = m.to_row(None, Purpose::Landmark, 1, Some((&to.id, to.pos)));
             if let Err(e) = cx.storage.insert_measurement(&row).await {

@@ -113,6 +113,9 @@ impl LocateService for LocateSvc {
         let r = req.into_inner();
         let mut params = convert::params(&r);
         params.caller = caller;
+        if let Some(k) = &params.job_key {
+            crate::core::jobs::check_key(k).map_err(Status::invalid_argument)?;
+        }
         super::locate_args::apply(&self.0, &mut params, r.source, r.budget)?;
         // Bad input fails the call itself.
         target::check(&r.ip, self.0.config.allow_private)
@@ -164,6 +167,7 @@ impl LocateService for LocateSvc {
                 r.ips.len()
             )));
         }
+        check_job_keys(&r.job_keys, r.ips.len())?;
         // Source and budget checked once for the whole batch.
         super::locate_args::apply(
             &self.0,
@@ -188,6 +192,7 @@ impl LocateService for LocateSvc {
         let (tx, rx) = mpsc::channel(256);
         // Shared by every address's task (a copy per address made a batch quadratic).
         let ips: Arc<Vec<String>> = Arc::new(std::mem::take(&mut r.ips));
+        let job_keys = std::mem::take(&mut r.job_keys);
         tokio::spawn(async move {
             // Same address twice in a batch: measured once, answered for each index.
             let mut groups: HashMap<String, Vec<u32>> = HashMap::new();
@@ -238,6 +243,8 @@ impl LocateService for LocateSvc {
                 let ips = Arc::clone(&ips);
                 let mut params = convert::batch_params(&r, key.clone());
                 params.caller = caller.clone();
+                // The same address twice is measured once, under its first index's key.
+                params.job_key = job_keys.get(indices[0] as usize).cloned();
                 if let Err(s) = super::locate_args::apply(&coord, &mut params, r.source, r.budget) {
                     // Checked above; cannot fail here.
                     tracing::error!(error = %s.message(), "batch parameters");
@@ -423,4 +430,28 @@ fn summary(r: ResultSummary) -> pb::ResultSummary {
         error_code: r.error_code,
         error: r.error,
     }
+}
+
+/// A batch's idempotency keys: none, or one valid key per address, all different.
+fn check_job_keys(keys: &[String], addresses: usize) -> Result<(), Status> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    if keys.len() != addresses {
+        return Err(Status::invalid_argument(format!(
+            "{} job keys for {addresses} addresses: give none or one per address",
+            keys.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(keys.len());
+    for (i, k) in keys.iter().enumerate() {
+        crate::core::jobs::check_key(k)
+            .map_err(|m| Status::invalid_argument(format!("job_keys[{i}]: {m}")))?;
+        if !seen.insert(k.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "job_keys[{i}] {k:?} is given twice"
+            )));
+        }
+    }
+    Ok(())
 }

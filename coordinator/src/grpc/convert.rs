@@ -41,6 +41,7 @@ pub fn params(r: &pb::LocateRequest) -> LocateParams {
         k: r.k,
         reuse_stored: r.reuse_stored,
         ping_count: r.ping_count,
+        job_key: (!r.job_key.is_empty()).then(|| r.job_key.clone()),
         ..LocateParams::default()
     }
 }

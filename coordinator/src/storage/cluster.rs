@@ -16,6 +16,9 @@ pub const WORK_CHANNEL: &str = "geoloc_work";
 /// Channel of "request <payload> is answered".
 pub const DONE_CHANNEL: &str = "geoloc_done";
 
+/// A replica whose heartbeat is older than this is dead.
+pub const REPLICA_TTL: std::time::Duration = std::time::Duration::from_secs(6);
+
 static REPLICA_ID: OnceLock<String> = OnceLock::new();
 
 /// This process's replica id ('' on a single node): results it starts carry it.
@@ -43,7 +46,7 @@ pub struct ClaimedItem {
 }
 
 impl Storage {
-    fn pg(&self) -> Result<&PgPool> {
+    pub(super) fn pg(&self) -> Result<&PgPool> {
         match self {
             Storage::Postgres(p) => Ok(p),
             Storage::Sqlite(_) => Err(CoordinatorError::InvalidConfig(
@@ -168,7 +171,8 @@ impl Storage {
         let mut dead = Vec::new();
         for r in rows {
             let id: String = r.try_get("replica_id").map_err(q("dead replicas"))?;
-            self.mark_interrupted_of(&id, now).await?;
+            // Keyed runs are left `running`: a live replica's sweeper takes them over.
+            self.mark_interrupted_of(&id, now, false).await?;
             sqlx::query("DELETE FROM probe_sessions WHERE replica_id = $1")
                 .bind(&id)
                 .execute(pool)

@@ -389,6 +389,20 @@ impl FakeProbe {
         self.task.abort();
     }
 
+    /// Different request ids this probe was asked for `target` (a request asked again
+    /// with the same id is answered by a real agent from its recent answers, without
+    /// measuring again).
+    pub fn distinct(&self, target: &str) -> usize {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.target == target)
+            .map(|r| r.request_id.clone())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    }
+
     pub fn count(&self, target: &str) -> usize {
         self.requests
             .lock()
