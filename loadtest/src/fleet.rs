@@ -473,7 +473,7 @@ impl Probe {
                             }
                             Seen::Done(r) => {
                                 self.shared.repeated_requests.fetch_add(1, Ordering::Relaxed);
-                                if tx.send(result_msg(r)).await.is_err() {
+                                if tx.send(result_msg(*r)).await.is_err() {
                                     return Ended::Lost;
                                 }
                                 self.shared.results_sent.fetch_add(1, Ordering::Relaxed);

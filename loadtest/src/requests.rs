@@ -19,7 +19,7 @@ pub enum Seen {
     /// Not in the cache: measure it (it is now in flight).
     New,
     /// Answered already: send this answer again, measure nothing.
-    Done(pb::MeasurementResult),
+    Done(Box<pb::MeasurementResult>),
     /// Still being measured: the asking session gets the answer when it is ready.
     InFlight,
 }
@@ -70,7 +70,7 @@ impl RequestCache {
         }
         if let Some(e) = self.entries.get_mut(id) {
             return match &e.result {
-                Some(r) => Seen::Done(r.clone()),
+                Some(r) => Seen::Done(Box::new(r.clone())),
                 None => {
                     if !e.waiting.contains(&session) {
                         e.waiting.push(session);
@@ -119,7 +119,7 @@ mod tests {
         assert_eq!(c.on_request("a", 1, t), Seen::New);
         assert_eq!(c.complete("a", &result("a")), Some(vec![1]));
         // On a later session (another replica): the same answer, no new measurement.
-        assert_eq!(c.on_request("a", 2, t), Seen::Done(result("a")));
+        assert_eq!(c.on_request("a", 2, t), Seen::Done(Box::new(result("a"))));
         assert_eq!(c.on_request("b", 2, t), Seen::New);
         assert_eq!(c.len(), 2);
         // An empty id is never cached.
@@ -137,7 +137,7 @@ mod tests {
         assert_eq!(c.on_request("r", 2, t), Seen::InFlight);
         assert_eq!(c.on_request("r", 2, t), Seen::InFlight);
         assert_eq!(c.complete("r", &result("r")), Some(vec![1, 2]));
-        assert_eq!(c.on_request("r", 3, t), Seen::Done(result("r")));
+        assert_eq!(c.on_request("r", 3, t), Seen::Done(Box::new(result("r"))));
     }
 
     #[test]
@@ -167,7 +167,10 @@ mod tests {
         c.complete("old", &result("old"));
         let later = t + Duration::from_secs(300);
         assert_eq!(c.on_request("new", 1, later), Seen::New);
-        assert_eq!(c.on_request("old", 1, later), Seen::Done(result("old")));
+        assert_eq!(
+            c.on_request("old", 1, later),
+            Seen::Done(Box::new(result("old")))
+        );
         let past = t + CACHE_AGE + Duration::from_secs(1);
         assert_eq!(c.on_request("old", 1, past), Seen::New);
         // "new" arrived 5 min later: still kept.
