@@ -87,9 +87,9 @@ fn request(ip: String, load: &LocateLoad) -> pb::LocateRequest {
 }
 
 /// Runs `per_minute` locates a minute for `duration`, each of a new target, and waits for
-/// all of them.
+/// all of them; locate k goes to replica k mod N (one that was killed fails it).
 pub async fn run_locates(
-    client: LocateServiceClient<Channel>,
+    replicas: Vec<LocateServiceClient<Channel>>,
     world: Arc<World>,
     shared: Arc<Shared>,
     load: LocateLoad,
@@ -108,7 +108,7 @@ pub async fn run_locates(
         };
         let index = load.first_target + k;
         let ip = target_ip(index);
-        let mut client = client.clone();
+        let mut client = replicas[k as usize % replicas.len().max(1)].clone();
         let host = world.host(Role::Target, index);
         let shared = Arc::clone(&shared);
         handles.push(tokio::spawn(async move {
@@ -181,19 +181,100 @@ async fn follow(mut events: tonic::Streaming<pb::LocateEvent>, t: &mut Tally, t0
     }
 }
 
-/// An audit: `n` new addresses in one `LocateBatch` measured `concurrency` at a time.
-pub async fn run_audit(
-    mut client: LocateServiceClient<Channel>,
-    world: Arc<World>,
-    shared: Arc<Shared>,
-    n: u64,
-    concurrency: u32,
-    load: LocateLoad,
-    first_target: u64,
-) -> Tally {
-    let mut ips = Vec::with_capacity(n as usize);
-    for k in 0..n {
-        let index = first_target + k;
+/// A client of the coordinator's `LocateService` at `addr` that connects on first use (a
+/// replica that died makes its calls fail, not this).
+pub fn connect_lazy(addr: SocketAddr) -> Result<LocateServiceClient<Channel>> {
+    let url = format!("http://{addr}");
+    let ch = Endpoint::from_shared(url.clone())
+        .map_err(|e| Error::Client(format!("endpoint {url}: {e}")))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
+    Ok(LocateServiceClient::new(ch)
+        .max_decoding_message_size(geoloc_proto::limits::MAX_REPLY_MESSAGE)
+        .max_encoding_message_size(geoloc_proto::limits::MAX_CLIENT_MESSAGE))
+}
+
+/// Kills replica `i` (the one the audit is connected to) and says which it was.
+pub type Killer = Arc<dyn Fn(usize) -> Option<String> + Send + Sync>;
+
+/// How the audit runs.
+pub struct AuditSpec {
+    /// One client per replica; the audit starts on the first and moves round robin when
+    /// its stream fails.
+    pub replicas: Vec<LocateServiceClient<Channel>>,
+    pub n: u64,
+    pub concurrency: u32,
+    pub load: LocateLoad,
+    pub first_target: u64,
+    /// Prefix of the job keys (`{run_id}/{index}`).
+    pub run_id: String,
+    /// Kill the replica the audit is connected to once this fraction of the addresses is
+    /// answered.
+    pub kill_at: Option<f64>,
+    pub killer: Option<Killer>,
+    /// Give up re-asking after this long in all.
+    pub timeout: Duration,
+}
+
+/// Per address: how often it was answered, across every ask.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct AuditCounts {
+    /// Addresses with exactly one result event.
+    pub answered_once: u64,
+    /// Addresses with more than one result event (also across re-asks).
+    pub answered_more_than_once: u64,
+    /// Addresses with no result event (an error event, or nothing at all).
+    pub never_answered: u64,
+    /// Result events beyond the first of an address.
+    pub duplicate_results: u64,
+    /// Addresses that got an error event.
+    pub error_events: u64,
+    /// `LocateBatch` calls after the first (the stream had failed).
+    pub reconnects: u64,
+    /// Addresses asked again, summed over the re-asks.
+    pub re_asked: u64,
+}
+
+/// The kill, as the audit saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KillSeen {
+    /// The killed replica's index and id.
+    pub replica: usize,
+    pub replica_id: String,
+    /// Since the audit's start, s.
+    pub at_s: f64,
+    /// Addresses answered when it was killed.
+    pub answered_at_kill: u64,
+    /// Kill to the next result event (on another replica), s; None when none came.
+    pub stall_s: Option<f64>,
+    /// Addresses asked again after the kill.
+    pub re_asked: u64,
+}
+
+/// The outcome of an audit.
+#[derive(Debug, Default, Clone)]
+pub struct AuditOutcome {
+    pub tally: Tally,
+    pub counts: AuditCounts,
+    pub kill: Option<KillSeen>,
+}
+
+/// The job key of audit address `i`: `{run_id}/{i}` (1-64 characters of
+/// `[A-Za-z0-9._:/-]`).
+pub fn job_key(run_id: &str, i: usize) -> String {
+    format!("{run_id}/{i}")
+}
+
+/// An audit: `n` new addresses in one `LocateBatch` measured `concurrency` at a time, each
+/// with its job key. When the stream fails (its replica died), asks the next replica again
+/// for the addresses it has no answer (nor error) for, with the same keys, until all are
+/// answered or the timeout.
+pub async fn run_audit(spec: AuditSpec, world: Arc<World>, shared: Arc<Shared>) -> AuditOutcome {
+    let n = spec.n as usize;
+    let mut ips = Vec::with_capacity(n);
+    for k in 0..spec.n {
+        let index = spec.first_target + k;
         let ip = target_ip(index);
         shared.add_target(
             ip,
@@ -205,28 +286,166 @@ pub async fn run_audit(
         );
         ips.push(ip.to_string());
     }
-    let req = pb::LocateBatchRequest {
-        ips,
-        timeout_ms: load.timeout_ms,
-        budget: load.budget,
-        concurrency,
-        ..Default::default()
-    };
-    let t0 = Instant::now();
+    let keys: Vec<String> = (0..n).map(|i| job_key(&spec.run_id, i)).collect();
+    let kill_after = spec
+        .kill_at
+        .map(|f| ((f * spec.n as f64).ceil() as u64).clamp(1, spec.n.max(1)));
+    let mut results = vec![0u32; n];
+    let mut errored = vec![false; n];
+    let mut unique: u64 = 0;
     let mut t = Tally {
-        asked: n,
+        asked: spec.n,
         ..Tally::default()
     };
-    match client.locate_batch(req).await {
-        Ok(r) => follow(r.into_inner(), &mut t, t0).await,
-        Err(s) => {
-            t.errors
-                .push(format!("LocateBatch: {} ({:?})", s.message(), s.code()));
+    let mut counts = AuditCounts::default();
+    let mut kill: Option<(KillSeen, Instant)> = None;
+    let replicas = spec.replicas.len().max(1);
+    let mut at = 0usize;
+    let t0 = Instant::now();
+    let deadline = t0 + spec.timeout;
+    let mut first = true;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let todo: Vec<usize> = (0..n).filter(|&i| results[i] == 0 && !errored[i]).collect();
+        if todo.is_empty() {
+            break;
+        }
+        if !first {
+            counts.reconnects += 1;
+            counts.re_asked += todo.len() as u64;
+            if let Some((k, _)) = &mut kill {
+                k.re_asked += todo.len() as u64;
+            }
+        }
+        first = false;
+        let req = pb::LocateBatchRequest {
+            ips: todo.iter().map(|&i| ips[i].clone()).collect(),
+            job_keys: todo.iter().map(|&i| keys[i].clone()).collect(),
+            timeout_ms: spec.load.timeout_ms,
+            budget: spec.load.budget,
+            concurrency: spec.concurrency,
+            ..Default::default()
+        };
+        let mut client = spec.replicas[at].clone();
+        let mut ended = false;
+        match client.locate_batch(req).await {
+            Ok(r) => {
+                let mut events = r.into_inner();
+                loop {
+                    let next = tokio::time::timeout(
+                        deadline.saturating_duration_since(Instant::now()),
+                        events.message(),
+                    )
+                    .await;
+                    match next {
+                        Err(_) => {
+                            t.errors
+                                .push(format!("audit: timed out after {:?}", spec.timeout));
+                            break;
+                        }
+                        Ok(Ok(Some(ev))) => {
+                            let Some(&i) = todo.get(ev.index as usize) else {
+                                continue;
+                            };
+                            match ev.event {
+                                Some(pb::locate_event::Event::Result(r)) => {
+                                    t.probe_answers += r.probe_rtts.len() as u64;
+                                    t.latency_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+                                    results[i] += 1;
+                                    if results[i] == 1 {
+                                        unique += 1;
+                                    }
+                                    if let Some((k, when)) = &mut kill {
+                                        if k.stall_s.is_none() {
+                                            k.stall_s = Some(when.elapsed().as_secs_f64());
+                                        }
+                                    }
+                                    let due = kill_after.is_some_and(|a| unique >= a);
+                                    if due && kill.is_none() {
+                                        if let Some(killer) = &spec.killer {
+                                            let when = Instant::now();
+                                            if let Some(id) = killer(at) {
+                                                kill = Some((
+                                                    KillSeen {
+                                                        replica: at,
+                                                        replica_id: id,
+                                                        at_s: t0.elapsed().as_secs_f64(),
+                                                        answered_at_kill: unique,
+                                                        stall_s: None,
+                                                        re_asked: 0,
+                                                    },
+                                                    when,
+                                                ));
+                                            }
+                                        }
+                                    }
+                                }
+                                Some(pb::locate_event::Event::Error(e)) => {
+                                    errored[i] = true;
+                                    if t.errors.len() < 5 {
+                                        t.errors.push(format!("{}: {}", ev.ip, e.message));
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                        Ok(Ok(None)) => {
+                            ended = true;
+                            break;
+                        }
+                        Ok(Err(s)) => {
+                            if t.errors.len() < 5 {
+                                t.errors.push(format!(
+                                    "audit stream on replica {at}: {} ({:?})",
+                                    s.message(),
+                                    s.code()
+                                ));
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(s) => {
+                if t.errors.len() < 5 {
+                    t.errors.push(format!(
+                        "LocateBatch on replica {at}: {} ({:?})",
+                        s.message(),
+                        s.code()
+                    ));
+                }
+            }
+        }
+        // A stream that ended normally answered all it will: what is left is never
+        // answered. A failed one is asked again on the next replica.
+        if ended || Instant::now() >= deadline {
+            break;
+        }
+        at = (at + 1) % replicas;
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
+    }
+    for (&r, &e) in results.iter().zip(&errored) {
+        match r {
+            0 => counts.never_answered += 1,
+            1 => counts.answered_once += 1,
+            _ => {
+                counts.answered_more_than_once += 1;
+                counts.duplicate_results += u64::from(r - 1);
+            }
+        }
+        if e {
+            counts.error_events += 1;
         }
     }
-    t.failed = n.saturating_sub(t.answered);
+    t.answered = unique;
+    t.failed = spec.n.saturating_sub(unique);
     t.wall = t0.elapsed();
-    t
+    AuditOutcome {
+        tally: t,
+        counts,
+        kill: kill.map(|(k, _)| k),
+    }
 }
 
 /// Probes the coordinator lists as connected and healthy.

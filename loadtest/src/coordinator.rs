@@ -122,6 +122,8 @@ pub struct Launch {
     pub new_probes_per_s: u32,
     pub heartbeat_interval_ms: u32,
     pub log_file: PathBuf,
+    /// Cluster mode (`--cluster --replica-id ID`) with this replica id; None: one process.
+    pub replica_id: Option<String>,
 }
 
 /// The running coordinator; killed and reaped when dropped.
@@ -129,6 +131,10 @@ pub struct Coordinator {
     child: Child,
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
+    /// Its replica id in cluster mode.
+    pub replica_id: Option<String>,
+    /// Its resource use just before [`Coordinator::kill`] (None while it runs).
+    pub killed: Option<Usage>,
 }
 
 impl Coordinator {
@@ -159,6 +165,9 @@ impl Coordinator {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
+        if let Some(id) = &l.replica_id {
+            cmd.args(["--cluster", "true", "--replica-id", id]);
+        }
         let mut child = cmd
             .spawn()
             .map_err(|e| Error::Coordinator(format!("starting {}: {e}", l.binary.display())))?;
@@ -176,6 +185,8 @@ impl Coordinator {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_addr: None,
+            replica_id: l.replica_id.clone(),
+            killed: None,
         };
         let deadline = std::time::Instant::now() + START_TIMEOUT;
         while c.addr.port() == 0 || c.metrics_addr.is_none() {
@@ -213,9 +224,28 @@ impl Coordinator {
         self.child.try_wait().ok().flatten()
     }
 
-    /// Resource use now.
+    /// Resource use now, or just before it was killed.
     pub fn usage(&self) -> Result<Usage> {
-        Usage::of(self.pid())
+        match self.killed {
+            Some(u) => Ok(u),
+            None => Usage::of(self.pid()),
+        }
+    }
+
+    /// SIGKILLs it (no shutdown of any kind) and reaps it; keeps its resource use of just
+    /// before. A second call does nothing.
+    pub fn kill(&mut self) -> Result<Usage> {
+        if let Some(u) = self.killed {
+            return Ok(u);
+        }
+        let before = Usage::of(self.pid())?;
+        // std's Child::kill sends SIGKILL on Unix.
+        self.child
+            .kill()
+            .map_err(Error::io(format!("SIGKILL of pid {}", self.pid())))?;
+        let _ = self.child.wait();
+        self.killed = Some(before);
+        Ok(before)
     }
 }
 

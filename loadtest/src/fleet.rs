@@ -22,6 +22,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::delay::{Host, Role, World};
 use crate::error::{Error, Result};
+use crate::requests::{RequestCache, Seen};
 
 /// Probe sessions sharing one connection.
 pub const PROBES_PER_CHANNEL: usize = 200;
@@ -56,6 +57,14 @@ pub struct Shared {
     pub unknown_targets: AtomicU64,
     pub sessions_open: AtomicUsize,
     pub sessions_lost: AtomicUsize,
+    /// Sessions a probe opened on another replica after its session ended.
+    pub sessions_moved: AtomicU64,
+    /// New simulated measurements (a request id the probe did not have).
+    pub measurements: AtomicU64,
+    /// Requests whose id the probe had (answered again, or waiting, without measuring).
+    pub repeated_requests: AtomicU64,
+    /// (probe, audit target) pairs measured more than once.
+    pub double_measurements: AtomicU64,
 }
 
 impl Shared {
@@ -119,7 +128,9 @@ pub struct Fleet {
 
 /// How the fleet is brought up.
 pub struct FleetSpec {
-    pub coordinator: SocketAddr,
+    /// Every replica's gRPC address: probe i starts on replica i mod N and moves to the
+    /// next one (round robin) when its session ends.
+    pub coordinators: Vec<SocketAddr>,
     pub probes: usize,
     pub token: String,
     pub world: Arc<World>,
@@ -129,22 +140,29 @@ pub struct FleetSpec {
 }
 
 impl Fleet {
-    /// Connects the channels, then starts every probe; returns once all sessions are open
+    /// Makes the channels, then starts every probe; returns once all sessions are open
     /// (the coordinator acked their hello) or fails after the ramp timeout.
+    ///
+    /// Every replica gets `ceil(probes / 200)` channels; probe i uses channel i / 200 of
+    /// whichever replica it is on, so no connection carries more than 200 sessions even
+    /// when the probes of a dead replica have moved onto another one. The channels connect
+    /// on first use.
     pub async fn start(spec: FleetSpec) -> Result<Fleet> {
         let n_channels = spec.probes.div_ceil(PROBES_PER_CHANNEL).max(1);
-        let url = format!("http://{}", spec.coordinator);
-        let mut channels = Vec::with_capacity(n_channels);
-        for i in 0..n_channels {
-            let ch = Endpoint::from_shared(url.clone())
-                .map_err(|e| Error::Probes(format!("endpoint {url}: {e}")))?
-                .local_address(Some(source_ip(i)))
-                .tcp_nodelay(true)
-                .connect_timeout(Duration::from_secs(10))
-                .connect()
-                .await
-                .map_err(|e| Error::Probes(format!("connecting to {url}: {e}")))?;
-            channels.push(ch);
+        let mut channels: Vec<Vec<Channel>> = Vec::with_capacity(spec.coordinators.len());
+        for (r, addr) in spec.coordinators.iter().enumerate() {
+            let url = format!("http://{addr}");
+            let mut per = Vec::with_capacity(n_channels);
+            for c in 0..n_channels {
+                let ch = Endpoint::from_shared(url.clone())
+                    .map_err(|e| Error::Probes(format!("endpoint {url}: {e}")))?
+                    .local_address(Some(source_ip(r * n_channels + c)))
+                    .tcp_nodelay(true)
+                    .connect_timeout(Duration::from_secs(10))
+                    .connect_lazy();
+                per.push(ch);
+            }
+            channels.push(per);
         }
         let (stop, stop_rx) = watch::channel(false);
         let (up_tx, mut up_rx) = mpsc::channel::<std::result::Result<(), String>>(1024);
@@ -159,16 +177,21 @@ impl Fleet {
                 world: Arc::clone(&spec.world),
                 shared: Arc::clone(&spec.shared),
             };
-            let client = ProbeServiceClient::new(channels[i / PROBES_PER_CHANNEL].clone())
-                .max_decoding_message_size(geoloc_proto::limits::MAX_PROBE_MESSAGE)
-                .max_encoding_message_size(geoloc_proto::limits::MAX_PROBE_MESSAGE);
+            let clients: Vec<ProbeServiceClient<Channel>> = channels
+                .iter()
+                .map(|per| {
+                    ProbeServiceClient::new(per[i / PROBES_PER_CHANNEL].clone())
+                        .max_decoding_message_size(geoloc_proto::limits::MAX_PROBE_MESSAGE)
+                        .max_encoding_message_size(geoloc_proto::limits::MAX_PROBE_MESSAGE)
+                })
+                .collect();
             let token = spec.token.clone();
             let stop_rx = stop_rx.clone();
             let up_tx = up_tx.clone();
             let gate = Arc::clone(&gate);
             tasks.push(tokio::spawn(async move {
                 probe
-                    .run(client, token, gate, deadline, up_tx, stop_rx)
+                    .run(clients, token, gate, deadline, up_tx, stop_rx)
                     .await;
             }));
         }
@@ -202,10 +225,17 @@ impl Fleet {
     }
 }
 
-type Answer = Pin<Box<dyn std::future::Future<Output = pb::ProbeMessage> + Send>>;
+/// A measurement in progress: its request id, the session it was started for, and the
+/// answer when the simulated echo train ends.
+type Answer =
+    Pin<Box<dyn std::future::Future<Output = (String, u64, pb::MeasurementResult)> + Send>>;
 
 fn msg(kind: pb::probe_message::Kind) -> pb::ProbeMessage {
     pb::ProbeMessage { kind: Some(kind) }
+}
+
+fn result_msg(r: pb::MeasurementResult) -> pb::ProbeMessage {
+    msg(pb::probe_message::Kind::MeasurementResult(r))
 }
 
 fn unix_ms() -> u64 {
@@ -223,50 +253,139 @@ struct Probe {
     shared: Arc<Shared>,
 }
 
+/// An open session: what to send on, what comes in, how often to heartbeat.
+struct Session {
+    tx: mpsc::Sender<pb::ProbeMessage>,
+    inbound: tonic::Streaming<pb::CoordinatorMessage>,
+    heartbeat_every: Duration,
+}
+
+/// What a probe keeps across its sessions: the request-id cache, the measurements in
+/// progress, and how often it measured each audit target.
+#[derive(Default)]
+struct Memory {
+    cache: RequestCache,
+    pending: FuturesUnordered<Answer>,
+    audit_measured: HashMap<u64, u32>,
+}
+
+/// How a session ended.
+enum Ended {
+    Stopped,
+    Lost,
+}
+
+/// First wait before registering with the next replica after a session ended (doubled up
+/// to [`RECONNECT_MAX`] while registrations fail).
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// How long a probe that lost its replica keeps retrying a throttled registration.
+const REREGISTER_WINDOW: Duration = Duration::from_secs(60);
+
 impl Probe {
-    /// Registers (retrying while throttled, until `deadline`), opens the session, reports
-    /// up (or why not) on `up`, then serves requests until `stop`.
+    /// Registers (retrying while throttled, until `deadline`) with replica `self.index mod
+    /// N`, opens the session, reports up (or why not) on `up`, then serves requests until
+    /// `stop`. When a session ends, registers with the next replica (round robin) and
+    /// serves there, keeping its request-id cache and measurements in progress.
     async fn run(
         self,
-        mut client: ProbeServiceClient<Channel>,
+        mut clients: Vec<ProbeServiceClient<Channel>>,
         token: String,
         gate: Arc<Semaphore>,
         deadline: Instant,
         up: mpsc::Sender<std::result::Result<(), String>>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let reply = {
+        let n = clients.len().max(1);
+        let mut at = self.index as usize % n;
+        let first = {
             let _permit = gate.acquire().await;
+            self.open(&mut clients[at], &token, deadline).await
+        };
+        let mut session = match first {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = up.send(Err(e)).await;
+                return;
+            }
+        };
+        let _ = up.send(Ok(())).await;
+        drop(up);
+        let mut memory = Memory::default();
+        let mut number: u64 = 1;
+        let mut wait = RECONNECT_MIN;
+        loop {
+            self.shared.sessions_open.fetch_add(1, Ordering::Relaxed);
+            let ended = self.serve(session, number, &mut memory, &mut stop).await;
+            self.shared.sessions_open.fetch_sub(1, Ordering::Relaxed);
+            if matches!(ended, Ended::Stopped) {
+                return;
+            }
+            self.shared.sessions_lost.fetch_add(1, Ordering::Relaxed);
+            // The next replica in the list, as the agent does with several URLs.
             loop {
-                let req = pb::RegisterRequest {
-                    probe_id: self.id.clone(),
-                    lat: self.host.pos.lat,
-                    lon: self.host.pos.lon,
-                    credential: token.clone(),
-                    agent_version: AGENT_VERSION.into(),
-                    allow_private: true,
-                    ipv4: String::new(),
-                    ipv6: String::new(),
+                if *stop.borrow() {
+                    return;
+                }
+                at = (at + 1) % n;
+                let opened = {
+                    let _permit = gate.acquire().await;
+                    let until = Instant::now() + REREGISTER_WINDOW;
+                    self.open(&mut clients[at], &token, until).await
                 };
-                match client.register(req).await {
-                    Ok(r) => break r.into_inner(),
-                    Err(s)
-                        if s.code() == tonic::Code::ResourceExhausted
-                            && Instant::now() + REGISTER_RETRY < deadline =>
-                    {
-                        tokio::time::sleep(REGISTER_RETRY).await;
+                match opened {
+                    Ok(s) => {
+                        session = s;
+                        number += 1;
+                        wait = RECONNECT_MIN;
+                        self.shared.sessions_moved.fetch_add(1, Ordering::Relaxed);
+                        break;
                     }
-                    Err(s) => {
-                        let _ = up
-                            .send(Err(format!(
-                                "register {}: {} ({:?})",
-                                self.id,
-                                s.message(),
-                                s.code()
-                            )))
-                            .await;
-                        return;
+                    Err(_) => {
+                        tokio::select! {
+                            _ = stop.changed() => return,
+                            _ = tokio::time::sleep(wait) => {}
+                        }
+                        wait = (wait * 2).min(RECONNECT_MAX);
                     }
+                }
+            }
+        }
+    }
+
+    /// Register, Hello, Ack on `client`.
+    async fn open(
+        &self,
+        client: &mut ProbeServiceClient<Channel>,
+        token: &str,
+        deadline: Instant,
+    ) -> std::result::Result<Session, String> {
+        let reply = loop {
+            let req = pb::RegisterRequest {
+                probe_id: self.id.clone(),
+                lat: self.host.pos.lat,
+                lon: self.host.pos.lon,
+                credential: token.to_string(),
+                agent_version: AGENT_VERSION.into(),
+                allow_private: true,
+                ipv4: String::new(),
+                ipv6: String::new(),
+            };
+            match client.register(req).await {
+                Ok(r) => break r.into_inner(),
+                Err(s)
+                    if s.code() == tonic::Code::ResourceExhausted
+                        && Instant::now() + REGISTER_RETRY < deadline =>
+                {
+                    tokio::time::sleep(REGISTER_RETRY).await;
+                }
+                Err(s) => {
+                    return Err(format!(
+                        "register {}: {} ({:?})",
+                        self.id,
+                        s.message(),
+                        s.code()
+                    ));
                 }
             }
         };
@@ -278,61 +397,68 @@ impl Probe {
             probe_id: self.id.clone(),
         }));
         if tx.send(hello).await.is_err() {
-            return;
+            return Err(format!("session {}: closed before the hello", self.id));
         }
         let mut inbound = match client.session(ReceiverStream::new(rx)).await {
             Ok(r) => r.into_inner(),
-            Err(s) => {
-                let _ = up
-                    .send(Err(format!("session {}: {}", self.id, s.message())))
-                    .await;
-                return;
-            }
+            Err(s) => return Err(format!("session {}: {}", self.id, s.message())),
         };
         // The first message is the coordinator's ack of the hello.
         match inbound.message().await {
             Ok(Some(pb::CoordinatorMessage {
                 kind: Some(pb::coordinator_message::Kind::Ack(_)),
-            })) => {}
-            other => {
-                let _ = up
-                    .send(Err(format!(
-                        "session {}: no ack of the hello ({other:?})",
-                        self.id
-                    )))
-                    .await;
-                return;
-            }
+            })) => Ok(Session {
+                tx,
+                inbound,
+                heartbeat_every,
+            }),
+            other => Err(format!(
+                "session {}: no ack of the hello ({other:?})",
+                self.id
+            )),
         }
-        self.shared.sessions_open.fetch_add(1, Ordering::Relaxed);
-        let _ = up.send(Ok(())).await;
-        drop(up);
+    }
 
+    /// Serves session `number` until `stop` or until it ends.
+    async fn serve(
+        &self,
+        s: Session,
+        number: u64,
+        m: &mut Memory,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Ended {
+        let Session {
+            tx,
+            mut inbound,
+            heartbeat_every,
+        } = s;
         let mut heartbeat = tokio::time::interval_at(
             tokio::time::Instant::now() + heartbeat_every,
             heartbeat_every,
         );
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut pending: FuturesUnordered<Answer> = FuturesUnordered::new();
         loop {
             tokio::select! {
-                _ = stop.changed() => break,
+                _ = stop.changed() => return Ended::Stopped,
                 _ = heartbeat.tick() => {
                     let hb = msg(pb::probe_message::Kind::Heartbeat(pb::Heartbeat {
                         unix_ms: unix_ms(),
-                        in_flight: pending.len() as u32,
+                        in_flight: m.pending.len() as u32,
                     }));
                     if tx.send(hb).await.is_err() {
-                        self.shared.sessions_lost.fetch_add(1, Ordering::Relaxed);
-                        break;
+                        return Ended::Lost;
                     }
                 }
-                Some(answer) = pending.next(), if !pending.is_empty() => {
-                    if tx.send(answer).await.is_err() {
-                        self.shared.sessions_lost.fetch_add(1, Ordering::Relaxed);
-                        break;
+                Some((id, origin, answer)) = m.pending.next(), if !m.pending.is_empty() => {
+                    // Sent to this session if it (or, for an id the cache no longer holds,
+                    // the session it was started for) waits for it.
+                    let to = m.cache.complete(&id, &answer).unwrap_or_else(|| vec![origin]);
+                    if to.contains(&number) {
+                        if tx.send(result_msg(answer)).await.is_err() {
+                            return Ended::Lost;
+                        }
+                        self.shared.results_sent.fetch_add(1, Ordering::Relaxed);
                     }
-                    self.shared.results_sent.fetch_add(1, Ordering::Relaxed);
                 }
                 incoming = inbound.message() => match incoming {
                     Ok(Some(pb::CoordinatorMessage {
@@ -340,25 +466,43 @@ impl Probe {
                     })) => {
                         let arrived = Instant::now();
                         self.shared.requests.fetch_add(1, Ordering::Relaxed);
-                        pending.push(self.answer(req, arrived));
+                        match m.cache.on_request(&req.request_id, number, arrived) {
+                            Seen::New => {
+                                let a = self.answer(req, arrived, number, &mut m.audit_measured);
+                                m.pending.push(a);
+                            }
+                            Seen::Done(r) => {
+                                self.shared.repeated_requests.fetch_add(1, Ordering::Relaxed);
+                                if tx.send(result_msg(*r)).await.is_err() {
+                                    return Ended::Lost;
+                                }
+                                self.shared.results_sent.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Seen::InFlight => {
+                                self.shared.repeated_requests.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
                     }
                     // Cancels are not acted on: the answer comes anyway and the
                     // coordinator drops it as late, as it does for a real agent.
                     Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => {
-                        self.shared.sessions_lost.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
+                    Ok(None) | Err(_) => return Ended::Lost,
                 }
             }
         }
-        self.shared.sessions_open.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// The answer to `req`, ready when the simulated echo train ends: echo `k` leaves at
-    /// `k * interval` and returns after its RTT; replies after the budget are lost; the
-    /// answer is sent when the last reply came or the budget ran out.
-    fn answer(&self, req: pb::MeasurementRequest, arrived: Instant) -> Answer {
+    /// A new simulated measurement for `req` (counted), ready when the simulated echo
+    /// train ends: echo `k` leaves at `k * interval` and returns after its RTT; replies
+    /// after the budget are lost; the answer is sent when the last reply came or the
+    /// budget ran out. `audit_measured` counts the measurements of each audit target.
+    fn answer(
+        &self,
+        req: pb::MeasurementRequest,
+        arrived: Instant,
+        session: u64,
+        audit_measured: &mut HashMap<u64, u32>,
+    ) -> Answer {
         let started = unix_ms();
         let done = |error: String, ping: Option<pb::PingResult>, wait: Duration| -> Answer {
             let r = pb::MeasurementResult {
@@ -371,9 +515,10 @@ impl Probe {
                 started_unix_ms: started,
                 finished_unix_ms: started + wait.as_millis() as u64,
             };
+            let id = req.request_id.clone();
             Box::pin(async move {
                 tokio::time::sleep_until((arrived + wait).into()).await;
-                msg(pb::probe_message::Kind::MeasurementResult(r))
+                (id, session, r)
             })
         };
         let target = req.target.parse::<IpAddr>().ok();
@@ -386,9 +531,20 @@ impl Probe {
                 Duration::ZERO,
             );
         };
-        if let Some(s) = t.started {
-            self.shared
-                .note_dispatch(arrived.duration_since(s).as_secs_f64() * 1e3);
+        self.shared.measurements.fetch_add(1, Ordering::Relaxed);
+        match t.started {
+            Some(s) => self
+                .shared
+                .note_dispatch(arrived.duration_since(s).as_secs_f64() * 1e3),
+            None => {
+                let n = audit_measured.entry(t.index).or_insert(0);
+                *n += 1;
+                if *n == 2 {
+                    self.shared
+                        .double_measurements
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
         if !req.kinds.contains(&(pb::MeasurementKind::Ping as i32)) {
             return done(

@@ -32,6 +32,74 @@ pub struct Report {
     pub cpu: Cpu,
     /// First few errors the clients saw.
     pub errors: Vec<String>,
+    /// Each replica's memory and CPU (`memory` and `cpu` above are their sums).
+    pub replica_usage: Vec<ReplicaUsage>,
+    /// Sessions the simulated probes opened on another replica after theirs ended.
+    pub probe_sessions_moved: u64,
+    /// Per audit address, how often it was answered (None without --audit).
+    pub audit_answers: Option<AuditAnswers>,
+    /// The replica killed during the audit (--kill-one-at), or None.
+    pub kill: Option<Kill>,
+    /// --compare-kill: the same audit without the kill, run first on a fresh schema.
+    pub compare_kill: Option<CompareKill>,
+}
+
+/// One replica's resource use; a killed replica's end figures are from just before the
+/// kill.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplicaUsage {
+    /// `lt-r0`, ... (`single` without cluster mode).
+    pub replica_id: String,
+    pub idle_rss_bytes: u64,
+    pub held_rss_bytes: u64,
+    pub end_rss_bytes: u64,
+    pub peak_rss_bytes: u64,
+    /// User + system CPU during the workload, s.
+    pub cpu_seconds: f64,
+    pub killed: bool,
+}
+
+/// The audit's addresses by how often a result came for each (over every ask).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditAnswers {
+    pub answered_once: u64,
+    pub answered_more_than_once: u64,
+    pub never_answered: u64,
+    /// Result events beyond the first of an address.
+    pub duplicate_results: u64,
+    /// Addresses that got an error event.
+    pub error_events: u64,
+    /// `LocateBatch` calls after the first (the stream had failed).
+    pub reconnects: u64,
+    /// Addresses asked again, over every re-ask.
+    pub re_asked: u64,
+}
+
+/// The replica SIGKILLed during the audit: the one the audit client was connected to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Kill {
+    pub replica_id: String,
+    /// --kill-one-at.
+    pub at_fraction: f64,
+    /// Audit start to the kill, s.
+    pub at_s: f64,
+    /// Audit addresses answered at the kill.
+    pub answered_at_kill: u64,
+    /// Kill to the audit's next result (from another replica), s; None when none came.
+    pub stall_s: Option<f64>,
+    /// Addresses the audit asked again after the kill.
+    pub re_asked: u64,
+}
+
+/// --compare-kill: the same audit run twice in one invocation, each on a fresh schema.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompareKill {
+    pub without_kill_audit_wall_s: f64,
+    pub with_kill_audit_wall_s: f64,
+    /// with / without (the issue asks <= 1.5).
+    pub ratio: f64,
+    /// The whole report of the run without the kill.
+    pub without_kill: Box<Report>,
 }
 
 /// The coordinator's memory, bytes.
@@ -74,6 +142,13 @@ pub struct Results {
     pub per_s: f64,
     /// Requests for addresses the probes were not told about (should be 0).
     pub unknown_targets: u64,
+    /// New simulated measurements (a request id the probe had not seen).
+    pub measurements: u64,
+    /// Requests whose id the probe had already: answered again (or when ready) without
+    /// measuring.
+    pub repeated_requests: u64,
+    /// (probe, audit address) pairs measured more than once (the issue asks 0).
+    pub double_measurements: u64,
 }
 
 /// A latency distribution, ms; None when there was no sample.
@@ -201,6 +276,68 @@ impl Report {
                     .map_or("-".into(), |v| format!("{v:.3} s"))
             ),
         );
+        line(
+            "probe measurements",
+            format!(
+                "{} new, {} repeated request ids, {} double (probe, audit address)",
+                self.results.measurements,
+                self.results.repeated_requests,
+                self.results.double_measurements
+            ),
+        );
+        if self.replica_usage.len() > 1 {
+            for r in &self.replica_usage {
+                line(
+                    &format!("replica {}", r.replica_id),
+                    format!(
+                        "RSS held {}, end {}, CPU {:.2} s{}",
+                        mib(r.held_rss_bytes),
+                        mib(r.end_rss_bytes),
+                        r.cpu_seconds,
+                        if r.killed { " (killed)" } else { "" }
+                    ),
+                );
+            }
+            line(
+                "probe sessions moved",
+                self.probe_sessions_moved.to_string(),
+            );
+        }
+        if let Some(a) = &self.audit_answers {
+            line(
+                "audit answers",
+                format!(
+                    "{} once, {} more than once, {} never; {} re-asked over {} reconnects",
+                    a.answered_once,
+                    a.answered_more_than_once,
+                    a.never_answered,
+                    a.re_asked,
+                    a.reconnects
+                ),
+            );
+        }
+        if let Some(k) = &self.kill {
+            line(
+                "kill",
+                format!(
+                    "SIGKILL {} at {:.1} s ({} answered), stalled {}, {} re-asked",
+                    k.replica_id,
+                    k.at_s,
+                    k.answered_at_kill,
+                    k.stall_s.map_or("-".into(), |v| format!("{v:.2} s")),
+                    k.re_asked
+                ),
+            );
+        }
+        if let Some(c) = &self.compare_kill {
+            line(
+                "audit wall, kill vs none",
+                format!(
+                    "{:.1} s vs {:.1} s: ratio {:.2}",
+                    c.with_kill_audit_wall_s, c.without_kill_audit_wall_s, c.ratio
+                ),
+            );
+        }
         for e in &self.errors {
             line("error", e.clone());
         }
@@ -255,6 +392,9 @@ mod tests {
                 ingested: 1500,
                 per_s: 75.0,
                 unknown_targets: 0,
+                measurements: 1500,
+                repeated_requests: 0,
+                double_measurements: 0,
             },
             dispatch_ms: lat,
             cpu: Cpu {
@@ -262,12 +402,93 @@ mod tests {
                 per_1000_results: Some(1.0),
             },
             errors: Vec::new(),
+            replica_usage: vec![ReplicaUsage {
+                replica_id: "single".into(),
+                idle_rss_bytes: 20 << 20,
+                held_rss_bytes: 21 << 20,
+                end_rss_bytes: 22 << 20,
+                peak_rss_bytes: 23 << 20,
+                cpu_seconds: 1.5,
+                killed: false,
+            }],
+            probe_sessions_moved: 0,
+            audit_answers: Some(AuditAnswers {
+                answered_once: 10,
+                answered_more_than_once: 0,
+                never_answered: 0,
+                duplicate_results: 0,
+                error_events: 0,
+                reconnects: 0,
+                re_asked: 0,
+            }),
+            kill: None,
+            compare_kill: None,
         }
+    }
+
+    /// Two replicas, one killed, compared with the run without the kill.
+    pub(crate) fn sample_kill() -> Report {
+        let base = sample();
+        let mut r = sample();
+        r.backend = "postgres".into();
+        r.replicas = 2;
+        r.replica_usage = vec![
+            ReplicaUsage {
+                replica_id: "lt-r0".into(),
+                idle_rss_bytes: 20 << 20,
+                held_rss_bytes: 21 << 20,
+                end_rss_bytes: 21 << 20,
+                peak_rss_bytes: 22 << 20,
+                cpu_seconds: 0.5,
+                killed: true,
+            },
+            ReplicaUsage {
+                replica_id: "lt-r1".into(),
+                idle_rss_bytes: 20 << 20,
+                held_rss_bytes: 21 << 20,
+                end_rss_bytes: 23 << 20,
+                peak_rss_bytes: 24 << 20,
+                cpu_seconds: 1.0,
+                killed: false,
+            },
+        ];
+        r.probe_sessions_moved = 25;
+        r.results.repeated_requests = 3;
+        r.results.double_measurements = 2;
+        r.audit_answers = Some(AuditAnswers {
+            answered_once: 9,
+            answered_more_than_once: 1,
+            never_answered: 0,
+            duplicate_results: 1,
+            error_events: 0,
+            reconnects: 1,
+            re_asked: 5,
+        });
+        r.kill = Some(Kill {
+            replica_id: "lt-r0".into(),
+            at_fraction: 0.5,
+            at_s: 1.0,
+            answered_at_kill: 5,
+            stall_s: Some(0.75),
+            re_asked: 5,
+        });
+        r.compare_kill = Some(CompareKill {
+            without_kill_audit_wall_s: 2.0,
+            with_kill_audit_wall_s: 2.5,
+            ratio: 1.25,
+            without_kill: Box::new(base),
+        });
+        r
     }
 
     #[test]
     fn json_schema_shape() {
         insta::assert_json_snapshot!(sample());
+    }
+
+    #[test]
+    fn json_schema_shape_kill() {
+        insta::assert_json_snapshot!(sample_kill());
     }
 
     #[test]
@@ -279,6 +500,17 @@ mod tests {
             "results ingested",
             "dispatch latency",
             "per 1,000 results",
+            "probe measurements",
+        ] {
+            assert!(t.contains(k), "{k} missing from\n{t}");
+        }
+        let t = sample_kill().text();
+        for k in [
+            "replica lt-r1",
+            "(killed)",
+            "SIGKILL lt-r0",
+            "re-asked",
+            "ratio 1.25",
         ] {
             assert!(t.contains(k), "{k} missing from\n{t}");
         }

@@ -99,6 +99,94 @@ fn smoke_postgres() {
     smoke("smoke_postgres", BackendArg::Postgres);
 }
 
+/// Two replicas on one PostgreSQL schema, 20 probes (10 on each), an audit of 60 addresses
+/// started on replica 0, which is SIGKILLed when half are answered: the audit must finish
+/// on replica 1 with every address answered, the probes of replica 0 must move over.
+#[test]
+fn smoke_two_replicas_one_killed() {
+    let test = "smoke_two_replicas_one_killed";
+    if let Err(e) = find_binary("geoloc-coordinator", None) {
+        geoloc_testenv::skip(test, &e.to_string());
+        return;
+    }
+    if !pg_answers(&pg_url()) {
+        geoloc_testenv::skip(test, &format!("PostgreSQL at {} does not answer", pg_url()));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let args = LoadtestArgs {
+        probes: 20,
+        locates_per_minute: 0,
+        duration_s: 1,
+        audit: 60,
+        audit_concurrency: 4,
+        // Long enough for the farthest simulated RTT: every address gets an answer.
+        timeout_ms: 1_000,
+        backend: BackendArg::Postgres,
+        postgres_url: pg_url(),
+        heartbeat_ms: 1_000,
+        ramp_timeout_s: 60,
+        replicas: 2,
+        kill_one_at: Some(0.5),
+        audit_timeout_s: 120,
+        json: Some(json.clone()),
+        ..LoadtestArgs::default()
+    };
+    let started = std::time::Instant::now();
+    geoloc_loadtest::run_blocking(args).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(180),
+        "bounded in time"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["replicas"], 2, "{v:#}");
+    assert_eq!(v["probes_held"], 20, "both replicas saw the fleet: {v:#}");
+    // The replica the audit was on (it starts on replica 0) was really killed, halfway.
+    assert_eq!(v["kill"]["replica_id"], "lt-r0", "{v:#}");
+    let at = v["kill"]["answered_at_kill"].as_u64().unwrap();
+    assert!((30..60).contains(&at), "killed at {at} answered: {v:#}");
+    assert_eq!(v["replica_usage"][0]["killed"], true, "{v:#}");
+    assert_eq!(v["replica_usage"][1]["killed"], false, "{v:#}");
+    // Every address answered, on replica 1 for those left at the kill.
+    assert_eq!(v["audit"]["answered"], 60, "every address answered: {v:#}");
+    assert_eq!(v["audit_answers"]["never_answered"], 0, "{v:#}");
+    let once = v["audit_answers"]["answered_once"].as_u64().unwrap();
+    let more = v["audit_answers"]["answered_more_than_once"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(once + more, 60, "{v:#}");
+    assert!(
+        v["audit_answers"]["reconnects"].as_u64().unwrap() >= 1,
+        "{v:#}"
+    );
+    let re_asked = v["kill"]["re_asked"].as_u64().unwrap();
+    assert!(
+        re_asked >= 1 && re_asked <= 60 - at,
+        "re-asked only the unanswered: {re_asked}: {v:#}"
+    );
+    assert!(v["kill"]["stall_s"].as_f64().is_some(), "{v:#}");
+    // Replica 0's 10 probes registered with replica 1.
+    assert!(v["probe_sessions_moved"].as_u64().unwrap() >= 10, "{v:#}");
+    assert!(
+        v["results"]["measurements"].as_u64().unwrap() >= 60,
+        "{v:#}"
+    );
+    assert_eq!(v["results"]["unknown_targets"], 0, "{v:#}");
+}
+
+#[test]
+fn a_cluster_on_sqlite_is_refused() {
+    let e = geoloc_loadtest::run_blocking(LoadtestArgs {
+        replicas: 3,
+        ..LoadtestArgs::default()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--replicas 3 needs --backend postgres"), "{e}");
+}
+
 #[test]
 fn absurd_fleet_is_refused_before_anything_starts() {
     let e = geoloc_loadtest::run_blocking(LoadtestArgs {
