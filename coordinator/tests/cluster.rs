@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use common::*;
 use geoloc_coordinator::storage::Storage;
-use geoloc_proto::v1 as pb;
-use geoloc_testenv::Daemon;
 
 const BIN: &str = env!("CARGO_BIN_EXE_geoloc-coordinator");
 
@@ -17,25 +15,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_geoloc-coordinator");
 /// [`postgres_store`]).
 fn schema_url(schema: &str) -> String {
     format!("{}?options=-c%20search_path%3D{schema}", pg_url())
-}
-
-/// A replica named `name` on `db`; returns it and its gRPC URL.
-fn replica(db: &str, name: &str) -> (Daemon, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--listen", "127.0.0.1:0", "--database", db])
-        .args(["--cluster", "--replica-id", name])
-        .args(["--allow-private", "--probe-token", TOKEN])
-        .args([
-            "--heartbeat-interval-ms",
-            "300",
-            "--probe-timeout-ms",
-            "1500",
-        ])
-        .args(["--ping-interval-ms", "0", "--landmark-checks=false"])
-        .env_remove("GEOLOC_COORDINATOR_CONFIG");
-    let d = Daemon::spawn_echoing(name, &mut cmd);
-    let addr = d.stdout_after("listening on ", Duration::from_secs(30));
-    (d, format!("http://{addr}"))
 }
 
 /// Result rows (runs) stored for `ip`.
@@ -62,20 +41,6 @@ async fn job_row(s: &Storage, key: &str) -> Option<(String, String, String)> {
         .unwrap(),
         Storage::Sqlite(_) => unreachable!(),
     }
-}
-
-/// Probes `url` lists as healthy.
-async fn healthy_at(url: &str) -> Vec<String> {
-    let mut c = geoloc_client::connect(url).await.unwrap();
-    c.list_probes(pb::ListProbesRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .probes
-        .into_iter()
-        .filter(|p| p.healthy)
-        .map(|p| p.probe_id)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,8 +159,8 @@ async fn a_locate_on_one_replica_is_measured_by_the_probes_of_another_and_a_kill
     ensure_test_key(&s).await;
     let db = schema_url(&schema);
     bounded(120, async {
-        let (_a, url_a) = replica(&db, "replica-a");
-        let (mut b, url_b) = replica(&db, "replica-b");
+        let (_a, url_a) = cluster_replica(BIN, &db, "replica-a");
+        let (mut b, url_b) = cluster_replica(BIN, &db, "replica-b");
         // Six probes, all connected to B only.
         let w = world(&[("127.0.0.50", LYON.0, LYON.1)]);
         let probes = fleet(&url_b, &w, 6).await;
@@ -332,8 +297,8 @@ async fn an_audit_whose_replica_is_killed_finishes_on_another_with_every_address
     ensure_test_key(&s).await;
     let db = schema_url(&schema);
     bounded(180, async {
-        let (_a, url_a) = replica(&db, "replica-a");
-        let (mut b, url_b) = replica(&db, "replica-b");
+        let (_a, url_a) = cluster_replica(BIN, &db, "replica-a");
+        let (mut b, url_b) = cluster_replica(BIN, &db, "replica-b");
         // 40 targets spread over Europe; the probes (on A) answer after 100 ms, so the
         // audit is still running when B dies.
         let mut entries = Vec::new();
@@ -423,8 +388,8 @@ async fn a_keyed_locate_whose_replica_dies_is_finished_by_another_and_answered_o
     ensure_test_key(&s).await;
     let db = schema_url(&schema);
     bounded(150, async {
-        let (_a, url_a) = replica(&db, "replica-a");
-        let (mut b, url_b) = replica(&db, "replica-b");
+        let (_a, url_a) = cluster_replica(BIN, &db, "replica-a");
+        let (mut b, url_b) = cluster_replica(BIN, &db, "replica-b");
         let w = world(&[("127.0.4.1", LYON.0, LYON.1), ("127.0.4.2", 48.8, 2.3)]);
         // Six probes on A, answering after 1 s: B's runs are in flight when B dies.
         let probes = fleet_as(&url_a, &w, 6, Behaviour::Delayed(1000)).await;

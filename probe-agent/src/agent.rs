@@ -608,16 +608,7 @@ impl Agent {
             // measuring the target again.
             debug!(request_id = %request_id, "repeated request: answering from the recent answers");
             self.metrics.repeated();
-            let tx = tx.clone();
-            let id = request_id.clone();
-            let sender = tasks.spawn(async move {
-                if let Some(r) = crate::recent::wait(answer).await {
-                    let _ = tx
-                        .send(msg(pb::probe_message::Kind::MeasurementResult(r)))
-                        .await;
-                }
-                id
-            });
+            let sender = send_when_answered(tasks, tx, request_id.clone(), answer);
             running.insert(
                 request_id,
                 Running {
@@ -644,7 +635,6 @@ impl Agent {
         let measurer = self.measurer.clone();
         let metrics = Arc::clone(&self.metrics);
         let semaphore = self.pool.clone();
-        let tx = tx.clone();
         let id = request_id.clone();
         let received = Instant::now();
         let (answer_tx, answer_rx) = watch::channel(None);
@@ -678,15 +668,7 @@ impl Agent {
             );
             answer_tx.send_replace(Some(result_to_proto(&result)));
         });
-        let id = request_id.clone();
-        let sender = tasks.spawn(async move {
-            if let Some(r) = crate::recent::wait(answer_rx).await {
-                let _ = tx
-                    .send(msg(pb::probe_message::Kind::MeasurementResult(r)))
-                    .await;
-            }
-            id
-        });
+        let sender = send_when_answered(tasks, tx, request_id.clone(), answer_rx);
         running.insert(
             request_id,
             Running {
@@ -699,6 +681,25 @@ impl Agent {
     fn lock_recent(&self) -> std::sync::MutexGuard<'_, crate::recent::Recent> {
         self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Sends `answer` on the session `tx` once it is there (nothing for a measurement that was
+/// abandoned); the task's output is the request id.
+fn send_when_answered(
+    tasks: &mut JoinSet<String>,
+    tx: &mpsc::Sender<pb::ProbeMessage>,
+    request_id: String,
+    answer: crate::recent::Answer,
+) -> tokio::task::AbortHandle {
+    let tx = tx.clone();
+    tasks.spawn(async move {
+        if let Some(r) = crate::recent::wait(answer).await {
+            let _ = tx
+                .send(msg(pb::probe_message::Kind::MeasurementResult(r)))
+                .await;
+        }
+        request_id
+    })
 }
 
 /// One request in progress on a session.

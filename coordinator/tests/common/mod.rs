@@ -696,3 +696,37 @@ pub fn audit_args(
         retry_for_s: 5,
     }
 }
+
+/// A cluster replica (`bin` = the `geoloc-coordinator` binary, run with `--cluster`) named
+/// `name` on `db`, with the test settings; returns it and its gRPC URL.
+pub fn cluster_replica(bin: &str, db: &str, name: &str) -> (geoloc_testenv::Daemon, String) {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(["--listen", "127.0.0.1:0", "--database", db])
+        .args(["--cluster", "--replica-id", name])
+        .args(["--allow-private", "--probe-token", TOKEN])
+        .args([
+            "--heartbeat-interval-ms",
+            "300",
+            "--probe-timeout-ms",
+            "1500",
+        ])
+        .args(["--ping-interval-ms", "0", "--landmark-checks=false"])
+        .env_remove("GEOLOC_COORDINATOR_CONFIG");
+    let d = geoloc_testenv::Daemon::spawn_echoing(name, &mut cmd);
+    let addr = d.stdout_after("listening on ", Duration::from_secs(30));
+    (d, format!("http://{addr}"))
+}
+
+/// The probes `url` lists as healthy.
+pub async fn healthy_at(url: &str) -> Vec<String> {
+    let mut c = geoloc_client::connect(url).await.unwrap();
+    c.list_probes(pb::ListProbesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .probes
+        .into_iter()
+        .filter(|p| p.healthy)
+        .map(|p| p.probe_id)
+        .collect()
+}
