@@ -2,7 +2,7 @@
 //!
 //! A coordinator replica that dies while this probe measures loses the answer; the replica
 //! that takes its run over asks again with the same request id (a keyed run's ids are its
-//! own: `{result_id}.{stage}.{probe}.{n}`). The agent then sends the answer it already has,
+//! own: `{result_id}.{probe}.{n}`). The agent then sends the answer it already has,
 //! or waits for the measurement still running, instead of measuring the target again: one
 //! run never has this probe measure a target twice. Bounded: the newest [`MAX_ENTRIES`]
 //! requests of the last [`KEEP`].

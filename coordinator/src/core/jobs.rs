@@ -11,7 +11,7 @@
 //!
 //! In cluster mode a live replica's sweeper also takes over such runs without waiting for
 //! the client (`crate::cluster`). A run taken over asks its probes with the same request
-//! ids as before (`{result_id}.{stage}.{probe}.{n}`), so a probe that measured already
+//! ids as before (`{result_id}.{probe}.{n}`), so a probe that measured already
 //! answers from its cache of recent requests instead of measuring the target again.
 use std::time::{Duration, Instant};
 

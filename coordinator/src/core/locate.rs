@@ -594,7 +594,7 @@ pub(crate) async fn run_stage(
         target: run.ip,
         ping_count: pings,
         budget: run.budget,
-        job: run.keyed.then(|| format!("{}.{stage}", run.result_id)),
+        job: run.keyed.then(|| run.result_id.clone()),
     };
     let stage_start = std::time::Instant::now();
     let mut results = source.measure(spec, chosen);

@@ -40,10 +40,11 @@ pub struct MeasureSpec {
     /// How long each vantage point may take (a source that cannot keep it, such as a
     /// batch API, still ends its stream within it plus a small grace).
     pub budget: Duration,
-    /// A keyed run's stage (`{result_id}.{stage}`): the fleet derives each request id from
-    /// it (`{job}.{probe}.{n}`), so the same run taken over by another replica asks each
-    /// probe with the same ids and a probe that measured already answers from its cache.
-    /// None = fresh random ids.
+    /// A keyed run's result id: the fleet derives each request id from it
+    /// (`{result_id}.{probe}.{n}`, n = 0 for the ping, 1 for the fallback), so the same run
+    /// taken over by another replica asks each probe with the same ids, whichever stage or
+    /// round it now falls in (a run asks a vantage point in one stage at most), and a probe
+    /// that measured already answers from its cache. None = fresh random ids.
     pub job: Option<String>,
 }
 
