@@ -152,8 +152,22 @@ impl Fleet {
         }
         let first = self.ask(&probe, ping, budget).await;
         let target_silent = first.outcome == MeasurementOutcome::NoReply;
+        // What the probe says its ping took. A request asked again (a keyed run taken over)
+        // is answered at once from the probe's cache, but its run had only this much of
+        // the budget left then: the fallback is decided as it was, so a taken-over run does
+        // not send the probe a traceroute the first attempt never sent. Never more than
+        // the time really left (a probe cannot buy itself time).
+        let took = Duration::from_millis(
+            first
+                .result
+                .finished_unix_ms
+                .saturating_sub(first.result.started_unix_ms),
+        )
+        .min(budget);
         measurements.push(first);
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let left = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(budget - took);
         if target_silent && left.as_millis() as u64 >= MIN_TRACEROUTE_BUDGET_MS {
             let mut trace = self.defaults.tcp_and_traceroute(ip, left);
             if let Some(i) = id(1) {
