@@ -313,17 +313,33 @@ impl Storage {
     // ---- results ------------------------------------------------------------------------
 
     pub async fn insert_result(&self, r: &ResultRow) -> Result<()> {
+        self.insert_result_row(r, None).await.map(|_| ())
+    }
+
+    /// Inserts `r` owned by this replica; with `job` = (key, what was asked), as the run of
+    /// that idempotency key, skipped (0 rows) when the key already names a run.
+    pub(crate) async fn insert_result_row(
+        &self,
+        r: &ResultRow,
+        job: Option<(&str, &str)>,
+    ) -> Result<u64> {
+        let on_conflict = if job.is_some() {
+            " ON CONFLICT DO NOTHING"
+        } else {
+            ""
+        };
         let sql = format!(
-            "INSERT INTO results ({RESULT_COLS}, owner_replica) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+            "INSERT INTO results ({RESULT_COLS}, owner_replica, job_key, job_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20){on_conflict}"
         );
-        with_pool!(self, pool => sqlx::query(AssertSqlSafe(sql.clone()))
+        Ok(
+            with_pool!(self, pool => sqlx::query(AssertSqlSafe(sql.clone()))
             .bind(&r.result_id).bind(&r.ip).bind(&r.mode).bind(r.status.as_str()).bind(&r.solution_json)
             .bind(&r.error_code).bind(&r.error).bind(&r.geoip_json).bind(r.probes_asked).bind(r.probes_used)
             .bind(r.packets_sent).bind(r.min_rtt_ms).bind(&r.nearest_probe).bind(r.created_at_unix_ms)
             .bind(r.finished_unix_ms).bind(&r.calibration_json).bind(&r.requested_by)
-            .bind(cluster::replica_id())
-            .execute(pool).await.map_err(q("insert result"))?.rows_affected());
-        Ok(())
+            .bind(cluster::replica_id()).bind(job.map(|j| j.0)).bind(job.map(|j| j.1))
+            .execute(pool).await.map_err(q("insert result"))?.rows_affected()),
+        )
     }
 
     /// Writes the outcome of a run (everything but id, ip, mode and creation time).

@@ -54,17 +54,7 @@ impl Storage {
         key: &str,
         job_json: &str,
     ) -> Result<bool> {
-        let sql = format!(
-            "INSERT INTO results ({RESULT_COLS}, owner_replica, job_key, job_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
-             ON CONFLICT DO NOTHING"
-        );
-        let n = with_pool!(self, pool => sqlx::query(AssertSqlSafe(sql.clone()))
-            .bind(&r.result_id).bind(&r.ip).bind(&r.mode).bind(r.status.as_str()).bind(&r.solution_json)
-            .bind(&r.error_code).bind(&r.error).bind(&r.geoip_json).bind(r.probes_asked).bind(r.probes_used)
-            .bind(r.packets_sent).bind(r.min_rtt_ms).bind(&r.nearest_probe).bind(r.created_at_unix_ms)
-            .bind(r.finished_unix_ms).bind(&r.calibration_json).bind(&r.requested_by)
-            .bind(cluster::replica_id()).bind(key).bind(job_json)
-            .execute(pool).await.map_err(q("insert keyed result"))?.rows_affected());
+        let n = self.insert_result_row(r, Some((key, job_json))).await?;
         Ok(n == 1)
     }
 
