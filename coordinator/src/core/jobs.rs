@@ -56,12 +56,11 @@ pub fn scoped(caller_name: &str, key: &str) -> String {
     format!("{caller_name}|{key}")
 }
 
-/// What a keyed run asked, as stored in `results.job_json`: enough to run it again.
+/// What a keyed run asked beyond its result row (address and resolved mode are the row's),
+/// as stored in `results.job_json`: enough to run it again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
-    pub ip: String,
-    pub mode: String,
     pub timeout_ms: u32,
     pub k: u32,
     pub ping_count: u32,
@@ -70,10 +69,8 @@ pub struct JobSpec {
 }
 
 impl JobSpec {
-    pub fn of(p: &LocateParams, mode: crate::config::Mode) -> JobSpec {
+    pub fn of(p: &LocateParams) -> JobSpec {
         JobSpec {
-            ip: p.ip.clone(),
-            mode: mode.as_str().to_string(),
             timeout_ms: p.timeout_ms,
             k: p.k,
             ping_count: p.ping_count,
@@ -96,17 +93,10 @@ fn resume_params(job: &StoredJob) -> Result<LocateParams, LocateFailure> {
         .into_iter()
         .find(|s| s.as_str() == spec.source)
         .unwrap_or_default();
-    let mode = [
-        crate::config::Mode::All,
-        crate::config::Mode::TwoStage,
-        crate::config::Mode::Phased,
-    ]
-    .into_iter()
-    .find(|m| m.as_str() == spec.mode);
     let key = job.key.split_once('|').map(|(_, k)| k.to_string());
     Ok(LocateParams {
-        ip: spec.ip,
-        mode,
+        ip: job.row.ip.clone(),
+        mode: crate::core::locate::mode_from_name(&job.row.mode),
         timeout_ms: spec.timeout_ms,
         k: spec.k,
         reuse_stored: false,
@@ -129,7 +119,7 @@ pub async fn resume(
     progress: Progress<'_>,
 ) -> Result<Located, LocateFailure> {
     let p = resume_params(job)?;
-    tracing::info!(result_id = %job.row.result_id, ip = %p.ip, from = %job.owner_replica, "taking over a keyed run");
+    tracing::info!(result_id = %job.row.result_id, ip = %job.row.ip, from = %job.owner_replica, "taking over a keyed run");
     let r = Box::pin(coord.locate(p, progress)).await;
     if let Err(f) = &r {
         // A run that ended before measuring (no vantage point, say) is still `running`:
@@ -146,6 +136,12 @@ pub async fn resume(
         }
     }
     r
+}
+
+/// The failure a stored failed run answers with.
+fn stored_failure(job: &StoredJob) -> LocateFailure {
+    let code = FailureCode::parse(&job.row.error_code).unwrap_or(FailureCode::Internal);
+    LocateFailure::new(code, job.row.error.clone())
 }
 
 /// Answers a locate whose key names the stored run `job` (see the module docs).
@@ -167,42 +163,43 @@ pub async fn follow(
                 ),
             ));
         }
-        match job.row.status {
+        let nobody_finishes = match job.row.status {
             ResultStatus::Done => {
                 return Ok(crate::core::locate::located(&coord.storage, &job.row, true).await?)
             }
+            // A reason that may have passed (no probe then, a quota) is run again; any
+            // other failure is the answer.
             ResultStatus::Failed => {
-                let code = FailureCode::parse(&job.row.error_code).unwrap_or(FailureCode::Internal);
-                // A reason that may have passed (no probe then, a quota): run it again.
-                let passing = matches!(code, FailureCode::NoProbes | FailureCode::QuotaExceeded);
-                if !passing
-                    || !coord
-                        .storage
-                        .take_over_job(&job.row.result_id, &job.owner_replica)
-                        .await?
-                {
-                    return Err(LocateFailure::new(code, job.row.error.clone()));
+                if !matches!(
+                    FailureCode::parse(&job.row.error_code),
+                    Some(FailureCode::NoProbes | FailureCode::QuotaExceeded)
+                ) {
+                    return Err(stored_failure(&job));
                 }
-                return resume(coord, &job, progress).await;
+                true
             }
-            ResultStatus::Running | ResultStatus::Interrupted => {
-                let alive = job.row.status == ResultStatus::Running
-                    && coord
-                        .storage
-                        .job_owner_alive(
-                            &job.owner_replica,
-                            unix_ms() - REPLICA_TTL.as_millis() as i64,
-                        )
-                        .await?;
-                if !alive
-                    && coord
-                        .storage
-                        .take_over_job(&job.row.result_id, &job.owner_replica)
-                        .await?
-                {
-                    return resume(coord, &job, progress).await;
-                }
+            ResultStatus::Interrupted => true,
+            ResultStatus::Running => {
+                !coord
+                    .storage
+                    .job_owner_alive(
+                        &job.owner_replica,
+                        unix_ms() - REPLICA_TTL.as_millis() as i64,
+                    )
+                    .await?
             }
+        };
+        if nobody_finishes
+            && coord
+                .storage
+                .take_over_job(&job.row.result_id, &job.owner_replica)
+                .await?
+        {
+            return resume(coord, &job, progress).await;
+        }
+        if job.row.status == ResultStatus::Failed {
+            // Someone else took it over first: its stored failure is the answer now.
+            return Err(stored_failure(&job));
         }
         if started.elapsed() >= MAX_FOLLOW {
             return Err(LocateFailure::new(
@@ -255,7 +252,7 @@ mod tests {
             budget: 7,
             ..Default::default()
         };
-        let spec = JobSpec::of(&p, crate::config::Mode::Phased);
+        let spec = JobSpec::of(&p);
         let text = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<JobSpec>(&text).unwrap(), spec);
         assert!(serde_json::from_str::<JobSpec>(r#"{"ip":"x"}"#).is_err());

@@ -233,7 +233,7 @@ pub async fn located(storage: &Storage, r: &ResultRow, cached: bool) -> crate::R
     })
 }
 
-fn mode_from_name(s: &str) -> Option<Mode> {
+pub(crate) fn mode_from_name(s: &str) -> Option<Mode> {
     [Mode::All, Mode::TwoStage, Mode::Phased]
         .into_iter()
         .find(|m| m.as_str() == s)
@@ -401,7 +401,7 @@ pub(crate) async fn run(
             .map(|_| true),
         (None, Some(key)) => {
             let spec =
-                serde_json::to_string(&jobs::JobSpec::of(&p, mode)).unwrap_or_else(|_| "{}".into());
+                serde_json::to_string(&jobs::JobSpec::of(&p)).unwrap_or_else(|_| "{}".into());
             coord.storage.insert_keyed_result(&row, key, &spec).await
         }
         (None, None) => coord.storage.insert_result(&row).await.map(|()| true),
