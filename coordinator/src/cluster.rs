@@ -565,16 +565,13 @@ async fn work_loop(
                 };
                 // The answer is kept while the database is away (a restart): tried again
                 // for up to FINISH_RETRY_FOR, or it would be lost with the probe's work.
-                let mut tries = 0u32;
+                let give_up = tokio::time::Instant::now() + FINISH_RETRY_FOR;
                 while let Err(e) = cluster
                     .storage
                     .finish_work(&cluster.me, &item.request_id, &json, unix_ms())
                     .await
                 {
-                    tries += 1;
-                    if tries * FINISH_RETRY_PAUSE.as_millis() as u32
-                        >= FINISH_RETRY_FOR.as_millis() as u32
-                    {
+                    if tokio::time::Instant::now() >= give_up {
                         tracing::warn!(error = %e, request = %item.request_id, "cluster: storing an answer; given up");
                         break;
                     }
