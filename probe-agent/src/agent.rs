@@ -207,7 +207,7 @@ pub struct Agent {
     /// The probe's own credential once read from the state folder or enrolled.
     credential: tokio::sync::Mutex<Option<String>>,
     /// Answers of recent requests, across sessions ([`crate::recent`]).
-    recent: Arc<std::sync::Mutex<crate::recent::Recent>>,
+    recent: std::sync::Mutex<crate::recent::Recent>,
 }
 
 impl Agent {
@@ -246,7 +246,7 @@ impl Agent {
             pool: Arc::new(Semaphore::new(permits)),
             metrics: Arc::new(AgentMetrics::default()),
             credential: tokio::sync::Mutex::new(None),
-            recent: Arc::default(),
+            recent: std::sync::Mutex::default(),
         })
     }
 
