@@ -13,6 +13,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::delay::{Role, World};
 use crate::error::{Error, Result};
 use crate::fleet::{target_ip, Shared, Target};
+use crate::report::AuditAnswers;
 
 /// Locates in flight at a time; when all are busy the next waits (the achieved rate is
 /// reported, not the asked one).
@@ -217,25 +218,6 @@ pub struct AuditSpec {
     pub timeout: Duration,
 }
 
-/// Per address: how often it was answered, across every ask.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct AuditCounts {
-    /// Addresses with exactly one result event.
-    pub answered_once: u64,
-    /// Addresses with more than one result event (also across re-asks).
-    pub answered_more_than_once: u64,
-    /// Addresses with no result event (an error event, or nothing at all).
-    pub never_answered: u64,
-    /// Result events beyond the first of an address.
-    pub duplicate_results: u64,
-    /// Addresses that got an error event.
-    pub error_events: u64,
-    /// `LocateBatch` calls after the first (the stream had failed).
-    pub reconnects: u64,
-    /// Addresses asked again, summed over the re-asks.
-    pub re_asked: u64,
-}
-
 /// The kill, as the audit saw it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KillSeen {
@@ -256,7 +238,7 @@ pub struct KillSeen {
 #[derive(Debug, Default, Clone)]
 pub struct AuditOutcome {
     pub tally: Tally,
-    pub counts: AuditCounts,
+    pub counts: AuditAnswers,
     pub kill: Option<KillSeen>,
 }
 
@@ -297,7 +279,7 @@ pub async fn run_audit(spec: AuditSpec, world: Arc<World>, shared: Arc<Shared>) 
         asked: spec.n,
         ..Tally::default()
     };
-    let mut counts = AuditCounts::default();
+    let mut counts = AuditAnswers::default();
     let mut kill: Option<(KillSeen, Instant)> = None;
     let replicas = spec.replicas.len().max(1);
     let mut at = 0usize;

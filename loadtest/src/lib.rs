@@ -32,7 +32,7 @@ pub use report::Report;
 use geoloc_proto::v1::locate_service_client::LocateServiceClient;
 
 use coordinator::{Backend, Coordinator, Launch, PgSchema};
-use report::{AuditAnswers, Calls, CompareKill, Cpu, Kill, Latency, Memory, ReplicaUsage, Results};
+use report::{Calls, CompareKill, Cpu, Kill, Latency, Memory, ReplicaUsage, Results};
 
 /// Bounds of the options: a load test stays on one machine.
 pub mod limits {
@@ -569,15 +569,7 @@ async fn measure(
         stall_s: k.stall_s,
         re_asked: k.re_asked,
     });
-    let audit_answers = audit.as_ref().map(|o| AuditAnswers {
-        answered_once: o.counts.answered_once,
-        answered_more_than_once: o.counts.answered_more_than_once,
-        never_answered: o.counts.never_answered,
-        duplicate_results: o.counts.duplicate_results,
-        error_events: o.counts.error_events,
-        reconnects: o.counts.reconnects,
-        re_asked: o.counts.re_asked,
-    });
+    let audit_answers = audit.as_ref().map(|o| o.counts.clone());
     let n = |x: &std::sync::atomic::AtomicU64| x.load(Ordering::Relaxed);
     Ok(Report {
         schema: report::SCHEMA,

@@ -59,11 +59,15 @@ pub struct ReplicaUsage {
     pub killed: bool,
 }
 
-/// The audit's addresses by how often a result came for each (over every ask).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The audit's addresses by how often a result came for each (over every ask), as the
+/// audit client counts them.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
 pub struct AuditAnswers {
+    /// Addresses with exactly one result event.
     pub answered_once: u64,
+    /// Addresses with more than one result event (also across re-asks).
     pub answered_more_than_once: u64,
+    /// Addresses with no result event (an error event, or nothing at all).
     pub never_answered: u64,
     /// Result events beyond the first of an address.
     pub duplicate_results: u64,
