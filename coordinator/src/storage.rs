@@ -43,10 +43,9 @@ const RESULT_COLS: &str = "result_id, ip, mode, status, solution_json, error_cod
      calibration_json, requested_by";
 /// Columns of [`MEAS_COLS`].
 const MEAS_NCOLS: usize = 18;
-/// Rows per multi-row measurement `INSERT` (18 binds each). Small on purpose: sqlx-sqlite
-/// looks every bind's parameter name up with a linear scan, so a statement's cost grows
-/// with the square of its binds (500 rows: half the coordinator's CPU went there).
-pub const MEAS_ROWS_PER_STATEMENT: usize = 32;
+/// Rows per multi-row measurement `INSERT` on SQLite (18 `?` binds each; SQLite allows
+/// 32,766 per statement).
+pub const MEAS_ROWS_PER_STATEMENT: usize = 128;
 /// Rows a locate stores in one [`Storage::insert_measurements`] call (one transaction).
 pub const MEAS_BATCH: usize = 500;
 const MEAS_COLS: &str = "measurement_id, result_id, purpose, stage, request_id, probe_id, probe_lat, \
@@ -433,52 +432,103 @@ impl Storage {
         self.index_landmark_rtt(m).await
     }
 
-    /// Stores `rows` as [`Storage::insert_measurement`] does each, in one transaction of
-    /// multi-row `INSERT`s of [`MEAS_ROWS_PER_STATEMENT`] rows (one commit for the call
-    /// instead of one per row: a locate's rows arrive together). All rows are stored or
-    /// none is.
+    /// Stores `rows` as [`Storage::insert_measurement`] does each, in one transaction (one
+    /// commit for the call instead of one per row: a locate's rows arrive together). All
+    /// rows are stored or none is. SQLite gets multi-row `INSERT`s of
+    /// [`MEAS_ROWS_PER_STATEMENT`] rows with anonymous `?` parameters; PostgreSQL one
+    /// `INSERT ... SELECT FROM UNNEST` of one array per column (18 binds for any count).
     pub async fn insert_measurements(&self, rows: &[MeasurementRow]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
-        let statement = |n: usize| -> String {
-            let mut sql = format!("INSERT INTO measurements ({MEAS_COLS}) VALUES ");
-            for i in 0..n {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push('(');
-                for c in 0..MEAS_NCOLS {
-                    if c > 0 {
-                        sql.push_str(", ");
-                    }
-                    sql.push_str(&format!("${}", i * MEAS_NCOLS + c + 1));
-                }
-                sql.push(')');
-            }
-            sql
-        };
-        let full = statement(MEAS_ROWS_PER_STATEMENT);
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(q("begin measurements"))?;
-            for chunk in rows.chunks(MEAS_ROWS_PER_STATEMENT) {
-                let sql = if chunk.len() == MEAS_ROWS_PER_STATEMENT {
-                    full.clone()
-                } else {
-                    statement(chunk.len())
+        let _timer = ops::QueryTimer::start(self);
+        match self {
+            Storage::Sqlite(pool) => {
+                // `?`, not `$N`: sqlx-sqlite asks SQLite every parameter's name, which is a
+                // linear scan of the statement's named parameters (a statement's cost grew
+                // with the square of its binds); anonymous ones have no name to scan.
+                let statement = |n: usize| -> String {
+                    let one = format!("({})", vec!["?"; MEAS_NCOLS].join(", "));
+                    format!(
+                        "INSERT INTO measurements ({MEAS_COLS}) VALUES {}",
+                        vec![one.as_str(); n].join(", ")
+                    )
                 };
-                let mut query = sqlx::query(AssertSqlSafe(sql));
-                for m in chunk {
-                    query = query
-                        .bind(&m.measurement_id).bind(&m.result_id).bind(&m.purpose).bind(m.stage).bind(&m.request_id)
-                        .bind(&m.probe_id).bind(m.probe_lat).bind(m.probe_lon).bind(&m.target).bind(&m.target_landmark)
-                        .bind(m.target_lat).bind(m.target_lon).bind(&m.outcome).bind(&m.error).bind(&m.excluded)
-                        .bind(m.packets_sent).bind(&m.raw_json).bind(m.created_unix_ms);
+                let full = statement(MEAS_ROWS_PER_STATEMENT);
+                let mut tx = pool.begin().await.map_err(q("begin measurements"))?;
+                for chunk in rows.chunks(MEAS_ROWS_PER_STATEMENT) {
+                    let sql = if chunk.len() == MEAS_ROWS_PER_STATEMENT {
+                        full.clone()
+                    } else {
+                        statement(chunk.len())
+                    };
+                    let mut query = sqlx::query(AssertSqlSafe(sql));
+                    for m in chunk {
+                        query = query
+                            .bind(&m.measurement_id)
+                            .bind(&m.result_id)
+                            .bind(&m.purpose)
+                            .bind(m.stage)
+                            .bind(&m.request_id)
+                            .bind(&m.probe_id)
+                            .bind(m.probe_lat)
+                            .bind(m.probe_lon)
+                            .bind(&m.target)
+                            .bind(&m.target_landmark)
+                            .bind(m.target_lat)
+                            .bind(m.target_lon)
+                            .bind(&m.outcome)
+                            .bind(&m.error)
+                            .bind(&m.excluded)
+                            .bind(m.packets_sent)
+                            .bind(&m.raw_json)
+                            .bind(m.created_unix_ms);
+                    }
+                    query
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(q("insert measurements"))?;
                 }
-                query.execute(&mut *tx).await.map_err(q("insert measurements"))?;
+                tx.commit().await.map_err(q("commit measurements"))?;
             }
-            tx.commit().await.map_err(q("commit measurements"))?;
-        });
+            Storage::Postgres(pool) => {
+                let col = |f: fn(&MeasurementRow) -> &str| rows.iter().map(f).collect::<Vec<_>>();
+                let opt =
+                    |f: fn(&MeasurementRow) -> Option<&str>| rows.iter().map(f).collect::<Vec<_>>();
+                let int = |f: fn(&MeasurementRow) -> i64| rows.iter().map(f).collect::<Vec<_>>();
+                let flt = |f: fn(&MeasurementRow) -> f64| rows.iter().map(f).collect::<Vec<_>>();
+                let oflt =
+                    |f: fn(&MeasurementRow) -> Option<f64>| rows.iter().map(f).collect::<Vec<_>>();
+                let sql = format!(
+                    "INSERT INTO measurements ({MEAS_COLS}) SELECT * FROM UNNEST($1::text[], $2::text[], \
+                     $3::text[], $4::int8[], $5::text[], $6::text[], $7::float8[], $8::float8[], $9::text[], \
+                     $10::text[], $11::float8[], $12::float8[], $13::text[], $14::text[], $15::text[], \
+                     $16::int8[], $17::text[], $18::int8[])"
+                );
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(col(|m| &m.measurement_id))
+                    .bind(opt(|m| m.result_id.as_deref()))
+                    .bind(col(|m| &m.purpose))
+                    .bind(int(|m| m.stage))
+                    .bind(col(|m| &m.request_id))
+                    .bind(col(|m| &m.probe_id))
+                    .bind(flt(|m| m.probe_lat))
+                    .bind(flt(|m| m.probe_lon))
+                    .bind(col(|m| &m.target))
+                    .bind(opt(|m| m.target_landmark.as_deref()))
+                    .bind(oflt(|m| m.target_lat))
+                    .bind(oflt(|m| m.target_lon))
+                    .bind(col(|m| &m.outcome))
+                    .bind(col(|m| &m.error))
+                    .bind(col(|m| &m.excluded))
+                    .bind(int(|m| m.packets_sent))
+                    .bind(col(|m| &m.raw_json))
+                    .bind(int(|m| m.created_unix_ms))
+                    .execute(pool)
+                    .await
+                    .map_err(q("insert measurements"))?;
+            }
+        }
         for m in rows {
             self.index_landmark_rtt(m).await?;
         }

@@ -20,7 +20,7 @@ use geoloc_engine::LatLon;
 
 use crate::core::measurement::{MeasurementOutcome, MeasurementResult, Purpose};
 use crate::core::rows::MeasurementRow;
-use crate::{new_id, unix_ms};
+use crate::unix_ms;
 
 /// A place a target can be measured from, at a known position.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,7 +88,7 @@ impl Observation {
         landmark: Option<(&str, LatLon)>,
     ) -> MeasurementRow {
         MeasurementRow {
-            measurement_id: new_id(),
+            measurement_id: crate::new_time_ordered_id(),
             result_id: result_id.map(str::to_string),
             purpose: purpose.as_str().to_string(),
             stage: i64::from(stage),
