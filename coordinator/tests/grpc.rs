@@ -60,6 +60,16 @@ async fn locate_all_with_progress_stores_and_recomputes() {
             .unwrap();
         assert_eq!(by_ip.result_id, r.result_id);
         assert_eq!(by_ip.solution, r.solution);
+        // The live answer is built from what the run holds, the stored one from the rows
+        // read back: they are the same answer (per-probe RTTs, counters, spending).
+        assert!(!r.cached && by_ip.cached);
+        assert_eq!(
+            pb::LocateResult {
+                cached: false,
+                ..by_ip.clone()
+            },
+            r
+        );
         let again = srv.coord.recompute(&r.result_id).await.unwrap();
         assert_eq!(Some(pb::Solution::try_from(&again).unwrap()), r.solution);
         // The region's constraints are not serialised: test it on the recomputed solution

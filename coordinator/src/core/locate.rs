@@ -12,10 +12,10 @@ use geoloc_engine::{LatLon, Measurement, Solution};
 use crate::config::Mode;
 use crate::core::access::{packet_estimate, Caller, Charge};
 use crate::core::jobs;
-use crate::core::measurement::{MeasurementOutcome, Purpose};
+use crate::core::measurement::{MeasurementOutcome, MeasurementResult, Purpose};
 use crate::core::rows::{MeasurementRow, ResultRow, ResultStatus};
 use crate::core::schedule;
-use crate::core::solve::{inputs_from_rows, GeoIpLookup};
+use crate::core::solve::{inputs_from_parsed, inputs_from_rows, GeoIpLookup, Inputs};
 use crate::core::source::{MeasureSpec, MeasurementSource, VantagePoint};
 use crate::core::sources::{SourceChoice, Spent};
 use crate::core::target;
@@ -215,7 +215,18 @@ pub async fn located(storage: &Storage, r: &ResultRow, cached: bool) -> crate::R
         serde_json::from_str(text).map_err(|e| corrupt("results.solution_json", e.to_string()))?;
     let rows = storage.measurements_for_result(&r.result_id).await?;
     let inputs = inputs_from_rows(&rows)?;
-    Ok(Located {
+    Ok(located_from(r, solution, inputs, &rows, cached))
+}
+
+/// A finished result from its row, its solution and the rows' inputs.
+fn located_from(
+    r: &ResultRow,
+    solution: Solution,
+    inputs: Inputs,
+    rows: &[MeasurementRow],
+    cached: bool,
+) -> Located {
+    Located {
         result_id: r.result_id.clone(),
         ip: r.ip.clone(),
         solution,
@@ -229,8 +240,8 @@ pub async fn located(storage: &Storage, r: &ResultRow, cached: bool) -> crate::R
         probes_asked: r.probes_asked.max(0) as u32,
         probe_rtts: inputs.measurements,
         requested_by: r.requested_by.clone(),
-        spent: Spent::of_rows(&rows),
-    })
+        spent: Spent::of_rows(rows),
+    }
 }
 
 pub(crate) fn mode_from_name(s: &str) -> Option<Mode> {
@@ -248,6 +259,8 @@ pub(crate) struct Run<'a> {
     budget: Duration,
     pub(crate) ping_count: u32,
     pub(crate) rows: Vec<MeasurementRow>,
+    /// The answer of each of `rows`, as received (not parsed back from `raw_json`).
+    pub(crate) results: Vec<MeasurementResult>,
     done: u32,
     total: u32,
     progress: Progress<'a>,
@@ -430,6 +443,7 @@ pub(crate) async fn run(
         budget: Duration::from_millis(u64::from(timeout_ms)),
         ping_count,
         rows: Vec::new(),
+        results: Vec::new(),
         done: 0,
         total: 0,
         progress,
@@ -446,7 +460,7 @@ pub(crate) async fn run(
             // The world-spread first stage only has to point at the region: one echo
             // request per vantage point; the packets go to the second stage.
             run_stage(coord, source, &mut run, pick(&vps, &first), 1, 1).await;
-            let seen = stage_one_rtts(&run.rows);
+            let seen = stage_one_rtts(&run);
             let second = if seen.is_empty() {
                 let more = schedule::spread(&vps, first.len() + k);
                 more.into_iter()
@@ -479,7 +493,7 @@ pub(crate) async fn run(
             .await;
         return Err(interrupted());
     }
-    let outcome = finish(&mut row, &run.rows, &geoip, calibration, left_out);
+    let outcome = finish(&mut row, &run, &geoip, calibration, left_out);
     let sent: i64 = run.rows.iter().map(|r| r.packets_sent.max(0)).sum();
     coord
         .access
@@ -487,9 +501,10 @@ pub(crate) async fn run(
         .await;
     coord.storage.update_result(&row).await?;
     match outcome {
-        Ok(()) => {
+        Ok((solution, inputs)) => {
             tracing::info!(ip = %ip_s, result_id = %row.result_id, used = row.probes_used, elapsed_ms = started.elapsed().as_millis() as u64, "located");
-            Ok(located(&coord.storage, &row, false).await?)
+            // Answered from what the run holds: the rows just stored are not read back.
+            Ok(located_from(&row, solution, inputs, &run.rows, false))
         }
         Err(f) => {
             tracing::info!(ip = %ip_s, result_id = %row.result_id, code = f.code.as_str(), reason = %f.message, "not located");
@@ -509,22 +524,20 @@ pub(crate) fn pick(vps: &[VantagePoint], idx: &[usize]) -> Vec<VantagePoint> {
 /// Solves from the rows and fills `row` (status, solution, counters).
 fn finish(
     row: &mut ResultRow,
-    rows: &[MeasurementRow],
+    run: &Run<'_>,
     geoip: &GeoIpLookup,
     calibration: Option<geoloc_engine::Calibration>,
     left_out: Vec<geoloc_engine::Dropped>,
-) -> Result<(), LocateFailure> {
+) -> Result<(Solution, Inputs), LocateFailure> {
     row.finished_unix_ms = Some(unix_ms());
-    fn failed(row: &mut ResultRow, code: FailureCode, msg: String) -> Result<(), LocateFailure> {
+    fn failed<T>(row: &mut ResultRow, code: FailureCode, msg: String) -> Result<T, LocateFailure> {
         row.status = ResultStatus::Failed;
         row.error_code = code.as_str().into();
         row.error = msg.clone();
         Err(LocateFailure::new(code, msg))
     }
-    let inputs = match inputs_from_rows(rows) {
-        Ok(i) => i,
-        Err(e) => return failed(row, FailureCode::Internal, e.to_string()),
-    };
+    let rows = &run.rows;
+    let inputs = inputs_from_parsed(rows, &run.results);
     if inputs.measurements.is_empty() {
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for r in rows {
@@ -560,7 +573,7 @@ fn finish(
                 row.status = ResultStatus::Done;
                 row.probes_used = sol.used as i64;
                 row.solution_json = Some(text);
-                Ok(())
+                Ok((sol, inputs))
             }
             Err(e) => failed(row, FailureCode::Internal, e.to_string()),
         },
@@ -624,6 +637,8 @@ pub(crate) async fn run_stage(
             let row = m.to_row(Some(&run.result_id), Purpose::Locate, stage, None);
             run.rows.push(row);
         }
+        run.results
+            .extend(v.observations.into_iter().map(|m| m.result));
         if run.rows.len() - saved >= MEAS_BATCH {
             store_rows(coord, &run.rows[saved..]).await;
             saved = run.rows.len();
@@ -707,9 +722,10 @@ fn add_left_out(sol: &mut Solution, left_out: Vec<geoloc_engine::Dropped>) {
 }
 
 /// First-stage (vantage point position, best RTT) pairs.
-fn stage_one_rtts(rows: &[MeasurementRow]) -> Vec<(LatLon, f64)> {
-    match inputs_from_rows(rows) {
-        Ok(i) => i.per_probe.iter().map(|p| (p.pos, p.rtt_ms)).collect(),
-        Err(_) => Vec::new(),
-    }
+fn stage_one_rtts(run: &Run<'_>) -> Vec<(LatLon, f64)> {
+    inputs_from_parsed(&run.rows, &run.results)
+        .per_probe
+        .iter()
+        .map(|p| (p.pos, p.rtt_ms))
+        .collect()
 }

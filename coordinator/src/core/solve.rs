@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use geoloc_engine::{GeoIpRecord, Kind, LatLon, Measurement, Solution, SolveOptions};
 use serde::{Deserialize, Serialize};
 
-use crate::core::measurement::RttKind;
+use crate::core::measurement::{MeasurementResult, RttKind};
 use crate::core::rows::MeasurementRow;
 
 /// JSON form of the GeoIP record stored with a result (`results.geoip_json`).
@@ -81,12 +81,23 @@ impl Inputs {
 /// Reduces raw rows to one RTT per probe: the best echo over its rows, else its best last
 /// hop. Rows marked `excluded` are counted (packets) but not used.
 pub fn inputs_from_rows(rows: &[MeasurementRow]) -> crate::Result<Inputs> {
+    let parsed = rows
+        .iter()
+        .map(MeasurementRow::result)
+        .collect::<crate::Result<Vec<_>>>()?;
+    Ok(inputs_from_parsed(rows, &parsed))
+}
+
+/// [`inputs_from_rows`] for rows whose answers are already parsed (`results[i]` is the
+/// answer of `rows[i]`): a live run keeps what it received instead of parsing the JSON it
+/// just wrote.
+pub fn inputs_from_parsed(rows: &[MeasurementRow], results: &[MeasurementResult]) -> Inputs {
+    debug_assert_eq!(rows.len(), results.len());
     let mut best: BTreeMap<&str, ProbeRtt> = BTreeMap::new();
     let mut asked: BTreeMap<&str, ()> = BTreeMap::new();
     let mut packets = 0u64;
-    for row in rows {
+    for (row, raw) in rows.iter().zip(results) {
         asked.insert(&row.probe_id, ());
-        let raw = row.result()?;
         packets += raw.packets_sent();
         if !row.excluded.is_empty() {
             continue;
@@ -94,19 +105,21 @@ pub fn inputs_from_rows(rows: &[MeasurementRow]) -> crate::Result<Inputs> {
         let Some((rtt_ms, kind)) = raw.best_rtt() else {
             continue;
         };
-        let cand = ProbeRtt {
-            probe_id: row.probe_id.clone(),
-            pos: LatLon {
-                lat: row.probe_lat,
-                lon: row.probe_lon,
-            },
-            rtt_ms,
-            kind,
-        };
         match best.get(row.probe_id.as_str()) {
-            Some(cur) if !better(&cand, cur) => {}
+            Some(cur) if !better_than(rtt_ms, kind, cur) => {}
             _ => {
-                best.insert(&row.probe_id, cand);
+                best.insert(
+                    &row.probe_id,
+                    ProbeRtt {
+                        probe_id: row.probe_id.clone(),
+                        pos: LatLon {
+                            lat: row.probe_lat,
+                            lon: row.probe_lon,
+                        },
+                        rtt_ms,
+                        kind,
+                    },
+                );
             }
         }
     }
@@ -123,19 +136,20 @@ pub fn inputs_from_rows(rows: &[MeasurementRow]) -> crate::Result<Inputs> {
             },
         })
         .collect();
-    Ok(Inputs {
+    Inputs {
         measurements,
         per_probe,
         packets_sent: packets,
         probes_asked: asked.len(),
-    })
+    }
 }
 
-fn better(a: &ProbeRtt, b: &ProbeRtt) -> bool {
-    match (a.kind, b.kind) {
+/// An RTT of `kind` beats `b`: an echo beats a last hop, else the smaller RTT.
+fn better_than(rtt_ms: f64, kind: RttKind, b: &ProbeRtt) -> bool {
+    match (kind, b.kind) {
         (RttKind::Echo, RttKind::LastHop) => true,
         (RttKind::LastHop, RttKind::Echo) => false,
-        _ => a.rtt_ms < b.rtt_ms,
+        _ => rtt_ms < b.rtt_ms,
     }
 }
 
