@@ -160,7 +160,12 @@ impl Coordinator {
                 "--heartbeat-interval-ms",
                 &l.heartbeat_interval_ms.to_string(),
             ])
-            .env("RUST_LOG", "warn")
+            // The coordinator's log filter: `warn` unless GEOLOC_LOADTEST_COORDINATOR_LOG
+            // says otherwise (e.g. `info` to see each locate's setup time).
+            .env(
+                "RUST_LOG",
+                std::env::var("GEOLOC_LOADTEST_COORDINATOR_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .env_remove("GEOLOC_COORDINATOR_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
