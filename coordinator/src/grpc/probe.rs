@@ -252,6 +252,7 @@ impl ProbeService for ProbeSvc {
 
         tokio::spawn(async move {
             let mut last_db_touch = std::time::Instant::now();
+            let touching = Arc::new(std::sync::atomic::AtomicBool::new(false));
             loop {
                 let msg = match inbound.message().await {
                     Ok(Some(m)) => m,
@@ -262,9 +263,24 @@ impl ProbeService for ProbeSvc {
                     }
                 };
                 let now = coord.fleet.registry.seen(&probe_id);
-                if last_db_touch.elapsed() > Duration::from_secs(30) {
+                // The stored last-seen time is refreshed beside the session, never in its
+                // way: awaited here, a busy database held up every session's heartbeats and
+                // answers at once (their 30 s timers start together), until no probe was
+                // fresh and locates failed with "no healthy probe". At most one refresh per
+                // session is in flight.
+                if last_db_touch.elapsed() > Duration::from_secs(30)
+                    && !touching.swap(true, std::sync::atomic::Ordering::AcqRel)
+                {
                     last_db_touch = std::time::Instant::now();
-                    let _ = coord.storage.touch_probe(&probe_id, now).await;
+                    let (storage, id, flag) = (
+                        coord.storage.clone(),
+                        probe_id.clone(),
+                        Arc::clone(&touching),
+                    );
+                    tokio::spawn(async move {
+                        let _ = storage.touch_probe(&id, now).await;
+                        flag.store(false, std::sync::atomic::Ordering::Release);
+                    });
                 }
                 match msg.kind {
                     Some(pb::probe_message::Kind::Heartbeat(_))
