@@ -733,3 +733,40 @@ async fn locate_right_after_a_restart_waits_for_the_probes() {
     })
     .await;
 }
+
+/// A busy database never holds up a probe session. Another connection holds SQLite's
+/// write lock from 25 s to 45 s after the sessions opened: across their first last-seen
+/// refresh (30 s) and past SQLite's 10 s busy timeout. The probes stay healthy the whole
+/// time (their heartbeats are still read). When the refresh was awaited inside the
+/// session's receive loop, every session stopped reading for the busy timeout and every
+/// probe went stale (3 heartbeat intervals, 0.9 s here).
+#[tokio::test]
+async fn a_locked_database_does_not_stall_probe_sessions() {
+    use sqlx::Connection;
+    common::bounded(90, async {
+        let dir = tempfile::tempdir().unwrap();
+        let url = sqlite_url(&dir);
+        let srv = Server::start(&url, |_| {}).await;
+        let w = world(&[(TARGET, LYON.0, LYON.1)]);
+        let opened = tokio::time::Instant::now();
+        let _probes = fleet(&srv.url, &w, 2).await;
+        wait_healthy(&srv.coord, 2).await;
+        tokio::time::sleep_until(opened + Duration::from_secs(25)).await;
+        let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        while opened.elapsed() < Duration::from_secs(45) {
+            assert_eq!(
+                srv.coord.fleet.registry.healthy().len(),
+                2,
+                "a probe went stale {:?} after the sessions opened, the database locked",
+                opened.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    })
+    .await
+}
