@@ -270,6 +270,13 @@ pub(crate) struct Run<'a> {
     keyed: bool,
 }
 
+impl Run<'_> {
+    /// What the rows so far give the engine (from the answers as received).
+    pub(crate) fn inputs(&self) -> Inputs {
+        inputs_from_parsed(&self.rows, &self.results)
+    }
+}
+
 /// Locates one address with measurements from `source` (see [`Coordinator::locate`]).
 pub(crate) async fn run(
     coord: &Coordinator,
@@ -537,7 +544,7 @@ fn finish(
         Err(LocateFailure::new(code, msg))
     }
     let rows = &run.rows;
-    let inputs = inputs_from_parsed(rows, &run.results);
+    let inputs = run.inputs();
     if inputs.measurements.is_empty() {
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for r in rows {
@@ -620,7 +627,7 @@ pub(crate) async fn run_stage(
         let mut best: Option<f64> = None;
         let mut error = String::new();
         let mut outcome: Option<MeasurementOutcome> = None;
-        for m in &v.observations {
+        for m in v.observations {
             if let Some((rtt, _)) = m.result.best_rtt() {
                 best = Some(best.map_or(rtt, |b: f64| b.min(rtt)));
             }
@@ -634,11 +641,10 @@ pub(crate) async fn run_stage(
                     };
                 }
             }
-            let row = m.to_row(Some(&run.result_id), Purpose::Locate, stage, None);
-            run.rows.push(row);
+            run.rows
+                .push(m.to_row(Some(&run.result_id), Purpose::Locate, stage, None));
+            run.results.push(m.result);
         }
-        run.results
-            .extend(v.observations.into_iter().map(|m| m.result));
         if run.rows.len() - saved >= MEAS_BATCH {
             store_rows(coord, &run.rows[saved..]).await;
             saved = run.rows.len();
@@ -723,7 +729,7 @@ fn add_left_out(sol: &mut Solution, left_out: Vec<geoloc_engine::Dropped>) {
 
 /// First-stage (vantage point position, best RTT) pairs.
 fn stage_one_rtts(run: &Run<'_>) -> Vec<(LatLon, f64)> {
-    inputs_from_parsed(&run.rows, &run.results)
+    run.inputs()
         .per_probe
         .iter()
         .map(|p| (p.pos, p.rtt_ms))

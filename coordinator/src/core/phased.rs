@@ -8,7 +8,6 @@ use geoloc_engine::select::{Phased, PhasedOptions};
 use geoloc_engine::{Calibration, LatLon, Solution, SolveOptions};
 
 use crate::core::locate::{pick, run_stage, Run};
-use crate::core::solve::inputs_from_parsed;
 use crate::core::source::{MeasurementSource, VantagePoint};
 use crate::Coordinator;
 
@@ -74,7 +73,7 @@ pub(crate) async fn run_rounds(
 /// The region from every answer so far (no outline, no time-zone shares: only its area and
 /// membership steer the next round); None before any answer.
 fn solve_so_far(run: &Run<'_>, calibration: Option<Calibration>) -> Option<Solution> {
-    let inputs = inputs_from_parsed(&run.rows, &run.results);
+    let inputs = run.inputs();
     if inputs.measurements.is_empty() {
         return None;
     }
