@@ -252,7 +252,8 @@ impl ProbeService for ProbeSvc {
 
         tokio::spawn(async move {
             let mut last_db_touch = std::time::Instant::now();
-            let touching = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            // The refresh in flight, if any.
+            let mut touching: Option<tokio::task::JoinHandle<()>> = None;
             loop {
                 let msg = match inbound.message().await {
                     Ok(Some(m)) => m,
@@ -269,18 +270,13 @@ impl ProbeService for ProbeSvc {
                 // fresh and locates failed with "no healthy probe". At most one refresh per
                 // session is in flight.
                 if last_db_touch.elapsed() > Duration::from_secs(30)
-                    && !touching.swap(true, std::sync::atomic::Ordering::AcqRel)
+                    && touching.as_ref().is_none_or(|t| t.is_finished())
                 {
                     last_db_touch = std::time::Instant::now();
-                    let (storage, id, flag) = (
-                        coord.storage.clone(),
-                        probe_id.clone(),
-                        Arc::clone(&touching),
-                    );
-                    tokio::spawn(async move {
+                    let (storage, id) = (coord.storage.clone(), probe_id.clone());
+                    touching = Some(tokio::spawn(async move {
                         let _ = storage.touch_probe(&id, now).await;
-                        flag.store(false, std::sync::atomic::Ordering::Release);
-                    });
+                    }));
                 }
                 match msg.kind {
                     Some(pb::probe_message::Kind::Heartbeat(_))
