@@ -418,21 +418,13 @@ impl Storage {
 
     // ---- measurements -------------------------------------------------------------------
 
+    /// Stores one raw answer (and indexes it when it measured a landmark): a batch of one
+    /// (the single `INSERT` path).
     pub async fn insert_measurement(&self, m: &MeasurementRow) -> Result<()> {
-        let sql = format!(
-            "INSERT INTO measurements ({MEAS_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-             $13, $14, $15, $16, $17, $18)"
-        );
-        with_pool!(self, pool => sqlx::query(AssertSqlSafe(sql.clone()))
-            .bind(&m.measurement_id).bind(&m.result_id).bind(&m.purpose).bind(m.stage).bind(&m.request_id)
-            .bind(&m.probe_id).bind(m.probe_lat).bind(m.probe_lon).bind(&m.target).bind(&m.target_landmark)
-            .bind(m.target_lat).bind(m.target_lon).bind(&m.outcome).bind(&m.error).bind(&m.excluded)
-            .bind(m.packets_sent).bind(&m.raw_json).bind(m.created_unix_ms)
-            .execute(pool).await.map_err(q("insert measurement"))?.rows_affected());
-        self.index_landmark_rtt(m).await
+        self.insert_measurements(std::slice::from_ref(m)).await
     }
 
-    /// Stores `rows` as [`Storage::insert_measurement`] does each, in one transaction (one
+    /// Stores `rows` (indexing those that measured a landmark) in one transaction (one
     /// commit for the call instead of one per row: a locate's rows arrive together). All
     /// rows are stored or none is. SQLite gets multi-row `INSERT`s of
     /// [`MEAS_ROWS_PER_STATEMENT`] rows with anonymous `?` parameters; PostgreSQL one
