@@ -112,6 +112,10 @@ impl Drop for PgSchema {
     }
 }
 
+/// Environment variable that, when set, is the coordinators' `RUST_LOG` (default `warn`)
+/// and keeps their logs after the run.
+pub const LOG_ENV: &str = "GEOLOC_LOADTEST_COORDINATOR_LOG";
+
 /// The coordinator's settings for a run.
 #[derive(Debug, Clone)]
 pub struct Launch {
@@ -160,11 +164,11 @@ impl Coordinator {
                 "--heartbeat-interval-ms",
                 &l.heartbeat_interval_ms.to_string(),
             ])
-            // The coordinator's log filter: `warn` unless GEOLOC_LOADTEST_COORDINATOR_LOG
-            // says otherwise (e.g. `info` to see each locate's setup time).
+            // The coordinator's log filter: `warn` unless LOG_ENV says otherwise (e.g.
+            // `info` to see each locate's setup time).
             .env(
                 "RUST_LOG",
-                std::env::var("GEOLOC_LOADTEST_COORDINATOR_LOG").unwrap_or_else(|_| "warn".into()),
+                std::env::var(LOG_ENV).unwrap_or_else(|_| "warn".into()),
             )
             .env_remove("GEOLOC_COORDINATOR_CONFIG")
             .stdin(Stdio::null())

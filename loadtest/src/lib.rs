@@ -354,7 +354,7 @@ async fn run_once(a: &LoadtestArgs) -> Result<Report> {
             dropped?;
         }
     }
-    if result.is_err() || std::env::var_os("GEOLOC_LOADTEST_COORDINATOR_LOG").is_some() {
+    if result.is_err() || std::env::var_os(coordinator::LOG_ENV).is_some() {
         // Keep the coordinators' logs for the reader of the error (or of the log asked for).
         for (i, l) in launches.iter().enumerate() {
             let kept = std::env::temp_dir().join(format!(
