@@ -304,7 +304,12 @@ pub fn hint(
             || text.contains("invalid http version")
             || text.contains("connection closed")
             || text.contains("unexpected end of file")
-            || text.contains("protocol error"))
+            || text.contains("protocol error")
+            // hyper cancels the call when the server closed the HTTP/2 connection before the
+            // request went out ("connection was not ready"): which of these a plaintext client
+            // sees from a TLS server depends on timing.
+            || text.contains("operation was canceled")
+            || text.contains("connection was not ready"))
     {
         return Some(format!(
             "the coordinator at {url} closed the plaintext connection: if it serves TLS (it \
@@ -471,5 +476,14 @@ mod tests {
         assert!(h.contains("http://127.0.0.1:7470"), "{h}");
         let other = std::io::Error::other("connection refused");
         assert!(hint("https://127.0.0.1:7470", None, &other).is_none());
+        // A plaintext client whose call was cancelled because the TLS server closed the
+        // connection first (the text tonic gives hyper's cancelled call).
+        let cancelled = std::io::Error::other("operation was canceled");
+        let h = hint("http://127.0.0.1:7470", None, &cancelled).unwrap();
+        assert!(
+            h.contains("closed the plaintext connection") && h.contains("https://127.0.0.1:7470"),
+            "{h}"
+        );
+        assert!(hint("https://127.0.0.1:7470", None, &cancelled).is_none());
     }
 }
