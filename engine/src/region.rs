@@ -181,6 +181,13 @@ impl Region {
     /// Area-weighted spherical centroid (normalised mean of unit vectors); `None` when the
     /// region is empty or symmetric about the Earth's centre (e.g. the whole sphere).
     pub fn centroid(&self) -> Option<LatLon> {
+        self.area_and_centroid().1
+    }
+
+    /// [`Region::area_km2`] and [`Region::centroid`] in one pass: each cell's area is
+    /// computed once (h3o's exact cell area is the costliest step of a solve). The same
+    /// sums in the same order, so the same values as the two methods.
+    pub fn area_and_centroid(&self) -> (f64, Option<LatLon>) {
         let mut s = V3([0.0; 3]);
         let mut total = 0.0;
         for &c in &self.cells {
@@ -189,9 +196,9 @@ impl Region {
             total += a;
         }
         if total <= 0.0 || s.norm() < 1e-6 * total {
-            return None;
+            return (total, None);
         }
-        s.to_latlon()
+        (total, s.to_latlon())
     }
 
     /// Radius of a circle around `p` that holds the whole region, km.
@@ -241,12 +248,15 @@ impl Region {
     pub fn samples(&self, max_samples: f64) -> Vec<(LatLon, f64)> {
         let res = self.resolution_for(max_samples);
         let cells = self.at_resolution(res);
-        let total: f64 = cells.iter().map(|c| c.area_km2()).sum();
+        // Each cell's area once (it is costly), then the same sum as before.
+        let areas: Vec<f64> = cells.iter().map(|c| c.area_km2()).collect();
+        let total: f64 = areas.iter().sum();
         cells
             .iter()
-            .map(|&c| {
+            .zip(areas)
+            .map(|(&c, a)| {
                 let ll = LatLng::from(c);
-                (LatLon::new(ll.lat(), ll.lng()), c.area_km2() / total)
+                (LatLon::new(ll.lat(), ll.lng()), a / total)
             })
             .collect()
     }

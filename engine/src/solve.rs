@@ -489,12 +489,13 @@ pub fn solve(measurements: &[Measurement], opts: &SolveOptions) -> Result<Soluti
         .filter(|i| keep.contains(i))
         .min_by(|&a, &b| ms[a].rtt_ms.total_cmp(&ms[b].rtt_ms))
         .unwrap_or(0);
+    let (area_km2, centroid) = region.area_and_centroid();
     let estimate = match opts.method {
         Method::ShortestPing => ms[nearest].pos,
-        _ => region.centroid().unwrap_or(fallback_point),
+        _ => centroid.unwrap_or(fallback_point),
     };
     let radius_km = round1(region.radius_from_km(estimate));
-    let region_km2 = region.area_km2().round();
+    let region_km2 = area_km2.round();
     let radii = opts.confidence.radii(region_km2);
 
     let e = enricher();
