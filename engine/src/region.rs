@@ -44,7 +44,14 @@ impl Constraint {
 
     /// True when `p` satisfies the constraint (exact, not discretised).
     pub fn contains(&self, p: LatLon) -> bool {
-        let d = crate::sphere::distance_km(self.center, p);
+        self.contains_vec(p.to_vec())
+    }
+
+    /// [`Constraint::contains`] for the unit vector `pv` of a point (`LatLon::to_vec`),
+    /// which a caller testing one point against many constraints computes once. The same
+    /// computation as `distance_km(center, p)`, so the same answer.
+    pub fn contains_vec(&self, pv: crate::sphere::V3) -> bool {
+        let d = self.center.to_vec().angle(pv) * crate::sphere::EARTH_RADIUS_KM;
         d <= self.max_km && d >= self.min_km
     }
 }

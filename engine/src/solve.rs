@@ -247,14 +247,20 @@ pub struct Solution {
 
 impl Solution {
     /// True when `p` satisfies every constraint of the region (exact, not discretised).
+    /// Stops at the first constraint that puts the missed weight over the tolerance (the
+    /// phased selection asks this of every candidate probe, every round).
     pub fn region_contains(&self, p: LatLon) -> bool {
-        let missed: u64 = self
-            .region_constraints
-            .iter()
-            .filter(|c| !c.contains(p))
-            .map(|c| c.weight as u64)
-            .sum();
-        missed <= self.region_tolerance
+        let pv = p.to_vec();
+        let mut missed = 0u64;
+        for c in &self.region_constraints {
+            if !c.contains_vec(pv) {
+                missed += c.weight as u64;
+                if missed > self.region_tolerance {
+                    return false;
+                }
+            }
+        }
+        true
     }
 }
 
@@ -750,6 +756,41 @@ mod tests {
         assert_eq!(names(&s0.loosened), ["l03", "l13"]);
         assert_eq!(s0.region_tolerance, 0);
         assert!(s0.region_contains(TRUTH));
+    }
+
+    #[test]
+    fn region_membership_is_the_missed_weight_within_the_tolerance() {
+        // The early exit of region_contains must agree with its definition: the weight of
+        // the constraints a point misses, at most the tolerance (here 2, so a point missing
+        // one weight-2 constraint is in, and one missing it and a weight-1 one is out).
+        let (ms, cal) = calibrated(20, &[]);
+        let mut s = solve_bestline(&ms, cal, DEFAULT_BESTLINE_TOLERANCE);
+        assert_eq!(s.region_tolerance, 2);
+        s.region_constraints[5].weight = 2;
+        let (mut inside, mut outside, mut partly) = (0, 0, 0);
+        // Rings around the truth, out to where every disc is missed.
+        for i in 0..80 {
+            for j in 0..36 {
+                let p = destination(TRUTH, 10.0 * j as f64, 25.0 * i as f64);
+                let missed: u64 = s
+                    .region_constraints
+                    .iter()
+                    .filter(|c| !c.contains(p))
+                    .map(|c| c.weight as u64)
+                    .sum();
+                assert_eq!(s.region_contains(p), missed <= 2, "{p:?} misses {missed}");
+                match missed {
+                    0 => inside += 1,
+                    1 | 2 => partly += 1,
+                    _ => outside += 1,
+                }
+            }
+        }
+        // Every case was met, the tolerated misses included.
+        assert!(
+            inside > 0 && partly > 0 && outside > 0,
+            "{inside} {partly} {outside}"
+        );
     }
 
     #[test]
