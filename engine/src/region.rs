@@ -13,6 +13,7 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::sync::OnceLock;
 
 use h3o::{CellIndex, LatLng, Resolution};
 
@@ -169,20 +170,40 @@ fn cell_vec(cell: CellIndex) -> V3 {
 /// A region: H3 cells of mixed resolutions (coarse inside, fine at the boundary).
 #[derive(Debug, Clone, Default)]
 pub struct Region {
-    pub cells: Vec<CellIndex>,
+    cells: Vec<CellIndex>,
     /// Finest resolution used.
-    pub max_res: Option<Resolution>,
+    max_res: Option<Resolution>,
+    /// The area once computed, km². h3o's exact cell area is the costliest step of a
+    /// solve, which needs the region's area for its centroid, its time-zone samples and
+    /// its outline; the cells never change after [`Region::new`].
+    area_km2: OnceLock<f64>,
 }
 
 impl Region {
+    /// The region made of `cells`, the finest at `max_res`.
+    pub fn new(cells: Vec<CellIndex>, max_res: Option<Resolution>) -> Region {
+        Region {
+            cells,
+            max_res,
+            area_km2: OnceLock::new(),
+        }
+    }
+
+    /// Its cells.
+    pub fn cells(&self) -> &[CellIndex] {
+        &self.cells
+    }
+
     /// True when no cell is in the region.
     pub fn is_empty(&self) -> bool {
         self.cells.is_empty()
     }
 
-    /// Area, km².
+    /// Area, km² (computed once).
     pub fn area_km2(&self) -> f64 {
-        self.cells.iter().map(|c| c.area_km2()).sum()
+        *self
+            .area_km2
+            .get_or_init(|| self.cells.iter().map(|c| c.area_km2()).sum())
     }
 
     /// Area-weighted spherical centroid (normalised mean of unit vectors); `None` when the
@@ -202,6 +223,7 @@ impl Region {
             s = s.add_scaled(cell_vec(c), a);
             total += a;
         }
+        let _ = self.area_km2.set(total);
         if total <= 0.0 || s.norm() < 1e-6 * total {
             return (total, None);
         }
@@ -403,10 +425,7 @@ pub(crate) fn intersect_tolerant(p: &Prepared, subset: &[usize], tolerance: u64)
             stack.push((child, violated, crossed.clone()));
         }
     }
-    Region {
-        cells: out,
-        max_res: Some(p.max_res),
-    }
+    Region::new(out, Some(p.max_res))
 }
 
 /// The point found with the heaviest set of satisfied constraints.
@@ -772,10 +791,7 @@ mod tests {
                 serde_json::to_string(&old_geojson(&r, 2000.0)).unwrap()
             );
         }
-        let empty = Region {
-            cells: Vec::new(),
-            max_res: None,
-        };
+        let empty = Region::new(Vec::new(), None);
         assert_eq!(empty.geojson(10.0), old_geojson(&empty, 10.0));
     }
 }

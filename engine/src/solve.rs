@@ -485,10 +485,7 @@ pub fn solve(measurements: &[Measurement], opts: &SolveOptions) -> Result<Soluti
     if region.is_empty() {
         // Thinner than a cell: keep the cell of the consistent point found.
         let ll = h3o::LatLng::new(fallback_point.lat, fallback_point.lon).expect("valid point");
-        region = Region {
-            cells: vec![ll.to_cell(res)],
-            max_res: Some(res),
-        };
+        region = Region::new(vec![ll.to_cell(res)], Some(res));
     }
 
     let nearest = (0..n)
