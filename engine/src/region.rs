@@ -189,11 +189,6 @@ impl Region {
         }
     }
 
-    /// Its cells.
-    pub fn cells(&self) -> &[CellIndex] {
-        &self.cells
-    }
-
     /// True when no cell is in the region.
     pub fn is_empty(&self) -> bool {
         self.cells.is_empty()
