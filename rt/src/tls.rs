@@ -273,6 +273,22 @@ pub fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// Error texts (lower case) a plaintext client gets from a server that speaks TLS. Which
+/// one depends on timing: the server's TLS alert read as an HTTP/2 frame, the connection
+/// reset or closed under the client, or (the server closed it before the request went out)
+/// hyper's cancelled call, "operation was canceled" / "connection was not ready".
+const PLAINTEXT_REFUSED: &[&str] = &[
+    "frame with invalid size",
+    "connection reset",
+    "broken pipe",
+    "invalid http version",
+    "connection closed",
+    "unexpected end of file",
+    "protocol error",
+    "operation was canceled",
+    "connection was not ready",
+];
+
 /// What a user should read when connecting to (or calling) the coordinator at `url`
 /// failed with `err`: the likely cause and what to do, or `None` when nothing points at
 /// TLS. `ca` is the `--ca` file in use, if any.
@@ -297,20 +313,7 @@ pub fn hint(
         });
     }
     let text = chain_text(err).to_ascii_lowercase();
-    if !is_https(url)
-        && (text.contains("frame with invalid size")
-            || text.contains("connection reset")
-            || text.contains("broken pipe")
-            || text.contains("invalid http version")
-            || text.contains("connection closed")
-            || text.contains("unexpected end of file")
-            || text.contains("protocol error")
-            // hyper cancels the call when the server closed the HTTP/2 connection before the
-            // request went out ("connection was not ready"): which of these a plaintext client
-            // sees from a TLS server depends on timing.
-            || text.contains("operation was canceled")
-            || text.contains("connection was not ready"))
-    {
+    if !is_https(url) && PLAINTEXT_REFUSED.iter().any(|t| text.contains(t)) {
         return Some(format!(
             "the coordinator at {url} closed the plaintext connection: if it serves TLS (it \
              was started with --tls-cert), use https://{} and --ca FILE (or GEOLOC_CA) when its \
