@@ -12,11 +12,13 @@
 //! allows for both declared positions) with at least `vetting-min-checks` distinct landmarks
 //! (passive ones or unflagged probes). Checks run when a probe connects (it measures a
 //! sample of landmarks, a sample of live probes measure it) and, mixed into real work at
-//! random, during locates (`known-answer-percent` of a locate's vantage points): the probe is
+//! random, during locates (`known-answer-percent` of a locate's vantage points, each checked
+//! against a landmark drawn at random among those it was not checked against in its last
+//! [`KNOWN_ANSWER_MEMORY`] checks, so that a few checks meet many landmarks): the probe is
 //! sent the same request as for a locate (same builder, kinds, counts and budget, random
 //! request id; the wire carries no purpose), so it cannot answer checks honestly and lie on
 //! real work without risking a faster-than-light pair.
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -56,6 +58,10 @@ pub const LANDMARK_CHECKS_PER_CONNECT: usize = 16;
 pub const ESTABLISHED_AFTER_MS: i64 = 24 * 3_600_000;
 /// Declared positions that moved less than this still match stored evidence, km.
 const SAME_POSITION_KM: f64 = 1.0;
+/// Known-answer checks remembered per probe: a locate's check avoids the landmarks of the
+/// probe's last this many checks (a rotation), so a lie that only some landmarks can expose
+/// meets them within a few locates instead of when the dice allow.
+pub const KNOWN_ANSWER_MEMORY: usize = 32;
 
 /// One faster-than-light observation.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +91,39 @@ pub struct Measurable {
     id: String,
     pos: LatLon,
     ip: std::net::IpAddr,
+}
+
+/// The landmark for a known-answer check among `candidates`: at random among those not in
+/// `recent` (the probe's last checks, oldest first); when every candidate is there, the one
+/// checked longest ago. None when there is no candidate.
+fn pick_rotating<'a, R: rand::Rng + ?Sized>(
+    candidates: &[&'a Measurable],
+    recent: &VecDeque<String>,
+    rng: &mut R,
+) -> Option<&'a Measurable> {
+    use rand::seq::IndexedRandom;
+    let fresh: Vec<&Measurable> = candidates
+        .iter()
+        .copied()
+        .filter(|m| !recent.contains(&m.id))
+        .collect();
+    if let Some(m) = fresh.choose(rng) {
+        return Some(m);
+    }
+    candidates
+        .iter()
+        .copied()
+        .min_by_key(|m| recent.iter().position(|r| *r == m.id))
+}
+
+/// Records a check against `id` as the newest in `recent`, keeping at most
+/// [`KNOWN_ANSWER_MEMORY`] entries, each once.
+fn remember(recent: &mut VecDeque<String>, id: &str) {
+    recent.retain(|r| r != id);
+    recent.push_back(id.to_string());
+    while recent.len() > KNOWN_ANSWER_MEMORY {
+        recent.pop_front();
+    }
 }
 
 /// Which landmarks to blame for `violations` (greedy, most violations first; ties all
@@ -131,6 +170,9 @@ pub struct Vetting {
     evaluated_generation: AtomicU64,
     /// Per measuring probe, the landmark measurements allowed at a time.
     landmark_slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// Per probe, the landmarks of its last known-answer checks mixed into locates, oldest
+    /// first (at most [`KNOWN_ANSWER_MEMORY`]; see [`pick_rotating`]).
+    known_answer_recent: Mutex<HashMap<String, VecDeque<String>>>,
     /// Per probe, the position its checks were counted at and how many distinct landmarks
     /// it passed a known-answer check with there (refreshed by every evaluation).
     passed: RwLock<HashMap<String, (LatLon, usize)>>,
@@ -453,7 +495,6 @@ impl Vetting {
         budget: Duration,
         percent: u32,
     ) -> Vec<(VantagePoint, Measurable, Duration)> {
-        use rand::seq::IndexedRandom;
         use rand::Rng;
         let percent = percent.min(100);
         if !cx.config.landmark_checks || percent == 0 || chosen.is_empty() {
@@ -462,6 +503,10 @@ impl Vetting {
         let all = self.measurables(cx);
         let mut rng = rand::rng();
         let mut out = Vec::new();
+        let mut recent = self
+            .known_answer_recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for vp in chosen {
             if rng.random_range(0..100) >= percent {
                 continue;
@@ -476,12 +521,14 @@ impl Vetting {
                 .iter()
                 .filter(|m| m.id != vp.id && !my_ips.contains(&m.ip))
                 .collect();
-            let Some(to) = others.choose(&mut rng) else {
+            let mine = recent.entry(vp.id.clone()).or_default();
+            let Some(to) = pick_rotating(&others, mine, &mut rng) else {
                 continue;
             };
+            remember(mine, &to.id);
             let half_ms = (budget.as_millis() / 2).max(1) as u64;
             let delay = Duration::from_millis(rng.random_range(0..half_ms));
-            out.push((vp.clone(), (*to).clone(), delay));
+            out.push((vp.clone(), to.clone(), delay));
         }
         out
     }
@@ -870,6 +917,55 @@ mod tests {
         let b = blame(&[v("a", "b")]);
         assert_eq!(b.keys().collect::<Vec<_>>(), ["a", "b"]);
         assert!(blame(&[]).is_empty());
+    }
+
+    fn landmarks(n: usize) -> Vec<Measurable> {
+        (0..n)
+            .map(|i| Measurable {
+                id: format!("l{i:02}"),
+                pos: LatLon { lat: 0.0, lon: 0.0 },
+                ip: std::net::IpAddr::from([10, 0, 0, i as u8]),
+            })
+            .collect()
+    }
+
+    /// Runs `checks` rotating picks among `n` landmarks; the ids picked, in order.
+    fn rotate(n: usize, checks: usize, seed: u64) -> Vec<String> {
+        use rand::SeedableRng;
+        let all = landmarks(n);
+        let cands: Vec<&Measurable> = all.iter().collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut recent = VecDeque::new();
+        (0..checks)
+            .map(|_| {
+                let m = pick_rotating(&cands, &recent, &mut rng).expect("a candidate");
+                remember(&mut recent, &m.id);
+                assert!(recent.len() <= KNOWN_ANSWER_MEMORY);
+                m.id.clone()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn known_answer_checks_rotate_over_the_landmarks() {
+        for seed in 0..50 {
+            // Fewer landmarks than the memory: every round of n checks meets all of them.
+            let n = 19;
+            let picks = rotate(n, 3 * n, seed);
+            for round in picks.chunks(n) {
+                let distinct: BTreeSet<&String> = round.iter().collect();
+                assert_eq!(distinct.len(), n, "seed {seed}: {round:?}");
+            }
+            // More landmarks than the memory: any window of KNOWN_ANSWER_MEMORY consecutive
+            // checks meets distinct landmarks, and the choice stays random.
+            let picks = rotate(100, 200, seed);
+            for w in picks.windows(KNOWN_ANSWER_MEMORY) {
+                let distinct: BTreeSet<&String> = w.iter().collect();
+                assert_eq!(distinct.len(), KNOWN_ANSWER_MEMORY, "seed {seed}");
+            }
+            assert_ne!(picks, rotate(100, 200, seed + 1000));
+        }
+        assert!(pick_rotating(&[], &VecDeque::new(), &mut rand::rng()).is_none());
     }
 
     #[test]
