@@ -169,8 +169,9 @@ pub struct Vetting {
     landmark_generation: AtomicU64,
     evaluated_generation: AtomicU64,
     /// Per measuring probe, the landmark measurements allowed at a time. Like the next
-    /// map, never pruned: keyed by registered probes only, which the registry keeps for
-    /// good and caps at `max-probes` (`core::register`), so both stay within that bound.
+    /// map, never pruned: keyed by registered probes only (here or, in a cluster, on
+    /// another replica), which the registry keeps for good; each replica refuses new ones
+    /// past `max-probes` (`core::register`), so both stay within that bound per replica.
     landmark_slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     /// Per probe, the landmarks of its last known-answer checks mixed into locates, oldest
     /// first (at most [`KNOWN_ANSWER_MEMORY`]; see [`pick_rotating`]).
